@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Build the wafleet images without any image registry or network inside the build:
+#   1. a wheelhouse on the host (build/wheelhouse/): the wafleet wheel and every dependency
+#      that pyproject.toml names (all extras but `dev`), built with a Python 3.11;
+#   2. `docker build` of Dockerfile (wafleet-orchestrator:latest) and worker/Dockerfile
+#      (wafleet-worker:latest), which install ONLY from that wheelhouse.
+#
+#   scripts/build-images.sh            # after scripts/docker-engine.sh
+#
+# Environment (all optional):
+#   PYTHON      a Python 3.11 with pip, used for the wheelhouse (default /work/venv/bin/python
+#               if present, else python3.11, else python3)
+#   BASE_IMAGE  image both Dockerfiles start FROM (default wafleet-base:bookworm, made by
+#               scripts/docker-engine.sh; operators with registry access may use python:3.11-slim)
+#   ORCH_TAG    default wafleet-orchestrator:latest
+#   WORKER_TAG  default wafleet-worker:latest
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WHEELHOUSE=$ROOT/build/wheelhouse
+BASE_IMAGE=${BASE_IMAGE:-wafleet-base:bookworm}
+ORCH_TAG=${ORCH_TAG:-wafleet-orchestrator:latest}
+WORKER_TAG=${WORKER_TAG:-wafleet-worker:latest}
+
+log() { printf '[build-images] %s\n' "$*" >&2; }
+die() {
+    printf '\n[build-images] ERROR: %s\n\n' "$*" >&2
+    exit 1
+}
+
+if [ -z "${PYTHON:-}" ]; then
+    for c in /work/venv/bin/python python3.11 python3; do
+        if command -v "$c" >/dev/null; then
+            PYTHON=$(command -v "$c")
+            break
+        fi
+    done
+fi
+[ -n "${PYTHON:-}" ] || die "no Python found; set PYTHON to a Python 3.11 with pip"
+pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+[ "$pyver" = "3.11" ] ||
+    die "$PYTHON is Python $pyver; the images run Debian bookworm's 3.11, so wheels must be cp311"
+
+docker info >/dev/null 2>&1 || die "no Docker Engine answers; run scripts/docker-engine.sh first"
+docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 ||
+    log "warning: base image $BASE_IMAGE is not present locally; docker build will try to pull it"
+
+# --- 1. wheelhouse -----------------------------------------------------------------------
+# Build the project's wheel from a clean copy, so pip leaves no build/ or *.egg-info in the tree.
+src=$(mktemp -d /tmp/wafleet-src.XXXXXX)
+trap 'rm -rf "$src"' EXIT
+cp "$ROOT/pyproject.toml" "$src/"
+cp -r "$ROOT/wafleet" "$src/"
+for f in README.md README.rst LICENSE LICENSE.txt MANIFEST.in setup.cfg; do
+    [ -e "$ROOT/$f" ] && cp "$ROOT/$f" "$src/"
+done
+find "$src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+
+# Every optional-dependency group but dev goes into the wheelhouse (docker for the orchestrator,
+# whatever the worker's driver needs), read from pyproject.toml now rather than hard-coded.
+extras=$("$PYTHON" - "$ROOT/pyproject.toml" <<'EOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    project = tomllib.load(f)["project"]
+print(",".join(e for e in project.get("optional-dependencies", {}) if e != "dev"))
+EOF
+)
+target="$src"
+[ -n "$extras" ] && target="$src[$extras]"
+
+rm -rf "$WHEELHOUSE"
+mkdir -p "$WHEELHOUSE"
+log "wheelhouse: pip wheel '$target' with $PYTHON (Python $pyver) -> build/wheelhouse/"
+"$PYTHON" -m pip wheel --quiet --wheel-dir "$WHEELHOUSE" "$target" ||
+    die "pip wheel failed"
+# pip, setuptools and wheel for the image's venv, so it does not depend on Debian's bundled pip.
+"$PYTHON" -m pip download --quiet --only-binary=:all: --dest "$WHEELHOUSE" pip ||
+    die "pip download pip failed"
+# pip evaluated environment markers for the host's Python; add what the image's Python needs.
+markers=$(docker run --rm --network host "$BASE_IMAGE" python3 -c '
+import json, os, platform, sys
+v = sys.implementation.version
+print(json.dumps({
+    "implementation_name": sys.implementation.name,
+    "implementation_version": f"{v.major}.{v.minor}.{v.micro}",
+    "os_name": os.name, "platform_machine": platform.machine(),
+    "platform_python_implementation": platform.python_implementation(),
+    "platform_release": platform.release(), "platform_system": platform.system(),
+    "platform_version": platform.version(), "python_full_version": platform.python_version(),
+    "python_version": ".".join(platform.python_version_tuple()[:2]), "sys_platform": sys.platform,
+}))') || die "cannot run python3 in $BASE_IMAGE to read its environment markers"
+root_req="wafleet"
+[ -n "$extras" ] && root_req="wafleet[$extras]"
+"$PYTHON" "$ROOT/scripts/complete-wheelhouse.py" "$WHEELHOUSE" "$markers" "$root_req" pip ||
+    die "could not complete the wheelhouse for $BASE_IMAGE's Python"
+# The image's Python must accept every wheel: pure (py3-none-any) or cp311 manylinux.
+bad=$(find "$WHEELHOUSE" -name '*.whl' -printf '%f\n' | grep -Ev -- '-(py3|py2\.py3|cp311|abi3)-' || true)
+[ -z "$bad" ] || die "wheels the image's Python 3.11 cannot use: $bad"
+log "wheelhouse: $(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
+
+# --- 2. images -----------------------------------------------------------------------------
+build() {
+    local tag=$1 dockerfile=$2
+    log "docker build $tag (-f $dockerfile, FROM $BASE_IMAGE)"
+    local t0=$SECONDS
+    docker build --network host --pull=false \
+        --build-arg BASE_IMAGE="$BASE_IMAGE" \
+        -f "$ROOT/$dockerfile" -t "$tag" "$ROOT" ||
+        die "docker build of $tag failed"
+    log "$tag built in $((SECONDS - t0))s: $(docker image inspect --format '{{.Size}}' "$tag") bytes"
+}
+build "$ORCH_TAG" Dockerfile
+build "$WORKER_TAG" worker/Dockerfile
+
+docker run --rm --network host "$WORKER_TAG" wafleet --help >/dev/null 2>&1 ||
+    docker run --rm --network host "$WORKER_TAG" python -c 'import wafleet' ||
+    die "$WORKER_TAG: neither 'wafleet --help' nor 'import wafleet' works"
+log "done: $ORCH_TAG, $WORKER_TAG"

@@ -1,0 +1,3 @@
+from wafleet.cli import main
+
+main()

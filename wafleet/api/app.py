@@ -1,0 +1,29 @@
+"""The aiohttp application factory: routes and middlewares, dependencies injected."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from wafleet.api import openapi, ops, proxies, sessions, webhook
+from wafleet.api.auth import api_key_middleware
+from wafleet.api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
+from wafleet.api.errors import error_middleware
+from wafleet.core.metrics import Metrics
+from wafleet.core.proxies import ProxyPool
+from wafleet.core.sessions import SessionService
+from wafleet.core.settings import Settings
+from wafleet.core.store import Store
+
+
+def create_app(
+    settings: Settings, store: Store, service: SessionService, pool: ProxyPool, metrics: Metrics
+) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, api_key_middleware])
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[SERVICE] = service
+    app[POOL] = pool
+    app[METRICS] = metrics
+    for table in (sessions.routes, proxies.routes, webhook.routes, ops.routes, openapi.routes):
+        app.router.add_routes(table)
+    return app

@@ -1,0 +1,284 @@
+"""``/api/openapi.json``: the REST API as it is. A test checks it against the router."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+routes = web.RouteTableDef()
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_SESSION = {"$ref": "#/components/schemas/Session"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "bad input",
+        401: "missing or wrong API key",
+        404: "unknown session",
+        409: "conflict",
+        503: "no proxy capacity",
+    }
+    return {str(c): _json(_ERROR, text[c]) for c in codes}
+
+
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def _op(summary: str, ok: dict[str, Any], *errors: int, **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": {**ok, **_errors(401, *errors)}, **extra}
+
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "wafleet", "version": "1"},
+    "components": {
+        "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    }
+                },
+            },
+            "Session": {
+                "type": "object",
+                "required": ["id", "status", "phone", "proxy", "created", "lastPing"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "status": {
+                        "type": "string",
+                        "enum": ["pending", "qr_ready", "connected", "disconnected", "failed"],
+                    },
+                    "reason": {"type": "string", "nullable": True},
+                    "phone": {"type": "string", "nullable": True},
+                    "proxy": {"type": "string", "description": "masked"},
+                    "proxyId": {"type": "string"},
+                    "created": {"type": "integer"},
+                    "lastPing": {"type": "integer", "nullable": True},
+                    "needsQr": {"type": "boolean"},
+                },
+            },
+            "Proxy": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "url": {"type": "string"},
+                    "status": {"type": "string"},
+                    "sessions": {"type": "integer"},
+                    "capacity": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "security": [{"apiKey": []}],
+    "paths": {
+        "/api/sessions/provision": {
+            "post": _op(
+                "Create a session: choose a proxy, start its worker",
+                {"201": _json(_SESSION, "created")},
+                400,
+                409,
+                503,
+                requestBody={
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "phone": {"type": "string", "example": "972501234567"},
+                                    "proxy": {
+                                        "type": "string",
+                                        "example": "socks5h://user:pass@host:1080",
+                                    },
+                                },
+                            }
+                        }
+                    }
+                },
+            )
+        },
+        "/api/sessions/{id}/qr": {
+            "get": _op(
+                "The current QR: JSON {qr}, or a PNG with Accept: image/png",
+                {
+                    "200": {
+                        "description": "the QR",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"qr": {"type": "string"}},
+                                }
+                            },
+                            "image/png": {"schema": {"type": "string", "format": "binary"}},
+                        },
+                    }
+                },
+                404,
+                409,
+                parameters=_ID,
+            ),
+            "post": _op(
+                "Start a new QR round (after the last one ran out, or a logout)",
+                {"202": _json(_SESSION, "restarting with a new QR round")},
+                404,
+                409,
+                parameters=_ID,
+            ),
+        },
+        "/api/sessions/{id}/status": {
+            "get": _op("One session", {"200": _json(_SESSION, "the session")}, 404, parameters=_ID)
+        },
+        "/api/sessions/{id}/events": {
+            "get": _op(
+                "The session's recent events, newest first",
+                {"200": _json({"type": "object"}, "events")},
+                404,
+                parameters=_ID,
+            )
+        },
+        "/api/sessions/{id}/restart": {
+            "post": _op(
+                "Restart the session's worker",
+                {"200": _json(_SESSION, "restarted")},
+                404,
+                parameters=_ID,
+            )
+        },
+        "/api/sessions/{id}": {
+            "delete": _op(
+                "Delete: stop the worker, remove its folder, release the proxy slot",
+                {"200": _json({"type": "object"}, "deleted")},
+                404,
+                parameters=_ID,
+            )
+        },
+        "/api/v1/dashboard/sessions": {
+            "get": _op(
+                "Every session",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"sessions": {"type": "array", "items": _SESSION}},
+                        },
+                        "sessions",
+                    )
+                },
+            )
+        },
+        "/api/v1/dashboard/stats": {
+            "get": _op(
+                "Counts by status and the pool's capacity",
+                {"200": _json({"type": "object"}, "stats")},
+            )
+        },
+        "/api/v1/proxies": {
+            "get": _op(
+                "The proxy pool (passwords masked)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "proxies": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Proxy"},
+                                }
+                            },
+                        },
+                        "proxies",
+                    )
+                },
+            ),
+            "post": _op(
+                "Add a proxy",
+                {"201": _json({"$ref": "#/components/schemas/Proxy"}, "added")},
+                400,
+                409,
+                requestBody={
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["url"],
+                                "properties": {"url": {"type": "string"}},
+                            }
+                        }
+                    }
+                },
+            ),
+        },
+        "/api/v1/proxies/{id}": {
+            "delete": _op(
+                "Remove an unused proxy",
+                {"200": _json({"type": "object"}, "removed")},
+                404,
+                409,
+                parameters=_ID,
+            )
+        },
+        "/webhook": {
+            "post": {
+                "summary": "Events from workers, HMAC-signed per session",
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "X-Wafleet-Timestamp",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    {
+                        "name": "X-Wafleet-Signature",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": _json({"type": "object"}, "accepted"),
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness and Redis",
+                "security": [],
+                "responses": {
+                    "200": {"description": "ok"},
+                    "503": {"description": "Redis unreachable"},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {"200": {"description": "text exposition"}},
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3"}},
+            }
+        },
+    },
+}
+
+
+@routes.get("/api/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(SPEC)

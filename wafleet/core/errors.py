@@ -1,0 +1,43 @@
+"""Domain errors with a stable ``code``: one place maps them to HTTP, another to chat text."""
+
+from __future__ import annotations
+
+
+class WafleetError(Exception):
+    """Base of every error an operator may see. ``code`` never changes once published."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(WafleetError):
+    code = "invalid_input"
+
+
+class NotFound(WafleetError):
+    code = "not_found"
+
+
+class Conflict(WafleetError):
+    code = "conflict"
+
+
+class PhoneLimit(Conflict):
+    code = "phone_limit"
+
+
+class QrUnavailable(Conflict):
+    code = "qr_unavailable"
+
+
+class NoCapacity(WafleetError):
+    code = "no_proxy_capacity"
+
+
+class ConfigError(WafleetError):
+    """Settings that must be fixed before wafleet can start."""
+
+    code = "config_error"

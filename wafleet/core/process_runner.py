@@ -1,0 +1,193 @@
+"""``RUNNER=process``: one OS process per session, for the demo, tests and small hosts.
+
+Workers run in their own process group and survive a restart of ``serve``; every worker
+carries ``WAFLEET_INSTANCE`` in its environment, which is how a new ``serve`` finds
+(``running``) and adopts them, and how two wafleet instances on one host never touch
+each other's workers. Exits are noticed through a pidfd, for children and adopted
+workers alike, so a crash reaches the session service at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from wafleet.core.runner import ExitCallback, WorkerHandle, WorkerSpec
+from wafleet.core.tasks import TaskGroup
+
+log = logging.getLogger("wafleet.runner.process")
+
+INSTANCE_ENV = "WAFLEET_INSTANCE"
+LOG_NAME = "worker.log"
+LOG_MAX_BYTES = 2 * 1024 * 1024
+# What a worker inherits from serve; everything else comes from its WorkerSpec.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+@dataclass
+class _Worker:
+    pid: int
+    pidfd: int
+    popen: subprocess.Popen[bytes] | None  # None for adopted workers (not our children)
+    exited: asyncio.Event
+
+
+class ProcessRunner:
+    name = "process"
+
+    def __init__(self, instance: str, stop_grace_s: float = 5.0) -> None:
+        self.instance = instance
+        self.stop_grace_s = stop_grace_s
+        self._workers: dict[str, _Worker] = {}
+        self._stopping: set[str] = set()
+        self._callbacks: list[ExitCallback] = []
+        self._tasks = TaskGroup()
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        self._callbacks.append(callback)
+
+    async def start(self, spec: WorkerSpec) -> WorkerHandle:
+        await self.stop(spec.session_id)
+        spec.session_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        env.update(spec.env)
+        env[INSTANCE_ENV] = self.instance
+        popen = await asyncio.to_thread(_spawn, env, spec.session_dir)
+        self._watch(spec.session_id, popen.pid, popen)
+        log.info("started worker %s (pid %d)", spec.session_id, popen.pid)
+        return WorkerHandle(spec.session_id, f"pid:{popen.pid}")
+
+    async def adopt(self, handle: WorkerHandle) -> None:
+        pid = _pid_of(handle.ref)
+        if pid is None or handle.session_id in self._workers:
+            return
+        if _session_of(pid, self.instance) != handle.session_id:
+            return
+        self._watch(handle.session_id, pid, None)
+        log.info("adopted worker %s (pid %d)", handle.session_id, pid)
+
+    async def stop(self, session_id: str) -> None:
+        worker = self._workers.get(session_id)
+        if worker is None:
+            # Not watched (e.g. found by ``running`` before adoption): find it by environment.
+            for sid, handle in (await self.running()).items():
+                if sid == session_id and (pid := _pid_of(handle.ref)) is not None:
+                    self._watch(sid, pid, None)
+            worker = self._workers.get(session_id)
+            if worker is None:
+                return
+        self._stopping.add(session_id)
+        try:
+            _signal(worker.pid, signal.SIGTERM)
+            _signal(worker.pid, signal.SIGCONT)  # a frozen worker must be able to handle it
+            try:
+                await asyncio.wait_for(worker.exited.wait(), self.stop_grace_s)
+            except TimeoutError:
+                log.warning("worker %s ignored SIGTERM; killing it", session_id)
+                _signal(worker.pid, signal.SIGKILL)
+                await asyncio.wait_for(worker.exited.wait(), 10)
+        finally:
+            self._stopping.discard(session_id)
+
+    async def running(self) -> dict[str, WorkerHandle]:
+        found = await asyncio.to_thread(find_workers, self.instance)
+        return {sid: WorkerHandle(sid, f"pid:{pid}") for sid, pid in found.items()}
+
+    async def close(self) -> None:
+        for session_id in list(self._workers):
+            self._unwatch(session_id)
+        await self._tasks.cancel()
+
+    # exit notice --------------------------------------------------------------------------
+
+    def _watch(self, session_id: str, pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        worker = _Worker(pid, pidfd, popen, asyncio.Event())
+        self._workers[session_id] = worker
+        asyncio.get_running_loop().add_reader(pidfd, self._on_exit, session_id, worker)
+
+    def _unwatch(self, session_id: str) -> _Worker | None:
+        worker = self._workers.pop(session_id, None)
+        if worker is not None:
+            asyncio.get_running_loop().remove_reader(worker.pidfd)
+            os.close(worker.pidfd)
+        return worker
+
+    def _on_exit(self, session_id: str, worker: _Worker) -> None:
+        if self._workers.get(session_id) is not worker:
+            return
+        self._unwatch(session_id)
+        code = worker.popen.wait() if worker.popen is not None else None
+        worker.exited.set()
+        if session_id in self._stopping:
+            return
+        log.warning("worker %s (pid %d) exited with %s", session_id, worker.pid, code)
+        for callback in self._callbacks:
+            self._tasks.spawn(callback(session_id, code), name=f"exit-{session_id}")
+
+
+def _spawn(env: dict[str, str], session_dir: Path) -> subprocess.Popen[bytes]:
+    with _open_log(session_dir / LOG_NAME) as logfile:
+        return subprocess.Popen(
+            [sys.executable, "-m", "wafleet", "worker"],
+            env=env,
+            cwd=session_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C on serve's terminal must not kill workers
+        )
+
+
+def _open_log(path: Path) -> BinaryIO:
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size > LOG_MAX_BYTES:
+            path.replace(path.with_suffix(".log.1"))
+    return path.open("ab")
+
+
+def _pid_of(ref: str | None) -> int | None:
+    if ref and ref.startswith("pid:") and ref[4:].isdigit():
+        return int(ref[4:])
+    return None
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _session_of(pid: int, instance: str) -> str | None:
+    """The session a live process works for, if it is a worker of this instance."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rpartition(")")[2].split()[0] == "Z":
+            return None
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    env = dict(item.partition(b"=")[::2] for item in raw.split(b"\0") if b"=" in item)
+    if env.get(INSTANCE_ENV.encode()) != instance.encode():
+        return None
+    session = env.get(b"SESSION_ID")
+    return session.decode() if session else None
+
+
+def find_workers(instance: str) -> dict[str, int]:
+    """``{session id: pid}`` of every live worker of ``instance`` on this host."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (sid := _session_of(int(entry.name), instance)):
+            found[sid] = int(entry.name)
+    return found

@@ -1,0 +1,65 @@
+"""The ``Runner`` interface: how core starts, stops and watches one worker per session.
+
+Core never knows whether a worker is a local process or a Docker container. It hands a
+``WorkerSpec`` to ``start`` and learns about workers that die on their own through the
+exit callback, so a crash is handled within seconds instead of at the next watchdog tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+# Called with (session_id, exit_code or None when unknown) when a worker stops by itself.
+ExitCallback = Callable[[str, int | None], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a runner needs to start the worker of one session."""
+
+    session_id: str
+    session_dir: Path
+    # The worker's whole environment as DESIGN.md names it (SESSION_ID, PROXY_URL, ...).
+    # It carries secrets: never log it.
+    env: dict[str, str] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class WorkerHandle:
+    """A worker the runner knows about. ``ref`` goes to ``session:<id>:lock``."""
+
+    session_id: str
+    ref: str
+
+
+class Runner(Protocol):
+    """One worker per session, whatever it runs in."""
+
+    name: str
+
+    async def start(self, spec: WorkerSpec) -> WorkerHandle:
+        """Start the session's worker; an old one still running for the id is stopped first."""
+        ...
+
+    async def stop(self, session_id: str) -> None:
+        """Stop gracefully, kill after a grace period; a no-op if nothing runs."""
+        ...
+
+    async def running(self) -> dict[str, WorkerHandle]:
+        """Every worker of this wafleet instance that is alive now, adopted ones included."""
+        ...
+
+    async def adopt(self, handle: WorkerHandle) -> None:
+        """Watch a worker found running at start (after ``serve`` restarted) for its exit."""
+        ...
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        """Register the callback for workers that exit without ``stop`` being asked."""
+        ...
+
+    async def close(self) -> None:
+        """Stop watching; workers keep running (so restarting ``serve`` loses none)."""
+        ...

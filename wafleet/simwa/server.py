@@ -1,0 +1,287 @@
+"""``wafleet simwa``: a stand-in for WhatsApp's servers (DESIGN.md contract).
+
+Devices connect by WebSocket to ``/ws`` (through their SOCKS5 proxy, so the address we
+see is the proxy's). JSON messages, one per frame:
+
+client → server
+  ``{"op": "hello", "sessionId", "creds": {...} | null, "phone"}``
+  ``{"op": "presence", "state": "available"}``
+  ``{"op": "message", "to": "self", "text", "ephemeral"}``
+server → client
+  ``{"op": "qr", "qr": "2@...", "ttlMs"}``  rotating like WhatsApp's: the first lives
+  ``qr_first_ttl_ms``, each next ``qr_next_ttl_ms``, ``qr_count`` in all, then
+  ``{"op": "qr_timeout"}`` and the connection closes;
+  ``{"op": "paired", "phone", "creds"}`` then ``{"op": "connected", "phone"}`` on a scan;
+  ``{"op": "connected", "phone"}`` straight away for valid saved creds;
+  ``{"op": "logged_out"}`` for void creds or a logout, then the connection closes.
+
+The control API (``/control/...``) plays the phone: scan, logout, drop; and reports what
+the network saw of every device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+log = logging.getLogger("wafleet.simwa")
+
+_PHONE = re.compile(r"[1-9]\d{7,14}")
+
+
+@dataclass
+class QrTimings:
+    first_ttl_ms: int = 60_000
+    next_ttl_ms: int = 20_000
+    count: int = 6
+
+
+@dataclass
+class Device:
+    token: str
+    phone: str
+    session_id: str
+    logged_out: bool = False
+    ip: str | None = None
+    ip_history: list[str] = field(default_factory=list)
+    presence_count: int = 0
+    self_messages: int = 0
+    ws: web.WebSocketResponse | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "phone": self.phone,
+            "sessionId": self.session_id,
+            "connected": self.ws is not None and not self.ws.closed,
+            "loggedOut": self.logged_out,
+            "ip": self.ip,
+            "ipHistory": list(self.ip_history),
+            "presenceCount": self.presence_count,
+            "selfMessages": self.self_messages,
+        }
+
+
+@dataclass
+class PendingLink:
+    """A connection in its QR round, waiting for a scan."""
+
+    session_id: str
+    ws: web.WebSocketResponse
+    ip: str | None
+    paired: asyncio.Future[Device]
+
+
+@dataclass
+class IssuedQr:
+    link: PendingLink
+    expires: float  # monotonic seconds
+    superseded: bool = False
+
+
+class SimNetwork:
+    def __init__(self, timings: QrTimings) -> None:
+        self.timings = timings
+        self.devices: dict[str, Device] = {}  # by token
+        self.qrs: dict[str, IssuedQr] = {}
+
+    # the device side --------------------------------------------------------------------
+
+    async def ws_handler(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=20)
+        await ws.prepare(request)
+        ip = request.remote
+        try:
+            hello = await ws.receive_json(timeout=10)
+        except (TypeError, ValueError, TimeoutError):
+            await ws.close()
+            return ws
+        creds = hello.get("creds") if isinstance(hello, dict) else None
+        session_id = str(hello.get("sessionId", "")) if isinstance(hello, dict) else ""
+        if creds:
+            device = self.devices.get(str(creds.get("token", "")))
+            if device is None or device.logged_out:
+                await ws.send_json({"op": "logged_out"})
+                await ws.close()
+                return ws
+        else:
+            found = await self._link(ws, session_id, ip)
+            if found is None:
+                return ws
+            device = found
+            await ws.send_json(
+                {
+                    "op": "paired",
+                    "phone": device.phone,
+                    "creds": {"token": device.token, "phone": device.phone},
+                }
+            )
+        await self._serve_device(ws, device, ip)
+        return ws
+
+    async def _link(
+        self, ws: web.WebSocketResponse, session_id: str, ip: str | None
+    ) -> Device | None:
+        link = PendingLink(session_id, ws, ip, asyncio.get_running_loop().create_future())
+        reader = asyncio.create_task(self._drain_until_paired(ws, link))
+        try:
+            for n in range(self.timings.count):
+                ttl = self.timings.first_ttl_ms if n == 0 else self.timings.next_ttl_ms
+                code = _new_qr()
+                for issued in self.qrs.values():
+                    if issued.link is link:
+                        issued.superseded = True
+                self.qrs[code] = IssuedQr(link, time.monotonic() + ttl / 1000)
+                await ws.send_json({"op": "qr", "qr": code, "ttlMs": ttl})
+                waiting: set[asyncio.Future[Any]] = {link.paired, reader}
+                done, _ = await asyncio.wait(
+                    waiting, timeout=ttl / 1000, return_when=asyncio.FIRST_COMPLETED
+                )
+                if link.paired in done:
+                    return link.paired.result()
+                if reader in done:  # the device went away mid-round
+                    return None
+            await ws.send_json({"op": "qr_timeout"})
+            await ws.close()
+            return None
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            for issued in self.qrs.values():
+                if issued.link is link:
+                    issued.superseded = True
+
+    async def _drain_until_paired(self, ws: web.WebSocketResponse, link: PendingLink) -> None:
+        async for message in ws:
+            if message.type is not WSMsgType.TEXT:
+                break
+
+    async def _serve_device(
+        self, ws: web.WebSocketResponse, device: Device, ip: str | None
+    ) -> None:
+        if device.ws is not None and not device.ws.closed:
+            await device.ws.close()  # one connection per device, the newest wins
+        device.ws = ws
+        device.ip = ip
+        if ip and (not device.ip_history or device.ip_history[-1] != ip):
+            device.ip_history.append(ip)
+        await ws.send_json({"op": "connected", "phone": device.phone})
+        log.info("device %s (%s) connected from %s", device.session_id, device.phone, ip)
+        async for message in ws:
+            if message.type is not WSMsgType.TEXT:
+                break
+            try:
+                event = message.json()
+            except ValueError:
+                continue
+            if event.get("op") == "presence":
+                device.presence_count += 1
+            elif event.get("op") == "message" and event.get("to") == "self":
+                device.self_messages += 1
+        if device.ws is ws:
+            device.ws = None
+
+    # the phone side (control API) -------------------------------------------------------
+
+    async def scan(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        code, phone = body.get("qr"), body.get("phone")
+        if not isinstance(phone, str) or not _PHONE.fullmatch(phone):
+            return _error(400, "phone must be 8-15 digits, country code first")
+        issued = self.qrs.get(code) if isinstance(code, str) else None
+        if issued is None:
+            return _error(404, "unknown QR")
+        if issued.superseded or time.monotonic() > issued.expires or issued.link.paired.done():
+            return _error(410, "this QR has expired")
+        device = Device(secrets.token_urlsafe(24), phone, issued.link.session_id)
+        self.devices[device.token] = device
+        issued.link.paired.set_result(device)
+        for other in self.qrs.values():
+            if other.link is issued.link:
+                other.superseded = True
+        return web.json_response({"paired": True, "sessionId": device.session_id})
+
+    def _matching(self, body: dict[str, Any]) -> list[Device]:
+        phone, session_id = body.get("phone"), body.get("sessionId")
+        return [
+            d
+            for d in self.devices.values()
+            if d.phone == phone and not d.logged_out and session_id in (None, d.session_id)
+        ]
+
+    async def logout(self, request: web.Request) -> web.Response:
+        devices = self._matching(await _body(request))
+        if not devices:
+            return _error(404, "no linked device for that phone")
+        for device in devices:
+            device.logged_out = True
+            if device.ws is not None and not device.ws.closed:
+                with contextlib.suppress(ConnectionError):
+                    await device.ws.send_json({"op": "logged_out"})
+                await device.ws.close()
+        return web.json_response({"loggedOut": len(devices)})
+
+    async def drop(self, request: web.Request) -> web.Response:
+        devices = [d for d in self._matching(await _body(request)) if d.ws and not d.ws.closed]
+        if not devices:
+            return _error(404, "no connected device for that phone")
+        for device in devices:
+            assert device.ws is not None
+            await device.ws.close()
+        return web.json_response({"dropped": len(devices)})
+
+    async def list_devices(self, request: web.Request) -> web.Response:
+        return web.json_response([d.view() for d in self.devices.values()])
+
+    async def list_qrs(self, request: web.Request) -> web.Response:
+        """The QR codes currently scannable, per session (a convenience for the demo)."""
+        now = time.monotonic()
+        live = [
+            {"qr": code, "sessionId": i.link.session_id}
+            for code, i in self.qrs.items()
+            if not i.superseded and i.expires > now and not i.link.paired.done()
+        ]
+        return web.json_response(live)
+
+
+def _new_qr() -> str:
+    parts = [secrets.token_urlsafe(18)] + [
+        base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(3)
+    ]
+    return "2@" + ",".join(parts)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def create_app(timings: QrTimings) -> web.Application:
+    network = SimNetwork(timings)
+    app = web.Application()
+    app.router.add_get("/ws", network.ws_handler)
+    app.router.add_post("/control/scan", network.scan)
+    app.router.add_post("/control/logout", network.logout)
+    app.router.add_post("/control/drop", network.drop)
+    app.router.add_get("/control/devices", network.list_devices)
+    app.router.add_get("/control/qrs", network.list_qrs)
+    return app
+
+
+def run(host: str, port: int, timings: QrTimings) -> None:
+    web.run_app(create_app(timings), host=host, port=port, print=None)

@@ -1,0 +1,22 @@
+"""Drivers: ``sim`` (the simulated network) and, later, ``neonize`` (real WhatsApp)."""
+
+from __future__ import annotations
+
+from wafleet.worker.config import WorkerConfig, WorkerConfigError
+from wafleet.worker.drivers.base import Driver
+
+
+def make_driver(config: WorkerConfig) -> Driver:
+    if config.driver == "sim":
+        from wafleet.worker.drivers.sim import SimDriver
+
+        return SimDriver(
+            config.session_id,
+            config.session_dir,
+            config.proxy_url,
+            config.simwa_url,
+            config.phone,
+        )
+    raise WorkerConfigError(
+        f"WA_DRIVER={config.driver!r} is not available in this build (available: sim)"
+    )
