@@ -1,4 +1,4 @@
-"""Drivers: ``sim`` (the simulated network) and, later, ``neonize`` (real WhatsApp)."""
+"""Drivers: ``sim`` (the simulated network) and ``neonize`` (real WhatsApp)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def make_driver(config: WorkerConfig) -> Driver:
             config.simwa_url,
             config.phone,
         )
+    if config.driver == "neonize":
+        try:
+            from wafleet.worker.drivers.neonize_driver import NeonizeDriver
+        except ImportError as exc:
+            raise WorkerConfigError(
+                f"WA_DRIVER=neonize needs the neonize extra (wafleet[neonize]): {exc}"
+            ) from None
+        return NeonizeDriver(config.session_id, config.session_dir, config.proxy_url, config.phone)
     raise WorkerConfigError(
-        f"WA_DRIVER={config.driver!r} is not available in this build (available: sim)"
+        f"WA_DRIVER={config.driver!r} is not available in this build (available: sim, neonize)"
     )

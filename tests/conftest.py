@@ -1,0 +1,89 @@
+"""Fixtures that start the real servers on loopback and always clean up."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from tests.fleet import API_KEY, WEBHOOK_SECRET, Fleet
+from wafleet import devstack
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, url = devstack.start_redis(tmp_path_factory.mktemp("redis"))
+    yield url
+    proc.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_server: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+def fleet_env(
+    workdir: Path, redis_url: str, proxies: list[devstack.Proxy], simwa_port: int, **overrides: str
+) -> dict[str, str]:
+    env = {
+        "API_KEY": API_KEY,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "REDIS_URL": redis_url,
+        "RUNNER": "process",
+        "WA_DRIVER": "sim",
+        "SIMWA_URL": f"ws://localhost:{simwa_port}/ws",
+        "SESSIONS_DIR": str(workdir / "sessions"),
+        "BACKUPS_DIR": str(workdir / "backups"),
+        "WATCHDOG_INTERVAL_MS": "500",
+        "PING_TIMEOUT_MS": "4000",
+        "WORKER_PRESENCE_INTERVAL_MS": "400",
+        "WORKER_SELF_MESSAGE_INTERVAL_MS": "1000",
+        "PROXY_PROBE_INTERVAL_MS": "300",
+        "WORKER_STOP_GRACE_MS": "2000",
+        "LOG_LEVEL": "DEBUG",
+    }
+    env.update({f"PROXY_URL_{n}": p.url for n, p in enumerate(proxies, 1)})
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+def fleet_options() -> dict[str, Any]:
+    """Override in a test module (or with indirect parametrisation) to shape the fleet."""
+    return {}
+
+
+@pytest.fixture
+async def fleet(
+    tmp_path: Path, redis_server: str, redis_client: aioredis.Redis, fleet_options: dict[str, Any]
+) -> AsyncIterator[Fleet]:
+    options = dict(fleet_options)
+    n_proxies = options.pop("proxies", 2)
+    timings = options.pop("simwa", {})
+    start = options.pop("start", True)
+    procs: list[devstack.Proc] = []
+    proxies = [devstack.start_proxy(tmp_path, n) for n in range(1, n_proxies + 1)]
+    simwa, simwa_port = devstack.start_simwa(tmp_path, **timings)
+    procs.append(simwa)
+    env = fleet_env(tmp_path, redis_server, proxies, simwa_port, **options)
+    async with aiohttp.ClientSession() as http:
+        fleet = Fleet(tmp_path, redis_server, proxies, simwa_port, env, http, redis_client)
+        try:
+            if start:
+                fleet.start()
+            yield fleet
+        finally:
+            fleet.stop()
+            fleet.kill_workers()
+            for proxy in proxies:
+                proxy.proc.kill()
+            for proc in procs:
+                proc.stop()
