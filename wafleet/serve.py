@@ -93,6 +93,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         background.spawn(
             pool.run_prober(settings.proxy_probe_interval_ms / 1000), name="proxy-prober"
         )
+        background.spawn(service.pings.run(), name="ping-flusher")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):

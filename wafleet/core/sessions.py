@@ -29,6 +29,7 @@ from wafleet.core.metrics import Metrics
 from wafleet.core.models import Reason, SessionRecord, Status
 from wafleet.core.notifier import Alert, AlertKind, Move, Notifier
 from wafleet.core.phone import normalize as normalize_phone
+from wafleet.core.pings import PingBuffer
 from wafleet.core.proxies import ProxyPool
 from wafleet.core.proxy_url import ProxyUrl, mask
 from wafleet.core.runner import Runner, WorkerSpec
@@ -76,6 +77,7 @@ class SessionService:
         self.clock = clock
         self.metrics = metrics
         self.tasks = TaskGroup()
+        self.pings = PingBuffer(store)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._proxy_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._provisioned_at: dict[str, float] = {}
@@ -145,6 +147,7 @@ class SessionService:
             await self._start_worker(session_id, proxy_url, number)
         except Exception:
             log.exception("could not start the worker of %s; rolling back", session_id)
+            self.pings.forget(session_id)
             await self.store.release(session_id)
             session_files.remove(path)
             raise
@@ -171,6 +174,7 @@ class SessionService:
         async with self._session_lock(session_id):
             await self.get(session_id)
             await self.runner.stop(session_id)
+            self.pings.forget(session_id)
             await self.store.release(session_id)
             session_files.remove(session_files.folder(self.settings.sessions_dir, session_id))
             self._crashes.pop(session_id, None)
@@ -185,7 +189,7 @@ class SessionService:
         kind, data = worker_events.check(kind, data)
         now = self.clock.now_ms()
         if kind == "PING":
-            if not await self.store.touch_ping(session_id, now):
+            if not await self.pings.record(session_id, now):
                 raise NotFound(f"no session {session_id!r}")
             self.metrics.events.labels(kind).inc()
             return
