@@ -160,7 +160,7 @@ class SessionService:
     async def restart(self, session_id: str, reason: Reason | None = None) -> SessionRecord:
         async with self._session_lock(session_id):
             record = await self.get(session_id)
-            await self._restart_locked(record, reason)
+            await self._start_worker(record.id, record.proxy, record.phone, reason)
         return await self.get(session_id)
 
     async def request_new_qr(self, session_id: str) -> SessionRecord:
@@ -477,9 +477,6 @@ class SessionService:
         return report
 
     # internals --------------------------------------------------------------------------
-
-    async def _restart_locked(self, record: SessionRecord, reason: Reason | None) -> None:
-        await self._start_worker(record.id, record.proxy, record.phone, reason)
 
     async def _start_worker(
         self, session_id: str, proxy: str, phone: str | None, reason: str | None = None
