@@ -1,0 +1,571 @@
+"""The ``neonize`` driver against neonize 0.5.2 itself, offline.
+
+No WhatsApp here: events are neonize's own protobuf objects, serialised and pushed through
+the very C callbacks the Go core calls (from another thread, as Go does); the proxy cases
+run the real Go core through a real SOCKS5 server (Debian's ``microsocks``).
+neonize must be importable: this module fails, it does not skip, without it.
+"""
+# ruff: noqa: E402
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import warnings
+
+with warnings.catch_warnings():
+    # neonize's import runs ``uname -a`` through os.popen and never closes the pipe; the
+    # abandoned Popen waits in subprocess's reaper list and would warn at the next Popen.
+    warnings.simplefilter("ignore", ResourceWarning)
+    import neonize.client
+
+    reaper: list[subprocess.Popen[bytes]] = getattr(subprocess, "_active", None) or []
+    for orphan in list(reaper):
+        orphan.wait()
+    reaper.clear()
+    gc.collect()
+
+import asyncio
+import ctypes
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import neonize
+import pytest
+from neonize._binder import gocode
+from neonize.events import (
+    EVENT_TO_INT,
+    ClientOutdatedEv,
+    ConnectedEv,
+    ConnectFailureEv,
+    DisconnectedEv,
+    HistorySyncEv,
+    KeepAliveTimeoutEv,
+    LoggedOutEv,
+    MessageEv,
+    PairStatusEv,
+    QREv,
+    StreamReplacedEv,
+    TemporaryBanEv,
+)
+from neonize.proto.Neonize_pb2 import JID, ConnectFailureReason, Device
+from neonize.utils.enum import Presence
+
+from wafleet.worker.config import WorkerConfig
+from wafleet.worker.drivers import make_driver
+from wafleet.worker.drivers import neonize_driver as nd
+from wafleet.worker.drivers.base import (
+    ConnectionLost,
+    Disconnect,
+    LoggedOut,
+    NoAutoReconnect,
+    ProxyFailure,
+    QrTimeout,
+)
+
+USER, PASSWORD = "fleet", "s3cret"
+ME = "972501234567"
+
+
+def test_pinned_neonize() -> None:
+    # The driver calls the Go core's Neonize() itself: its ABI is the one of 0.5.2.
+    assert neonize.__version__ == nd.NEONIZE_VERSION == "0.5.2"
+    assert len(gocode.Neonize.argtypes) == 17
+
+
+# fixtures -----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def socks_port() -> Iterator[int]:
+    exe = shutil.which("microsocks")
+    assert exe, "microsocks (Debian package) is needed for the proxy tests"
+    port = _free_port()
+    proc = subprocess.Popen(
+        [exe, "-i", "127.0.0.1", "-p", str(port), "-u", USER, "-P", PASSWORD, "-b", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "microsocks did not start"
+            time.sleep(0.02)
+    yield port
+    proc.terminate()
+    proc.wait(5)
+
+
+def _proxy(port: int, password: str = PASSWORD) -> str:
+    return f"socks5h://{USER}:{password}@127.0.0.1:{port}"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.changed = asyncio.Event()
+
+    async def on_qr(self, qr: str, ttl_ms: int) -> None:
+        self._add(("qr", (qr, ttl_ms)))
+
+    async def on_pairing_code(self, code: str) -> None:
+        self._add(("pairing_code", code))
+
+    async def on_connected(self, phone: str) -> None:
+        self._add(("connected", phone))
+
+    def _add(self, call: tuple[str, Any]) -> None:
+        self.calls.append(call)
+        self.changed.set()
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.calls) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+class Core:
+    """Stands in for the Go ``Neonize`` call: the test speaks through its C callbacks."""
+
+    def __init__(self, driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.driver = driver
+        self.attempt: nd._Attempt | None = None
+        self.started = asyncio.Event()
+        self.sent: list[tuple[str, tuple[Any, ...]]] = []
+        monkeypatch.setattr(driver, "_start_core", self._start)
+        monkeypatch.setattr(driver, "build_client", self._build(driver.build_client))
+
+    def _build(self, real: Callable[[], Any]) -> Callable[[], Any]:
+        def build() -> Any:
+            client = real()
+            # the calls that would reach WhatsApp; Go would crash on a client it never started
+            client.get_me = lambda: Device(JID=JID(User=ME, Server="s.whatsapp.net"))
+            client.PairPhone = lambda *a: self._record("PairPhone", a, "ABCD-1234")
+            client.send_presence = lambda *a: self._record("send_presence", a, None)
+            client.send_message = lambda *a: self._record("send_message", a, None)
+            return client
+
+        return build
+
+    def _record(self, name: str, args: tuple[Any, ...], result: Any) -> Any:
+        self.sent.append((name, args))
+        return result
+
+    def _start(self, attempt: nd._Attempt) -> None:
+        self.attempt = attempt
+        self.started.set()
+
+    # what Go does, from a thread of its own
+    async def qr(self, code: str) -> None:
+        await asyncio.to_thread(self._call_string, "qr_cb", code)
+
+    async def status(self, status: str) -> None:
+        await asyncio.to_thread(self._call_string, "status_cb", status)
+
+    async def event(self, event: Any) -> None:
+        await asyncio.to_thread(self._call_event, event)
+
+    def _call_string(self, which: str, text: str) -> None:
+        assert self.attempt is not None
+        buf = ctypes.create_string_buffer(text.encode())
+        getattr(self.attempt, which)(None, ctypes.addressof(buf))
+
+    def _call_event(self, event: Any) -> None:
+        assert self.attempt is not None
+        data = _complete(event).SerializeToString()
+        buf = ctypes.create_string_buffer(data, max(len(data), 1))
+        self.attempt.event_cb(
+            self.attempt.uuid.encode(), ctypes.addressof(buf), len(data), EVENT_TO_INT[type(event)]
+        )
+
+
+def _complete(message: Any) -> Any:
+    """Fill the proto2 ``required`` fields the Go side always sets (zero values)."""
+    for field in message.DESCRIPTOR.fields:
+        if field.is_repeated:
+            continue
+        if field.message_type is not None:
+            if field.is_required or message.HasField(field.name):
+                _complete(getattr(message, field.name))
+        elif field.is_required and not message.HasField(field.name):
+            setattr(message, field.name, field.default_value)
+    return message
+
+
+@pytest.fixture
+def session_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "worker_1"
+    folder.mkdir()
+    (folder / "session.json").write_text('{"id": "worker_1"}')
+    (folder / "worker.log").write_text("log\n")
+    return folder
+
+
+async def _start(driver: nd.NeonizeDriver, core: Core, listener: Recorder) -> asyncio.Task[None]:
+    task = asyncio.create_task(driver.run(listener))
+    async with asyncio.timeout(5):
+        await core.started.wait()
+    return task
+
+
+async def _outcome(task: asyncio.Task[None]) -> Disconnect:
+    with pytest.raises(Disconnect) as caught:
+        async with asyncio.timeout(5):
+            await task
+    return caught.value
+
+
+# building the client offline ----------------------------------------------------------------
+
+
+def test_make_driver_builds_neonize(session_dir: Path) -> None:
+    config = WorkerConfig.from_env(
+        {
+            "SESSION_ID": "worker_1",
+            "PROXY_URL": _proxy(1080),
+            "WEBHOOK_URL": "http://127.0.0.1:1/webhook",
+            "WEBHOOK_SECRET": "x",
+            "SESSION_DIR": str(session_dir),
+            "WA_DRIVER": "neonize",
+            "SESSION_PHONE": ME,
+        }
+    )
+    driver = make_driver(config)
+    assert isinstance(driver, nd.NeonizeDriver)
+    assert driver.db_path == session_dir / "neonize.db"
+    assert driver.phone == ME
+
+
+def test_builds_client_offline_in_an_empty_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "empty"
+    driver = nd.NeonizeDriver("worker_1", folder, _proxy(1080), None)
+    client = driver.build_client()
+    assert client.name == str(folder / "neonize.db")
+    assert not folder.exists()  # nothing on disk until the Go core opens the store
+    attempt = nd._Attempt(asyncio.new_event_loop(), client)
+    subscribed = set(client.event.list_func)
+    assert EVENT_TO_INT[ConnectedEv] in subscribed and EVENT_TO_INT[LoggedOutEv] in subscribed
+    # messages, history sync and the stale QR event never cross into Python
+    for event in (MessageEv, HistorySyncEv, QREv):
+        assert EVENT_TO_INT[event] not in subscribed
+    assert attempt.uuid == "worker_1#1"
+    assert driver.build_client().uuid == b"worker_1#2"  # one Go client per attempt
+    attempt.loop.close()
+
+
+async def test_real_core_opens_and_reopens_the_database(
+    session_dir: Path, socks_port: int
+) -> None:
+    """The Go core creates neonize.db next to session.json, then reopens it; the proxy works
+    but WhatsApp is unreachable here, which is a lost connection, not a proxy fault."""
+    driver = nd.NeonizeDriver("worker_1", session_dir, _proxy(socks_port), None)
+    driver._preflight = _probe_only(driver)  # type: ignore[method-assign]
+    for _ in range(2):  # an empty folder, then one with an existing database
+        with pytest.raises(ConnectionLost) as caught:
+            async with asyncio.timeout(20):
+                await driver.run(Recorder())
+        assert "socks" in caught.value.reason and PASSWORD not in caught.value.reason
+        assert driver.db_path.stat().st_size > 0
+    await driver.close()
+
+
+def _probe_only(driver: nd.NeonizeDriver) -> Callable[[], Any]:
+    """The pre-flight without its TCP connect: let the Go core meet the failure itself."""
+
+    async def preflight() -> None:
+        assert await nd.probe(driver.proxy) is None
+
+    return preflight
+
+
+# proxy classification, with a real SOCKS5 server ---------------------------------------------
+
+
+@pytest.mark.parametrize("through_core", [False, True], ids=["preflight", "go-core"])
+async def test_proxy_down_is_a_proxy_failure(session_dir: Path, through_core: bool) -> None:
+    driver = nd.NeonizeDriver("worker_1", session_dir, _proxy(_free_port()), None)
+    if through_core:
+        driver._preflight = _noop  # type: ignore[method-assign]
+    with pytest.raises(ProxyFailure):
+        async with asyncio.timeout(20):
+            await driver.run(Recorder())
+
+
+@pytest.mark.parametrize("through_core", [False, True], ids=["preflight", "go-core"])
+async def test_wrong_password_is_a_proxy_failure(
+    session_dir: Path, socks_port: int, through_core: bool
+) -> None:
+    driver = nd.NeonizeDriver("worker_1", session_dir, _proxy(socks_port, "wrong"), None)
+    if through_core:
+        driver._preflight = _noop  # type: ignore[method-assign]
+    with pytest.raises(ProxyFailure) as caught:
+        async with asyncio.timeout(20):
+            await driver.run(Recorder())
+    assert "credentials" in caught.value.reason or "auth" in caught.value.reason
+
+
+async def test_unreachable_whatsapp_through_a_working_proxy_is_connection_lost(
+    session_dir: Path, socks_port: int
+) -> None:
+    driver = nd.NeonizeDriver("worker_1", session_dir, _proxy(socks_port), None)
+    with pytest.raises(ConnectionLost) as caught:
+        async with asyncio.timeout(20):
+            await driver.run(Recorder())
+    assert not isinstance(caught.value, ProxyFailure)
+    assert not driver.db_path.exists()  # the pre-flight spared the Go core (and its leak)
+
+
+async def _noop() -> None:
+    return None
+
+
+def test_core_gets_a_socks5_url() -> None:
+    proxy = nd.ProxyUrl.parse("socks5h://us%40er:p%3Ass@proxy.example:1080")
+    assert nd.core_address(proxy) == "socks5://us%40er:p%3Ass@proxy.example:1080"
+
+
+# events -> listener calls / Disconnects --------------------------------------------------------
+
+
+@pytest.fixture
+def driver(
+    session_dir: Path, socks_port: int, monkeypatch: pytest.MonkeyPatch
+) -> nd.NeonizeDriver:
+    d = nd.NeonizeDriver("worker_1", session_dir, _proxy(socks_port), None)
+    monkeypatch.setattr(d, "_preflight", _noop)
+    return d
+
+
+async def test_qr_round_then_timeout(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(nd, "_now", lambda: clock[0])
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    for i in range(6):
+        await core.qr(f"2@code{i}")
+    await listener.wait_for(6)
+    assert listener.calls[0] == ("qr", ("2@code0", 60_000))
+    assert listener.calls[1:] == [("qr", (f"2@code{i}", 20_000)) for i in range(1, 6)]
+    clock[0] += 60 + 5 * 20  # every code expired
+    await core.status("timeout")
+    assert isinstance(await _outcome(task), QrTimeout)
+    assert core.sent == []  # no phone: no pairing code asked
+
+
+async def test_qr_channel_timeout_before_the_codes_expire_is_a_drop(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.qr("2@code0")
+    await listener.wait_for(1)
+    await core.status("timeout")  # whatsmeow reports a socket drop during the QR wait so
+    outcome = await _outcome(task)
+    assert type(outcome) is ConnectionLost
+
+
+async def test_pairing_code_when_provisioned_with_a_phone(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    driver.phone = ME
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.qr("2@code0")
+    await listener.wait_for(2)
+    assert ("pairing_code", "ABCD-1234") in listener.calls
+    assert core.sent[0][0] == "PairPhone" and core.sent[0][1][:2] == (ME, True)
+    await core.qr("2@code1")  # asked once per attempt, not per code
+    await listener.wait_for(3)
+    assert [name for name, _ in core.sent] == ["PairPhone"]
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_connected_then_keepalive_then_drop(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.status("success")
+    await core.event(PairStatusEv(Status=PairStatusEv.SUCCESS, ID=JID(User=ME)))
+    await core.event(ConnectedEv(status=True))
+    await listener.wait_for(1)
+    assert listener.calls == [("connected", ME)]
+
+    await driver.send_presence()
+    await driver.send_self_message("🔄", 86_400)
+    assert core.sent[0] == ("send_presence", (Presence.AVAILABLE,))
+    name, (to, message) = core.sent[1]
+    assert name == "send_message" and (to.User, to.Server) == (ME, "s.whatsapp.net")
+    assert message.extendedTextMessage.text == "🔄"
+    assert message.extendedTextMessage.contextInfo.expiration == 86_400
+
+    await core.event(KeepAliveTimeoutEv(ErrorCount=1))  # one miss is not a drop
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    await core.event(DisconnectedEv(status=True))
+    assert type(await _outcome(task)) is ConnectionLost
+    await driver.send_presence()  # not connected any more: nothing reaches the Go core
+    assert len(core.sent) == 2
+
+
+async def test_repeated_keepalive_timeouts_are_a_drop(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.event(ConnectedEv(status=True))
+    await core.event(KeepAliveTimeoutEv(ErrorCount=nd.KEEPALIVE_FAILURES_LOST))
+    assert type(await _outcome(task)) is ConnectionLost
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        LoggedOutEv(OnConnect=False, Reason=ConnectFailureReason.LOGGED_OUT),
+        LoggedOutEv(OnConnect=True, Reason=ConnectFailureReason.MAIN_DEVICE_GONE),
+        ConnectFailureEv(Reason=ConnectFailureReason.UNKNOWN_LOGOUT, Message="x"),
+    ],
+    ids=["logged-out", "logged-out-on-connect", "connect-failure-logout"],
+)
+async def test_logged_out_deletes_the_database_and_keeps_session_json(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch, event: Any
+) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        (driver.session_dir / f"neonize.db{suffix}").write_bytes(b"x")
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.event(event)
+    outcome = await _outcome(task)
+    assert isinstance(outcome, LoggedOut)
+    assert outcome.reason in ("logged_out", "main_device_gone", "unknown_logout")
+    assert sorted(p.name for p in driver.session_dir.iterdir()) == ["session.json", "worker.log"]
+
+
+@pytest.mark.parametrize(
+    ("event", "code", "retry_after_s"),
+    [
+        (StreamReplacedEv(), "stream_replaced", None),
+        (
+            TemporaryBanEv(Code=TemporaryBanEv.SEND_TO_TOO_MANY_PEOPLE, Expire=3600),
+            "temporary_ban",
+            3600.0,
+        ),
+        (ClientOutdatedEv(), "client_outdated", None),
+        (ConnectFailureEv(Reason=ConnectFailureReason.TEMP_BANNED), "temporary_ban", None),
+        (ConnectFailureEv(Reason=ConnectFailureReason.CLIENT_OUTDATED), "client_outdated", None),
+    ],
+    ids=["stream-replaced", "temporary-ban", "client-outdated", "cf-temp-banned", "cf-outdated"],
+)
+async def test_no_auto_reconnect(
+    driver: nd.NeonizeDriver,
+    monkeypatch: pytest.MonkeyPatch,
+    event: Any,
+    code: str,
+    retry_after_s: float | None,
+) -> None:
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.event(ConnectedEv(status=True))
+    await core.event(event)
+    outcome = await _outcome(task)
+    assert isinstance(outcome, NoAutoReconnect)
+    assert (outcome.code, outcome.retry_after_s) == (code, retry_after_s)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ConnectFailureEv(Reason=ConnectFailureReason.SERVICE_UNAVAILABLE, Message="503"),
+        PairStatusEv(Status=PairStatusEv.ERROR, Error="bad"),
+    ],
+    ids=["service-unavailable", "pair-error"],
+)
+async def test_other_failures_are_connection_lost(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch, event: Any
+) -> None:
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.event(event)
+    assert type(await _outcome(task)) is ConnectionLost
+
+
+async def test_silence_is_a_dead_path(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nd, "CONNECT_TIMEOUT_S", 0.2)
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    outcome = await _outcome(task)
+    assert type(outcome) is ConnectionLost and "no answer" in outcome.reason
+
+
+async def test_core_return_is_classified(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    assert core.attempt is not None
+    port = driver.proxy.port
+    core.attempt.post(
+        "returned",
+        f"failed to dial whatsapp web websocket: socks connect tcp 127.0.0.1:{port}->"
+        f"web.whatsapp.com:443: username/password authentication failed",
+    )
+    assert isinstance(await _outcome(task), ProxyFailure)
+
+
+async def test_a_stuck_core_never_blocks_the_loop(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Go call that never returns costs a daemon thread, not the loop's PINGs."""
+    monkeypatch.setattr(nd, "CALL_TIMEOUT_S", 0.3)
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.event(ConnectedEv(status=True))
+    await listener.wait_for(1)
+    assert driver._attempt is not None
+    driver._attempt.client.send_presence = lambda *a: time.sleep(1.5)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+
+    tick = asyncio.create_task(ticker())
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await driver.send_presence()
+    assert time.monotonic() - started < 1.5 and ticks >= 3
+    tick.cancel()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_forget_auth_keeps_session_json_and_logs(session_dir: Path) -> None:
+    for name in ("neonize.db", "neonize.db-wal", "neonize.db-shm", "neonize.db-journal"):
+        (session_dir / name).write_bytes(b"x")
+    driver = nd.NeonizeDriver("worker_1", session_dir, _proxy(1080), None)
+    driver.forget_auth()
+    driver.forget_auth()  # idempotent
+    assert sorted(p.name for p in session_dir.iterdir()) == ["session.json", "worker.log"]
