@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from wafleet.api import openapi, ops, proxies, sessions, webhook
+from wafleet.api import backups, openapi, ops, proxies, sessions, webhook
 from wafleet.api.auth import api_key_middleware
 from wafleet.api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
 from wafleet.api.errors import error_middleware
+from wafleet.core.backups import BackupService
 from wafleet.core.metrics import Metrics
 from wafleet.core.proxies import ProxyPool
 from wafleet.core.sessions import SessionService
@@ -16,7 +17,12 @@ from wafleet.core.store import Store
 
 
 def create_app(
-    settings: Settings, store: Store, service: SessionService, pool: ProxyPool, metrics: Metrics
+    settings: Settings,
+    store: Store,
+    service: SessionService,
+    pool: ProxyPool,
+    metrics: Metrics,
+    backup_service: BackupService | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware, api_key_middleware])
     app[SETTINGS] = settings
@@ -24,6 +30,15 @@ def create_app(
     app[SERVICE] = service
     app[POOL] = pool
     app[METRICS] = metrics
-    for table in (sessions.routes, proxies.routes, webhook.routes, ops.routes, openapi.routes):
+    if backup_service is not None:
+        app[backups.BACKUPS] = backup_service
+    for table in (
+        sessions.routes,
+        proxies.routes,
+        backups.routes,
+        webhook.routes,
+        ops.routes,
+        openapi.routes,
+    ):
         app.router.add_routes(table)
     return app

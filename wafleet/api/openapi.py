@@ -77,6 +77,16 @@ SPEC: dict[str, Any] = {
                     "capacity": {"type": "integer"},
                 },
             },
+            "Backup": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string", "example": "backup_2024-05-01"},
+                    "file": {"type": "string"},
+                    "size": {"type": "integer", "description": "bytes"},
+                    "created": {"type": "integer", "description": "ms since the epoch"},
+                    "sessions": {"type": "integer", "nullable": True},
+                },
+            },
         },
     },
     "security": [{"apiKey": []}],
@@ -225,6 +235,103 @@ SPEC: dict[str, Any] = {
                 404,
                 409,
                 parameters=_ID,
+            )
+        },
+        "/api/v1/backups": {
+            "get": _op(
+                "The backups in BACKUPS_DIR, newest first",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "backups": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Backup"},
+                                }
+                            },
+                        },
+                        "backups",
+                    )
+                },
+            )
+        },
+        "/api/v1/backups/create": {
+            "post": _op(
+                "Back up every session now (BACKUP_MODE: rolling pauses or stop-all), "
+                "then apply MAX_BACKUPS retention",
+                {
+                    "201": _json(
+                        {
+                            "allOf": [
+                                {"$ref": "#/components/schemas/Backup"},
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "mode": {
+                                            "type": "string",
+                                            "enum": ["rolling", "stop-all"],
+                                        },
+                                        "durationMs": {"type": "integer"},
+                                        "maxPauseMs": {"type": "number"},
+                                        "pausesMs": {"type": "object"},
+                                    },
+                                },
+                            ]
+                        },
+                        "written",
+                    )
+                },
+                409,
+            )
+        },
+        "/api/v1/backups/restore/{id}": {
+            "post": _op(
+                "Check the archive, then replace every session with the archive's, rebuild "
+                "the state and start the workers; answers which sessions came back connected. "
+                "A bad archive: 400 with its own code, and nothing changed",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "backup": {"type": "string"},
+                                "sessions": {"type": "array", "items": {"type": "string"}},
+                                "connected": {"type": "array", "items": {"type": "string"}},
+                                "notConnected": {"type": "array", "items": {"type": "string"}},
+                                "reassigned": {
+                                    "type": "array",
+                                    "description": "sessions whose proxy is gone: moved "
+                                    "to one from the pool (to: null when none had a slot)",
+                                    "items": {"type": "object"},
+                                },
+                                "proxiesAdded": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                        "restored",
+                    )
+                },
+                400,
+                404,
+                409,
+                parameters=_ID,
+                requestBody={
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "waitSeconds": {
+                                        "type": "number",
+                                        "description": "how long to wait for the sessions "
+                                        "to connect before answering (default 30)",
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
             )
         },
         "/webhook": {

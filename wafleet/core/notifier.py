@@ -29,6 +29,9 @@ class AlertKind(StrEnum):
     PROXY_RECOVERED = "proxy_recovered"
     CAPACITY_LOW = "capacity_low"
     PHONE_MISMATCH = "phone_mismatch"
+    BACKUP_DONE = "backup_done"  # with the archive's size and session count
+    BACKUP_FAILED = "backup_failed"  # with the reason
+    RESTORE_DONE = "restore_done"  # with the sessions moved to another proxy, if any
 
 
 @dataclass(frozen=True)

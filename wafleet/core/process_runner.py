@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +29,7 @@ log = logging.getLogger("wafleet.runner.process")
 INSTANCE_ENV = "WAFLEET_INSTANCE"
 LOG_NAME = "worker.log"
 LOG_MAX_BYTES = 2 * 1024 * 1024
+PAUSE_CONFIRM_S = 1.0  # how long ``pause`` waits for the kernel to stop the worker
 # What a worker inherits from serve; everything else comes from its WorkerSpec.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "VIRTUAL_ENV")
 
@@ -96,6 +98,29 @@ class ProcessRunner:
                 await asyncio.wait_for(worker.exited.wait(), 10)
         finally:
             self._stopping.discard(session_id)
+
+    async def pause(self, session_id: str) -> bool:
+        worker = self._workers.get(session_id)
+        if worker is None:
+            return False
+        try:
+            os.kill(worker.pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return False
+        # kill() only queues the signal: wait until the kernel has really stopped it, so
+        # nothing the worker writes can land in the middle of the caller's copy.
+        deadline = time.monotonic() + PAUSE_CONFIRM_S
+        while not _is_stopped(worker.pid):
+            if time.monotonic() > deadline or worker.exited.is_set():
+                log.warning("worker %s did not confirm its pause", session_id)
+                break
+            await asyncio.sleep(0.001)
+        return True
+
+    async def resume(self, session_id: str) -> None:
+        worker = self._workers.get(session_id)
+        if worker is not None:
+            _signal(worker.pid, signal.SIGCONT)
 
     async def running(self) -> dict[str, WorkerHandle]:
         found = await asyncio.to_thread(find_workers, self.instance)
@@ -166,6 +191,15 @@ def _pid_of(ref: str | None) -> int | None:
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def _is_stopped(pid: int) -> bool:
+    """True once the process is in the stopped state (``T``) or gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("T", "t", "Z", "X")
 
 
 def _session_of(pid: int, instance: str) -> str | None:

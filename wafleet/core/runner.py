@@ -56,6 +56,18 @@ class Runner(Protocol):
         """Watch a worker found running at start (after ``serve`` restarted) for its exit."""
         ...
 
+    async def pause(self, session_id: str) -> bool:
+        """Freeze the worker in place (its connection stays open); False if none runs.
+
+        For a consistent copy of the session's files (a rolling backup): a frozen worker
+        writes nothing. Keep it short: a frozen worker does not ping either.
+        """
+        ...
+
+    async def resume(self, session_id: str) -> None:
+        """Let a paused worker run on; a no-op if it is not paused or not running."""
+        ...
+
     def on_exit(self, callback: ExitCallback) -> None:
         """Register the callback for workers that exit without ``stop`` being asked."""
         ...

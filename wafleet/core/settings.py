@@ -39,6 +39,8 @@ class Settings:
     backups_dir: Path = Path("./backups")
     max_backups: int = 7
     backup_cron: str = "0 3 * * *"
+    # rolling: pause one worker at a time while its folder is copied; stop-all: SPEC.md's way.
+    backup_mode: str = "rolling"
     runner: str = "process"
     worker_image: str = "wafleet-worker:latest"
     worker_network: str = "host"
@@ -105,6 +107,15 @@ class _Collector:
             self.problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         return value
 
+    def cron(self, name: str, default: str) -> str:
+        """Five crontab fields, or six with seconds first (``s m h dom mon dow``)."""
+        value = self.text(name, default)
+        if len(value.split()) not in (5, 6):
+            self.problems.append(
+                f"{name} must be a crontab line of 5 fields (or 6, seconds first), got {value!r}"
+            )
+        return value
+
     def int_set(self, name: str) -> frozenset[int]:
         raw = self.text(name, "")
         ids: set[int] = set()
@@ -156,7 +167,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
         sessions_dir=Path(c.text("SESSIONS_DIR", "./sessions")).resolve(),
         backups_dir=Path(c.text("BACKUPS_DIR", "./backups")).resolve(),
         max_backups=c.integer("MAX_BACKUPS", 7, minimum=1),
-        backup_cron=c.text("BACKUP_CRON", "0 3 * * *"),
+        backup_cron=c.cron("BACKUP_CRON", "0 3 * * *"),
+        backup_mode=c.choice("BACKUP_MODE", "rolling", ("rolling", "stop-all")),
         runner=c.choice("RUNNER", "process", ("process", "docker")),
         worker_image=c.text("WORKER_IMAGE", "wafleet-worker:latest"),
         worker_network=c.text("WORKER_NETWORK", "host"),

@@ -1,0 +1,431 @@
+"""Backups and restore (issue 5) against the real system: serve, workers, proxies, simwa.
+
+Every test drives ``wafleet serve`` over REST and checks what Redis, the session folders
+and the simulated network really hold afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+import time
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fleet import API_KEY, Fleet, eventually
+from wafleet import devstack
+from wafleet.core.backups import cron_trigger
+
+PHONES = [f"9725010000{n:02d}" for n in range(10)]
+
+
+@pytest.fixture
+def fleet_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Each test shapes its fleet with ``parametrize("fleet_options", [...], indirect=True)``."""
+    return dict(getattr(request, "param", {}))
+
+
+def backups_dir(fleet: Fleet) -> Path:
+    return Path(fleet.env["BACKUPS_DIR"])
+
+
+def listing(fleet: Fleet) -> dict[str, str]:
+    """Every file under sessions/ with a hash of its content (the worker's own log aside)."""
+    found = {}
+    for path in sorted(fleet.sessions_dir.rglob("*")):
+        if path.is_file() and not path.name.startswith("worker.log"):
+            rel = str(path.relative_to(fleet.sessions_dir))
+            found[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+async def create(fleet: Fleet) -> dict[str, Any]:
+    status, made = await fleet.call("POST", "/api/v1/backups/create")
+    assert status == 201, made
+    return made  # type: ignore[no-any-return]
+
+
+async def restore(fleet: Fleet, backup_id: str, wait: float = 30) -> tuple[int, Any]:
+    return await fleet.call("POST", f"/api/v1/backups/restore/{backup_id}", {"waitSeconds": wait})
+
+
+async def link_many(fleet: Fleet, phones: list[str]) -> list[str]:
+    linked = await asyncio.gather(*(fleet.link(p) for p in phones))
+    return [s["id"] for s in linked]
+
+
+async def wipe(fleet: Fleet) -> None:
+    """Lose everything but the backups: serve and workers down, Redis and sessions/ gone."""
+    fleet.stop()
+    fleet.kill_workers()
+    await eventually(lambda: _no_workers(fleet), what="the workers to die")
+    await fleet.redis.flushdb()
+    shutil.rmtree(fleet.sessions_dir)
+
+
+async def _no_workers(fleet: Fleet) -> bool:
+    return not fleet.workers()
+
+
+async def cli(fleet: Fleet, *args: str, port: int | None = None) -> tuple[int, str, str]:
+    env = {**os.environ, "API_KEY": API_KEY, "HTTP_PORT": str(port or fleet.port)}
+    env.pop("WAFLEET_API_URL", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wafleet",
+        "backup",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def sticky(fleet: Fleet, phone: str) -> tuple[str | None, str | None]:
+    return (
+        await fleet.redis.get(f"phone:{phone}:proxy"),
+        await fleet.redis.get(f"phone:{phone}:session"),
+    )
+
+
+async def devices_of(fleet: Fleet, sid: str) -> list[dict[str, Any]]:
+    async with fleet.http.get(fleet.simwa + "/control/devices") as r:
+        return [d for d in await r.json() if d["sessionId"] == sid]
+
+
+# create, list, retention ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fleet_options", [{"MAX_BACKUPS": "2", "BACKUP_MODE": "stop-all"}], indirect=True
+)
+async def test_create_list_retention_and_cli(fleet: Fleet) -> None:
+    sid = (await fleet.link(PHONES[0]))["id"]
+    pid = fleet.workers()[sid]
+    made = []
+    for _ in range(3):
+        made.append(await create(fleet))
+        await fleet.wait_status(sid, "connected")  # stop-all restarted the worker
+    ids = [m["id"] for m in made]
+    today = datetime.now(tz=UTC).astimezone().strftime("%Y-%m-%d")
+    assert ids[0] == f"backup_{today}"  # the day's first; later ones get a time suffix
+    assert all(re.fullmatch(rf"backup_{today}_\d{{6}}(_\d+)?", i) for i in ids[1:])
+    assert len(set(ids)) == 3
+    assert {m["sessions"] for m in made} == {1}
+    assert {m["mode"] for m in made} == {"stop-all"}
+
+    _, listed = await fleet.call("GET", "/api/v1/backups")
+    assert [b["id"] for b in listed["backups"]] == [ids[2], ids[1]]  # MAX_BACKUPS=2, newest first
+    assert sorted(p.name for p in backups_dir(fleet).iterdir()) == sorted(
+        f"{i}.zip" for i in ids[1:]
+    )  # the oldest removed, and no temporary file left behind
+    newest = backups_dir(fleet) / f"{ids[2]}.zip"
+    assert stat.S_IMODE(newest.stat().st_mode) == 0o600
+    assert listed["backups"][0]["size"] == newest.stat().st_size
+
+    with zipfile.ZipFile(newest) as zf:
+        names = zf.namelist()
+        manifest = json.loads(zf.read("manifest.json"))
+    assert f"sessions/{sid}/creds.json" in names
+    assert f"sessions/{sid}/session.json" in names
+    assert not [n for n in names if "worker.log" in n]
+    proxy = await fleet.redis.get(f"session:{sid}:proxy")
+    entry = manifest["sessions"][0]
+    assert (entry["id"], entry["phone"], entry["proxy"]) == (sid, PHONES[0], proxy)
+    assert entry["status"] == "connected"
+    assert manifest["sticky"] == {PHONES[0]: proxy}
+    assert sorted(p["url"] for p in manifest["proxies"]) == sorted(p.url for p in fleet.proxies)
+    assert manifest["wafleetVersion"] and manifest["created"] == listed["backups"][0]["created"]
+
+    # stop-all: the worker was stopped and started again, and came back on its saved creds
+    assert fleet.workers()[sid] != pid
+    assert len(await fleet.events(sid, "QR_CODE")) == 1
+    assert made[-1]["maxPauseMs"] > 0
+
+    # the CLI goes through the running serve
+    code, out, err = await cli(fleet, "list")
+    assert code == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [ids[2], ids[1]]
+    code, out, err = await cli(fleet, "restore", "backup_1999-01-01")
+    assert code == 1 and "backup_not_found" in err
+    code, out, err = await cli(fleet, "list", port=devstack.free_port())
+    assert code == 3 and "wafleet serve is not reachable" in err
+
+
+# restore after losing everything ----------------------------------------------------------
+
+
+async def test_restore_after_total_loss_brings_every_session_back(fleet: Fleet) -> None:
+    sids = await link_many(fleet, PHONES[:3])
+    before = {
+        sid: {
+            "phone": await fleet.redis.get(f"session:{sid}:phone"),
+            "proxy": await fleet.redis.get(f"session:{sid}:proxy"),
+            "ips": (await fleet.device(sid))["ipHistory"],
+        }
+        for sid in sids
+    }
+    stickies = {p: await sticky(fleet, p) for p in PHONES[:3]}
+    backup = await create(fleet)
+    assert backup["sessions"] == 3 and backup["mode"] == "rolling"
+
+    await wipe(fleet)
+    fleet.start()
+    status, report = await restore(fleet, backup["id"])
+    assert status == 200, report
+    assert sorted(report["sessions"]) == sorted(sids)
+    assert sorted(report["connected"]) == sorted(sids) and report["notConnected"] == []
+    assert report["reassigned"] == [] and report["proxiesAdded"] == []
+
+    assert set(fleet.workers()) == set(sids)
+    for sid in sids:
+        body = await fleet.status(sid)
+        assert body["status"] == "connected"
+        assert body["phone"] == before[sid]["phone"]
+        assert await fleet.redis.get(f"session:{sid}:proxy") == before[sid]["proxy"]
+        # no new QR: no QR_CODE since the restore, one paired device, the same IP as before
+        assert await fleet.events(sid, "QR_CODE") == []
+        devices = await devices_of(fleet, sid)
+        assert len(devices) == 1 and devices[0]["connected"]
+        assert devices[0]["ipHistory"] == before[sid]["ips"]
+    assert {p: await sticky(fleet, p) for p in PHONES[:3]} == stickies
+    for proxy in fleet.proxies:
+        members = await fleet.redis.smembers(f"proxy:{proxy.url}:members")
+        assert members == {s for s in sids if before[s]["proxy"] == proxy.url}
+        assert int(await fleet.redis.get(f"proxy:{proxy.url}:sessions")) == len(members)
+    async with fleet.http.get(fleet.simwa + "/control/qrs") as r:
+        assert await r.json() == []
+    # new sessions never reuse a restored id
+    assert (await fleet.provision(PHONES[5]))["id"] == "worker_4"
+
+
+# restore on a fresh install with another proxy pool ---------------------------------------
+
+
+@pytest.mark.parametrize("fleet_options", [{"proxies": 2}], indirect=True)
+async def test_restore_on_fresh_install_with_another_pool(fleet: Fleet) -> None:
+    sids = await link_many(fleet, PHONES[:2])
+    on = {sid: await fleet.redis.get(f"session:{sid}:proxy") for sid in sids}
+    assert len(set(on.values())) == 2  # one session per proxy
+    kept, moved = sids
+    phone_of = {kept: PHONES[sids.index(kept)], moved: PHONES[sids.index(moved)]}
+    backup = await create(fleet)
+
+    await wipe(fleet)
+    gone = next(p for p in fleet.proxies if p.url == on[moved])
+    gone.proc.kill()  # this proxy is not coming back
+    fresh = devstack.start_proxy(fleet.workdir, 3)
+    fleet.proxies.append(fresh)  # so the fixture stops it
+    for name in [k for k in fleet.env if k.startswith("PROXY_URL_")]:
+        del fleet.env[name]
+    fleet.env["PROXY_URL_1"] = fresh.url  # the new install knows only a new proxy
+    fleet.start()
+
+    status, report = await restore(fleet, backup["id"])
+    assert status == 200, report
+    assert sorted(report["connected"]) == sorted(sids)
+    masked_fresh = f"socks5h://wa:***@127.0.0.1:{fresh.port}"
+    assert report["reassigned"] == [
+        {
+            "id": moved,
+            "phone": phone_of[moved],
+            "from": on[moved].replace("s3cret-pw", "***"),
+            "to": masked_fresh,
+            "why": report["reassigned"][0]["why"],
+        }
+    ]
+    assert "unreachable" in report["reassigned"][0]["why"]
+    # the old proxy that still answers is back in the pool: that phone keeps its IP
+    assert report["proxiesAdded"] == [on[kept].replace("s3cret-pw", "***")]
+    assert await fleet.redis.get(f"session:{kept}:proxy") == on[kept]
+    assert await fleet.redis.get(f"session:{moved}:proxy") == fresh.url
+    assert await sticky(fleet, phone_of[moved]) == (fresh.url, moved)
+    assert await sticky(fleet, phone_of[kept]) == (on[kept], kept)
+    meta = json.loads((fleet.sessions_dir / moved / "session.json").read_text())
+    assert meta["proxy"] == fresh.url
+    assert int(await fleet.redis.get(f"proxy:{fresh.url}:sessions")) == 1
+    assert await fleet.redis.sismember("wafleet:proxies", on[moved]) == 0
+
+    device = await fleet.device(moved)
+    assert device["connected"] and device["ip"] == fresh.bind  # out through the new proxy
+    assert await fleet.events(moved, "QR_CODE") == []  # still linked: no new QR
+    # the operator is told, in the alert as in the answer, with no password anywhere
+    log = fleet.log()
+    assert "restore_done" in log
+    assert f"{moved}: {on[moved].replace('s3cret-pw', '***')} -> {masked_fresh}" in log
+    assert "s3cret-pw" not in log + json.dumps(report)
+
+
+# bad archives -----------------------------------------------------------------------------
+
+
+def _zip(members: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for info, data in members:
+            zf.writestr(info, data)
+    return buffer.getvalue()
+
+
+def _symlink(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+async def test_bad_archives_are_refused_and_nothing_changes(fleet: Fleet) -> None:
+    sid = (await fleet.link(PHONES[0]))["id"]
+    good = backups_dir(fleet) / f"{(await create(fleet))['id']}.zip"
+    manifest = zipfile.ZipFile(good).read("manifest.json")
+    meta = (fleet.sessions_dir / sid / "session.json").read_bytes()
+    folder = [("manifest.json", manifest), (f"sessions/{sid}/session.json", meta)]
+    stored = io.BytesIO()
+    with zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("manifest.json", manifest)
+        zf.writestr(f"sessions/{sid}/session.json", meta)
+    flipped = bytearray(stored.getvalue())
+    at = flipped.index(b'"format"')
+    flipped[at + 1] ^= 0x20  # one bit in a member's data: its CRC no longer matches
+    cases = {
+        "backup_2000-01-01": (b"this is not a zip\n" * 20, 400, "backup_not_zip"),
+        "backup_2000-01-02": (
+            good.read_bytes()[: good.stat().st_size // 2],
+            400,
+            "backup_corrupt",
+        ),
+        "backup_2000-01-03": (bytes(flipped), 400, "backup_corrupt"),
+        "backup_2000-01-04": (
+            _zip([*folder, ("../../etc/x", b"owned")]),
+            400,
+            "backup_path_traversal",
+        ),
+        "backup_2000-01-05": (
+            _zip([*folder, (f"sessions/{sid}/../../../x", b"owned")]),
+            400,
+            "backup_path_traversal",
+        ),
+        "backup_2000-01-06": (_zip([*folder, ("/etc/x", b"owned")]), 400, "backup_absolute_path"),
+        "backup_2000-01-07": (
+            _zip([*folder, (_symlink(f"sessions/{sid}/creds.json"), b"/etc/passwd")]),
+            400,
+            "backup_symlink",
+        ),
+        "backup_2000-01-08": (_zip(folder[1:]), 400, "backup_no_manifest"),
+        "backup_2000-01-09": (_zip(folder[:1]), 400, "backup_no_sessions"),
+    }
+    for name, (data, _, _) in cases.items():
+        (backups_dir(fleet) / f"{name}.zip").write_bytes(data)
+    assert len(cases) == len({c[2] for c in cases.values()}) + 2  # corrupt x2, traversal x2
+
+    redis_before, files_before = await fleet.snapshot(), listing(fleet)
+    pid = fleet.workers()[sid]
+    for name, (_, status, code) in cases.items():
+        got, body = await restore(fleet, name)
+        assert (got, body["error"]["code"]) == (status, code), (name, body)
+        assert name in body["error"]["message"]
+    for name, code in (("backup_2099-01-01", "backup_not_found"), ("nightly", "backup_not_found")):
+        got, body = await restore(fleet, name)
+        assert (got, body["error"]["code"]) == (404, code), (name, body)
+
+    assert await fleet.snapshot() == redis_before
+    assert listing(fleet) == files_before
+    assert fleet.workers() == {sid: pid}  # never stopped
+    assert (await fleet.status(sid))["status"] == "connected"
+    assert not (fleet.workdir / "x").exists() and not (fleet.workdir.parent / "x").exists()
+    assert not [p for p in fleet.sessions_dir.parent.iterdir() if ".restore-" in p.name]
+
+
+# rolling mode under load ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fleet_options", [{"proxies": 3}], indirect=True)
+async def test_rolling_backup_keeps_the_fleet_connected(fleet: Fleet) -> None:
+    sids = await link_many(fleet, PHONES)
+    for sid in sids:  # auth state of a realistic size, so the copy takes real time
+        (fleet.sessions_dir / sid / "app-state-sync-key-bulk.bin").write_bytes(os.urandom(1 << 20))
+    pids = fleet.workers()
+    samples: list[tuple[int, int]] = []
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        while not done.is_set():
+            _, body = await fleet.call("GET", "/api/v1/dashboard/sessions")
+            in_redis = sum(s["status"] == "connected" for s in body["sessions"])
+            async with fleet.http.get(fleet.simwa + "/control/devices") as r:
+                at_network = sum(d["connected"] for d in await r.json())
+            samples.append((in_redis, at_network))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    started = time.monotonic()
+    try:
+        first = asyncio.create_task(create(fleet))
+        await asyncio.sleep(0.05)
+        # never two backups at once: a second request while one runs is refused, not queued
+        status, body = await fleet.call("POST", "/api/v1/backups/create")
+        assert (status, body["error"]["code"]) == (409, "backup_busy"), body
+        result = await first
+    finally:
+        done.set()
+        await sampler
+    took = time.monotonic() - started
+    assert result["sessions"] == 10 and result["mode"] == "rolling"
+    assert set(result["pausesMs"]) == set(sids)
+    assert result["maxPauseMs"] < 3000, result["pausesMs"]
+    assert len(samples) >= 3, (samples, took)
+    assert min(min(s) for s in samples) >= 9, samples
+    assert fleet.workers() == pids  # paused, never restarted
+    for sid in sids:
+        assert (await fleet.status(sid))["status"] == "connected"
+    with zipfile.ZipFile(backups_dir(fleet) / f"{result['id']}.zip") as zf:
+        assert zf.testzip() is None
+        assert len([n for n in zf.namelist() if n.endswith("bulk.bin")]) == 10
+
+
+# the schedule -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fleet_options", [{"start": False}], indirect=True)
+async def test_scheduled_backup_fires_and_alerts(fleet: Fleet) -> None:
+    # BACKUP_CRON takes a sixth, leading seconds field, so the job can fire in seconds.
+    at = datetime.now(tz=UTC) + timedelta(seconds=6)
+    fleet.env["BACKUP_CRON"] = f"{at.second} * * * * *"
+    fleet.start()
+
+    def alerted() -> str | None:
+        return next((ln for ln in fleet.log().splitlines() if "backup_done" in ln), None)
+
+    async def check() -> str | None:
+        return alerted()
+
+    line = await eventually(check, 75, "the scheduled backup's alert")
+    assert "0 session(s)" in line and "backup_" in line
+    _, listed = await fleet.call("GET", "/api/v1/backups")
+    assert len(listed["backups"]) == 1
+
+
+def test_backup_cron_keeps_crontab_meaning() -> None:
+    start = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)  # a Wednesday
+    sunday = cron_trigger("0 3 * * 0", UTC).get_next_fire_time(None, start)
+    assert sunday == datetime(2024, 5, 5, 3, 0, tzinfo=UTC)  # crontab's 0 is Sunday
+    weekdays = cron_trigger("30 2 * * 1-5", UTC).get_next_fire_time(None, start)
+    assert weekdays == datetime(2024, 5, 2, 2, 30, tzinfo=UTC)
+    seconds = cron_trigger("15 * * * * *", UTC).get_next_fire_time(None, start)
+    assert seconds == datetime(2024, 5, 1, 12, 0, 15, tzinfo=UTC)
+    with pytest.raises(ValueError):
+        cron_trigger("0 3 * *", UTC)
