@@ -44,3 +44,13 @@ def proxy_sessions(url: str) -> str:
 
 def proxy_members(url: str) -> str:
     return f"proxy:{url}:members"
+
+
+# The Telegram bot's own state (not SPEC.md's): the chat language and where a QR is shown.
+def bot_lang(chat_or_user_id: int) -> str:
+    return f"wafleet:lang:{chat_or_user_id}"
+
+
+def bot_qr_message(session_id: str) -> str:
+    """Hash ``chat`` + ``message``: the chat that shows the session's QR, and its message."""
+    return f"wafleet:bot:qr:{session_id}"

@@ -1,0 +1,1 @@
+"""The Telegram ops console: aiogram routers, middlewares, keyboards, texts and the notifier."""

@@ -1,0 +1,61 @@
+"""Backups from the chat: make one now, list them, restore one (after a confirmation)."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, Message
+
+from wafleet.bot import keyboards, texts
+from wafleet.bot.handlers.common import message_of, one_arg
+from wafleet.bot.keyboards import BackupAction, BackupCb
+from wafleet.core.backups import BackupService
+
+router = Router(name="backups")
+
+
+@router.message(Command("backup"))
+async def backup(message: Message, backups: BackupService) -> None:
+    await message.answer(texts.backup_started())
+    result = await backups.create()
+    await message.answer(texts.backup_done(result))
+
+
+@router.message(Command("backups"))
+async def list_backups(message: Message, backups: BackupService) -> None:
+    found = await backups.list()
+    await message.answer(texts.backups(found), reply_markup=keyboards.backup_buttons(found))
+
+
+async def _confirm(target: Message, backup_id: str, backups: BackupService) -> None:
+    info = await backups.get(backup_id)
+    await target.answer(
+        texts.confirm_restore(info), reply_markup=keyboards.confirm_restore(info.id)
+    )
+
+
+@router.message(Command("restore"))
+async def restore(message: Message, command: CommandObject, backups: BackupService) -> None:
+    await _confirm(message, one_arg(command), backups)
+
+
+@router.callback_query(BackupCb.filter(F.action == BackupAction.RESTORE))
+async def restore_button(
+    callback: CallbackQuery, callback_data: BackupCb, backups: BackupService
+) -> None:
+    await callback.answer()
+    if (shown := message_of(callback)) is not None:
+        await _confirm(shown, callback_data.id, backups)
+
+
+@router.callback_query(BackupCb.filter(F.action == BackupAction.CONFIRM))
+async def confirm_restore_button(
+    callback: CallbackQuery, callback_data: BackupCb, backups: BackupService
+) -> None:
+    await callback.answer()
+    shown = message_of(callback)
+    if shown is not None:
+        await shown.edit_text(texts.restore_started(callback_data.id))
+    report = await backups.restore(callback_data.id)
+    if shown is not None:
+        await shown.answer(texts.restore_done(report))

@@ -1,0 +1,34 @@
+"""Small helpers the handlers share: argument splitting and where to answer a button."""
+
+from __future__ import annotations
+
+from aiogram.filters import CommandObject
+from aiogram.types import CallbackQuery, Message
+
+
+class UsageError(Exception):
+    """A command with the wrong number of arguments; the error router answers with usage."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(command)
+        self.command = command
+
+
+def args(command: CommandObject, least: int, most: int) -> list[str]:
+    parts = (command.args or "").split()
+    if not least <= len(parts) <= most:
+        raise UsageError(command.command)
+    return parts
+
+
+def one_arg(command: CommandObject) -> str:
+    return args(command, 1, 1)[0]
+
+
+def chat_of(callback: CallbackQuery) -> int:
+    """The chat a button was pressed in (its message may be too old to be accessible)."""
+    return callback.message.chat.id if callback.message else callback.from_user.id
+
+
+def message_of(callback: CallbackQuery) -> Message | None:
+    return callback.message if isinstance(callback.message, Message) else None

@@ -1,0 +1,47 @@
+"""The proxy pool: list with load, add at run time, remove by button."""
+
+from __future__ import annotations
+
+import contextlib
+
+from aiogram import Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, Message
+
+from wafleet.bot import keyboards, texts
+from wafleet.bot.handlers.common import message_of, one_arg
+from wafleet.bot.keyboards import ProxyCb
+from wafleet.core.proxies import ProxyPool
+
+router = Router(name="proxies")
+
+
+@router.message(Command("proxies"))
+async def proxies(message: Message, pool: ProxyPool) -> None:
+    records = await pool.all_proxies()
+    await message.answer(
+        texts.proxies(records, pool.cap), reply_markup=keyboards.proxy_buttons(records)
+    )
+
+
+@router.message(Command("addproxy"))
+async def add_proxy(message: Message, command: CommandObject, pool: ProxyPool) -> None:
+    record = await pool.add_from_input(one_arg(command))
+    # The command carried the proxy's password: take it out of the chat history.
+    with contextlib.suppress(TelegramBadRequest):
+        await message.delete()
+    await message.answer(texts.proxy_added(record))
+
+
+@router.callback_query(ProxyCb.filter())
+async def remove_proxy(callback: CallbackQuery, callback_data: ProxyCb, pool: ProxyPool) -> None:
+    record = await pool.get(callback_data.pid)
+    await pool.remove(record.url)
+    await callback.answer()
+    if (shown := message_of(callback)) is not None:
+        records = await pool.all_proxies()
+        await shown.answer(texts.proxy_removed(record.masked))
+        await shown.edit_text(
+            texts.proxies(records, pool.cap), reply_markup=keyboards.proxy_buttons(records)
+        )
