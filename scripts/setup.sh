@@ -20,4 +20,4 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || { echo "setup: wafleet needs Python 3.11 or newer" >&2; exit 1; }
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[dev,docker]"
+.venv/bin/python -m pip install -q -e ".[dev,docker,neonize]"

@@ -12,10 +12,14 @@ import contextlib
 import hashlib
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from tzlocal import get_localzone
 
 from wafleet.api.app import create_app
+from wafleet.core.backups import BackupService, cron_trigger
 from wafleet.core.clock import SystemClock
 from wafleet.core.errors import ConfigError
 from wafleet.core.metrics import Metrics
@@ -28,6 +32,9 @@ from wafleet.core.settings import Settings
 from wafleet.core.store import Store
 from wafleet.core.tasks import TaskGroup
 from wafleet.core.watchdog import run_watchdog
+
+if TYPE_CHECKING:
+    from wafleet.bot.app import TelegramBot
 
 log = logging.getLogger("wafleet.serve")
 
@@ -54,28 +61,55 @@ def make_runner(settings: Settings) -> Runner:
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
-    store = Store.connect(settings.redis_url)
     try:
-        await store.redis.ping()
-    except Exception as exc:
-        await store.close()
-        raise ConfigError(f"cannot reach Redis at REDIS_URL ({type(exc).__name__})") from None
-    settings.sessions_dir.mkdir(parents=True, exist_ok=True)
-    notifier = FanoutNotifier(LogNotifier())
-    metrics = Metrics()
-    pool = ProxyPool(store, notifier, settings.max_sessions_per_proxy)
-    await pool.seed(settings.proxy_urls)
-    runner = make_runner(settings)
-    service = SessionService(settings, store, pool, runner, notifier, SystemClock(), metrics)
-    app = create_app(settings, store, service, pool, metrics)
-    web_runner = web.AppRunner(app, access_log=None)
-    await web_runner.setup()
-    if not settings.telegram_bot_token:
-        log.info("Telegram bot: off (TELEGRAM_BOT_TOKEN is not set)")
-    else:
-        log.warning("Telegram bot: not part of this build yet; alerts go to the log")
-    background = TaskGroup()
-    try:
+        trigger = cron_trigger(settings.backup_cron, get_localzone())
+    except ValueError as exc:
+        raise ConfigError(f"BACKUP_CRON: {exc}") from None
+    # Clean-up runs in reverse order of registration, whatever fails on the way up.
+    async with contextlib.AsyncExitStack() as cleanup:
+        store = Store.connect(settings.redis_url)
+        cleanup.push_async_callback(store.close)
+        try:
+            await store.redis.ping()
+        except Exception as exc:
+            raise ConfigError(f"cannot reach Redis at REDIS_URL ({type(exc).__name__})") from None
+        settings.sessions_dir.mkdir(parents=True, exist_ok=True)
+        notifier = FanoutNotifier(LogNotifier())
+        metrics = Metrics()
+        pool = ProxyPool(store, notifier, settings.max_sessions_per_proxy)
+        await pool.seed(settings.proxy_urls)
+        runner = make_runner(settings)
+        cleanup.push_async_callback(runner.close)
+        service = SessionService(settings, store, pool, runner, notifier, SystemClock(), metrics)
+        backups = BackupService(settings, store, service, runner, notifier, SystemClock())
+        telegram: TelegramBot | None = None
+        if not settings.telegram_bot_token:
+            log.info("Telegram bot: off (TELEGRAM_BOT_TOKEN is not set)")
+        else:
+            from wafleet.bot.app import TelegramBot  # aiogram is loaded only when it is used
+
+            telegram = TelegramBot(settings, store.redis, service, pool, backups)
+            notifier.add(telegram.notifier)
+            cleanup.push_async_callback(telegram.close)  # sends what is queued, last
+        web_runner = web.AppRunner(
+            create_app(settings, store, service, pool, metrics, backups), access_log=None
+        )
+        await web_runner.setup()
+        cleanup.push_async_callback(web_runner.cleanup)
+        cleanup.push_async_callback(service.close)
+        background = TaskGroup()
+        cleanup.push_async_callback(background.cancel)
+        # Flow 5's daily backup, in the server's time zone (TZ). The service's own lock keeps
+        # a scheduled and a manual backup from overlapping; max_instances keeps it single.
+        scheduler = AsyncIOScheduler(timezone=get_localzone())
+        scheduler.add_job(
+            backups.run_scheduled,
+            trigger,
+            id="backup",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=3600,
+        )
         # Reconcile before taking requests, so a provision cannot race the adoption pass.
         # Adopted workers buffer their events meanwhile and resend them.
         await service.reconcile()
@@ -94,15 +128,16 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             pool.run_prober(settings.proxy_probe_interval_ms / 1000), name="proxy-prober"
         )
         background.spawn(service.pings.run(), name="ping-flusher")
+        scheduler.start()
+        cleanup.callback(scheduler.shutdown, wait=False)
+        log.info("backups: %s, cron %r (%s)", settings.backup_mode, settings.backup_cron, trigger)
+        if telegram is not None:
+            telegram.start()
+            cleanup.push_async_callback(telegram.stop_polling)  # no new commands from here on
+            log.info("Telegram bot: on (long polling)")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("stopping; workers keep running and are adopted at the next start")
-    finally:
-        await background.cancel()
-        await service.close()
-        await web_runner.cleanup()
-        await runner.close()
-        await store.close()
