@@ -283,3 +283,31 @@ async def _snapshot_unchanged(fleet: Fleet, request: Any) -> tuple[int, Any]:
     result = await request
     assert await fleet.snapshot() == before
     return result  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("fleet_options", [{"WORKER_ATTEMPTS_PER_PROCESS": "2"}])
+async def test_worker_recycles_its_process_quietly_after_n_attempts(fleet: Fleet) -> None:
+    """A fresh process every N attempts bounds a native library's per-connection leak."""
+    sid = (await fleet.link())["id"]
+    pid = fleet.workers()[sid]
+    assert await fleet.control("drop", phone=PHONE) == 200  # attempt 2 reconnects in-process
+
+    async def reconnected_in_place() -> bool:
+        return (
+            bool(await fleet.events(sid, "DISCONNECTED"))
+            and (await fleet.device(sid))["connected"]
+        )
+
+    await eventually(reconnected_in_place, what="the second attempt")
+    assert fleet.workers()[sid] == pid
+    assert await fleet.control("drop", phone=PHONE) == 200  # a third attempt: a new process
+
+    async def recycled() -> int | None:
+        new = fleet.workers().get(sid)
+        return new if new not in (None, pid) else None
+
+    await eventually(recycled, what="a recycled worker process")
+    await fleet.wait_status(sid, "connected")
+    assert len(await fleet.events(sid, "QR_CODE")) == 1  # auth kept
+    assert "recycled its worker process" in fleet.log()
+    assert "worker_crashed" not in fleet.log()  # not a crash: no alert, no crash count

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+# A worker that exits with this code asks for a fresh process (see worker.drivers.base).
+EXIT_RECYCLE = 75
+
 # Called with (session_id, exit_code or None when unknown) when a worker stops by itself.
 ExitCallback = Callable[[str, int | None], Coroutine[Any, Any, None]]
 

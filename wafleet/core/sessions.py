@@ -32,7 +32,7 @@ from wafleet.core.phone import normalize as normalize_phone
 from wafleet.core.pings import PingBuffer
 from wafleet.core.proxies import ProxyPool
 from wafleet.core.proxy_url import ProxyUrl, mask
-from wafleet.core.runner import Runner, WorkerSpec
+from wafleet.core.runner import EXIT_RECYCLE, Runner, WorkerSpec
 from wafleet.core.settings import Settings
 from wafleet.core.signing import session_secret
 from wafleet.core.store import ReservationRefused, Store
@@ -157,7 +157,7 @@ class SessionService:
 
     # operator actions -------------------------------------------------------------------
 
-    async def restart(self, session_id: str, reason: Reason | None = None) -> SessionRecord:
+    async def restart(self, session_id: str, reason: str | None = None) -> SessionRecord:
         async with self._session_lock(session_id):
             record = await self.get(session_id)
             await self._start_worker(record.id, record.proxy, record.phone, reason)
@@ -393,6 +393,10 @@ class SessionService:
         record = await self.store.get_session(session_id)
         if record is None:
             return
+        if code == EXIT_RECYCLE:
+            log.info("%s recycled its worker process; starting a fresh one", session_id)
+            await self.restart(session_id, record.reason)
+            return
         self.metrics.worker_crashes.inc()
         crashes = self._crashes[session_id]
         now = time.monotonic()
@@ -508,6 +512,7 @@ class SessionService:
             "SESSION_PHONE": phone or "",
             "WORKER_PRESENCE_INTERVAL_MS": str(s.worker_presence_interval_ms),
             "WORKER_SELF_MESSAGE_INTERVAL_MS": str(s.worker_self_message_interval_ms),
+            "WORKER_ATTEMPTS_PER_PROCESS": str(s.worker_attempts_per_process),
             "LOG_LEVEL": s.log_level,
             "LOG_FORMAT": s.log_format,
         }

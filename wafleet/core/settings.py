@@ -52,6 +52,7 @@ class Settings:
     # Not in SPEC.md: knobs that let tests and the demo shorten the worker's clocks.
     worker_presence_interval_ms: int = 15_000
     worker_self_message_interval_ms: int = 600_000
+    worker_attempts_per_process: int = 50
     proxy_probe_interval_ms: int = 30_000
     worker_stop_grace_ms: int = 5_000
     log_level: str = "INFO"
@@ -181,6 +182,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         worker_self_message_interval_ms=c.integer(
             "WORKER_SELF_MESSAGE_INTERVAL_MS", 600_000, minimum=50
         ),
+        worker_attempts_per_process=c.integer("WORKER_ATTEMPTS_PER_PROCESS", 50, minimum=1),
         proxy_probe_interval_ms=c.integer("PROXY_PROBE_INTERVAL_MS", 30_000, minimum=50),
         worker_stop_grace_ms=c.integer("WORKER_STOP_GRACE_MS", 5_000, minimum=0),
         log_level=c.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),

@@ -24,6 +24,7 @@ class WorkerConfig:
     phone: str | None
     presence_interval_s: float
     self_message_interval_s: float
+    attempts_per_process: int
     log_level: str
     log_format: str
 
@@ -38,8 +39,9 @@ class WorkerConfig:
         try:
             presence = int(e.get("WORKER_PRESENCE_INTERVAL_MS", "15000")) / 1000
             self_message = int(e.get("WORKER_SELF_MESSAGE_INTERVAL_MS", "600000")) / 1000
+            attempts = int(e.get("WORKER_ATTEMPTS_PER_PROCESS", "50"))
         except ValueError:
-            raise WorkerConfigError("WORKER_*_INTERVAL_MS must be whole numbers") from None
+            raise WorkerConfigError("WORKER_* settings must be whole numbers") from None
         return cls(
             session_id=e["SESSION_ID"],
             proxy_url=e["PROXY_URL"],
@@ -51,6 +53,7 @@ class WorkerConfig:
             phone=e.get("SESSION_PHONE") or None,
             presence_interval_s=presence,
             self_message_interval_s=self_message,
+            attempts_per_process=max(attempts, 1),
             log_level=e.get("LOG_LEVEL", "INFO"),
             log_format=e.get("LOG_FORMAT", "text"),
         )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 
 from wafleet.core import logs
 from wafleet.worker.config import WorkerConfig
 from wafleet.worker.drivers import make_driver
+from wafleet.worker.drivers.base import EXIT_RECYCLE, Recycle
 from wafleet.worker.session_loop import SessionLoop
 from wafleet.worker.webhook_client import WebhookClient
 
@@ -19,7 +21,13 @@ async def run_worker(config: WorkerConfig) -> None:
     driver = make_driver(config)
     webhook = WebhookClient(config.webhook_url, config.session_id, config.webhook_secret)
     await webhook.start()
-    loop = SessionLoop(driver, webhook, config.presence_interval_s, config.self_message_interval_s)
+    loop = SessionLoop(
+        driver,
+        webhook,
+        config.presence_interval_s,
+        config.self_message_interval_s,
+        config.attempts_per_process,
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -43,4 +51,8 @@ async def run_worker(config: WorkerConfig) -> None:
 def main() -> None:
     config = WorkerConfig.from_env()
     logs.setup(config.log_level, config.log_format, secrets=[config.webhook_secret])
-    asyncio.run(run_worker(config))
+    try:
+        asyncio.run(run_worker(config))
+    except Recycle as exc:
+        log.info("recycling the worker process: %s", exc.reason)
+        sys.exit(EXIT_RECYCLE)

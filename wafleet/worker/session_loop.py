@@ -21,6 +21,7 @@ from wafleet.worker.drivers.base import (
     NoAutoReconnect,
     ProxyFailure,
     QrTimeout,
+    Recycle,
 )
 from wafleet.worker.webhook_client import WebhookClient
 
@@ -39,6 +40,7 @@ class SessionLoop:
         webhook: WebhookClient,
         presence_interval_s: float,
         self_message_interval_s: float,
+        attempts_per_process: int = 50,
     ) -> None:
         self.driver = driver
         self.webhook = webhook
@@ -47,6 +49,8 @@ class SessionLoop:
         self.connected = False
         self._connected_since = 0.0
         self._failures = 0
+        self.attempts_per_process = attempts_per_process
+        self._attempts = 0
 
     # DriverListener ---------------------------------------------------------------------
 
@@ -83,6 +87,9 @@ class SessionLoop:
 
     async def _attempt(self) -> float | None:
         """Run one connection; return the delay before the next one, or None to wait."""
+        if self._attempts >= self.attempts_per_process:
+            raise Recycle(f"{self._attempts} connection attempts in this process")
+        self._attempts += 1
         try:
             await self.driver.run(self)
             raise ConnectionLost("driver returned")  # a driver must not return; treat as lost

@@ -11,6 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from wafleet.core.runner import EXIT_RECYCLE
+
+__all__ = ["EXIT_RECYCLE"]
+
 
 class Disconnect(Exception):  # noqa: N818 - these are outcomes, not failures of the code
     """An attempt ended. ``code`` is a stable machine-readable reason for the webhook."""
@@ -58,6 +62,17 @@ class NoAutoReconnect(Disconnect):
     def __init__(self, reason: str, code: str, retry_after_s: float | None = None) -> None:
         super().__init__(reason, code)
         self.retry_after_s = retry_after_s
+
+
+class Recycle(Disconnect):  # noqa: N818
+    """Time for a fresh process: native WhatsApp libraries leak a little per connection
+    (neonize keeps a database handle and ~225 kB per attempt).
+
+    The worker exits with ``EXIT_RECYCLE`` and the orchestrator starts it again at once,
+    without counting a crash or alerting: the session keeps its auth and its proxy.
+    """
+
+    code = "recycle"
 
 
 class DriverListener(Protocol):
