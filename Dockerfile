@@ -8,6 +8,8 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
+# Marks this stage's images, so scripts/build-images.sh can prune the untagged leftovers.
+LABEL org.wafleet.stage=build
 # Optional-dependency groups to install (pyproject.toml); the orchestrator drives Docker.
 ARG WAFLEET_EXTRAS=docker
 COPY build/wheelhouse /wheels

@@ -14,6 +14,10 @@
 #               scripts/docker-engine.sh; operators with registry access may use python:3.11-slim)
 #   ORCH_TAG    default wafleet-orchestrator:latest
 #   WORKER_TAG  default wafleet-worker:latest
+#   BUILD_NETWORK  network of the RUN steps of `docker build` (default host). The Dockerfiles
+#               install with `pip --no-index` from the wheelhouse, so `none` works too when the
+#               base image already has libmagic1 (wafleet-base:bookworm does); the Docker test
+#               tier builds with `none` to prove no package index is needed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,6 +25,7 @@ WHEELHOUSE=$ROOT/build/wheelhouse
 BASE_IMAGE=${BASE_IMAGE:-wafleet-base:bookworm}
 ORCH_TAG=${ORCH_TAG:-wafleet-orchestrator:latest}
 WORKER_TAG=${WORKER_TAG:-wafleet-worker:latest}
+BUILD_NETWORK=${BUILD_NETWORK:-host}
 
 log() { printf '[build-images] %s\n' "$*" >&2; }
 die() {
@@ -93,24 +98,33 @@ root_req="wafleet"
 [ -n "$extras" ] && root_req="wafleet[$extras]"
 "$PYTHON" "$ROOT/scripts/complete-wheelhouse.py" "$WHEELHOUSE" "$markers" "$root_req" pip ||
     die "could not complete the wheelhouse for $BASE_IMAGE's Python"
-# The image's Python must accept every wheel: pure (py3-none-any) or cp311 manylinux.
-bad=$(find "$WHEELHOUSE" -name '*.whl' -printf '%f\n' | grep -Ev -- '-(py3|py2\.py3|cp311|abi3)-' || true)
+# The image's Python must accept every wheel: pure (py3-none-any), a py3X tag up to 3.11
+# (neonize ships py310-none-manylinux), cp311 or abi3.
+bad=$(find "$WHEELHOUSE" -name '*.whl' -printf '%f\n' |
+    grep -Ev -- '-(py2\.py3|py3|py3[0-9]|py31[01]|cp311|abi3)-' || true)
 [ -z "$bad" ] || die "wheels the image's Python 3.11 cannot use: $bad"
 log "wheelhouse: $(find "$WHEELHOUSE" -name '*.whl' | wc -l) wheels, $(du -sh "$WHEELHOUSE" | cut -f1)"
 
 # --- 2. images -----------------------------------------------------------------------------
 build() {
     local tag=$1 dockerfile=$2
-    log "docker build $tag (-f $dockerfile, FROM $BASE_IMAGE)"
-    local t0=$SECONDS
-    docker build --network host --pull=false \
-        --build-arg BASE_IMAGE="$BASE_IMAGE" \
-        -f "$ROOT/$dockerfile" -t "$tag" "$ROOT" ||
-        die "docker build of $tag failed"
+    local t0=$SECONDS old
+    old=$(docker image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+    local cmd=(docker build --network "$BUILD_NETWORK" --pull=false --force-rm
+        --build-arg BASE_IMAGE="$BASE_IMAGE" -f "$ROOT/$dockerfile" -t "$tag" "$ROOT")
+    log "${cmd[*]}"
+    "${cmd[@]}" || die "docker build of $tag failed"
     log "$tag built in $((SECONDS - t0))s: $(docker image inspect --format '{{.Size}}' "$tag") bytes"
+    # The image this build replaced is untagged now: drop it unless a container still uses it.
+    if [ -n "$old" ] && [ "$old" != "$(docker image inspect --format '{{.Id}}' "$tag")" ]; then
+        docker image rm "$old" >/dev/null 2>&1 || true
+    fi
 }
 build "$ORCH_TAG" Dockerfile
 build "$WORKER_TAG" worker/Dockerfile
+# The build stages' images stay behind untagged (the legacy builder keeps them as cache, of no
+# use since the wheelhouse changes with every build): remove them.
+docker image prune --force --filter label=org.wafleet.stage=build >/dev/null || true
 
 docker run --rm --network host "$WORKER_TAG" wafleet --help >/dev/null 2>&1 ||
     docker run --rm --network host "$WORKER_TAG" python -c 'import wafleet' ||

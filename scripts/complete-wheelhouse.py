@@ -16,10 +16,12 @@ import re
 import subprocess
 import sys
 import zipfile
+from email.message import Message
 from email.parser import Parser
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
@@ -32,11 +34,20 @@ def wheels(house: Path) -> dict[str, tuple[Version, Path]]:
     return found
 
 
-def requires(whl: Path) -> list[Requirement]:
+def metadata(whl: Path) -> Message:
     with zipfile.ZipFile(whl) as z:
         meta = next(n for n in z.namelist() if re.match(r"[^/]+\.dist-info/METADATA$", n))
-        msg = Parser().parsestr(z.read(meta).decode())
-    return [Requirement(r) for r in msg.get_all("Requires-Dist") or []]
+        return Parser().parsestr(z.read(meta).decode())
+
+
+def requires(whl: Path) -> list[Requirement]:
+    return [Requirement(r) for r in metadata(whl).get_all("Requires-Dist") or []]
+
+
+def runs_on(whl: Path, py_version: str) -> bool:
+    """Whether the wheel's Requires-Python admits the image's Python (e.g. 3.11.2)."""
+    spec = metadata(whl).get("Requires-Python")
+    return spec is None or SpecifierSet(spec).contains(py_version, prereleases=True)
 
 
 def main() -> int:
@@ -54,6 +65,16 @@ def main() -> int:
             if (name, frozenset(extras)) in seen:
                 continue
             seen.add((name, frozenset(extras)))
+            if name in have and not runs_on(have[name][1], py_version):
+                # The host's newer Python got a release the image's cannot install: swap it for
+                # the newest release that can (pip download --python-version picks it).
+                print(
+                    f"complete-wheelhouse: {have[name][1].name} needs a newer Python than "
+                    f"{py_version}",
+                    file=sys.stderr,
+                )
+                have[name][1].unlink()
+                del have[name]
             if name not in have or not req.specifier.contains(have[name][0], prereleases=True):
                 missing.append(f"{req.name}{req.specifier}")
                 continue

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, format, types, then the tests against real servers.
+# The whole test suite: lint, format, types, the tests against real servers (the main tier),
+# then the Docker tier (RUNNER=docker on a real Docker Engine).
+#
+#   WAFLEET_DOCKER_TIER=0 scripts/test.sh    # everything but the Docker tier (says so loudly)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -8,4 +11,36 @@ export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
 ruff format --check .
 mypy
+# The main tier; pyproject.toml's addopts leave the `docker` marker out of it.
 pytest -q -p no:cacheprovider "$@"
+
+# --- the Docker tier -------------------------------------------------------------------------
+# scripts/docker-engine.sh installs docker.io + debootstrap, starts dockerd and makes the base
+# image (exit 3: the engine cannot start on this machine; 2: not root / not Debian). The tier's
+# session fixture then rebuilds both images from this tree (scripts/build-images.sh, with no
+# network inside the build) and runs the tests against them.
+skipped() {
+    local bar
+    bar=$(printf '!%.0s' {1..78})
+    printf '\n%s\nDOCKER TIER SKIPPED: %s\n%s\n\n' "$bar" "$*" "$bar" >&2
+}
+if [ "${WAFLEET_DOCKER_TIER:-1}" = 0 ]; then
+    skipped "WAFLEET_DOCKER_TIER=0"
+    exit 0
+fi
+engine_log=$(mktemp)
+trap 'rm -f "$engine_log"' EXIT
+rc=0
+scripts/docker-engine.sh 2>"$engine_log" || rc=$?
+cat "$engine_log" >&2
+if [ "$rc" -eq 3 ] || [ "$rc" -eq 2 ]; then
+    reason=$(grep -m1 'ERROR:' "$engine_log" | sed 's/.*ERROR: //' || true)
+    skipped "${reason:-scripts/docker-engine.sh exited $rc}"
+    exit 0
+fi
+[ "$rc" -eq 0 ] || {
+    echo "scripts/docker-engine.sh failed (exit $rc)" >&2
+    exit "$rc"
+}
+# The wheelhouse is made with this venv's Python (3.11, with pip and packaging).
+PYTHON="$PWD/.venv/bin/python" pytest -q -p no:cacheprovider -rs -m docker tests/docker

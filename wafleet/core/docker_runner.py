@@ -153,6 +153,29 @@ class DockerRunner:
         async with self._lock(session_id):
             await self._stop_locked(session_id)
 
+    async def pause(self, session_id: str) -> bool:
+        # The cgroup freezer: the container's processes stop, its sockets stay open.
+        client = await self._get_client()
+        try:
+            await asyncio.to_thread(client.api.pause, container_name(session_id))
+        except NotFound:
+            return False
+        except APIError as exc:
+            if exc.status_code == 409:  # not running (or already paused)
+                return False
+            raise
+        return True
+
+    async def resume(self, session_id: str) -> None:
+        client = await self._get_client()
+        try:
+            await asyncio.to_thread(client.api.unpause, container_name(session_id))
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code != 409:  # 409: not paused
+                raise
+
     async def running(self) -> dict[str, WorkerHandle]:
         client = await self._get_client()
         found = await asyncio.to_thread(
