@@ -33,15 +33,8 @@ async def redis_client(redis_server: str) -> AsyncIterator[aioredis.Redis]:
 def fleet_env(
     workdir: Path, redis_url: str, proxies: list[devstack.Proxy], simwa_port: int, **overrides: str
 ) -> dict[str, str]:
-    env = {
-        "API_KEY": API_KEY,
-        "WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "REDIS_URL": redis_url,
-        "RUNNER": "process",
-        "WA_DRIVER": "sim",
-        "SIMWA_URL": f"ws://localhost:{simwa_port}/ws",
-        "SESSIONS_DIR": str(workdir / "sessions"),
-        "BACKUPS_DIR": str(workdir / "backups"),
+    env = devstack.serve_env(workdir, redis_url, proxies, simwa_port, API_KEY, WEBHOOK_SECRET)
+    env |= {
         "WATCHDOG_INTERVAL_MS": "500",
         "PING_TIMEOUT_MS": "4000",
         "WORKER_PRESENCE_INTERVAL_MS": "400",
@@ -50,7 +43,6 @@ def fleet_env(
         "WORKER_STOP_GRACE_MS": "2000",
         "LOG_LEVEL": "DEBUG",
     }
-    env.update({f"PROXY_URL_{n}": p.url for n, p in enumerate(proxies, 1)})
     env.update(overrides)
     return env
 

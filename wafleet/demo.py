@@ -68,17 +68,9 @@ def run_demo(port: int, wait: bool = True) -> int:
         procs += [p.proc for p in proxies]
         simwa, simwa_port = devstack.start_simwa(workdir)
         procs.append(simwa)
-        env = {
-            "API_KEY": api_key,
-            "WEBHOOK_SECRET": secrets.token_urlsafe(24),
-            "REDIS_URL": redis_url,
-            "RUNNER": "process",
-            "WA_DRIVER": "sim",
-            "SIMWA_URL": f"ws://localhost:{simwa_port}/ws",
-            "SESSIONS_DIR": str(workdir / "sessions"),
-            "BACKUPS_DIR": str(workdir / "backups"),
-            **{f"PROXY_URL_{n}": p.url for n, p in enumerate(proxies, 1)},
-        }
+        env = devstack.serve_env(
+            workdir, redis_url, proxies, simwa_port, api_key, secrets.token_urlsafe(24)
+        )
         procs.append(devstack.start_serve(workdir, env, port))
         api = f"http://127.0.0.1:{port}"
         print(f"started Redis, 2 SOCKS5 proxies, the simulated network and serve on {api}")

@@ -193,6 +193,28 @@ def start_simwa(
     return proc, port
 
 
+def serve_env(
+    workdir: Path,
+    redis_url: str,
+    proxies: list[Proxy],
+    simwa_port: int,
+    api_key: str,
+    webhook_secret: str,
+) -> dict[str, str]:
+    """The environment of a ``serve`` on this machine: process runner, sim driver."""
+    return {
+        "API_KEY": api_key,
+        "WEBHOOK_SECRET": webhook_secret,
+        "REDIS_URL": redis_url,
+        "RUNNER": "process",
+        "WA_DRIVER": "sim",
+        "SIMWA_URL": f"ws://localhost:{simwa_port}/ws",
+        "SESSIONS_DIR": str(workdir / "sessions"),
+        "BACKUPS_DIR": str(workdir / "backups"),
+        **{f"PROXY_URL_{n}": p.url for n, p in enumerate(proxies, 1)},
+    }
+
+
 def start_serve(workdir: Path, env: dict[str, str], port: int) -> Proc:
     full = {**os.environ, **env, "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port)}
     proc = spawn("serve", [sys.executable, "-m", "wafleet", "serve"], workdir / "serve.log", full)

@@ -339,7 +339,9 @@ class DockerRunner:
                 log.warning("cannot inspect worker %s: %s", sid, _reason(exc))
                 continue
             state = info["State"]
-            if not state.get("Running"):
+            # Only a finished container is dead: one still "created" is about to start
+            # (we watch it from before its start), and a "paused" one is being backed up.
+            if state.get("Status") in ("exited", "dead"):
                 self._report(sid, cid, state.get("ExitCode"))
 
     def _on_die_event(self, event: dict[str, Any]) -> None:

@@ -10,11 +10,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from wafleet.core.errors import Conflict, InvalidInput, NotFound
+from wafleet.core.errors import Conflict, NotFound
 from wafleet.core.models import ProxyRecord
 from wafleet.core.notifier import Alert, AlertKind, Notifier
 from wafleet.core.proxy_probe import probe
-from wafleet.core.proxy_url import ProxyUrl, mask
+from wafleet.core.proxy_url import ProxyUrl, mask, parse_input
 from wafleet.core.store import Store
 
 log = logging.getLogger("wafleet.proxies")
@@ -50,12 +50,7 @@ class ProxyPool:
         return added
 
     async def add_from_input(self, raw: object) -> ProxyRecord:
-        if not isinstance(raw, str):
-            raise InvalidInput("url must be a socks5h:// URL")
-        try:
-            url = ProxyUrl.parse(raw)
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from None
+        url = parse_input(raw, "url")
         if not await self.add(url.url):
             raise Conflict(f"{url.masked} is already in the pool")
         return await self.get(url.id)

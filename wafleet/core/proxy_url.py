@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
+from wafleet.core.errors import InvalidInput
+
 SCHEME = "socks5h"
 
 
@@ -70,6 +72,16 @@ class ProxyUrl:
 
     def __str__(self) -> str:
         return self.masked
+
+
+def parse_input(raw: object, field_name: str = "proxy") -> ProxyUrl:
+    """An operator-given URL (REST, chat), or ``InvalidInput`` saying what is wrong."""
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{field_name} must be a {SCHEME}:// URL")
+    try:
+        return ProxyUrl.parse(raw)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def mask(raw: str) -> str:

@@ -31,7 +31,7 @@ from wafleet.core.notifier import Alert, AlertKind, Move, Notifier
 from wafleet.core.phone import normalize as normalize_phone
 from wafleet.core.pings import PingBuffer
 from wafleet.core.proxies import ProxyPool
-from wafleet.core.proxy_url import ProxyUrl, mask
+from wafleet.core.proxy_url import mask, parse_input
 from wafleet.core.runner import EXIT_RECYCLE, Runner, WorkerSpec
 from wafleet.core.settings import Settings
 from wafleet.core.signing import session_secret
@@ -116,14 +116,7 @@ class SessionService:
 
     async def provision(self, phone: object = None, proxy: object = None) -> SessionRecord:
         number = None if phone in (None, "") else normalize_phone(phone)
-        requested: ProxyUrl | None = None
-        if proxy not in (None, ""):
-            if not isinstance(proxy, str):
-                raise InvalidInput("proxy must be a socks5h:// URL")
-            try:
-                requested = ProxyUrl.parse(proxy)
-            except ValueError as exc:
-                raise InvalidInput(str(exc)) from None
+        requested = None if proxy in (None, "") else parse_input(proxy)
         now = self.clock.now_ms()
         added = requested is not None and await self.pool.add(requested.url)
         try:
