@@ -16,9 +16,8 @@ import time
 from collections import deque
 from typing import Any
 
-import aiohttp
-
 from wafleet.core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from wafleet.worker.http_post import HttpError, HttpPoster
 
 log = logging.getLogger("wafleet.worker.webhook")
 
@@ -34,12 +33,11 @@ class WebhookClient:
         self._queue: deque[dict[str, Any]] = deque(maxlen=BUFFER_SIZE)
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
-        self._http: aiohttp.ClientSession | None = None
+        self._http = HttpPoster(url)
         self._sender: asyncio.Task[None] | None = None
         self.dropped = 0
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self._sender = asyncio.create_task(self._send_loop(), name="webhook-sender")
 
     def send(self, kind: str, data: dict[str, Any]) -> None:
@@ -71,8 +69,7 @@ class WebhookClient:
         if self._sender is not None:
             self._sender.cancel()
             await asyncio.gather(self._sender, return_exceptions=True)
-        if self._http is not None:
-            await self._http.close()
+        await self._http.close()
 
     async def _send_loop(self) -> None:
         attempt = 0
@@ -94,7 +91,6 @@ class WebhookClient:
                 self._queue.popleft()
 
     async def _post(self, event: dict[str, Any]) -> str:
-        assert self._http is not None
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
         ts = time.time_ns() // 1_000_000
         headers = {
@@ -103,15 +99,15 @@ class WebhookClient:
             SIGNATURE_HEADER: sign(self.secret, ts, body),
         }
         try:
-            async with self._http.post(self.url, data=body, headers=headers) as response:
-                if response.status < 300:
-                    return "sent"
-                text = (await response.text())[:200]
-                if response.status in (408, 429) or response.status >= 500:
-                    log.warning("webhook %s answered %d; retrying", event["type"], response.status)
-                    return "retry"
-                log.error("webhook refused %s (%d): %s", event["type"], response.status, text)
-                return "dropped"
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            log.debug("orchestrator unreachable (%s); retrying", type(exc).__name__)
+            answer = await self._http.post(body, headers)
+        except HttpError as exc:
+            log.debug("orchestrator unreachable (%s); retrying", exc)
             return "retry"
+        if answer.status < 300:
+            return "sent"
+        if answer.status in (408, 429) or answer.status >= 500:
+            log.warning("webhook %s answered %d; retrying", event["type"], answer.status)
+            return "retry"
+        text = answer.body[:200].decode(errors="replace")
+        log.error("webhook refused %s (%d): %s", event["type"], answer.status, text)
+        return "dropped"
