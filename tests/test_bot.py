@@ -268,7 +268,7 @@ async def test_bad_arguments_get_a_clear_message_and_change_nothing(
 async def test_flood_limit_is_waited_out_and_the_alert_still_arrives(
     fleet: Fleet, telegram: FakeTelegram
 ) -> None:
-    sid = (await fleet.provision())["id"]
+    sid = (await fleet.provision(None))["id"]  # no phone: no pairing-code message
     await telegram.wait_call("sendPhoto")
     old = fleet.workers()[sid]
     telegram.fail_next("sendMessage", times=2, retry_after=2)
@@ -424,3 +424,22 @@ async def test_the_qr_message_survives_a_restart_of_serve(
     )
     assert int(edit.params["message_id"]) == stored.message_id
     assert len(telegram.calls_of("sendPhoto")) == 1
+
+
+async def test_pairing_code_arrives_as_text_and_links_without_a_scan(
+    fleet: Fleet, telegram: FakeTelegram
+) -> None:
+    telegram.send("/provision 972501234567")
+    shown = await telegram.wait_call(
+        "sendMessage", lambda c: c.chat == ADMIN and "Pairing code" in c.text
+    )
+    _, answer = await fleet.call("GET", "/api/sessions/worker_1/qr")
+    code = answer["pairingCode"]
+    assert code and code in shown.text
+    async with fleet.http.post(
+        fleet.simwa + "/control/pair", json={"code": code, "phone": "972501234567"}
+    ) as r:
+        assert r.status == 200
+    await fleet.wait_status("worker_1", "connected")
+    await telegram.wait_call("editMessageMedia", lambda c: "connected as +972501234567" in c.text)
+    assert_no_secrets(telegram)

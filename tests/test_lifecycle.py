@@ -311,3 +311,27 @@ async def test_worker_recycles_its_process_quietly_after_n_attempts(fleet: Fleet
     assert len(await fleet.events(sid, "QR_CODE")) == 1  # auth kept
     assert "recycled its worker process" in fleet.log()
     assert "worker_crashed" not in fleet.log()  # not a crash: no alert, no crash count
+
+
+async def test_a_phone_that_cannot_scan_links_with_a_pairing_code(fleet: Fleet) -> None:
+    sid = (await fleet.provision())["id"]
+
+    async def pairing_code() -> str | None:
+        status, body = await fleet.call("GET", f"/api/sessions/{sid}/qr")
+        return body.get("pairingCode") if status == 200 else None
+
+    code = await eventually(pairing_code, what="a pairing code")
+    assert len(code) == 9 and code[4] == "-"
+    assert (await fleet.events(sid, "PAIRING_CODE"))[0]["data"] == {"code": "…"}  # not logged
+    async with fleet.http.post(
+        fleet.simwa + "/control/pair", json={"code": code, "phone": "972509999999"}
+    ) as r:
+        assert r.status == 400  # typed in on another phone: refused
+    async with fleet.http.post(
+        fleet.simwa + "/control/pair", json={"code": code, "phone": PHONE}
+    ) as r:
+        assert r.status == 200
+    linked = await fleet.wait_status(sid, "connected")
+    assert linked["phone"] == PHONE
+    status, _ = await fleet.call("GET", f"/api/sessions/{sid}/qr")
+    assert status == 409  # connected: neither a QR nor a code is shown any more

@@ -126,7 +126,10 @@ SPEC: dict[str, Any] = {
                             "application/json": {
                                 "schema": {
                                     "type": "object",
-                                    "properties": {"qr": {"type": "string"}},
+                                    "properties": {
+                                        "qr": {"type": "string"},
+                                        "pairingCode": {"type": "string", "nullable": True},
+                                    },
                                 }
                             },
                             "image/png": {"schema": {"type": "string", "format": "binary"}},

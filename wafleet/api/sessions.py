@@ -26,10 +26,13 @@ async def provision(request: web.Request) -> web.Response:
 
 @routes.get("/api/sessions/{id}/qr")
 async def get_qr(request: web.Request) -> web.Response:
-    code = await request.app[SERVICE].qr(request.match_info["id"])
+    service = request.app[SERVICE]
+    code = await service.qr(request.match_info["id"])
     if "image/png" in request.headers.get("Accept", ""):
         return web.Response(body=qr_render.png(code), content_type="image/png")
-    return web.json_response({"qr": code})
+    # For operators who cannot scan: the code to type in on the phone, when one was asked.
+    pairing = (await service.get(request.match_info["id"])).pairing_code
+    return web.json_response({"qr": code, "pairingCode": pairing})
 
 
 @routes.post("/api/sessions/{id}/qr")

@@ -487,6 +487,7 @@ class SessionService:
             lastPing=now,
             qr=None,
             qrExpires=None,
+            pairingCode=None,
         )
         handle = await self.runner.start(self.worker_spec(session_id, proxy, phone))
         await self.store.set_fields(session_id, lock=handle.ref)

@@ -7,16 +7,19 @@ client → server
   ``{"op": "hello", "sessionId", "creds": {...} | null, "phone"}``
   ``{"op": "presence", "state": "available"}``
   ``{"op": "message", "to": "self", "text", "ephemeral"}``
+  ``{"op": "pair_phone", "phone"}`` during a QR round: link by code instead of a scan
 server → client
   ``{"op": "qr", "qr": "2@...", "ttlMs"}``  rotating like WhatsApp's: the first lives
   ``qr_first_ttl_ms``, each next ``qr_next_ttl_ms``, ``qr_count`` in all, then
   ``{"op": "qr_timeout"}`` and the connection closes;
   ``{"op": "paired", "phone", "creds"}`` then ``{"op": "connected", "phone"}`` on a scan;
   ``{"op": "connected", "phone"}`` straight away for valid saved creds;
-  ``{"op": "logged_out"}`` for void creds or a logout, then the connection closes.
+  ``{"op": "logged_out"}`` for void creds or a logout, then the connection closes;
+  ``{"op": "pairing_code", "code": "ABCD-EFGH"}`` after a ``pair_phone``.
 
-The control API (``/control/...``) plays the phone: scan, logout, drop; and reports what
-the network saw of every device.
+The control API (``/control/...``) plays the phone: scan a QR, enter a pairing code
+(``POST /control/pair {"code", "phone"}``), logout, drop; and reports what the network saw
+of every device.
 """
 
 from __future__ import annotations
@@ -81,6 +84,14 @@ class PendingLink:
 
 
 @dataclass
+class IssuedCode:
+    """A pairing code: valid for the QR round it was asked in, on the phone it names."""
+
+    link: PendingLink
+    phone: str
+
+
+@dataclass
 class IssuedQr:
     link: PendingLink
     expires: float  # monotonic seconds
@@ -92,6 +103,7 @@ class SimNetwork:
         self.timings = timings
         self.devices: dict[str, Device] = {}  # by token
         self.qrs: dict[str, IssuedQr] = {}
+        self.codes: dict[str, IssuedCode] = {}
 
     # the device side --------------------------------------------------------------------
 
@@ -160,9 +172,19 @@ class SimNetwork:
                     issued.superseded = True
 
     async def _drain_until_paired(self, ws: web.WebSocketResponse, link: PendingLink) -> None:
+        """Read the device's frames during its QR round; it may ask to pair by code."""
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
                 break
+            try:
+                event = message.json()
+            except ValueError:
+                continue
+            phone = event.get("phone") if isinstance(event, dict) else None
+            if event.get("op") == "pair_phone" and isinstance(phone, str):
+                code = _new_pairing_code()
+                self.codes[code] = IssuedCode(link, phone)
+                await ws.send_json({"op": "pairing_code", "code": code})
 
     async def _serve_device(
         self, ws: web.WebSocketResponse, device: Device, ip: str | None
@@ -201,11 +223,27 @@ class SimNetwork:
             return _error(404, "unknown QR")
         if issued.superseded or time.monotonic() > issued.expires or issued.link.paired.done():
             return _error(410, "this QR has expired")
-        device = Device(secrets.token_urlsafe(24), phone, issued.link.session_id)
+        return self._link_device(issued.link, phone)
+
+    async def pair(self, request: web.Request) -> web.Response:
+        """The phone enters a pairing code (Linked devices → Link with phone number)."""
+        body = await _body(request)
+        code, phone = body.get("code"), body.get("phone")
+        issued = self.codes.get(code) if isinstance(code, str) else None
+        if issued is None:
+            return _error(404, "unknown pairing code")
+        if issued.link.paired.done() or issued.link.ws.closed:
+            return _error(410, "this pairing code has expired")
+        if phone != issued.phone:
+            return _error(400, "this code was asked for another phone number")
+        return self._link_device(issued.link, issued.phone)
+
+    def _link_device(self, link: PendingLink, phone: str) -> web.Response:
+        device = Device(secrets.token_urlsafe(24), phone, link.session_id)
         self.devices[device.token] = device
-        issued.link.paired.set_result(device)
+        link.paired.set_result(device)
         for other in self.qrs.values():
-            if other.link is issued.link:
+            if other.link is link:
                 other.superseded = True
         return web.json_response({"paired": True, "sessionId": device.session_id})
 
@@ -252,6 +290,12 @@ class SimNetwork:
         return web.json_response(live)
 
 
+def _new_pairing_code() -> str:
+    alphabet = "ABCDEFGHJKLMNPQRSTVWXYZ23456789"  # WhatsApp's codes: 8 characters, no 0/O/1/I
+    raw = "".join(secrets.choice(alphabet) for _ in range(8))
+    return f"{raw[:4]}-{raw[4:]}"
+
+
 def _new_qr() -> str:
     parts = [secrets.token_urlsafe(18)] + [
         base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(3)
@@ -276,6 +320,7 @@ def create_app(timings: QrTimings) -> web.Application:
     app = web.Application()
     app.router.add_get("/ws", network.ws_handler)
     app.router.add_post("/control/scan", network.scan)
+    app.router.add_post("/control/pair", network.pair)
     app.router.add_post("/control/logout", network.logout)
     app.router.add_post("/control/drop", network.drop)
     app.router.add_get("/control/devices", network.list_devices)

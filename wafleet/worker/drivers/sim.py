@@ -116,6 +116,7 @@ class SimDriver:
     async def _receive(
         self, ws: aiohttp.ClientWebSocketResponse, listener: DriverListener
     ) -> None:
+        asked_for_code = False
         async for message in ws:
             if message.type is not aiohttp.WSMsgType.TEXT:
                 break
@@ -123,6 +124,10 @@ class SimDriver:
             op = event.get("op")
             if op == "qr":
                 await listener.on_qr(event["qr"], int(event["ttlMs"]))
+                if self.phone and not asked_for_code:
+                    # As the real driver does: a known phone may link by code instead.
+                    asked_for_code = True
+                    await ws.send_json({"op": "pair_phone", "phone": self.phone})
             elif op == "pairing_code":
                 await listener.on_pairing_code(event["code"])
             elif op == "paired":
