@@ -373,9 +373,14 @@ async def test_backup_list_and_restore_from_the_chat(fleet: Fleet, telegram: Fak
     mark = len(telegram.calls)
     telegram.send("/backup")
     done = await telegram.wait_call(
-        "sendMessage", lambda c: c.chat == ADMIN and "1 session(s)" in c.text, after=mark
+        "editMessageText", lambda c: c.chat == ADMIN and "1 session(s)" in c.text, after=mark
     )
     assert "backup_" in done.text
+    # one message: sent once, then edited with progress and the result
+    started = [c for c in telegram.calls[mark:] if c.method == "sendMessage" and c.chat == ADMIN]
+    edits = [c for c in telegram.calls[mark:] if c.method == "editMessageText"]
+    assert len(started) == 1 and len(edits) >= 2
+    assert {c.params["message_id"] for c in edits} == {edits[-1].params["message_id"]}
 
     mark = len(telegram.calls)
     telegram.send("/restore backup_1999-01-01")
@@ -397,9 +402,12 @@ async def test_backup_list_and_restore_from_the_chat(fleet: Fleet, telegram: Fak
     mark = len(telegram.calls)
     telegram.press(confirm, confirm.buttons()[0]["callback_data"])
     report = await telegram.wait_call(
-        "sendMessage", lambda c: "Restored 1 session(s)" in c.text, timeout=45, after=mark
+        "editMessageText", lambda c: "Restored 1 session(s)" in c.text, timeout=45, after=mark
     )
     assert "1 connected" in report.text
+    edits = [c for c in telegram.calls[mark:] if c.method == "editMessageText"]
+    assert any("checking" in c.text for c in edits)  # progress, in the same message
+    assert {c.params["message_id"] for c in edits} == {report.params["message_id"]}
     assert (await fleet.status(sid))["status"] == "connected"
 
 

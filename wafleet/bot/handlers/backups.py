@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+import contextlib
+
+from aiogram import F, Router, html
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 
 from wafleet.bot import keyboards, texts
 from wafleet.bot.handlers.common import message_of, one_arg
 from wafleet.bot.keyboards import BackupAction, BackupCb
-from wafleet.core.backups import BackupService
+from wafleet.core.backups import BackupService, Progress
 
 router = Router(name="backups")
 
 
+def _progress_on(shown: Message | None, headline: str) -> Progress:
+    """Progress lines from core edit one message under its (translated) headline."""
+
+    async def show(line: str) -> None:
+        if shown is not None:
+            with contextlib.suppress(TelegramBadRequest):  # "message is not modified"
+                await shown.edit_text(f"{headline}\n{html.italic(html.quote(line))}")
+
+    return show
+
+
 @router.message(Command("backup"))
 async def backup(message: Message, backups: BackupService) -> None:
-    await message.answer(texts.backup_started())
-    result = await backups.create()
-    await message.answer(texts.backup_done(result))
+    headline = texts.backup_started()
+    shown = await message.answer(headline)
+    result = await backups.create(_progress_on(shown, headline))
+    await shown.edit_text(texts.backup_done(result))
 
 
 @router.message(Command("backups"))
@@ -54,8 +69,9 @@ async def confirm_restore_button(
 ) -> None:
     await callback.answer()
     shown = message_of(callback)
+    headline = texts.restore_started(callback_data.id)
     if shown is not None:
-        await shown.edit_text(texts.restore_started(callback_data.id))
-    report = await backups.restore(callback_data.id)
+        await shown.edit_text(headline)
+    report = await backups.restore(callback_data.id, _progress_on(shown, headline))
     if shown is not None:
-        await shown.answer(texts.restore_done(report))
+        await shown.edit_text(texts.restore_done(report))
