@@ -115,6 +115,7 @@ def _ping(sid: str) -> dict[str, Any]:
         ("bad data", 400),
         ("bad phone in CONNECTED", 400),
         ("unknown session", 404),
+        ("not a session id", 400),
     ],
 )
 async def test_webhook_refusals_change_nothing(linked: Fleet, case: str, status: int) -> None:
@@ -140,6 +141,8 @@ async def test_webhook_refusals_change_nothing(linked: Fleet, case: str, status:
         payload = {"sessionId": "worker_1", "type": "CONNECTED", "data": {"phoneNumber": "x"}}
     elif case == "unknown session":
         payload = _ping("worker_77")
+    elif case == "not a session id":
+        payload = _ping("x" * 5000)
     before = await linked.snapshot()
     got, answer = await linked.post_webhook(payload, **kwargs)
     assert got == status, answer

@@ -13,6 +13,7 @@ import zxingcpp
 from PIL import Image
 
 from tests.fleet import PHONE, Fleet, eventually
+from wafleet import devstack
 
 
 async def test_provision_qr_scan_connect_writes_sticky_keys(fleet: Fleet) -> None:
@@ -335,3 +336,29 @@ async def test_a_phone_that_cannot_scan_links_with_a_pairing_code(fleet: Fleet) 
     assert linked["phone"] == PHONE
     status, _ = await fleet.call("GET", f"/api/sessions/{sid}/qr")
     assert status == 409  # connected: neither a QR nor a code is shown any more
+
+
+@pytest.mark.parametrize("fleet_options", [{"MAX_SESSIONS_PER_PROXY": "1"}])
+async def test_failover_impossible_parks_then_a_new_proxy_takes_the_session(
+    fleet: Fleet,
+) -> None:
+    first = (await fleet.link())["id"]
+    await fleet.link("972509999999")  # both proxies full now (cap 1)
+    old = await fleet.redis.get(f"session:{first}:proxy")
+    next(p for p in fleet.proxies if p.url == old).proc.kill()
+    parked = await fleet.wait_status(first, "failed", timeout=20)
+    assert parked["reason"] == "no_proxy_capacity"
+    assert first not in fleet.workers()  # stopped, not spinning on a dead proxy
+    status, body = await fleet.call("POST", f"/api/sessions/{first}/restart")
+    assert (status, body["error"]["code"]) == (503, "no_proxy_capacity")
+
+    spare = devstack.start_proxy(fleet.workdir, 3)
+    fleet.proxies.append(spare)  # the fixture stops it
+    status, _ = await fleet.call("POST", "/api/v1/proxies", {"url": spare.url})
+    assert status == 201
+    await fleet.wait_status(first, "connected", timeout=20)
+    assert await fleet.redis.get(f"session:{first}:proxy") == spare.url
+    assert await fleet.redis.get(f"proxy:{spare.url}:sessions") == "1"
+    assert await fleet.redis.get(f"proxy:{old}:sessions") == "0"
+    assert await fleet.redis.get(f"phone:{PHONE}:proxy") == spare.url
+    assert len(await fleet.events(first, "QR_CODE")) == 1

@@ -100,3 +100,31 @@ async def test_remove_proxy_refuses_while_in_use(store: Store) -> None:
     await store.release(sid)
     assert await store.remove_proxy(url) == 1
     assert await store.remove_proxy(url) == 0
+
+
+async def test_claim_gives_a_parked_session_a_real_slot(store: Store) -> None:
+    sid, url = await store.reserve(PHONE, P1, 1, 4, 1)
+    await store.mark_connected(sid, PHONE, 2)
+    # a restore parked a session on P1 without a slot (P1 was full): not a member
+    await store.redis.sadd("wafleet:sessions", "worker_90")
+    await store.redis.set("session:worker_90:proxy", P1)
+    assert await store.claim("worker_90", 1) == P2  # P1 is full: moved to P2, slot taken
+    assert await store.redis.get(f"proxy:{P2}:sessions") == "1"
+    assert await store.claim("worker_90", 1) == P2  # holds its slot: stays
+    assert await store.redis.get(f"proxy:{P2}:sessions") == "1"
+    await store.redis.sadd("wafleet:sessions", "worker_91")
+    await store.redis.set("session:worker_91:proxy", P1)
+    assert await store.claim("worker_91", 1) is None  # no room anywhere: nothing written
+    assert await store.redis.get(f"proxy:{P1}:sessions") == "1"
+    assert sid
+
+
+async def test_connected_event_for_a_deleted_session_writes_nothing(store: Store) -> None:
+    from wafleet.core.store import NoSuchSession
+
+    sid, _ = await store.reserve("", "", 4, 4, 1)
+    await store.release(sid)
+    before = sorted(await store.redis.keys("*"))
+    with pytest.raises(NoSuchSession):
+        await store.mark_connected(sid, PHONE, 2)
+    assert sorted(await store.redis.keys("*")) == before

@@ -95,8 +95,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             create_app(settings, store, service, pool, metrics, backups), access_log=None
         )
         await web_runner.setup()
-        cleanup.push_async_callback(web_runner.cleanup)
+        # Reverse order: the site stops taking webhooks first, then the service's tasks go.
         cleanup.push_async_callback(service.close)
+        cleanup.push_async_callback(web_runner.cleanup)
         background = TaskGroup()
         cleanup.push_async_callback(background.cancel)
         # Flow 5's daily backup, in the server's time zone (TZ). The service's own lock keeps

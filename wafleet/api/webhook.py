@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from functools import lru_cache
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from wafleet.core.errors import InvalidInput
 log = logging.getLogger("wafleet.webhook")
 routes = web.RouteTableDef()
 MAX_BODY = 64 * 1024
+SESSION_ID = re.compile(r"worker_\d{1,12}")
 
 
 @lru_cache(maxsize=4096)
@@ -39,6 +41,9 @@ async def webhook(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("sessionId"), str):
         raise InvalidInput("the body must be a JSON object with a sessionId")
     session_id = body["sessionId"]
+    if not SESSION_ID.fullmatch(session_id):
+        # Checked before the secret is derived (and cached) for an unauthenticated id.
+        raise InvalidInput("sessionId is not a wafleet session id (worker_<n>)")
     service = request.app[SERVICE]
     problem = signing.verify(
         _secret(request.app[SETTINGS].webhook_secret, session_id),

@@ -47,7 +47,7 @@ from wafleet.core.proxy_url import ProxyUrl, mask
 from wafleet.core.runner import Runner
 from wafleet.core.sessions import SessionService
 from wafleet.core.settings import Settings
-from wafleet.core.store import Store, _load_script
+from wafleet.core.store import Store, id_order, load_script
 
 log = logging.getLogger("wafleet.backups")
 
@@ -234,7 +234,7 @@ class BackupService:
         self.clock = clock
         # One backup or restore at a time, whoever asks (scheduler, REST, CLI, bot).
         self._lock = asyncio.Lock()
-        self._restore_session = store.redis.register_script(_load_script("restore_session.lua"))
+        self._restore_session = store.redis.register_script(load_script("restore_session.lua"))
 
     @property
     def busy(self) -> bool:
@@ -775,7 +775,7 @@ def _inspect(path: Path) -> _Plan:
             raise NoSessions(f"{name} has no session folders: restoring it would empty the fleet")
         listed = {e["id"]: e for e in manifest["sessions"] if isinstance(e, dict) and "id" in e}
         sessions = []
-        for sid in sorted(folders, key=_id_order):
+        for sid in sorted(folders, key=id_order):
             meta: Any = None
             if session_files.SESSION_FILE in folders[sid]:
                 try:
@@ -827,11 +827,6 @@ def _session_of(archive: str, sid: str, meta: dict[str, Any] | None) -> _Session
     if phone is not None and not (isinstance(phone, str) and phone.isdigit()):
         raise BadManifest(f"{archive}: session {sid} has a malformed phone")
     return _Session(sid, phone, proxy, created if isinstance(created, int) else 0)
-
-
-def _id_order(session_id: str) -> tuple[int, str]:
-    _, _, n = session_id.rpartition("_")
-    return (int(n), session_id) if n.isdigit() else (1 << 62, session_id)
 
 
 def _extract(path: Path, target: Path) -> None:

@@ -60,6 +60,7 @@ def _ping(data: dict[str, Any]) -> dict[str, Any]:
 
 def _proxy_error(data: dict[str, Any]) -> dict[str, Any]:
     _text(data, "error", required=False)
+    _text(data, "proxyId", required=False)  # which proxy the worker used (never its URL)
     return data
 
 

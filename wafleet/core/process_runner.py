@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -52,18 +53,21 @@ class ProcessRunner:
         self._stopping: set[str] = set()
         self._callbacks: list[ExitCallback] = []
         self._tasks = TaskGroup()
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._seen: dict[str, int] = {}  # what ``running`` last found, for ``stop``
 
     def on_exit(self, callback: ExitCallback) -> None:
         self._callbacks.append(callback)
 
     async def start(self, spec: WorkerSpec) -> WorkerHandle:
-        await self.stop(spec.session_id)
-        spec.session_dir.mkdir(parents=True, exist_ok=True)
-        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
-        env.update(spec.env)
-        env[INSTANCE_ENV] = self.instance
-        popen = await asyncio.to_thread(_spawn, env, spec.session_dir)
-        self._watch(spec.session_id, popen.pid, popen)
+        async with self._locks[spec.session_id]:  # never two workers for one session
+            await self._stop_locked(spec.session_id)
+            spec.session_dir.mkdir(parents=True, exist_ok=True)
+            env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+            env.update(spec.env)
+            env[INSTANCE_ENV] = self.instance
+            popen = await asyncio.to_thread(_spawn, env, spec.session_dir)
+            self._watch(spec.session_id, popen.pid, popen)
         log.info("started worker %s (pid %d)", spec.session_id, popen.pid)
         return WorkerHandle(spec.session_id, f"pid:{popen.pid}")
 
@@ -77,12 +81,17 @@ class ProcessRunner:
         log.info("adopted worker %s (pid %d)", handle.session_id, pid)
 
     async def stop(self, session_id: str) -> None:
+        async with self._locks[session_id]:
+            await self._stop_locked(session_id)
+
+    async def _stop_locked(self, session_id: str) -> None:
         worker = self._workers.get(session_id)
         if worker is None:
-            # Not watched (e.g. found by ``running`` before adoption): find it by environment.
-            for sid, handle in (await self.running()).items():
-                if sid == session_id and (pid := _pid_of(handle.ref)) is not None:
-                    self._watch(sid, pid, None)
+            # Not watched: a worker ``running`` reported (an orphan) is watched now to stop it.
+            pid = self._seen.get(session_id)
+            if pid is None or _session_of(pid, self.instance) != session_id:
+                return
+            self._watch(session_id, pid, None)
             worker = self._workers.get(session_id)
             if worker is None:
                 return
@@ -124,6 +133,7 @@ class ProcessRunner:
 
     async def running(self) -> dict[str, WorkerHandle]:
         found = await asyncio.to_thread(find_workers, self.instance)
+        self._seen = found
         return {sid: WorkerHandle(sid, f"pid:{pid}") for sid, pid in found.items()}
 
     async def close(self) -> None:
@@ -138,6 +148,7 @@ class ProcessRunner:
             pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
             return
+        self._unwatch(session_id)  # a watch replaced must not leave its pidfd registered
         worker = _Worker(pid, pidfd, popen, asyncio.Event())
         self._workers[session_id] = worker
         asyncio.get_running_loop().add_reader(pidfd, self._on_exit, session_id, worker)
@@ -145,21 +156,29 @@ class ProcessRunner:
     def _unwatch(self, session_id: str) -> _Worker | None:
         worker = self._workers.pop(session_id, None)
         if worker is not None:
-            asyncio.get_running_loop().remove_reader(worker.pidfd)
-            os.close(worker.pidfd)
+            _release(worker)
         return worker
 
     def _on_exit(self, session_id: str, worker: _Worker) -> None:
-        if self._workers.get(session_id) is not worker:
-            return
-        self._unwatch(session_id)
+        current = self._workers.get(session_id) is worker
+        if current:
+            self._workers.pop(session_id)
+        _release(worker)  # always: a readable pidfd left registered would spin the loop
         code = worker.popen.wait() if worker.popen is not None else None
         worker.exited.set()
-        if session_id in self._stopping:
+        if not current or session_id in self._stopping:
             return
         log.warning("worker %s (pid %d) exited with %s", session_id, worker.pid, code)
         for callback in self._callbacks:
             self._tasks.spawn(callback(session_id, code), name=f"exit-{session_id}")
+
+
+def _release(worker: _Worker) -> None:
+    """Stop watching a worker's pidfd and close it; safe to call twice."""
+    if worker.pidfd >= 0:
+        asyncio.get_running_loop().remove_reader(worker.pidfd)
+        os.close(worker.pidfd)
+        worker.pidfd = -1
 
 
 def _spawn(env: dict[str, str], session_dir: Path) -> subprocess.Popen[bytes]:

@@ -31,11 +31,11 @@ from wafleet.core.notifier import Alert, AlertKind, Move, Notifier
 from wafleet.core.phone import normalize as normalize_phone
 from wafleet.core.pings import PingBuffer
 from wafleet.core.proxies import ProxyPool
-from wafleet.core.proxy_url import mask, parse_input
+from wafleet.core.proxy_url import ProxyUrl, mask, parse_input
 from wafleet.core.runner import EXIT_RECYCLE, Runner, WorkerSpec
 from wafleet.core.settings import Settings
 from wafleet.core.signing import session_secret
-from wafleet.core.store import ReservationRefused, Store
+from wafleet.core.store import NoSuchSession, ReservationRefused, Store
 from wafleet.core.tasks import TaskGroup
 
 log = logging.getLogger("wafleet.sessions")
@@ -118,7 +118,9 @@ class SessionService:
         number = None if phone in (None, "") else normalize_phone(phone)
         requested = None if proxy in (None, "") else parse_input(proxy)
         now = self.clock.now_ms()
-        added = requested is not None and await self.pool.add(requested.url)
+        # A proxy named here joins the pool; parked sessions may use it only after this
+        # provision has its slot, so they are retried afterwards, not in between.
+        added = requested is not None and await self.store.add_proxy(requested.url)
         try:
             session_id, proxy_url = await self.store.reserve(
                 number or "",
@@ -129,32 +131,50 @@ class SessionService:
             )
         except ReservationRefused as refused:
             if added and requested is not None:
-                await self.pool.remove(requested.url)  # leave the pool as it was
+                await self.store.remove_proxy(requested.url)  # leave the pool as it was
             kind, message = _REFUSALS.get(refused.why, (Conflict, refused.why))
             raise kind(message) from None
-        self._provisioned_at[session_id] = time.monotonic()
         path = session_files.folder(self.settings.sessions_dir, session_id)
-        session_files.write_meta(path, session_id, number, proxy_url, now)
-        await self.store.add_event(session_id, "PROVISIONED", {"proxy": mask(proxy_url)}, now)
         try:
-            await self._start_worker(session_id, proxy_url, number)
+            async with self._session_lock(session_id):
+                self._provisioned_at[session_id] = time.monotonic()
+                session_files.write_meta(path, session_id, number, proxy_url, now)
+                await self.store.add_event(
+                    session_id, "PROVISIONED", {"proxy": mask(proxy_url)}, now
+                )
+                await self._start_worker(session_id, proxy_url, number)
         except Exception:
             log.exception("could not start the worker of %s; rolling back", session_id)
+            self._provisioned_at.pop(session_id, None)
             self.pings.forget(session_id)
             await self.store.release(session_id)
             session_files.remove(path)
             raise
         log.info("provisioned %s on %s", session_id, mask(proxy_url))
         self.tasks.spawn(self.pool.check_capacity(), name="capacity-check")
+        if added:
+            self.tasks.spawn(self.retry_parked(), name="retry-parked")
         return await self.get(session_id)
 
     # operator actions -------------------------------------------------------------------
 
     async def restart(self, session_id: str, reason: str | None = None) -> SessionRecord:
         async with self._session_lock(session_id):
-            record = await self.get(session_id)
-            await self._start_worker(record.id, record.proxy, record.phone, reason)
+            await self._restart_locked(await self.get(session_id), reason)
         return await self.get(session_id)
+
+    async def _restart_locked(self, record: SessionRecord, reason: str | None) -> None:
+        """Start the worker again; a session parked without a slot first claims one."""
+        proxy = record.proxy
+        if record.status == Status.FAILED and record.reason == Reason.NO_CAPACITY:
+            claimed = await self.store.claim(record.id, self.settings.max_sessions_per_proxy)
+            if claimed is None:
+                raise NoCapacity("no proxy has a free slot for this session yet")
+            if claimed != proxy:
+                path = session_files.folder(self.settings.sessions_dir, record.id)
+                session_files.write_meta(path, record.id, record.phone, claimed, record.created)
+            proxy = claimed
+        await self._start_worker(record.id, proxy, record.phone, reason)
 
     async def request_new_qr(self, session_id: str) -> SessionRecord:
         """Start a fresh QR round (after the last one ran out, or after a logout)."""
@@ -186,11 +206,14 @@ class SessionService:
                 raise NotFound(f"no session {session_id!r}")
             self.metrics.events.labels(kind).inc()
             return
-        record = await self.get(session_id)
-        self.metrics.events.labels(kind).inc()
-        await self.store.add_event(session_id, kind, _loggable(kind, data), now)
-        handler = getattr(self, f"_on_{kind.lower()}")
-        await handler(record, data, now)
+        async with self._session_lock(session_id):
+            # Under the lock, so a failover, restart or delete of this session is either
+            # wholly before the event or wholly after it.
+            record = await self.get(session_id)
+            self.metrics.events.labels(kind).inc()
+            await self.store.add_event(session_id, kind, _loggable(kind, data), now)
+            handler = getattr(self, f"_on_{kind.lower()}")
+            await handler(record, data, now)
 
     async def _on_qr_code(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
         ttl_ms = int(data.get("ttlMs") or 60_000)
@@ -219,7 +242,10 @@ class SessionService:
 
     async def _on_connected(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
         phone = data["phoneNumber"]
-        expected = await self.store.mark_connected(record.id, phone, now)
+        try:
+            expected = await self.store.mark_connected(record.id, phone, now)
+        except NoSuchSession:
+            raise NotFound(f"no session {record.id!r}") from None
         self._crashes.pop(record.id, None)
         path = session_files.folder(self.settings.sessions_dir, record.id)
         session_files.write_meta(path, record.id, phone, record.proxy, record.created)
@@ -271,9 +297,8 @@ class SessionService:
                 )
             )
             return
-        # Logged out: the credentials are void. The worker deleted them and starts a new
-        # QR round; deleting here too covers a worker that died before it could.
-        session_files.delete_auth(session_files.folder(self.settings.sessions_dir, record.id))
+        # Logged out: the credentials are void. The worker deleted them and is already in a
+        # new QR round; deleting here could remove that round's fresh auth, so we don't.
         await self.store.set_fields(record.id, status=Status.PENDING, reason=Reason.LOGGED_OUT)
         await self.notifier.notify(
             Alert(
@@ -286,6 +311,12 @@ class SessionService:
         )
 
     async def _on_proxy_error(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
+        reported = data.get("proxyId")
+        if reported is not None and reported != _proxy_id(record.proxy):
+            # A worker already replaced by a failover, flushing its last events on the way
+            # out: its proxy is not this session's any more.
+            log.info("%s: ignoring a PROXY_ERROR about a proxy it no longer uses", record.id)
+            return
         await self.store.set_fields(
             record.id, status=Status.DISCONNECTED, reason=Reason.PROXY_ERROR
         )
@@ -369,26 +400,34 @@ class SessionService:
 
     async def retry_parked(self) -> None:
         """A proxy recovered or was added: give sessions parked for lack of capacity a slot."""
-        for record in await self.store.list_sessions():
-            if record.status != Status.FAILED or record.reason != Reason.NO_CAPACITY:
+        for listed in await self.store.list_sessions():
+            if not _parked_for_capacity(listed):
                 continue
-            if await self.store.proxy_status(record.proxy) == "active":
-                await self.restart(record.id, Reason.STARTING)
-            else:
-                move = await self._failover(record.id)
-                if move and move.new_proxy:
-                    log.info("parked %s moved to %s", record.id, move.new_proxy)
+            async with self._session_lock(listed.id):
+                record = await self.store.get_session(listed.id)
+                if record is None or not _parked_for_capacity(record):
+                    continue  # another pass got there first
+                try:
+                    await self._restart_locked(record, Reason.STARTING)
+                except NoCapacity:
+                    return  # still no room: the next recovery tries again
+                except Exception:
+                    log.exception("could not restart parked session %s", record.id)
 
     # Flow 2 and crashes -----------------------------------------------------------------
 
     async def handle_worker_exit(self, session_id: str, code: int | None) -> None:
         """A worker died on its own: restart it at once, unless it keeps dying."""
+        async with self._session_lock(session_id):
+            await self._handle_worker_exit_locked(session_id, code)
+
+    async def _handle_worker_exit_locked(self, session_id: str, code: int | None) -> None:
         record = await self.store.get_session(session_id)
-        if record is None:
-            return
+        if record is None or (record.status == Status.FAILED and record.reason in PARKED_REASONS):
+            return  # deleted, or stopped on purpose meanwhile
         if code == EXIT_RECYCLE:
             log.info("%s recycled its worker process; starting a fresh one", session_id)
-            await self.restart(session_id, record.reason)
+            await self._start_worker(record.id, record.proxy, record.phone, record.reason)
             return
         self.metrics.worker_crashes.inc()
         crashes = self._crashes[session_id]
@@ -408,7 +447,7 @@ class SessionService:
                 )
             )
             return
-        await self.restart(session_id, Reason.CRASHED)
+        await self._start_worker(record.id, record.proxy, record.phone, Reason.CRASHED)
         await self.notifier.notify(
             Alert(
                 AlertKind.WORKER_CRASHED,
@@ -423,15 +462,23 @@ class SessionService:
         """One watchdog pass: restart every running session whose last ping is too old."""
         now = self.clock.now_ms()
         restarted = []
-        for record in await self.store.list_sessions():
-            if record.reason in PARKED_REASONS and record.status == Status.FAILED:
+        for listed in await self.store.list_sessions():
+            if not self._stale(listed, now):
                 continue
+            async with self._session_lock(listed.id):
+                record = await self.store.get_session(listed.id)
+                if record is None or not self._stale(record, now):
+                    continue  # restarted, pinged, parked or deleted meanwhile
+                try:
+                    await self._start_worker(
+                        record.id, record.proxy, record.phone, Reason.WATCHDOG
+                    )
+                except Exception:
+                    log.exception("watchdog could not restart %s", record.id)
+                    continue
             age = now - (record.last_ping or record.created)
-            if age <= self.settings.ping_timeout_ms:
-                continue
             restarted.append(record.id)
             self.metrics.watchdog_restarts.inc()
-            await self.restart(record.id, Reason.WATCHDOG)
             await self.notifier.notify(
                 Alert(
                     AlertKind.WATCHDOG_RESTART,
@@ -442,6 +489,11 @@ class SessionService:
                 )
             )
         return restarted
+
+    def _stale(self, record: SessionRecord, now: int) -> bool:
+        if record.status == Status.FAILED and record.reason in PARKED_REASONS:
+            return False
+        return now - (record.last_ping or record.created) > self.settings.ping_timeout_ms
 
     # start-up ---------------------------------------------------------------------------
 
@@ -458,7 +510,8 @@ class SessionService:
                 await self.store.set_fields(record.id, lock=handle.ref)
                 report["adopted"].append(record.id)
             elif not (record.status == Status.FAILED and record.reason in PARKED_REASONS):
-                await self._start_worker(record.id, record.proxy, record.phone, record.reason)
+                async with self._session_lock(record.id):
+                    await self._start_worker(record.id, record.proxy, record.phone, record.reason)
                 report["started"].append(record.id)
         for orphan in sorted(set(running) - known):
             await self.runner.stop(orphan)
@@ -517,6 +570,17 @@ class SessionService:
 
     async def close(self) -> None:
         await self.tasks.cancel()
+
+
+def _parked_for_capacity(record: SessionRecord) -> bool:
+    return record.status == Status.FAILED and record.reason == Reason.NO_CAPACITY
+
+
+def _proxy_id(url: str) -> str | None:
+    try:
+        return ProxyUrl.parse(url).id
+    except ValueError:
+        return None
 
 
 def _disconnect_action(code: str) -> str:

@@ -18,13 +18,17 @@ from wafleet.core.models import ProxyRecord, SessionRecord
 EVENTS_KEPT = 200  # per session: enough to explain the last day without growing forever
 
 
+class NoSuchSession(Exception):  # noqa: N818
+    """The session was deleted while an event about it was on its way."""
+
+
 class ReservationRefused(Exception):  # noqa: N818 - a domain outcome, mapped by the service
     def __init__(self, why: str) -> None:
         super().__init__(why)
         self.why = why
 
 
-def _load_script(name: str) -> str:
+def load_script(name: str) -> str:
     lua = resources.files("wafleet.core").joinpath("lua")
     return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(name).read_text()
 
@@ -45,11 +49,14 @@ def _int(value: Any) -> int | None:
 class Store:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
-        self._provision = redis.register_script(_load_script("provision.lua"))
-        self._failover = redis.register_script(_load_script("failover.lua"))
-        self._release = redis.register_script(_load_script("release.lua"))
-        self._remove_proxy = redis.register_script(_load_script("remove_proxy.lua"))
-        self._recount = redis.register_script(_load_script("recount.lua"))
+        self._provision = redis.register_script(load_script("provision.lua"))
+        self._failover = redis.register_script(load_script("failover.lua"))
+        self._release = redis.register_script(load_script("release.lua"))
+        self._remove_proxy = redis.register_script(load_script("remove_proxy.lua"))
+        self._recount = redis.register_script(load_script("recount.lua"))
+        self._claim = redis.register_script(load_script("claim.lua"))
+        self._connected = redis.register_script(load_script("connected.lua"))
+        self._proxy_status = redis.register_script(load_script("proxy_status.lua"))
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -83,7 +90,7 @@ class Store:
         return _record(session_id, dict(zip(fields, values, strict=True)))
 
     async def session_ids(self) -> list[str]:
-        return sorted(_strs(await self.redis.smembers(keys.SESSIONS)), key=_id_order)
+        return sorted(_strs(await self.redis.smembers(keys.SESSIONS)), key=id_order)
 
     async def list_sessions(self) -> list[SessionRecord]:
         ids = await self.session_ids()
@@ -126,28 +133,17 @@ class Store:
         """Record the linked phone and write the sticky keys (Flow 1, step 8).
 
         Returns the phone the session was provisioned for when the operator linked a
-        different one, so the caller can warn.
+        different one, so the caller can warn. ``NoSuchSession`` when it was deleted.
         """
-        previous = _str(await self.redis.get(keys.session(session_id, "phone")))
-        proxy = _str(await self.redis.get(keys.session(session_id, "proxy")))
-        pipe = self.redis.pipeline(transaction=True)
-        if previous and previous != phone:
-            pipe.srem(keys.phone_sessions(previous), session_id)
-        pipe.set(keys.session(session_id, "phone"), phone)
-        pipe.sadd(keys.phone_sessions(phone), session_id)
-        pipe.set(keys.session(session_id, "status"), "connected")
-        pipe.set(keys.session(session_id, "connectedAt"), now)
-        pipe.delete(
-            keys.session(session_id, "qr"),
-            keys.session(session_id, "qrExpires"),
-            keys.session(session_id, "reason"),
-            keys.session(session_id, "pairingCode"),
-        )
-        if proxy:
-            pipe.set(keys.phone_proxy(phone), proxy)
-        pipe.set(keys.phone_session(phone), session_id)
-        await pipe.execute()
-        return previous if previous and previous != phone else None
+        result = await self._connected(args=[session_id, phone, now])
+        if result is None:
+            raise NoSuchSession(session_id)
+        return str(result) or None
+
+    async def claim(self, session_id: str, cap: int) -> str | None:
+        """A real slot for a parked session (its own proxy, or the least loaded)."""
+        proxy = await self._claim(args=[session_id, cap])
+        return str(proxy) if proxy else None
 
     async def failover(self, session_id: str, cap: int) -> str | None:
         new = await self._failover(args=[session_id, cap])
@@ -158,7 +154,7 @@ class Store:
         return bool(await self._release(args=[session_id, *fields]))
 
     async def sessions_on(self, url: str) -> list[str]:
-        return sorted(_strs(await self.redis.smembers(keys.proxy_members(url))), key=_id_order)
+        return sorted(_strs(await self.redis.smembers(keys.proxy_members(url))), key=id_order)
 
     # events -----------------------------------------------------------------------------
 
@@ -192,10 +188,7 @@ class Store:
 
     async def set_proxy_status(self, url: str, status: str) -> bool:
         """Returns True when the status changed (so callers alert once, not per report)."""
-        if not await self.redis.sismember(keys.PROXIES, url):
-            return False
-        old = await self.redis.getset(keys.proxy_status(url), status)
-        return bool(old != status)
+        return bool(await self._proxy_status(args=[url, status]))
 
     async def proxies(self) -> list[ProxyRecord]:
         urls = sorted(_strs(await self.redis.smembers(keys.PROXIES)))
@@ -215,7 +208,8 @@ class Store:
         return int(await self._recount())
 
 
-def _id_order(session_id: str) -> tuple[int, str]:
+def id_order(session_id: str) -> tuple[int, str]:
+    """``worker_2`` before ``worker_10``."""
     _, _, n = session_id.rpartition("_")
     return (int(n), session_id) if n.isdigit() else (1 << 62, session_id)
 

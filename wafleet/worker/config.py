@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wafleet.core.proxy_url import ProxyUrl
+
 
 class WorkerConfigError(Exception):
     pass
@@ -36,6 +38,10 @@ class WorkerConfig:
         ]
         if missing:
             raise WorkerConfigError(f"worker cannot start: {', '.join(missing)} not set")
+        try:
+            ProxyUrl.parse(e["PROXY_URL"])
+        except ValueError as exc:
+            raise WorkerConfigError(f"worker cannot start: PROXY_URL: {exc}") from None
         try:
             presence = int(e.get("WORKER_PRESENCE_INTERVAL_MS", "15000")) / 1000
             self_message = int(e.get("WORKER_SELF_MESSAGE_INTERVAL_MS", "600000")) / 1000

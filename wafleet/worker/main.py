@@ -8,6 +8,7 @@ import signal
 import sys
 
 from wafleet.core import logs
+from wafleet.core.proxy_url import ProxyUrl
 from wafleet.worker.config import WorkerConfig
 from wafleet.worker.drivers import make_driver
 from wafleet.worker.drivers.base import EXIT_RECYCLE, Recycle
@@ -27,6 +28,7 @@ async def run_worker(config: WorkerConfig) -> None:
         config.presence_interval_s,
         config.self_message_interval_s,
         config.attempts_per_process,
+        ProxyUrl.parse(config.proxy_url).id,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

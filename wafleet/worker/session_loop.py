@@ -41,6 +41,7 @@ class SessionLoop:
         presence_interval_s: float,
         self_message_interval_s: float,
         attempts_per_process: int = 50,
+        proxy_id: str | None = None,
     ) -> None:
         self.driver = driver
         self.webhook = webhook
@@ -50,6 +51,7 @@ class SessionLoop:
         self._connected_since = 0.0
         self._failures = 0
         self.attempts_per_process = attempts_per_process
+        self.proxy_id = proxy_id
         self._attempts = 0
 
     # DriverListener ---------------------------------------------------------------------
@@ -105,7 +107,10 @@ class SessionLoop:
             return 0.0  # straight into a new QR round
         except ProxyFailure as exc:
             self._disconnected()
-            self.webhook.send("PROXY_ERROR", {"error": exc.reason})
+            report = {"error": exc.reason}
+            if self.proxy_id:
+                report["proxyId"] = self.proxy_id
+            self.webhook.send("PROXY_ERROR", report)
             return self._backoff()
         except NoAutoReconnect as exc:
             self._disconnected()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from aiogram import Router
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 
 from wafleet.bot import keyboards, texts
-from wafleet.bot.handlers.common import message_of, one_arg
+from wafleet.bot.handlers.common import hide_proxy_url, message_of, one_arg
 from wafleet.bot.keyboards import ProxyCb
 from wafleet.core.proxies import ProxyPool
 
@@ -27,10 +24,8 @@ async def proxies(message: Message, pool: ProxyPool) -> None:
 
 @router.message(Command("addproxy"))
 async def add_proxy(message: Message, command: CommandObject, pool: ProxyPool) -> None:
+    await hide_proxy_url(message)
     record = await pool.add_from_input(one_arg(command))
-    # The command carried the proxy's password: take it out of the chat history.
-    with contextlib.suppress(TelegramBadRequest):
-        await message.delete()
     await message.answer(texts.proxy_added(record))
 
 

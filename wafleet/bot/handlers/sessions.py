@@ -9,7 +9,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
 from wafleet.bot import keyboards, texts
-from wafleet.bot.handlers.common import args, chat_of, message_of, one_arg
+from wafleet.bot.handlers.common import args, chat_of, hide_proxy_url, message_of, one_arg
 from wafleet.bot.keyboards import PageCb, SessionAction, SessionCb
 from wafleet.bot.notifier import TelegramNotifier
 from wafleet.core.proxies import ProxyPool
@@ -27,6 +27,7 @@ async def provision(
     pool: ProxyPool,
     notifier: TelegramNotifier,
 ) -> None:
+    await hide_proxy_url(message)
     parts = args(command, 0, 2)
     if parts and "://" in parts[0]:
         parts.insert(0, "")  # /provision <proxy>: no phone
