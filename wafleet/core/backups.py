@@ -448,67 +448,73 @@ class BackupService:
         wait_s: float,
     ) -> RestoreReport:
         sessions_dir = self.settings.sessions_dir
+        sessions_dir.mkdir(parents=True, exist_ok=True)
         stamp = f"{self.clock.now_ms()}"
-        staging = sessions_dir.parent / f".{sessions_dir.name}.restore-{stamp}"
-        old = sessions_dir.parent / f".{sessions_dir.name}.old-{stamp}"
-        current = set(await self.store.session_ids()) | set(await self.runner.running())
-        await say(f"stopping {len(current)} worker(s)")
-        await asyncio.gather(*(self.runner.stop(sid) for sid in sorted(current)))
-        try:
-            await say(f"extracting {len(plan.sessions)} session(s)")
-            await asyncio.to_thread(_extract, info.path, staging)
-        except BaseException:
-            await asyncio.to_thread(shutil.rmtree, staging, True)
-            log.exception("restore of %s failed while extracting; restarting the workers", info.id)
-            await self.service.reconcile()
-            raise
-        # The swap: two renames on one filesystem. From here on the archive's fleet is it.
-        if sessions_dir.exists():
-            await asyncio.to_thread(sessions_dir.rename, old)
-        await asyncio.to_thread(staging.rename, sessions_dir)
+        # Staged *inside* SESSIONS_DIR: in Docker it is a bind mount whose parent may be
+        # neither writable nor on the same filesystem, and a mount point cannot be renamed.
+        # Dot-names are never session folders, so nothing else ever reads these two.
+        staging = sessions_dir / f".restore-{stamp}"
+        old = sessions_dir / f".old-{stamp}"
+        # Nothing else starts, moves or deletes a worker until the new fleet is in place.
+        async with self.service.maintenance("a restore"):
+            current = set(await self.store.session_ids()) | set(await self.runner.running())
+            await say(f"stopping {len(current)} worker(s)")
+            await asyncio.gather(*(self.runner.stop(sid) for sid in sorted(current)))
+            try:
+                await say(f"extracting {len(plan.sessions)} session(s)")
+                await asyncio.to_thread(_extract, info.path, staging)
+            except BaseException:
+                await asyncio.to_thread(shutil.rmtree, staging, True)
+                log.exception(
+                    "restore of %s failed while extracting; restarting the workers", info.id
+                )
+                await self.service.reconcile()
+                raise
+            # The swap: renames within one folder. From here on the archive's fleet is it.
+            await asyncio.to_thread(_swap_in, sessions_dir, staging, old)
 
-        await say("rebuilding the state")
-        for sid in sorted(current):
-            await self.store.release(sid)
-        added = []
-        for url, problem in unknown.items():
-            if problem is None and await self.store.add_proxy(url):
-                added.append(url)
-            elif problem is not None:
-                log.warning("proxy %s from the backup is unreachable: %s", mask(url), problem)
-        pipe = self.store.redis.pipeline(transaction=True)
-        for phone, url in (plan.manifest.get("sticky") or {}).items():
-            if isinstance(phone, str) and isinstance(url, str):
-                pipe.set(keys.phone_proxy(phone), url)
-        await pipe.execute()
+            await say("rebuilding the state")
+            for sid in sorted(current):
+                await self.store.release(sid)
+            added = []
+            for url, problem in unknown.items():
+                if problem is None and await self.store.add_proxy(url):
+                    added.append(url)
+                elif problem is not None:
+                    log.warning("proxy %s from the backup is unreachable: %s", mask(url), problem)
+            pipe = self.store.redis.pipeline(transaction=True)
+            for phone, url in (plan.manifest.get("sticky") or {}).items():
+                if isinstance(phone, str) and isinstance(url, str):
+                    pipe.set(keys.phone_proxy(phone), url)
+            await pipe.execute()
 
-        now = self.clock.now_ms()
-        cap = self.settings.max_sessions_per_proxy
-        reassigned: list[Reassigned] = []
-        startable: list[str] = []
-        for s in plan.sessions:
-            outcome, url = await self._restore_session(
-                args=[s.id, s.phone or "", s.proxy, cap, s.created, now]
-            )
-            if outcome == "err":
-                raise Conflict(f"could not restore {s.id}: {url}")
-            why = unknown.get(s.proxy) or "the proxy is marked bad or full"
-            if outcome == "moved":
-                session_files.write_meta(sessions_dir / s.id, s.id, s.phone, url, s.created)
-                reassigned.append(Reassigned(s.id, s.phone, mask(s.proxy), mask(url), why))
-            elif outcome == "parked":
-                reassigned.append(Reassigned(s.id, s.phone, mask(s.proxy), None, why))
-            if outcome != "parked":
-                startable.append(s.id)
-            await self.store.add_event(
-                s.id, "RESTORED", {"backup": info.id, "proxy": mask(url)}, now
-            )
-        owners = plan.manifest.get("stickySessions") or {}
-        restored = {s.id for s in plan.sessions}
-        for phone, sid in owners.items():
-            if isinstance(phone, str) and sid in restored:
-                await self.store.redis.set(keys.phone_session(phone), sid)
-        await self.store.recount()
+            now = self.clock.now_ms()
+            cap = self.settings.max_sessions_per_proxy
+            reassigned: list[Reassigned] = []
+            startable: list[str] = []
+            for s in plan.sessions:
+                outcome, url = await self._restore_session(
+                    args=[s.id, s.phone or "", s.proxy, cap, s.created, now]
+                )
+                if outcome == "err":
+                    raise Conflict(f"could not restore {s.id}: {url}")
+                why = unknown.get(s.proxy) or "the proxy is marked bad or full"
+                if outcome == "moved":
+                    session_files.write_meta(sessions_dir / s.id, s.id, s.phone, url, s.created)
+                    reassigned.append(Reassigned(s.id, s.phone, mask(s.proxy), mask(url), why))
+                elif outcome == "parked":
+                    reassigned.append(Reassigned(s.id, s.phone, mask(s.proxy), None, why))
+                if outcome != "parked":
+                    startable.append(s.id)
+                await self.store.add_event(
+                    s.id, "RESTORED", {"backup": info.id, "proxy": mask(url)}, now
+                )
+            owners = plan.manifest.get("stickySessions") or {}
+            restored = {s.id for s in plan.sessions}
+            for phone, sid in owners.items():
+                if isinstance(phone, str) and sid in restored:
+                    await self.store.redis.set(keys.phone_session(phone), sid)
+            await self.store.recount()
 
         await say(f"starting {len(startable)} worker(s)")
         for sid in startable:
@@ -635,6 +641,17 @@ def _parses(url: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _swap_in(sessions_dir: Path, staging: Path, old: Path) -> None:
+    """Move the current session folders into ``old`` and the staged ones into place."""
+    old.mkdir(mode=0o700)
+    for entry in sessions_dir.iterdir():
+        if entry not in (staging, old):
+            entry.rename(old / entry.name)
+    for entry in staging.iterdir():
+        entry.rename(sessions_dir / entry.name)
+    staging.rmdir()
 
 
 def _session_folders(sessions_dir: Path) -> list[str]:

@@ -25,6 +25,12 @@ class Conflict(WafleetError):
     code = "conflict"
 
 
+class Busy(Conflict):
+    """Something fleet-wide (a restore) is running; the request may be repeated after it."""
+
+    code = "busy"
+
+
 class PhoneLimit(Conflict):
     code = "phone_limit"
 

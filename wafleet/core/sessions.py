@@ -8,16 +8,18 @@ restart and a delete of the same session never interleave.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from wafleet.core import events as worker_events
 from wafleet.core import session_files
 from wafleet.core.clock import Clock
 from wafleet.core.errors import (
+    Busy,
     Conflict,
     InvalidInput,
     NoCapacity,
@@ -78,12 +80,33 @@ class SessionService:
         self.metrics = metrics
         self.tasks = TaskGroup()
         self.pings = PingBuffer(store)
+        self._maintenance: str | None = None  # what replaces the whole fleet right now
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._proxy_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._provisioned_at: dict[str, float] = {}
         self._crashes: defaultdict[str, deque[float]] = defaultdict(deque)
         runner.on_exit(self.handle_worker_exit)
         pool.on_recovered(self.retry_parked)
+
+    @contextlib.asynccontextmanager
+    async def maintenance(self, what: str) -> AsyncIterator[None]:
+        """While the whole fleet is being replaced (a restore), nothing else may start, move
+        or delete a worker: operators get a 409, the watchdog and crash handling wait."""
+        self._maintenance = what
+        try:
+            yield
+        finally:
+            self._maintenance = None
+
+    def _refuse_during_maintenance(self) -> None:
+        if self._maintenance is not None:
+            raise Busy(f"{self._maintenance} is in progress: try again when it ends")
+
+    def _paused_for_maintenance(self, what: str) -> bool:
+        if self._maintenance is not None:
+            log.info("%s skipped: %s is in progress", what, self._maintenance)
+            return True
+        return False
 
     # queries ----------------------------------------------------------------------------
 
@@ -115,6 +138,7 @@ class SessionService:
     # Flow 1: provision ------------------------------------------------------------------
 
     async def provision(self, phone: object = None, proxy: object = None) -> SessionRecord:
+        self._refuse_during_maintenance()
         number = None if phone in (None, "") else normalize_phone(phone)
         requested = None if proxy in (None, "") else parse_input(proxy)
         now = self.clock.now_ms()
@@ -159,6 +183,7 @@ class SessionService:
     # operator actions -------------------------------------------------------------------
 
     async def restart(self, session_id: str, reason: str | None = None) -> SessionRecord:
+        self._refuse_during_maintenance()
         async with self._session_lock(session_id):
             await self._restart_locked(await self.get(session_id), reason)
         return await self.get(session_id)
@@ -184,6 +209,7 @@ class SessionService:
         return await self.restart(session_id, Reason.STARTING)
 
     async def delete(self, session_id: str) -> None:
+        self._refuse_during_maintenance()
         async with self._session_lock(session_id):
             await self.get(session_id)
             await self.runner.stop(session_id)
@@ -335,6 +361,8 @@ class SessionService:
         probes the proxy itself. All the reports of one dead proxy are folded into one
         failover and one alert.
         """
+        if self._paused_for_maintenance(f"failover off {mask(url)}"):
+            return []
         async with self._proxy_locks[url]:
             if await self.store.proxy_status(url) != "bad":
                 problem = await self.pool.probe(url)
@@ -400,6 +428,8 @@ class SessionService:
 
     async def retry_parked(self) -> None:
         """A proxy recovered or was added: give sessions parked for lack of capacity a slot."""
+        if self._paused_for_maintenance("retrying parked sessions"):
+            return
         for listed in await self.store.list_sessions():
             if not _parked_for_capacity(listed):
                 continue
@@ -418,6 +448,8 @@ class SessionService:
 
     async def handle_worker_exit(self, session_id: str, code: int | None) -> None:
         """A worker died on its own: restart it at once, unless it keeps dying."""
+        if self._paused_for_maintenance(f"restarting {session_id}"):
+            return
         async with self._session_lock(session_id):
             await self._handle_worker_exit_locked(session_id, code)
 
@@ -460,6 +492,8 @@ class SessionService:
 
     async def check_pings(self) -> list[str]:
         """One watchdog pass: restart every running session whose last ping is too old."""
+        if self._paused_for_maintenance("the watchdog pass"):
+            return []
         now = self.clock.now_ms()
         restarted = []
         for listed in await self.store.list_sessions():
