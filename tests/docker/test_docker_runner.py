@@ -301,3 +301,31 @@ def test_images_build_from_the_wheelhouse_with_no_network(
         )
         assert out.decode().strip() == digest, f"{tag} does not hold this tree's wafleet"
         assert image.attrs["Config"]["User"] not in ("", "root", "0")
+
+
+async def test_rolling_backup_pauses_containers_and_restore_brings_them_back(
+    fleet: Fleet, docker_client: Any
+) -> None:
+    first = (await fleet.link())["id"]
+    second = (await fleet.link(OTHER_PHONE))["id"]
+    before = {sid: only(docker_client, fleet, sid).id for sid in (first, second)}
+    status, made = await fleet.call("POST", "/api/v1/backups/create")
+    assert status == 201, made
+    assert made["sessions"] == 2 and made["mode"] == "rolling"
+    # paused (docker pause) one at a time and unpaused: same containers, still connected
+    for sid in (first, second):
+        assert only(docker_client, fleet, sid).id == before[sid]
+        assert (await fleet.status(sid))["status"] == "connected"
+
+    status, _ = await fleet.call("DELETE", f"/api/sessions/{second}")
+    assert status == 200
+    status, report = await fleet.call(
+        "POST", f"/api/v1/backups/restore/{made['id']}", {"waitSeconds": 30}
+    )
+    assert status == 200, report
+    assert sorted(report["connected"]) == sorted([first, second])
+    for sid in (first, second):
+        only(docker_client, fleet, sid)  # exactly one running container each
+        assert await fleet.events(sid, "QR_CODE") == []  # no new QR since the restore
+        assert (fleet.sessions_dir / sid / "creds.json").exists()
+    assert not [p for p in fleet.sessions_dir.iterdir() if p.name.startswith(".")]
