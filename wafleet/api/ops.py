@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from wafleet.api.context import METRICS, POOL, SERVICE, STORE
-from wafleet.core.models import Status
+from wafleet.core.models import count_by_status
 from wafleet.core.proxy_url import ProxyUrl
 
 routes = web.RouteTableDef()
@@ -29,10 +29,7 @@ async def metrics(request: web.Request) -> web.Response:
     sessions = await request.app[SERVICE].all_sessions()
     proxies = await request.app[POOL].all_proxies()
     by_status = GaugeMetricFamily("wafleet_sessions", "Sessions by status", labels=["status"])
-    counts = {s.value: 0 for s in Status}
-    for record in sessions:
-        counts[record.status] = counts.get(record.status, 0) + 1
-    for status, n in counts.items():
+    for status, n in count_by_status(sessions).items():
         by_status.add_metric([status], n)
     proxy_status = GaugeMetricFamily("wafleet_proxies", "Proxies by status", labels=["status"])
     for status in ("active", "bad"):

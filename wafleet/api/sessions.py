@@ -8,7 +8,7 @@ from wafleet.api import serialize
 from wafleet.api.body import json_object
 from wafleet.api.context import POOL, SERVICE
 from wafleet.core import qr as qr_render
-from wafleet.core.models import Status
+from wafleet.core.models import count_by_status
 
 routes = web.RouteTableDef()
 
@@ -78,9 +78,7 @@ async def dashboard_stats(request: web.Request) -> web.Response:
     records = await request.app[SERVICE].all_sessions()
     proxies = await request.app[POOL].all_proxies()
     free, total = await request.app[POOL].free_slots()
-    by_status = {s.value: 0 for s in Status}
-    for record in records:
-        by_status[record.status] = by_status.get(record.status, 0) + 1
+    by_status = count_by_status(records)
     return web.json_response(
         {
             "sessions": {"total": len(records), "byStatus": by_status},

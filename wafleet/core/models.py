@@ -66,3 +66,11 @@ class ProxyRecord:
     @property
     def masked(self) -> str:
         return mask(self.url)
+
+
+def count_by_status(records: list[SessionRecord]) -> dict[str, int]:
+    """Every status (zeros included, so dashboards see them all) with its session count."""
+    counts = {s.value: 0 for s in Status}
+    for record in records:
+        counts[record.status] = counts.get(record.status, 0) + 1
+    return counts

@@ -151,6 +151,7 @@ class SimNetwork:
                 for issued in self.qrs.values():
                     if issued.link is link:
                         issued.superseded = True
+                self._prune()
                 self.qrs[code] = IssuedQr(link, time.monotonic() + ttl / 1000)
                 await ws.send_json({"op": "qr", "qr": code, "ttlMs": ttl})
                 waiting: set[asyncio.Future[Any]] = {link.paired, reader}
@@ -170,6 +171,18 @@ class SimNetwork:
             for issued in self.qrs.values():
                 if issued.link is link:
                     issued.superseded = True
+
+    def _prune(self) -> None:
+        """Forget codes of finished rounds, so a long demo does not grow without end.
+
+        A superseded or expired QR is kept a minute longer, so its scan still answers 410."""
+        now = time.monotonic()
+        self.qrs = {
+            code: issued
+            for code, issued in self.qrs.items()
+            if not issued.link.ws.closed or now - issued.expires < 60
+        }
+        self.codes = {c: i for c, i in self.codes.items() if not i.link.ws.closed}
 
     async def _drain_until_paired(self, ws: web.WebSocketResponse, link: PendingLink) -> None:
         """Read the device's frames during its QR round; it may ask to pair by code."""
