@@ -20,10 +20,5 @@ local new = least_loaded(cap, own or '')
 if not new then
   return false
 end
-detach(id, own)
-attach(id, new)
-local phone = redis.call('GET', 'session:' .. id .. ':phone')
-if phone and redis.call('EXISTS', 'phone:' .. phone .. ':proxy') == 1 then
-  redis.call('SET', 'phone:' .. phone .. ':proxy', new)
-end
+move(id, own, new)
 return new

@@ -38,3 +38,13 @@ local function detach(id, url)
     redis.call('DECR', 'proxy:' .. url .. ':sessions')
   end
 end
+
+-- Move a session's slot to ``new`` and its phone's sticky proxy with it (Flow 4, step 6).
+local function move(id, old, new)
+  detach(id, old)
+  attach(id, new)
+  local phone = redis.call('GET', 'session:' .. id .. ':phone')
+  if phone and redis.call('EXISTS', 'phone:' .. phone .. ':proxy') == 1 then
+    redis.call('SET', 'phone:' .. phone .. ':proxy', new)
+  end
+end

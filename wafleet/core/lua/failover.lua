@@ -10,10 +10,5 @@ local new = least_loaded(cap, old or '')
 if not new then
   return false
 end
-detach(id, old)
-attach(id, new)
-local phone = redis.call('GET', 'session:' .. id .. ':phone')
-if phone and redis.call('EXISTS', 'phone:' .. phone .. ':proxy') == 1 then
-  redis.call('SET', 'phone:' .. phone .. ':proxy', new)
-end
+move(id, old, new)
 return new
