@@ -9,13 +9,9 @@ Redis at once, so it gets its 404.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
 from wafleet.core import keys
 from wafleet.core.store import Store
-
-log = logging.getLogger("wafleet.pings")
+from wafleet.core.tasks import every
 
 FLUSH_INTERVAL_S = 0.25
 
@@ -53,11 +49,6 @@ class PingBuffer:
 
     async def run(self, interval_s: float = FLUSH_INTERVAL_S) -> None:
         try:
-            while True:
-                await asyncio.sleep(interval_s)
-                try:
-                    await self.flush()
-                except Exception:
-                    log.exception("ping flush failed; retrying")
+            await every(interval_s, self.flush, "ping flush")
         finally:
-            await self.flush()
+            await self.flush()  # the last pings before shutdown still reach Redis

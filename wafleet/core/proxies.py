@@ -6,7 +6,6 @@ proxies and tells the operator when a proxy dies, comes back, or capacity runs l
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +15,7 @@ from wafleet.core.notifier import Alert, AlertKind, Notifier
 from wafleet.core.proxy_probe import probe
 from wafleet.core.proxy_url import ProxyUrl, mask, parse_input
 from wafleet.core.store import Store
+from wafleet.core.tasks import every
 
 log = logging.getLogger("wafleet.proxies")
 
@@ -101,12 +101,7 @@ class ProxyPool:
         return recovered
 
     async def run_prober(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.probe_bad()
-            except Exception:
-                log.exception("proxy probe pass failed")
+        await every(interval_s, self.probe_bad, "proxy probe pass")
 
     async def free_slots(self) -> tuple[int, int]:
         """(free, total) slots over the active proxies."""

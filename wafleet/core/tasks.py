@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger("wafleet.tasks")
@@ -36,3 +36,14 @@ class TaskGroup:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+async def every(interval_s: float, action: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run ``action`` every ``interval_s`` until cancelled; a failed pass is logged, and the
+    next one comes as usual (one bad Redis answer must not stop the watchdog for good)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await action()
+        except Exception:
+            log.exception("%s failed; trying again in %.1f s", what, interval_s)

@@ -6,20 +6,18 @@ are alive but stuck (frozen, deadlocked, wedged on a dead socket) and so stop pi
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from wafleet.core.sessions import SessionService
+from wafleet.core.tasks import every
 
 log = logging.getLogger("wafleet.watchdog")
 
 
 async def run_watchdog(service: SessionService, interval_s: float) -> None:
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            restarted = await service.check_pings()
-            if restarted:
-                log.warning("watchdog restarted %s", ", ".join(restarted))
-        except Exception:
-            log.exception("watchdog pass failed")
+    async def one_pass() -> None:
+        restarted = await service.check_pings()
+        if restarted:
+            log.warning("watchdog restarted %s", ", ".join(restarted))
+
+    await every(interval_s, one_pass, "watchdog pass")
