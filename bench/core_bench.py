@@ -32,9 +32,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, session_secret, sign  # noqa: E402
 from tests.fleet import WEBHOOK_SECRET, Fleet  # noqa: E402
 from wafleet import devstack  # noqa: E402
-from wafleet.core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, session_secret, sign  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

@@ -31,11 +31,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.docker_runner import INSTANCE_LABEL  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from tests.conftest import fleet_env  # noqa: E402
 from tests.fleet import Fleet  # noqa: E402
 from wafleet import devstack  # noqa: E402
-from wafleet.core.docker_runner import INSTANCE_LABEL  # noqa: E402
-from wafleet.core.settings import Settings  # noqa: E402
 from wafleet.serve import instance_id  # noqa: E402
 
 POLL_S = 0.01

@@ -55,7 +55,10 @@ docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 ||
 src=$(mktemp -d /tmp/wafleet-src.XXXXXX)
 trap 'rm -rf "$src"' EXIT
 cp "$ROOT/pyproject.toml" "$src/"
-cp -r "$ROOT/wafleet" "$src/"
+for pkg in core api bot worker simwa wafleet locales; do
+    cp -r "$ROOT/$pkg" "$src/"
+done
+rm -f "$src/worker/Dockerfile"
 for f in README.md README.rst LICENSE LICENSE.txt MANIFEST.in setup.cfg; do
     [ -e "$ROOT/$f" ] && cp "$ROOT/$f" "$src/"
 done

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wafleet.core.docker_runner import DockerRunner, container_name  # noqa: E402
-from wafleet.core.runner import WorkerSpec  # noqa: E402
+from core.docker_runner import DockerRunner, container_name  # noqa: E402
+from core.runner import WorkerSpec  # noqa: E402
 
 IDLE = [
     "python",

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 import aiohttp
 import redis.asyncio as aioredis
 
+from core.process_runner import find_workers
+from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, session_secret, sign
 from wafleet import devstack
-from wafleet.core.process_runner import find_workers
-from wafleet.core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, session_secret, sign
 
 T = TypeVar("T")
 
@@ -83,7 +83,7 @@ class Fleet:
             self.serve.kill()
 
     def workers(self) -> dict[str, int]:
-        from wafleet.core.settings import Settings
+        from core.settings import Settings
         from wafleet.serve import instance_id
 
         return find_workers(instance_id(Settings.from_env(self.env)))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
+from api.openapi import SPEC
 from tests.fleet import API_KEY, PHONE, WEBHOOK_SECRET, Fleet, eventually
-from wafleet.api.openapi import SPEC
 
 
 async def test_openapi_describes_exactly_the_routes_served(fleet: Fleet) -> None:
-    from wafleet.api.app import create_app
+    from api.app import create_app
 
     status, served = await fleet.call("GET", "/api/openapi.json", headers={"X-API-Key": ""})
     assert status == 200

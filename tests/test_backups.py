@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
+from core.backups import cron_trigger
 from tests.fleet import API_KEY, Fleet, eventually
 from wafleet import devstack
-from wafleet.core.backups import cron_trigger
 
 PHONES = [f"9725010000{n:02d}" for n in range(10)]
 

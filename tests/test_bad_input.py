@@ -150,8 +150,8 @@ async def test_webhook_refusals_change_nothing(linked: Fleet, case: str, status:
 
 
 async def test_settings_refuse_placeholders_with_one_clear_message() -> None:
-    from wafleet.core.errors import ConfigError
-    from wafleet.core.settings import Settings
+    from core.errors import ConfigError
+    from core.settings import Settings
 
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(

@@ -14,9 +14,9 @@ import pytest
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
 
-from wafleet.bot import texts
-from wafleet.bot.i18n import LANGUAGES, build_i18n, locales_dir
-from wafleet.core.notifier import AlertKind
+from bot import texts
+from bot.i18n import LANGUAGES, build_i18n, locales_dir
+from core.notifier import AlertKind
 
 BOT_SOURCE = Path(texts.__file__).parent
 

@@ -55,10 +55,10 @@ from neonize.events import (
 from neonize.proto.Neonize_pb2 import JID, ConnectFailureReason, Device
 from neonize.utils.enum import Presence
 
-from wafleet.worker.config import WorkerConfig
-from wafleet.worker.drivers import make_driver
-from wafleet.worker.drivers import neonize_driver as nd
-from wafleet.worker.drivers.base import (
+from worker.config import WorkerConfig
+from worker.drivers import make_driver
+from worker.drivers import neonize_driver as nd
+from worker.drivers.base import (
     ConnectionLost,
     Disconnect,
     LoggedOut,

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
-from wafleet.core.store import ReservationRefused, Store
+from core.store import ReservationRefused, Store
 
 P1 = "socks5h://u:p@127.0.0.1:1"
 P2 = "socks5h://u:p@127.0.0.1:2"
@@ -120,7 +120,7 @@ async def test_claim_gives_a_parked_session_a_real_slot(store: Store) -> None:
 
 
 async def test_connected_event_for_a_deleted_session_writes_nothing(store: Store) -> None:
-    from wafleet.core.store import NoSuchSession
+    from core.store import NoSuchSession
 
     sid, _ = await store.reserve("", "", 4, 4, 1)
     await store.release(sid)

@@ -9,11 +9,11 @@ import pytest
 import zxingcpp
 from PIL import Image
 
-from wafleet.core import qr, signing
-from wafleet.core.errors import InvalidInput
-from wafleet.core.logs import RedactingFilter, redact
-from wafleet.core.phone import normalize
-from wafleet.core.proxy_url import ProxyUrl
+from core import qr, signing
+from core.errors import InvalidInput
+from core.logs import RedactingFilter, redact
+from core.phone import normalize
+from core.proxy_url import ProxyUrl
 
 
 def test_proxy_url_masks_and_ids_without_the_password() -> None:

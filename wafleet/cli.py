@@ -53,16 +53,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "worker":
-        from wafleet.worker.config import WorkerConfigError
-        from wafleet.worker.main import main as worker_main
+        from worker.config import WorkerConfigError
+        from worker.main import main as worker_main
 
         try:
             worker_main()
         except WorkerConfigError as exc:
             sys.exit(str(exc))
     elif args.command == "simwa":
-        from wafleet.core import logs
-        from wafleet.simwa.server import QrTimings, run
+        from core import logs
+        from simwa.server import QrTimings, run
 
         logs.setup(os.environ.get("LOG_LEVEL", "INFO"))
         run(
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _serve() -> None:
-    from wafleet.core import logs
-    from wafleet.core.errors import ConfigError
-    from wafleet.core.settings import Settings
+    from core import logs
+    from core.errors import ConfigError
+    from core.settings import Settings
     from wafleet.serve import serve
 
     try:

@@ -22,10 +22,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from core import qr
+from core.process_runner import find_workers
+from core.settings import Settings
 from wafleet import devstack
-from wafleet.core import qr
-from wafleet.core.process_runner import find_workers
-from wafleet.core.settings import Settings
 from wafleet.serve import instance_id
 
 DEMO_PHONE = "972500000001"

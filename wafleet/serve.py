@@ -18,23 +18,23 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from tzlocal import get_localzone
 
-from wafleet.api.app import create_app
-from wafleet.core.backups import BackupService, cron_trigger
-from wafleet.core.clock import SystemClock
-from wafleet.core.errors import ConfigError
-from wafleet.core.metrics import Metrics
-from wafleet.core.notifier import FanoutNotifier, LogNotifier
-from wafleet.core.process_runner import ProcessRunner
-from wafleet.core.proxies import ProxyPool
-from wafleet.core.runner import Runner
-from wafleet.core.sessions import SessionService
-from wafleet.core.settings import Settings
-from wafleet.core.store import Store
-from wafleet.core.tasks import TaskGroup
-from wafleet.core.watchdog import run_watchdog
+from api.app import create_app
+from core.backups import BackupService, cron_trigger
+from core.clock import SystemClock
+from core.errors import ConfigError
+from core.metrics import Metrics
+from core.notifier import FanoutNotifier, LogNotifier
+from core.process_runner import ProcessRunner
+from core.proxies import ProxyPool
+from core.runner import Runner
+from core.sessions import SessionService
+from core.settings import Settings
+from core.store import Store
+from core.tasks import TaskGroup
+from core.watchdog import run_watchdog
 
 if TYPE_CHECKING:
-    from wafleet.bot.app import TelegramBot
+    from bot.app import TelegramBot
 
 log = logging.getLogger("wafleet.serve")
 
@@ -48,7 +48,7 @@ def instance_id(settings: Settings) -> str:
 def make_runner(settings: Settings) -> Runner:
     grace = settings.worker_stop_grace_ms / 1000
     if settings.runner == "docker":
-        from wafleet.core.docker_runner import DockerRunner
+        from core.docker_runner import DockerRunner
 
         return DockerRunner(
             instance=instance_id(settings),
@@ -86,7 +86,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         if not settings.telegram_bot_token:
             log.info("Telegram bot: off (TELEGRAM_BOT_TOKEN is not set)")
         else:
-            from wafleet.bot.app import TelegramBot  # aiogram is loaded only when it is used
+            from bot.app import TelegramBot  # aiogram is loaded only when it is used
 
             telegram = TelegramBot(settings, store.redis, service, pool, backups)
             notifier.add(telegram.notifier)

@@ -26,9 +26,9 @@ from typing import Any
 import docker
 import pytest
 
+from core.docker_runner import INSTANCE_LABEL, SESSION_LABEL
+from core.settings import Settings
 from tests.fleet import Fleet
-from wafleet.core.docker_runner import INSTANCE_LABEL, SESSION_LABEL
-from wafleet.core.settings import Settings
 from wafleet.serve import instance_id
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,6 +15,8 @@ from typing import Any
 import docker
 import pytest
 
+from core.docker_runner import INSTANCE_LABEL, SESSION_LABEL, SESSION_MOUNT
+from core.signing import session_secret
 from tests.docker.conftest import (
     DOCKER_OPTIONS,
     ORCH_IMAGE,
@@ -25,8 +27,6 @@ from tests.docker.conftest import (
     instance_of,
 )
 from tests.fleet import API_KEY, PHONE, WEBHOOK_SECRET, Fleet, eventually
-from wafleet.core.docker_runner import INSTANCE_LABEL, SESSION_LABEL, SESSION_MOUNT
-from wafleet.core.signing import session_secret
 
 pytestmark = pytest.mark.docker
 

@@ -1,0 +1,44 @@
+"""The aiohttp application factory: routes and middlewares, dependencies injected."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api import backups, openapi, ops, proxies, sessions, webhook
+from api.auth import api_key_middleware
+from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
+from api.errors import error_middleware
+from core.backups import BackupService
+from core.metrics import Metrics
+from core.proxies import ProxyPool
+from core.sessions import SessionService
+from core.settings import Settings
+from core.store import Store
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    service: SessionService,
+    pool: ProxyPool,
+    metrics: Metrics,
+    backup_service: BackupService | None = None,
+) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, api_key_middleware])
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[SERVICE] = service
+    app[POOL] = pool
+    app[METRICS] = metrics
+    if backup_service is not None:
+        app[backups.BACKUPS] = backup_service
+    for table in (
+        sessions.routes,
+        proxies.routes,
+        backups.routes,
+        webhook.routes,
+        ops.routes,
+        openapi.routes,
+    ):
+        app.router.add_routes(table)
+    return app

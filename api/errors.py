@@ -1,0 +1,52 @@
+"""One middleware turns domain errors into DESIGN.md's JSON error shape; handlers never try."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from core.errors import (
+    Conflict,
+    InvalidInput,
+    NoCapacity,
+    NotFound,
+    WafleetError,
+)
+
+log = logging.getLogger("wafleet.api")
+
+STATUS_OF: tuple[tuple[type[WafleetError], int], ...] = (
+    (InvalidInput, 400),
+    (NotFound, 404),
+    (Conflict, 409),
+    (NoCapacity, 503),
+)
+
+
+class Unauthorized(WafleetError):
+    code = "unauthorized"
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except Unauthorized as exc:
+        return error_response(401, exc.code, exc.message)
+    except WafleetError as exc:
+        status = next((s for kind, s in STATUS_OF if isinstance(exc, kind)), 500)
+        return error_response(status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error: see the server log")

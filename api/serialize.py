@@ -1,0 +1,43 @@
+"""What the REST API shows of core's records: masked proxies, no QR, no secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.models import ProxyRecord, SessionRecord
+from core.proxy_url import ProxyUrl
+
+
+def session(record: SessionRecord, now_ms: int) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "status": record.status,
+        "reason": record.reason,
+        "phone": record.phone,
+        "proxy": record.proxy_masked,
+        "proxyId": _proxy_id(record.proxy),
+        "created": record.created,
+        "lastPing": record.last_ping,
+        "lastPingAgeMs": now_ms - record.last_ping if record.last_ping else None,
+        "connectedAt": record.connected_at,
+        "qrExpires": record.qr_expires,
+        "needsQr": record.needs_qr,
+        "worker": record.lock,
+    }
+
+
+def proxy(record: ProxyRecord, cap: int) -> dict[str, Any]:
+    return {
+        "id": _proxy_id(record.url),
+        "url": record.masked,
+        "status": record.status,
+        "sessions": record.sessions,
+        "capacity": cap,
+    }
+
+
+def _proxy_id(url: str) -> str | None:
+    try:
+        return ProxyUrl.parse(url).id
+    except ValueError:
+        return None

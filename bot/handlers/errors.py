@@ -1,0 +1,47 @@
+"""The one place errors become chat messages: domain errors say what was wrong, others are
+logged. Handlers never ``try``: they let core's ``WafleetError`` reach this router."""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import Bot, Router
+from aiogram.filters import ExceptionTypeFilter
+from aiogram.types import ErrorEvent
+
+from bot import texts
+from bot.handlers.common import UsageError
+from core.errors import WafleetError
+
+log = logging.getLogger("wafleet.bot")
+router = Router(name="errors")
+
+
+async def _reply(event: ErrorEvent, bot: Bot, text: str) -> None:
+    update = event.update
+    if update.message is not None:
+        await update.message.answer(text)
+    elif update.callback_query is not None:
+        callback = update.callback_query
+        await callback.answer()
+        chat = callback.message.chat.id if callback.message else callback.from_user.id
+        await bot.send_message(chat, text)
+
+
+@router.error(ExceptionTypeFilter(UsageError))
+async def usage_error(event: ErrorEvent, bot: Bot) -> None:
+    assert isinstance(event.exception, UsageError)
+    await _reply(event, bot, texts.usage(event.exception.command))
+
+
+@router.error(ExceptionTypeFilter(WafleetError))
+async def domain_error(event: ErrorEvent, bot: Bot) -> None:
+    assert isinstance(event.exception, WafleetError)
+    log.info("refused by core: %s: %s", event.exception.code, event.exception.message)
+    await _reply(event, bot, texts.error(event.exception))
+
+
+@router.error()
+async def unexpected_error(event: ErrorEvent, bot: Bot) -> None:
+    log.error("bot handler failed", exc_info=event.exception)
+    await _reply(event, bot, texts.unexpected())

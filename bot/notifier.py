@@ -1,0 +1,288 @@
+"""``TelegramNotifier``: core's alerts in the operators' chat, and the QR photo of each session.
+
+``notify`` never waits on Telegram: core calls it from webhook handlers, and a flood
+limit must not slow a worker's event down. Two background loops do the sending:
+
+* the QR loop, in order: a session's QR is one photo message, edited in place as the
+  QR rotates and turned into "connected" (a picture without the code) when linked. The
+  message id is kept in Redis, so a restart of ``serve`` keeps editing the same message.
+* the alert loop, in bursts: alerts arriving within ``window_s`` of the first become
+  one message, so a proxy dying under four sessions, or fifty workers failing at once,
+  is one message and not a flood.
+
+Telegram's ``RetryAfter`` is waited out and the same request sent again: alerts are
+never dropped for a flood limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto
+from PIL import Image, ImageDraw
+
+from bot import keyboards, texts
+from bot.i18n import CatalogueI18n, chat_locale
+from core import keys
+from core import qr as qr_render
+from core.notifier import Alert, AlertKind
+from core.tasks import TaskGroup
+
+log = logging.getLogger("wafleet.bot.notifier")
+
+T = TypeVar("T")
+
+QR_KINDS = frozenset({AlertKind.QR_READY, AlertKind.PAIRING_CODE, AlertKind.CONNECTED})
+NETWORK_RETRIES = 8  # with backoff capped at 30 s: a few minutes of Telegram being away
+NEW_QR_KINDS = frozenset({AlertKind.LOGGED_OUT, AlertKind.QR_EXPIRED})
+
+
+def placeholder_png(colour: str) -> bytes:
+    """A plain picture that replaces a QR in place, so the code is no longer scannable."""
+    image = Image.new("RGB", (240, 240), colour)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((60, 60, 180, 180), outline="white", width=12)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+class TelegramNotifier:
+    def __init__(
+        self,
+        bot: Bot,
+        redis: aioredis.Redis,
+        i18n: CatalogueI18n,
+        chat_id: int,
+        window_s: float = 1.5,
+    ) -> None:
+        self.bot = bot
+        self.redis = redis
+        self.i18n = i18n
+        self.chat_id = chat_id
+        self.window_s = window_s
+        self._qr_queue: asyncio.Queue[Alert] = asyncio.Queue()
+        self._alerts: asyncio.Queue[Alert] = asyncio.Queue()
+        self._latest_qr: dict[str, Alert] = {}
+        self._tasks = TaskGroup()
+        self._qr_lock = asyncio.Lock()
+        self._placeholders: dict[str, bytes] = {}
+
+    # core's Notifier --------------------------------------------------------------------
+
+    async def notify(self, alert: Alert) -> None:
+        if alert.kind in QR_KINDS and alert.session_id:
+            if alert.kind is AlertKind.QR_READY:
+                self._latest_qr[alert.session_id] = alert
+            self._qr_queue.put_nowait(alert)
+        else:
+            self._alerts.put_nowait(alert)
+
+    # lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks.spawn(self._qr_loop(), name="telegram-qr")
+        self._tasks.spawn(self._alert_loop(), name="telegram-alerts")
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Give queued messages ``grace_s`` to go out, then stop the loops."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                await self._qr_queue.join()
+                await self._alerts.join()
+        left = self._qr_queue.qsize() + self._alerts.qsize()
+        if left:
+            log.warning("stopping with %d Telegram message(s) unsent (they are in the log)", left)
+        await self._tasks.cancel()
+
+    # QR messages ------------------------------------------------------------------------
+
+    async def remember_chat(self, session_id: str, chat_id: int) -> None:
+        """The chat that asked for this session's QR gets it (else the alert chat)."""
+        await self.redis.hset(keys.bot_qr_message(session_id), "chat", chat_id)
+
+    async def forget(self, session_id: str) -> None:
+        await self.redis.delete(keys.bot_qr_message(session_id))
+
+    async def show_qr(self, session_id: str, chat_id: int, code: str, expires: int | None) -> None:
+        """``/qr``: a fresh photo in this chat, which from now on is the one kept up to date."""
+        async with self._qr_lock:
+            await self.redis.delete(keys.bot_qr_message(session_id))
+            await self.remember_chat(session_id, chat_id)
+            await self._show_qr(session_id, code, expires)
+
+    async def _qr_loop(self) -> None:
+        while True:
+            alert = await self._qr_queue.get()
+            try:
+                async with self._qr_lock:
+                    await self._qr_event(alert)
+            except Exception:
+                log.exception("could not show %s of %s in Telegram", alert.kind, alert.session_id)
+            finally:
+                self._qr_queue.task_done()
+
+    async def _qr_event(self, alert: Alert) -> None:
+        sid = alert.session_id or ""
+        if alert.kind is AlertKind.QR_READY:
+            if self._latest_qr.get(sid) is not alert:
+                return  # a newer QR is queued: skip the stale one
+            del self._latest_qr[sid]
+            await self._show_qr(sid, alert.qr or "", alert.qr_expires)
+        elif alert.kind is AlertKind.PAIRING_CODE:
+            chat, _ = await self._target(sid)
+            with self.i18n.use_locale(await chat_locale(self.redis, chat)), self.i18n.context():
+                text = texts.pairing_code(sid, alert.detail)
+            await self.deliver(lambda: self.bot.send_message(chat, text))
+        elif alert.kind is AlertKind.CONNECTED:
+            chat, message_id = await self._target(sid)
+            if message_id is None:
+                self._alerts.put_nowait(alert)  # a reconnect: an ordinary (grouped) alert
+                return
+            with self.i18n.use_locale(await chat_locale(self.redis, chat)), self.i18n.context():
+                caption = texts.connected_caption(sid, alert.phone)
+            await self._replace_photo(chat, message_id, self._placeholder("#2e7d32"), caption)
+            await self.redis.hdel(keys.bot_qr_message(sid), "message")
+
+    async def _target(self, sid: str) -> tuple[int, int | None]:
+        saved = await self.redis.hgetall(keys.bot_qr_message(sid))
+        chat = int(saved.get("chat") or self.chat_id)
+        message = saved.get("message")
+        return chat, int(message) if message else None
+
+    async def _show_qr(self, sid: str, code: str, expires: int | None) -> None:
+        chat, message_id = await self._target(sid)
+        expires_in = None if expires is None else (expires - int(time.time() * 1000)) // 1000
+        with self.i18n.use_locale(await chat_locale(self.redis, chat)), self.i18n.context():
+            caption = texts.qr_caption(sid, expires_in)
+        png = await asyncio.to_thread(qr_render.png, code)
+        if message_id is not None and await self._replace_photo(chat, message_id, png, caption):
+            return
+        sent = await self.deliver(
+            lambda: self.bot.send_photo(
+                chat, BufferedInputFile(png, filename=f"qr-{sid}.png"), caption=caption
+            )
+        )
+        if sent is not None:
+            await self.redis.hset(
+                keys.bot_qr_message(sid), mapping={"chat": chat, "message": sent.message_id}
+            )
+
+    async def _replace_photo(
+        self,
+        chat: int,
+        message_id: int,
+        png: bytes,
+        caption: str,
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> bool:
+        """Edit the photo in place; False when the message is gone (the caller sends anew)."""
+        media = InputMediaPhoto(media=BufferedInputFile(png, filename="qr.png"), caption=caption)
+        try:
+            await self.deliver(
+                lambda: self.bot.edit_message_media(
+                    media=media, chat_id=chat, message_id=message_id, reply_markup=markup
+                ),
+                quiet=False,
+            )
+        except TelegramBadRequest as exc:
+            if "not modified" in exc.message:
+                return True
+            log.info("QR message %s in %s cannot be edited (%s)", message_id, chat, exc.message)
+            return False
+        return True
+
+    async def qr_expired(self, sid: str) -> None:
+        """Turn a shown QR into an "expired" picture with the new-QR button."""
+        chat, message_id = await self._target(sid)
+        if message_id is None:
+            return
+        with self.i18n.use_locale(await chat_locale(self.redis, chat)), self.i18n.context():
+            caption = texts.qr_expired_caption(sid)
+            markup = keyboards.new_qr([sid])
+        await self._replace_photo(chat, message_id, self._placeholder("#9e9e9e"), caption, markup)
+
+    def _placeholder(self, colour: str) -> bytes:
+        if colour not in self._placeholders:
+            self._placeholders[colour] = placeholder_png(colour)
+        return self._placeholders[colour]
+
+    # alerts -----------------------------------------------------------------------------
+
+    async def _alert_loop(self) -> None:
+        while True:
+            burst = [await self._alerts.get()]
+            try:
+                deadline = time.monotonic() + self.window_s
+                while (left := deadline - time.monotonic()) > 0:
+                    with contextlib.suppress(TimeoutError):
+                        burst.append(await asyncio.wait_for(self._alerts.get(), left))
+                await self._send_burst(burst)
+            except Exception:
+                log.exception("could not send %d alert(s) to Telegram", len(burst))
+            finally:
+                for _ in burst:
+                    self._alerts.task_done()
+
+    async def _send_burst(self, burst: list[Alert]) -> None:
+        for alert in burst:
+            if alert.kind is AlertKind.QR_EXPIRED and alert.session_id:
+                async with self._qr_lock:
+                    await self.qr_expired(alert.session_id)
+        chat = self.chat_id
+        new_qr = [
+            a.session_id for a in burst if a.kind in NEW_QR_KINDS and a.session_id is not None
+        ]
+        with self.i18n.use_locale(await chat_locale(self.redis, chat)), self.i18n.context():
+            messages = texts.alert_burst(burst)
+            markup = keyboards.new_qr(sorted(set(new_qr))[:20])
+        for n, text in enumerate(messages, 1):
+            await self._send_text(chat, text, markup if n == len(messages) else None)
+
+    async def _send_text(self, chat: int, text: str, markup: InlineKeyboardMarkup | None) -> None:
+        await self.deliver(lambda: self.bot.send_message(chat, text, reply_markup=markup))
+
+    # delivery ---------------------------------------------------------------------------
+
+    async def deliver(self, call: Callable[[], Awaitable[T]], quiet: bool = True) -> T | None:
+        """Send, waiting out flood limits (never giving up on them) and retrying outages.
+
+        A bad request is a bug or a deleted message, not worth retrying: logged when
+        ``quiet``, raised otherwise so the caller can fall back.
+        """
+        delay = 1.0
+        failures = 0
+        while True:
+            try:
+                return await call()
+            except TelegramRetryAfter as exc:
+                log.warning(
+                    "Telegram flood limit: waiting %d s, then sending again", exc.retry_after
+                )
+                await asyncio.sleep(exc.retry_after)
+            except (TelegramNetworkError, TelegramServerError) as exc:
+                failures += 1
+                if failures > NETWORK_RETRIES:
+                    log.error("giving up on a Telegram message after %d tries: %s", failures, exc)
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            except TelegramBadRequest as exc:
+                if not quiet:
+                    raise
+                log.error("Telegram refused a message: %s", exc.message)
+                return None

@@ -1,0 +1,438 @@
+"""Every text the bot shows, built from core's records and the gettext catalogue.
+
+Called inside an i18n context (a handler, or the notifier's ``use_locale``). Dynamic
+values are HTML-escaped here, once; nothing outside this module formats chat text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aiogram import html
+from aiogram.types import BotCommand
+from aiogram.utils.i18n import gettext as _
+
+from core.backups import BackupInfo, BackupResult, RestoreReport
+from core.errors import WafleetError
+from core.models import ProxyRecord, SessionRecord, Status
+from core.notifier import Alert, AlertKind
+
+MAX_MESSAGE = 4000  # Telegram's limit is 4096; leave room for the markup
+
+ALERT_ICONS = {
+    AlertKind.CONNECTED: "✅",
+    AlertKind.DISCONNECTED: "🔌",
+    AlertKind.LOGGED_OUT: "🚪",
+    AlertKind.QR_EXPIRED: "⌛",
+    AlertKind.PROXY_BAD: "🛑",
+    AlertKind.FAILOVER_IMPOSSIBLE: "🚨",
+    AlertKind.WATCHDOG_RESTART: "🐕",
+    AlertKind.WORKER_CRASHED: "💥",
+    AlertKind.CRASH_LOOP: "🔁",
+    AlertKind.PROXY_RECOVERED: "♻️",
+    AlertKind.CAPACITY_LOW: "📉",
+    AlertKind.PHONE_MISMATCH: "📵",
+    AlertKind.BACKUP_DONE: "💾",
+    AlertKind.BACKUP_FAILED: "🚨",
+    AlertKind.RESTORE_DONE: "📦",
+}
+
+
+def commands() -> list[BotCommand]:
+    """The command menu, in the current locale."""
+    return [
+        BotCommand(command="start", description=_("What this bot does")),
+        BotCommand(command="help", description=_("Every command")),
+        BotCommand(command="provision", description=_("New session: [phone] [proxy]")),
+        BotCommand(command="sessions", description=_("All sessions, with buttons")),
+        BotCommand(command="status", description=_("One session: /status <id>")),
+        BotCommand(command="qr", description=_("Show a session's QR: /qr <id>")),
+        BotCommand(command="restart", description=_("Restart a session: /restart <id>")),
+        BotCommand(command="delete", description=_("Delete a session: /delete <id>")),
+        BotCommand(command="proxies", description=_("The proxy pool and its load")),
+        BotCommand(command="addproxy", description=_("Add a proxy: /addproxy <url>")),
+        BotCommand(command="stats", description=_("Fleet statistics")),
+        BotCommand(command="backup", description=_("Back up every session now")),
+        BotCommand(command="backups", description=_("The backups, to restore one")),
+        BotCommand(command="restore", description=_("Restore a backup: /restore <id>")),
+        BotCommand(command="lang", description=_("Language: English / Hebrew")),
+    ]
+
+
+def help_text() -> str:
+    lines = [_("<b>wafleet</b>: your WhatsApp sessions, from this chat."), ""]
+    lines += [f"/{c.command} — {html.quote(c.description)}" for c in commands()]
+    return "\n".join(lines)
+
+
+def refusal() -> str:
+    return _("Sorry, this bot only answers its operators. Nothing was done.")
+
+
+def usage(command: str) -> str:
+    examples = {
+        "status": "/status worker_1",
+        "qr": "/qr worker_1",
+        "restart": "/restart worker_1",
+        "delete": "/delete worker_1",
+        "addproxy": "/addproxy socks5h://user:pass@host:1080",
+        "lang": "/lang he",
+        "restore": "/restore backup_2025-01-31",
+    }
+    return _("Missing or extra arguments. Example: {example}").format(
+        example=html.code(examples.get(command, "/" + command))
+    )
+
+
+def error(exc: WafleetError) -> str:
+    titles = {
+        "invalid_input": _("That input is not valid."),
+        "not_found": _("Not found."),
+        "conflict": _("Not possible right now."),
+        "phone_limit": _("This phone already has its maximum number of sessions."),
+        "qr_unavailable": _("There is no QR to show."),
+        "no_proxy_capacity": _("No proxy capacity for that."),
+    }
+    title = titles.get(exc.code, _("That did not work."))
+    return _("❌ {title}\n{detail}\nNothing was changed.").format(
+        title=title, detail=html.italic(html.quote(exc.message))
+    )
+
+
+def unexpected() -> str:
+    return _("❌ Something went wrong on our side; it is in the log. Nothing else was changed.")
+
+
+def status_name(status: str) -> str:
+    names: dict[str, str] = {
+        Status.PENDING: _("starting"),
+        Status.QR_READY: _("waiting for a scan"),
+        Status.CONNECTED: _("connected"),
+        Status.DISCONNECTED: _("disconnected"),
+        Status.FAILED: _("failed"),
+    }
+    return names.get(status, status)
+
+
+def age(now_ms: int, then_ms: int | None) -> str:
+    if then_ms is None:
+        return "—"
+    return _("{n} s ago").format(n=max(0, (now_ms - then_ms) // 1000))
+
+
+def phone(number: str | None) -> str:
+    return "+" + number if number else "—"
+
+
+def session_line(record: SessionRecord, now_ms: int) -> str:
+    return _("<b>{sid}</b> · {status} · {phone} · {proxy} · ping {ping}").format(
+        sid=html.quote(record.id),
+        status=status_name(record.status),
+        phone=html.quote(phone(record.phone)),
+        proxy=html.code(html.quote(record.proxy_masked)),
+        ping=age(now_ms, record.last_ping),
+    )
+
+
+def sessions_page(records: list[SessionRecord], page: int, pages: int, now_ms: int) -> str:
+    if not records:
+        return _("No sessions yet. Start one with /provision.")
+    head = _("Sessions, page {page} of {pages}:").format(page=page + 1, pages=pages)
+    return "\n".join([head, *(session_line(r, now_ms) for r in records)])
+
+
+def session_status(record: SessionRecord, now_ms: int, events: list[dict[str, Any]]) -> str:
+    lines = [
+        _("<b>{sid}</b>: {status}").format(
+            sid=html.quote(record.id), status=status_name(record.status)
+        ),
+        _("Phone: {phone}").format(phone=html.quote(phone(record.phone))),
+        _("Proxy: {proxy}").format(proxy=html.code(html.quote(record.proxy_masked))),
+        _("Last ping: {ping}").format(ping=age(now_ms, record.last_ping)),
+        _("Created: {created}").format(created=age(now_ms, record.created)),
+    ]
+    if record.reason:
+        lines.append(_("Reason: {reason}").format(reason=html.code(html.quote(record.reason))))
+    if events:
+        lines.append(_("Recent events:"))
+        lines += [
+            "• " + html.quote(str(e["type"])) + " · " + age(now_ms, int(e["at"])) for e in events
+        ]
+    return "\n".join(lines)
+
+
+def provision_started(record: SessionRecord) -> str:
+    return _("⏳ Starting {sid} on {proxy}… the QR follows in a moment.").format(
+        sid=html.bold(html.quote(record.id)), proxy=html.code(html.quote(record.proxy_masked))
+    )
+
+
+def qr_caption(sid: str, expires_in_s: int | None) -> str:
+    text = _("📱 QR for {sid}: WhatsApp → Settings → Linked devices → Link a device.").format(
+        sid=html.bold(html.quote(sid))
+    )
+    if expires_in_s is not None:
+        text += "\n" + _("Expires in {n} s; a new one replaces it here.").format(
+            n=max(0, expires_in_s)
+        )
+    return text
+
+
+def connected_caption(sid: str, number: str | None) -> str:
+    return _("✅ {sid} connected as {phone}").format(
+        sid=html.bold(html.quote(sid)), phone=html.quote(phone(number))
+    )
+
+
+def qr_expired_caption(sid: str) -> str:
+    return _("⌛ The QR codes for {sid} expired unscanned. Press the button for new ones.").format(
+        sid=html.bold(html.quote(sid))
+    )
+
+
+def pairing_code(sid: str, code: str) -> str:
+    return _(
+        "🔢 Pairing code for {sid}: {code}\n"
+        "WhatsApp → Linked devices → Link with phone number instead."
+    ).format(sid=html.bold(html.quote(sid)), code=html.code(html.quote(code)))
+
+
+def restarting(record: SessionRecord) -> str:
+    return _("🔄 Restarting {sid} ({status} now).").format(
+        sid=html.bold(html.quote(record.id)), status=status_name(record.status)
+    )
+
+
+def new_qr_requested(sid: str) -> str:
+    return _("🔄 A new QR round for {sid} has started; the QR follows.").format(
+        sid=html.bold(html.quote(sid))
+    )
+
+
+def confirm_delete(record: SessionRecord) -> str:
+    return _("Delete {sid} ({phone})? Its worker stops and its credentials are erased.").format(
+        sid=html.bold(html.quote(record.id)), phone=html.quote(phone(record.phone))
+    )
+
+
+def deleted(sid: str) -> str:
+    return _("🗑 {sid} deleted; its proxy slot is free.").format(sid=html.bold(html.quote(sid)))
+
+
+def cancelled() -> str:
+    return _("Cancelled; nothing was changed.")
+
+
+def proxies(records: list[ProxyRecord], cap: int) -> str:
+    if not records:
+        return _("The pool is empty. Add a proxy with /addproxy socks5h://user:pass@host:port")
+    lines = [_("Proxies (sessions / cap):")]
+    for n, record in enumerate(records, 1):
+        status = _("active") if record.status == "active" else _("bad")
+        lines.append(
+            f"{n}. {html.code(html.quote(record.masked))} · {status} · {record.sessions}/{cap}"
+        )
+    return "\n".join(lines)
+
+
+def proxy_added(record: ProxyRecord) -> str:
+    return _("➕ Added {proxy} to the pool.").format(proxy=html.code(html.quote(record.masked)))
+
+
+def proxy_removed(masked: str) -> str:
+    return _("➖ Removed {proxy} from the pool.").format(proxy=html.code(html.quote(masked)))
+
+
+def stats(
+    sessions: list[SessionRecord], proxy_records: list[ProxyRecord], free: int, total: int
+) -> str:
+    counts: dict[str, int] = {}
+    for record in sessions:
+        counts[record.status] = counts.get(record.status, 0) + 1
+    lines = [_("Sessions: {n}").format(n=len(sessions))]
+    lines += [f"• {status_name(s)}: {counts[s]}" for s in Status if counts.get(s)]
+    active = sum(p.status == "active" for p in proxy_records)
+    lines.append(
+        _("Proxies: {active} active, {bad} bad").format(
+            active=active, bad=len(proxy_records) - active
+        )
+    )
+    lines.append(_("Free slots: {free} of {total}").format(free=free, total=total))
+    return "\n".join(lines)
+
+
+def language_prompt() -> str:
+    return _("Choose your language:")
+
+
+def language_set() -> str:
+    return _("From now on I answer you in English.")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def backup_started() -> str:
+    return _("💾 Backing up every session… (workers pause one at a time)")
+
+
+def backup_done(result: BackupResult) -> str:
+    return _("💾 Backup {name}: {size}, {n} session(s); longest pause {pause} ms.").format(
+        name=html.code(html.quote(result.info.path.name)),
+        size=_megabytes(result.info.size),
+        n=result.info.sessions if result.info.sessions is not None else "?",
+        pause=round(result.max_pause_ms),
+    )
+
+
+def backups(found: list[BackupInfo]) -> str:
+    if not found:
+        return _("No backups yet. Make one with /backup.")
+    lines = [_("Backups, newest first:")]
+    lines += [
+        _("{id} · {size} · {n} session(s)").format(
+            id=html.code(html.quote(info.id)),
+            size=_megabytes(info.size),
+            n=info.sessions if info.sessions is not None else "?",
+        )
+        for info in found
+    ]
+    return "\n".join(lines)
+
+
+def confirm_restore(info: BackupInfo) -> str:
+    return _(
+        "Restore {id}? Every worker stops, the sessions are replaced by the archive's, "
+        "then they start again."
+    ).format(id=html.code(html.quote(info.id)))
+
+
+def restore_started(backup_id: str) -> str:
+    return _("📦 Restoring {id}… this takes up to a minute.").format(
+        id=html.code(html.quote(backup_id))
+    )
+
+
+def restore_done(report: RestoreReport) -> str:
+    return _("📦 Restored {n} session(s) from {id}; {connected} connected so far.").format(
+        n=len(report.sessions),
+        id=html.code(html.quote(report.backup_id)),
+        connected=len(report.connected),
+    )
+
+
+# alerts -----------------------------------------------------------------------------------
+
+
+def _alert_title(kind: AlertKind) -> str:
+    titles = {
+        AlertKind.CONNECTED: _("Connected"),
+        AlertKind.DISCONNECTED: _("Disconnected"),
+        AlertKind.LOGGED_OUT: _("Logged out on the phone"),
+        AlertKind.QR_EXPIRED: _("QR codes expired unscanned"),
+        AlertKind.PROXY_BAD: _("Proxy dead: marked bad"),
+        AlertKind.FAILOVER_IMPOSSIBLE: _("Failover impossible: no free proxy slot"),
+        AlertKind.WATCHDOG_RESTART: _("No keep-alive ping"),
+        AlertKind.WORKER_CRASHED: _("Worker crashed"),
+        AlertKind.CRASH_LOOP: _("Worker keeps crashing"),
+        AlertKind.PROXY_RECOVERED: _("Proxy answers again"),
+        AlertKind.CAPACITY_LOW: _("Proxy capacity running low"),
+        AlertKind.PHONE_MISMATCH: _("Linked by a different phone"),
+        AlertKind.BACKUP_DONE: _("Backup made"),
+        AlertKind.BACKUP_FAILED: _("Backup failed"),
+        AlertKind.RESTORE_DONE: _("Backup restored"),
+    }
+    return titles.get(kind, kind.value)
+
+
+def _alert_done(kind: AlertKind) -> str:
+    done = {
+        AlertKind.CONNECTED: _("nothing needed: the session is up."),
+        AlertKind.DISCONNECTED: _("the worker reconnects by itself."),
+        AlertKind.LOGGED_OUT: _("deleted its credentials; a new QR round has started."),
+        AlertKind.QR_EXPIRED: _("the worker waits: press the button for a new QR."),
+        AlertKind.PROXY_BAD: _("moved its sessions to other proxies (old → new above)."),
+        AlertKind.FAILOVER_IMPOSSIBLE: _(
+            "stopped these workers; they restart when a slot frees up. Add a proxy: /addproxy"
+        ),
+        AlertKind.WATCHDOG_RESTART: _("restarted the worker."),
+        AlertKind.WORKER_CRASHED: _("restarted the worker."),
+        AlertKind.CRASH_LOOP: _("stopped restarting it: read its log, then /restart it."),
+        AlertKind.PROXY_RECOVERED: _("returned it to the pool; parked sessions get slots again."),
+        AlertKind.CAPACITY_LOW: _("nothing yet: add a proxy (/addproxy) before provisioning."),
+        AlertKind.PHONE_MISMATCH: _(
+            "kept the link; the sticky proxy now belongs to the linked phone."
+        ),
+        AlertKind.BACKUP_DONE: _("kept the newest archives, deleted older ones."),
+        AlertKind.BACKUP_FAILED: _("the sessions run on; the previous archives are untouched."),
+        AlertKind.RESTORE_DONE: _("restarted the restored sessions (moves above, if any)."),
+    }
+    return done.get(kind, "")
+
+
+def _disconnect_done(detail: str) -> str:
+    code = detail.split(":", 1)[0].strip()
+    special = {
+        "stream_replaced": _("not reconnecting: another client took over this session."),
+        "temporary_ban": _("waiting out the temporary ban before reconnecting."),
+        "client_outdated": _("not reconnecting: the worker needs an update."),
+    }
+    return special.get(code, _alert_done(AlertKind.DISCONNECTED))
+
+
+def _alert_line(alert: Alert) -> list[str]:
+    parts = []
+    if alert.session_id:
+        parts.append(html.bold(html.quote(alert.session_id)))
+    if alert.phone:
+        parts.append(html.quote(phone(alert.phone)))
+    if alert.proxy:
+        parts.append(html.code(html.quote(alert.proxy)))
+    if alert.detail:
+        parts.append(html.italic(html.quote(alert.detail)))
+    lines = ["• " + " · ".join(parts)]
+    for move in alert.moves:
+        target = html.code(html.quote(move.new_proxy)) if move.new_proxy else _("no proxy left")
+        lines.append(
+            "   "
+            + _("{sid} ({phone}): {old} → {new}").format(
+                sid=html.bold(html.quote(move.session_id)),
+                phone=html.quote(phone(move.phone)),
+                old=html.code(html.quote(move.old_proxy)),
+                new=target,
+            )
+        )
+    if alert.kind is AlertKind.DISCONNECTED:
+        lines.append("   " + _("Done: {what}").format(what=_disconnect_done(alert.detail)))
+    return lines
+
+
+def alert_burst(alerts: Iterable[Alert]) -> list[str]:
+    """One burst of alerts as few messages as Telegram's size limit allows, grouped by kind."""
+    groups: dict[AlertKind, list[Alert]] = {}
+    for alert in alerts:
+        groups.setdefault(alert.kind, []).append(alert)
+    blocks: list[list[str]] = []
+    for kind, members in groups.items():
+        block = [
+            _("{icon} <b>{title}</b> ({n})").format(
+                icon=ALERT_ICONS.get(kind, "ℹ️"), title=_alert_title(kind), n=len(members)
+            )
+        ]
+        for alert in members:
+            block += _alert_line(alert)
+        if kind is not AlertKind.DISCONNECTED:
+            block.append(_("Done: {what}").format(what=_alert_done(kind)))
+        blocks.append(block)
+    messages: list[str] = []
+    current = ""
+    for line in (line for block in blocks for line in [*block, ""]):
+        if current and len(current) + len(line) + 1 > MAX_MESSAGE:
+            messages.append(current.rstrip())
+            current = ""
+        current += line + "\n"
+    if current.strip():
+        messages.append(current.rstrip())
+    return messages

@@ -1,0 +1,92 @@
+"""The webhook's event types and the shape of their ``data`` (DESIGN.md contract).
+
+Checked before anything is written, so a malformed event changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import InvalidInput
+from core.phone import normalize as normalize_phone
+
+MAX_TEXT = 2048
+
+
+def _text(data: dict[str, Any], name: str, required: bool) -> str | None:
+    value = data.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+        raise InvalidInput(f"data.{name} must be a non-empty string")
+    return value
+
+
+def _code(data: dict[str, Any]) -> None:
+    value = data.get("code")
+    if value is not None and not isinstance(value, str | int):
+        raise InvalidInput("data.code must be a string or a number")
+
+
+def _qr(data: dict[str, Any]) -> dict[str, Any]:
+    _text(data, "qr", required=True)
+    ttl = data.get("ttlMs")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
+        raise InvalidInput("data.ttlMs must be a positive whole number of milliseconds")
+    return data
+
+
+def _pairing(data: dict[str, Any]) -> dict[str, Any]:
+    _text(data, "code", required=True)
+    return data
+
+
+def _connected(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "phoneNumber": normalize_phone(data.get("phoneNumber"))}
+
+
+def _disconnected(data: dict[str, Any]) -> dict[str, Any]:
+    _text(data, "reason", required=False)
+    _code(data)
+    return data
+
+
+def _ping(data: dict[str, Any]) -> dict[str, Any]:
+    ts = data.get("timestamp")
+    if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool)):
+        raise InvalidInput("data.timestamp must be milliseconds since the epoch")
+    return data
+
+
+def _proxy_error(data: dict[str, Any]) -> dict[str, Any]:
+    _text(data, "error", required=False)
+    _text(data, "proxyId", required=False)  # which proxy the worker used (never its URL)
+    return data
+
+
+def _auth_failure(data: dict[str, Any]) -> dict[str, Any]:
+    _text(data, "reason", required=False)
+    return data
+
+
+CHECKS = {
+    "QR_CODE": _qr,
+    "PAIRING_CODE": _pairing,
+    "CONNECTED": _connected,
+    "DISCONNECTED": _disconnected,
+    "PING": _ping,
+    "PROXY_ERROR": _proxy_error,
+    "AUTH_FAILURE": _auth_failure,
+}
+EVENT_TYPES = frozenset(CHECKS)
+
+
+def check(kind: object, data: object) -> tuple[str, dict[str, Any]]:
+    """Validated ``(type, data)``; ``InvalidInput`` names the first problem."""
+    if not isinstance(kind, str) or kind not in CHECKS:
+        raise InvalidInput(f"type must be one of {', '.join(sorted(CHECKS))}")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidInput("data must be a JSON object")
+    return kind, CHECKS[kind](data)

@@ -1,0 +1,76 @@
+"""Plain records that cross layers: what a session and a proxy look like to callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from core.proxy_url import mask
+
+
+class Status(StrEnum):
+    """SPEC.md's ``session:<id>:status`` values (contract)."""
+
+    PENDING = "pending"
+    QR_READY = "qr_ready"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    FAILED = "failed"
+
+
+class Reason(StrEnum):
+    """Why a session is in its status; lets the operator see *what it waits for*."""
+
+    STARTING = "starting"
+    QR_EXPIRED = "qr_expired"  # the QR round ran out: ask for a new QR
+    LOGGED_OUT = "logged_out"
+    PROXY_ERROR = "proxy_error"
+    NO_CAPACITY = "no_proxy_capacity"  # failover impossible
+    CONNECTION_LOST = "connection_lost"
+    WATCHDOG = "watchdog_restart"
+    CRASHED = "worker_crashed"
+    CRASH_LOOP = "crash_loop"
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    status: str
+    phone: str | None
+    proxy: str = field(repr=False)  # full URL with the password: display ``proxy_masked``
+    created: int
+    last_ping: int | None
+    qr: str | None = field(default=None, repr=False)
+    lock: str | None = None
+    reason: str | None = None
+    qr_expires: int | None = None
+    pairing_code: str | None = field(default=None, repr=False)
+    connected_at: int | None = None
+
+    @property
+    def proxy_masked(self) -> str:
+        return mask(self.proxy) if self.proxy else ""
+
+    @property
+    def needs_qr(self) -> bool:
+        """True when nothing happens until the operator asks for a new QR."""
+        return self.status == Status.FAILED and self.reason == Reason.QR_EXPIRED
+
+
+@dataclass(frozen=True)
+class ProxyRecord:
+    url: str = field(repr=False)
+    status: str
+    sessions: int
+
+    @property
+    def masked(self) -> str:
+        return mask(self.url)
+
+
+def count_by_status(records: list[SessionRecord]) -> dict[str, int]:
+    """Every status (zeros included, so dashboards see them all) with its session count."""
+    counts = {s.value: 0 for s in Status}
+    for record in records:
+        counts[record.status] = counts.get(record.status, 0) + 1
+    return counts

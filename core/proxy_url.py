@@ -1,0 +1,92 @@
+"""``socks5h://`` proxy URLs: parsing, masking and a stable id that hides the password.
+
+``socks5h`` (DNS resolved at the proxy) is the one format accepted at every edge: a
+``socks5://`` proxy would resolve WhatsApp's hosts locally and leak the real location.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit
+
+from core.errors import InvalidInput
+
+SCHEME = "socks5h"
+
+
+@dataclass(frozen=True)
+class ProxyUrl:
+    host: str
+    port: int
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+    @classmethod
+    def parse(cls, raw: str) -> ProxyUrl:
+        """Parse and validate; ``ValueError`` says what is wrong without echoing a password."""
+        text = raw.strip()
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError:
+            raise ValueError(
+                "proxy URL is malformed (expected socks5h://user:pass@host:port)"
+            ) from None
+        if parts.scheme != SCHEME:
+            raise ValueError(
+                f"proxy URL must start with {SCHEME}:// (DNS through the proxy), "
+                f"got {parts.scheme or 'no'} scheme"
+            )
+        if not parts.hostname:
+            raise ValueError("proxy URL has no host")
+        if port is None or not 0 < port < 65536:
+            raise ValueError("proxy URL needs a port between 1 and 65535")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("proxy URL must not have a path, query or fragment")
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+        )
+
+    @property
+    def url(self) -> str:
+        """The full URL with the password: for Redis and the worker, never for display."""
+        auth = ""
+        if self.username or self.password:
+            auth = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@"
+        return f"{SCHEME}://{auth}{self.host}:{self.port}"
+
+    @property
+    def masked(self) -> str:
+        """The URL as operators see it everywhere: the password replaced by ``***``."""
+        auth = f"{quote(self.username, safe='')}:***@" if self.username or self.password else ""
+        return f"{SCHEME}://{auth}{self.host}:{self.port}"
+
+    @property
+    def id(self) -> str:
+        """A short stable handle for URLs and buttons, so no request path carries a secret."""
+        return hashlib.sha256(self.url.encode()).hexdigest()[:12]
+
+    def __str__(self) -> str:
+        return self.masked
+
+
+def parse_input(raw: object, field_name: str = "proxy") -> ProxyUrl:
+    """An operator-given URL (REST, chat), or ``InvalidInput`` saying what is wrong."""
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{field_name} must be a {SCHEME}:// URL")
+    try:
+        return ProxyUrl.parse(raw)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def mask(raw: str) -> str:
+    """Mask a stored proxy URL for display; unparsable input is hidden entirely."""
+    try:
+        return ProxyUrl.parse(raw).masked
+    except ValueError:
+        return "***"

@@ -1,0 +1,631 @@
+"""The session service: SPEC.md's flows, and the one place that decides what happens next.
+
+Webhooks, the runner's exit notices, the watchdog and the operator (REST or chat) all
+end up here. Work on one session is serialised by a per-session lock so a failover, a
+restart and a delete of the same session never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from core import events as worker_events
+from core import session_files
+from core.clock import Clock
+from core.errors import (
+    Busy,
+    Conflict,
+    InvalidInput,
+    NoCapacity,
+    NotFound,
+    PhoneLimit,
+    QrUnavailable,
+)
+from core.metrics import Metrics
+from core.models import Reason, SessionRecord, Status
+from core.notifier import Alert, AlertKind, Move, Notifier
+from core.phone import normalize as normalize_phone
+from core.pings import PingBuffer
+from core.proxies import ProxyPool
+from core.proxy_url import ProxyUrl, mask, parse_input
+from core.runner import EXIT_RECYCLE, Runner, WorkerSpec
+from core.settings import Settings
+from core.signing import session_secret
+from core.store import NoSuchSession, ReservationRefused, Store
+from core.tasks import TaskGroup
+
+log = logging.getLogger("wafleet.sessions")
+
+CRASH_WINDOW_S = 300
+CRASH_LIMIT = 5  # crashes within the window before a session is parked as a crash loop
+# Sessions in these states have no worker on purpose; nothing restarts them by itself.
+PARKED_REASONS = frozenset({Reason.CRASH_LOOP, Reason.NO_CAPACITY})
+
+_REFUSALS: dict[str, tuple[type[Exception], str]] = {
+    "phone_limit": (PhoneLimit, "this phone already has the maximum number of sessions"),
+    "unknown_proxy": (InvalidInput, "that proxy is not in the pool"),
+    "proxy_bad": (NoCapacity, "that proxy is marked bad"),
+    "proxy_full": (NoCapacity, "that proxy already has the maximum number of sessions"),
+    "sticky_full": (
+        NoCapacity,
+        "this phone's sticky proxy is full; it keeps its IP, so free a slot there first",
+    ),
+    "no_capacity": (NoCapacity, "no proxy has a free slot: add a proxy or delete a session"),
+}
+
+
+class SessionService:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        pool: ProxyPool,
+        runner: Runner,
+        notifier: Notifier,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.pool = pool
+        self.runner = runner
+        self.notifier = notifier
+        self.clock = clock
+        self.metrics = metrics
+        self.tasks = TaskGroup()
+        self.pings = PingBuffer(store)
+        self._maintenance: str | None = None  # what replaces the whole fleet right now
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._proxy_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._provisioned_at: dict[str, float] = {}
+        self._crashes: defaultdict[str, deque[float]] = defaultdict(deque)
+        runner.on_exit(self.handle_worker_exit)
+        pool.on_recovered(self.retry_parked)
+
+    @contextlib.asynccontextmanager
+    async def maintenance(self, what: str) -> AsyncIterator[None]:
+        """While the whole fleet is being replaced (a restore), nothing else may start, move
+        or delete a worker: operators get a 409, the watchdog and crash handling wait."""
+        self._maintenance = what
+        try:
+            yield
+        finally:
+            self._maintenance = None
+
+    def _refuse_during_maintenance(self) -> None:
+        if self._maintenance is not None:
+            raise Busy(f"{self._maintenance} is in progress: try again when it ends")
+
+    def _paused_for_maintenance(self, what: str) -> bool:
+        if self._maintenance is not None:
+            log.info("%s skipped: %s is in progress", what, self._maintenance)
+            return True
+        return False
+
+    # queries ----------------------------------------------------------------------------
+
+    async def get(self, session_id: str) -> SessionRecord:
+        record = await self.store.get_session(session_id)
+        if record is None:
+            raise NotFound(f"no session {session_id!r}")
+        return record
+
+    async def all_sessions(self) -> list[SessionRecord]:
+        return await self.store.list_sessions()
+
+    async def qr(self, session_id: str) -> str:
+        record = await self.get(session_id)
+        if record.qr:
+            return record.qr
+        if record.status == Status.CONNECTED:
+            raise QrUnavailable("the session is connected: there is no QR to scan")
+        if record.needs_qr:
+            raise QrUnavailable(
+                "the QR codes ran out unscanned: POST /api/sessions/{id}/qr starts a new round"
+            )
+        raise QrUnavailable("no QR yet: the worker is starting, try again in a moment")
+
+    async def events(self, session_id: str, count: int = 50) -> list[dict[str, Any]]:
+        await self.get(session_id)
+        return await self.store.events(session_id, count)
+
+    # Flow 1: provision ------------------------------------------------------------------
+
+    async def provision(self, phone: object = None, proxy: object = None) -> SessionRecord:
+        self._refuse_during_maintenance()
+        number = None if phone in (None, "") else normalize_phone(phone)
+        requested = None if proxy in (None, "") else parse_input(proxy)
+        now = self.clock.now_ms()
+        # A proxy named here joins the pool; parked sessions may use it only after this
+        # provision has its slot, so they are retried afterwards, not in between.
+        added = requested is not None and await self.store.add_proxy(requested.url)
+        try:
+            session_id, proxy_url = await self.store.reserve(
+                number or "",
+                requested.url if requested else "",
+                self.settings.max_sessions_per_proxy,
+                self.settings.max_sessions_per_phone,
+                now,
+            )
+        except ReservationRefused as refused:
+            if added and requested is not None:
+                await self.store.remove_proxy(requested.url)  # leave the pool as it was
+            kind, message = _REFUSALS.get(refused.why, (Conflict, refused.why))
+            raise kind(message) from None
+        path = session_files.folder(self.settings.sessions_dir, session_id)
+        try:
+            async with self._session_lock(session_id):
+                self._provisioned_at[session_id] = time.monotonic()
+                session_files.write_meta(path, session_id, number, proxy_url, now)
+                await self.store.add_event(
+                    session_id, "PROVISIONED", {"proxy": mask(proxy_url)}, now
+                )
+                await self._start_worker(session_id, proxy_url, number)
+        except Exception:
+            log.exception("could not start the worker of %s; rolling back", session_id)
+            self._provisioned_at.pop(session_id, None)
+            self.pings.forget(session_id)
+            await self.store.release(session_id)
+            session_files.remove(path)
+            raise
+        log.info("provisioned %s on %s", session_id, mask(proxy_url))
+        self.tasks.spawn(self.pool.check_capacity(), name="capacity-check")
+        if added:
+            self.tasks.spawn(self.retry_parked(), name="retry-parked")
+        return await self.get(session_id)
+
+    # operator actions -------------------------------------------------------------------
+
+    async def restart(self, session_id: str, reason: str | None = None) -> SessionRecord:
+        self._refuse_during_maintenance()
+        async with self._session_lock(session_id):
+            await self._restart_locked(await self.get(session_id), reason)
+        return await self.get(session_id)
+
+    async def _restart_locked(self, record: SessionRecord, reason: str | None) -> None:
+        """Start the worker again; a session parked without a slot first claims one."""
+        proxy = record.proxy
+        if record.status == Status.FAILED and record.reason == Reason.NO_CAPACITY:
+            claimed = await self.store.claim(record.id, self.settings.max_sessions_per_proxy)
+            if claimed is None:
+                raise NoCapacity("no proxy has a free slot for this session yet")
+            if claimed != proxy:
+                path = session_files.folder(self.settings.sessions_dir, record.id)
+                session_files.write_meta(path, record.id, record.phone, claimed, record.created)
+            proxy = claimed
+        await self._start_worker(record.id, proxy, record.phone, reason)
+
+    async def request_new_qr(self, session_id: str) -> SessionRecord:
+        """Start a fresh QR round (after the last one ran out, or after a logout)."""
+        record = await self.get(session_id)
+        if record.status == Status.CONNECTED:
+            raise Conflict("the session is connected: log it out on the phone to link again")
+        return await self.restart(session_id, Reason.STARTING)
+
+    async def delete(self, session_id: str) -> None:
+        self._refuse_during_maintenance()
+        async with self._session_lock(session_id):
+            await self.get(session_id)
+            await self.runner.stop(session_id)
+            self.pings.forget(session_id)
+            await self.store.release(session_id)
+            session_files.remove(session_files.folder(self.settings.sessions_dir, session_id))
+            self._crashes.pop(session_id, None)
+            self._provisioned_at.pop(session_id, None)
+        self._locks.pop(session_id, None)
+        log.info("deleted %s", session_id)
+
+    # webhook events ---------------------------------------------------------------------
+
+    async def handle_event(self, session_id: str, kind: object, data: object) -> None:
+        """Apply one authenticated worker event; a malformed one raises before any write."""
+        kind, data = worker_events.check(kind, data)
+        now = self.clock.now_ms()
+        if kind == "PING":
+            if not await self.pings.record(session_id, now):
+                raise NotFound(f"no session {session_id!r}")
+            self.metrics.events.labels(kind).inc()
+            return
+        async with self._session_lock(session_id):
+            # Under the lock, so a failover, restart or delete of this session is either
+            # wholly before the event or wholly after it.
+            record = await self.get(session_id)
+            self.metrics.events.labels(kind).inc()
+            await self.store.add_event(session_id, kind, _loggable(kind, data), now)
+            handler = getattr(self, f"_on_{kind.lower()}")
+            await handler(record, data, now)
+
+    async def _on_qr_code(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
+        ttl_ms = int(data.get("ttlMs") or 60_000)
+        await self.store.set_qr(record.id, data["qr"], now + ttl_ms, ttl_ms)
+        started = self._provisioned_at.pop(record.id, None)
+        if started is not None:
+            self.metrics.provision_to_qr.observe(time.monotonic() - started)
+        await self.notifier.notify(
+            Alert(
+                AlertKind.QR_READY,
+                record.id,
+                record.phone,
+                qr=data["qr"],
+                qr_expires=now + ttl_ms,
+                detail="scan it in WhatsApp → Linked devices",
+            )
+        )
+
+    async def _on_pairing_code(
+        self, record: SessionRecord, data: dict[str, Any], now: int
+    ) -> None:
+        await self.store.set_fields(record.id, pairingCode=data["code"])
+        await self.notifier.notify(
+            Alert(AlertKind.PAIRING_CODE, record.id, record.phone, detail=data["code"])
+        )
+
+    async def _on_connected(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
+        phone = data["phoneNumber"]
+        try:
+            expected = await self.store.mark_connected(record.id, phone, now)
+        except NoSuchSession:
+            raise NotFound(f"no session {record.id!r}") from None
+        self._crashes.pop(record.id, None)
+        path = session_files.folder(self.settings.sessions_dir, record.id)
+        session_files.write_meta(path, record.id, phone, record.proxy, record.created)
+        if expected:
+            await self.notifier.notify(
+                Alert(
+                    AlertKind.PHONE_MISMATCH,
+                    record.id,
+                    phone,
+                    detail=f"provisioned for +{expected} but linked by +{phone}",
+                    action="kept the link; the sticky proxy now belongs to the linked phone",
+                )
+            )
+        await self.notifier.notify(
+            Alert(AlertKind.CONNECTED, record.id, phone, proxy=record.proxy_masked)
+        )
+
+    async def _on_disconnected(
+        self, record: SessionRecord, data: dict[str, Any], now: int
+    ) -> None:
+        code = str(data.get("code") or Reason.CONNECTION_LOST)
+        await self.store.set_fields(record.id, status=Status.DISCONNECTED, reason=code)
+        await self.notifier.notify(
+            Alert(
+                AlertKind.DISCONNECTED,
+                record.id,
+                record.phone,
+                proxy=record.proxy_masked,
+                detail=f"{code}: {data.get('reason', '')}".strip(": "),
+                action=_disconnect_action(code),
+            )
+        )
+
+    async def _on_auth_failure(
+        self, record: SessionRecord, data: dict[str, Any], now: int
+    ) -> None:
+        reason = str(data.get("reason") or "logged_out")
+        if reason == "qr_timeout":
+            await self.store.set_fields(
+                record.id, status=Status.FAILED, reason=Reason.QR_EXPIRED, qr=None, qrExpires=None
+            )
+            await self.notifier.notify(
+                Alert(
+                    AlertKind.QR_EXPIRED,
+                    record.id,
+                    record.phone,
+                    detail="every QR of the linking round expired unscanned",
+                    action="the worker waits; ask for a new QR to start another round",
+                )
+            )
+            return
+        # Logged out: the credentials are void. The worker deleted them and is already in a
+        # new QR round; deleting here could remove that round's fresh auth, so we don't.
+        await self.store.set_fields(record.id, status=Status.PENDING, reason=Reason.LOGGED_OUT)
+        await self.notifier.notify(
+            Alert(
+                AlertKind.LOGGED_OUT,
+                record.id,
+                record.phone,
+                detail=reason,
+                action="deleted the session's auth; a new QR is on its way",
+            )
+        )
+
+    async def _on_proxy_error(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
+        reported = data.get("proxyId")
+        if reported is not None and reported != _proxy_id(record.proxy):
+            # A worker already replaced by a failover, flushing its last events on the way
+            # out: its proxy is not this session's any more.
+            log.info("%s: ignoring a PROXY_ERROR about a proxy it no longer uses", record.id)
+            return
+        await self.store.set_fields(
+            record.id, status=Status.DISCONNECTED, reason=Reason.PROXY_ERROR
+        )
+        # Answer the worker now; the probe and failover may take seconds.
+        self.tasks.spawn(
+            self.handle_proxy_failure(record.proxy, str(data.get("error", "")), record.id),
+            name=f"proxy-error-{record.id}",
+        )
+
+    # Flow 4: failover -------------------------------------------------------------------
+
+    async def handle_proxy_failure(self, url: str, error: str, reporter: str) -> list[Move]:
+        """Confirm a reported proxy failure with our own probe, then move every session off it.
+
+        One worker's word is not enough to break four phones' sticky IP: the orchestrator
+        probes the proxy itself. All the reports of one dead proxy are folded into one
+        failover and one alert.
+        """
+        if self._paused_for_maintenance(f"failover off {mask(url)}"):
+            return []
+        async with self._proxy_locks[url]:
+            if await self.store.proxy_status(url) != "bad":
+                problem = await self.pool.probe(url)
+                if problem is None:
+                    log.warning(
+                        "%s reported %s failing (%s) but it answers our probe; the worker "
+                        "keeps retrying",
+                        reporter,
+                        mask(url),
+                        error,
+                    )
+                    return []
+                await self.pool.mark_bad(url, problem)
+            moves = [await self._failover(sid) for sid in await self.store.sessions_on(url)]
+        done = [m for m in moves if m is not None]
+        if done:
+            await self.notifier.notify(
+                Alert(
+                    AlertKind.PROXY_BAD,
+                    proxy=mask(url),
+                    detail=error or "proxy failed",
+                    action="marked the proxy bad and moved its sessions",
+                    moves=tuple(done),
+                )
+            )
+            impossible = [m for m in done if m.new_proxy is None]
+            if impossible:
+                await self.notifier.notify(
+                    Alert(
+                        AlertKind.FAILOVER_IMPOSSIBLE,
+                        proxy=mask(url),
+                        detail=f"{len(impossible)} session(s) have no proxy to move to",
+                        action="their workers are stopped; they restart when a proxy frees up",
+                        moves=tuple(impossible),
+                    )
+                )
+        return done
+
+    async def _failover(self, session_id: str) -> Move | None:
+        async with self._session_lock(session_id):
+            record = await self.store.get_session(session_id)
+            if record is None:
+                return None
+            new = await self.store.failover(session_id, self.settings.max_sessions_per_proxy)
+            if new is None:
+                self.metrics.failovers_impossible.inc()
+                await self.runner.stop(session_id)
+                await self.store.set_fields(
+                    session_id, status=Status.FAILED, reason=Reason.NO_CAPACITY
+                )
+                return Move(session_id, record.phone, record.proxy_masked, None)
+            self.metrics.failovers.inc()
+            path = session_files.folder(self.settings.sessions_dir, session_id)
+            session_files.write_meta(path, session_id, record.phone, new, record.created)
+            await self.store.add_event(
+                session_id,
+                "FAILOVER",
+                {"from": record.proxy_masked, "to": mask(new)},
+                self.clock.now_ms(),
+            )
+            await self._start_worker(session_id, new, record.phone, Reason.PROXY_ERROR)
+            return Move(session_id, record.phone, record.proxy_masked, mask(new))
+
+    async def retry_parked(self) -> None:
+        """A proxy recovered or was added: give sessions parked for lack of capacity a slot."""
+        if self._paused_for_maintenance("retrying parked sessions"):
+            return
+        for listed in await self.store.list_sessions():
+            if not _parked_for_capacity(listed):
+                continue
+            async with self._session_lock(listed.id):
+                record = await self.store.get_session(listed.id)
+                if record is None or not _parked_for_capacity(record):
+                    continue  # another pass got there first
+                try:
+                    await self._restart_locked(record, Reason.STARTING)
+                except NoCapacity:
+                    return  # still no room: the next recovery tries again
+                except Exception:
+                    log.exception("could not restart parked session %s", record.id)
+
+    # Flow 2 and crashes -----------------------------------------------------------------
+
+    async def handle_worker_exit(self, session_id: str, code: int | None) -> None:
+        """A worker died on its own: restart it at once, unless it keeps dying."""
+        if self._paused_for_maintenance(f"restarting {session_id}"):
+            return
+        async with self._session_lock(session_id):
+            await self._handle_worker_exit_locked(session_id, code)
+
+    async def _handle_worker_exit_locked(self, session_id: str, code: int | None) -> None:
+        record = await self.store.get_session(session_id)
+        if record is None or (record.status == Status.FAILED and record.reason in PARKED_REASONS):
+            return  # deleted, or stopped on purpose meanwhile
+        if code == EXIT_RECYCLE:
+            log.info("%s recycled its worker process; starting a fresh one", session_id)
+            await self._start_worker(record.id, record.proxy, record.phone, record.reason)
+            return
+        self.metrics.worker_crashes.inc()
+        crashes = self._crashes[session_id]
+        now = time.monotonic()
+        crashes.append(now)
+        while crashes and now - crashes[0] > CRASH_WINDOW_S:
+            crashes.popleft()
+        if len(crashes) > CRASH_LIMIT:
+            await self.store.set_fields(session_id, status=Status.FAILED, reason=Reason.CRASH_LOOP)
+            await self.notifier.notify(
+                Alert(
+                    AlertKind.CRASH_LOOP,
+                    session_id,
+                    record.phone,
+                    detail=f"the worker exited {len(crashes)} times in {CRASH_WINDOW_S // 60} min",
+                    action="stopped restarting it; see its log, then restart it by hand",
+                )
+            )
+            return
+        await self._start_worker(record.id, record.proxy, record.phone, Reason.CRASHED)
+        await self.notifier.notify(
+            Alert(
+                AlertKind.WORKER_CRASHED,
+                session_id,
+                record.phone,
+                detail=f"the worker exited (code {code})",
+                action="restarted it",
+            )
+        )
+
+    async def check_pings(self) -> list[str]:
+        """One watchdog pass: restart every running session whose last ping is too old."""
+        if self._paused_for_maintenance("the watchdog pass"):
+            return []
+        now = self.clock.now_ms()
+        restarted = []
+        for listed in await self.store.list_sessions():
+            if not self._stale(listed, now):
+                continue
+            async with self._session_lock(listed.id):
+                record = await self.store.get_session(listed.id)
+                if record is None or not self._stale(record, now):
+                    continue  # restarted, pinged, parked or deleted meanwhile
+                try:
+                    await self._start_worker(
+                        record.id, record.proxy, record.phone, Reason.WATCHDOG
+                    )
+                except Exception:
+                    log.exception("watchdog could not restart %s", record.id)
+                    continue
+            age = now - (record.last_ping or record.created)
+            restarted.append(record.id)
+            self.metrics.watchdog_restarts.inc()
+            await self.notifier.notify(
+                Alert(
+                    AlertKind.WATCHDOG_RESTART,
+                    record.id,
+                    record.phone,
+                    detail=f"no ping for {age // 1000} s",
+                    action="restarted the worker",
+                )
+            )
+        return restarted
+
+    def _stale(self, record: SessionRecord, now: int) -> bool:
+        if record.status == Status.FAILED and record.reason in PARKED_REASONS:
+            return False
+        return now - (record.last_ping or record.created) > self.settings.ping_timeout_ms
+
+    # start-up ---------------------------------------------------------------------------
+
+    async def reconcile(self) -> dict[str, list[str]]:
+        """Make what runs match Redis: adopt the living, start the missing, stop orphans."""
+        running = await self.runner.running()
+        report: dict[str, list[str]] = {"adopted": [], "started": [], "removed": []}
+        known = set()
+        for record in await self.store.list_sessions():
+            known.add(record.id)
+            handle = running.get(record.id)
+            if handle is not None:
+                await self.runner.adopt(handle)
+                await self.store.set_fields(record.id, lock=handle.ref)
+                report["adopted"].append(record.id)
+            elif not (record.status == Status.FAILED and record.reason in PARKED_REASONS):
+                async with self._session_lock(record.id):
+                    await self._start_worker(record.id, record.proxy, record.phone, record.reason)
+                report["started"].append(record.id)
+        for orphan in sorted(set(running) - known):
+            await self.runner.stop(orphan)
+            report["removed"].append(orphan)
+        fixed = await self.store.recount()
+        log.info(
+            "reconciled: %d adopted, %d started, %d orphan(s) removed, %d counter(s) fixed",
+            len(report["adopted"]),
+            len(report["started"]),
+            len(report["removed"]),
+            fixed,
+        )
+        return report
+
+    # internals --------------------------------------------------------------------------
+
+    async def _start_worker(
+        self, session_id: str, proxy: str, phone: str | None, reason: str | None = None
+    ) -> None:
+        now = self.clock.now_ms()
+        # A fresh start earns a full ping timeout before the watchdog looks at it again.
+        await self.store.set_fields(
+            session_id,
+            status=Status.PENDING,
+            reason=reason or Reason.STARTING,
+            lastPing=now,
+            qr=None,
+            qrExpires=None,
+            pairingCode=None,
+        )
+        handle = await self.runner.start(self.worker_spec(session_id, proxy, phone))
+        await self.store.set_fields(session_id, lock=handle.ref)
+
+    def worker_spec(self, session_id: str, proxy: str, phone: str | None) -> WorkerSpec:
+        s = self.settings
+        path = session_files.folder(s.sessions_dir, session_id)
+        env = {
+            "SESSION_ID": session_id,
+            "PROXY_URL": proxy,
+            "WEBHOOK_URL": s.webhook_url,
+            "WEBHOOK_SECRET": session_secret(s.webhook_secret, session_id),
+            "SESSION_DIR": str(path),
+            "WA_DRIVER": s.wa_driver,
+            "SIMWA_URL": s.simwa_url,
+            "SESSION_PHONE": phone or "",
+            "WORKER_PRESENCE_INTERVAL_MS": str(s.worker_presence_interval_ms),
+            "WORKER_SELF_MESSAGE_INTERVAL_MS": str(s.worker_self_message_interval_ms),
+            "WORKER_ATTEMPTS_PER_PROCESS": str(s.worker_attempts_per_process),
+            "LOG_LEVEL": s.log_level,
+            "LOG_FORMAT": s.log_format,
+        }
+        return WorkerSpec(session_id=session_id, session_dir=path, env=env)
+
+    def _session_lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks[session_id]
+
+    async def close(self) -> None:
+        await self.tasks.cancel()
+
+
+def _parked_for_capacity(record: SessionRecord) -> bool:
+    return record.status == Status.FAILED and record.reason == Reason.NO_CAPACITY
+
+
+def _proxy_id(url: str) -> str | None:
+    try:
+        return ProxyUrl.parse(url).id
+    except ValueError:
+        return None
+
+
+def _disconnect_action(code: str) -> str:
+    return {
+        "stream_replaced": "not reconnecting: another client took over this session",
+        "temporary_ban": "waiting out the ban before reconnecting",
+        "client_outdated": "not reconnecting: the worker needs an update",
+    }.get(code, "the worker reconnects by itself")
+
+
+def _loggable(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """What goes into the event history: never a QR or a pairing code (they grant access)."""
+    hidden: Iterable[str] = {"QR_CODE": ("qr",), "PAIRING_CODE": ("code",)}.get(kind, ())
+    return {k: ("…" if k in hidden else v) for k, v in data.items()}

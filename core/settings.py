@@ -1,0 +1,197 @@
+"""Settings from the environment: the only module that reads it.
+
+Every name is DESIGN.md's contract. Validation happens once, at start, and collects
+every problem into one ``ConfigError`` so an operator fixes their ``.env`` in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import ConfigError
+from core.proxy_url import ProxyUrl
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "<random-32>", "replace-me", "xxx"}
+)
+MIN_SECRET_LEN = 16
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_key: str = field(repr=False)
+    webhook_secret: str = field(repr=False)
+    redis_url: str = field(repr=False)
+    max_sessions_per_proxy: int = 4
+    max_sessions_per_phone: int = 4
+    watchdog_interval_ms: int = 60_000
+    ping_timeout_ms: int = 180_000
+    proxy_urls: tuple[ProxyUrl, ...] = ()
+    telegram_bot_token: str = field(default="", repr=False)
+    telegram_chat_id: int | None = None
+    telegram_admin_ids: frozenset[int] = frozenset()
+    telegram_api_url: str = "https://api.telegram.org"
+    sessions_dir: Path = Path("./sessions")
+    backups_dir: Path = Path("./backups")
+    max_backups: int = 7
+    backup_cron: str = "0 3 * * *"
+    # rolling: pause one worker at a time while its folder is copied; stop-all: SPEC.md's way.
+    backup_mode: str = "rolling"
+    runner: str = "process"
+    worker_image: str = "wafleet-worker:latest"
+    worker_network: str = "host"
+    wa_driver: str = "sim"
+    simwa_url: str = "ws://localhost:8765/ws"
+    http_host: str = "0.0.0.0"
+    http_port: int = 3000
+    public_webhook_url: str = ""
+    # Not in SPEC.md: knobs that let tests and the demo shorten the worker's clocks.
+    worker_presence_interval_ms: int = 15_000
+    worker_self_message_interval_ms: int = 600_000
+    worker_attempts_per_process: int = 50
+    proxy_probe_interval_ms: int = 30_000
+    worker_stop_grace_ms: int = 5_000
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    @property
+    def webhook_url(self) -> str:
+        """Where workers post events; ``PUBLIC_WEBHOOK_URL`` wins when the host is not local."""
+        if self.public_webhook_url:
+            return self.public_webhook_url
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        return f"http://{host}:{self.http_port}/webhook"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        return _parse(os.environ if env is None else env)
+
+
+class _Collector:
+    """Gathers every problem so one start-up message names them all."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str) -> str:
+        return self.env.get(name, default).strip()
+
+    def secret(self, name: str) -> str:
+        value = self.env.get(name, "").strip()
+        if value.lower() in PLACEHOLDER_SECRETS:
+            self.problems.append(f"{name} is not set (or still a placeholder): set a random value")
+        elif len(value) < MIN_SECRET_LEN:
+            self.problems.append(f"{name} is too short: use at least {MIN_SECRET_LEN} characters")
+        return value
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        raw = self.env.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a whole number, got {raw!r}")
+            return default
+        if value < minimum:
+            self.problems.append(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value not in allowed:
+            self.problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def cron(self, name: str, default: str) -> str:
+        """Five crontab fields, or six with seconds first (``s m h dom mon dow``)."""
+        value = self.text(name, default)
+        if len(value.split()) not in (5, 6):
+            self.problems.append(
+                f"{name} must be a crontab line of 5 fields (or 6, seconds first), got {value!r}"
+            )
+        return value
+
+    def int_set(self, name: str) -> frozenset[int]:
+        raw = self.text(name, "")
+        ids: set[int] = set()
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            try:
+                ids.add(int(part))
+            except ValueError:
+                self.problems.append(f"{name} must be comma-separated numeric ids, got {part!r}")
+        return frozenset(ids)
+
+    def optional_int(self, name: str) -> int | None:
+        raw = self.text(name, "")
+        if not raw:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a numeric chat id, got {raw!r}")
+            return None
+
+    def proxies(self) -> tuple[ProxyUrl, ...]:
+        found: list[tuple[int, ProxyUrl]] = []
+        for name, raw in self.env.items():
+            match = re.fullmatch(r"PROXY_URL_(\d+)", name)
+            if not match or not raw.strip():
+                continue
+            try:
+                found.append((int(match.group(1)), ProxyUrl.parse(raw)))
+            except ValueError as exc:
+                self.problems.append(f"{name}: {exc}")
+        return tuple(url for _, url in sorted(found, key=lambda item: item[0]))
+
+
+def _parse(env: Mapping[str, str]) -> Settings:
+    c = _Collector(env)
+    settings = Settings(
+        api_key=c.secret("API_KEY"),
+        webhook_secret=c.secret("WEBHOOK_SECRET"),
+        redis_url=c.text("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        max_sessions_per_proxy=c.integer("MAX_SESSIONS_PER_PROXY", 4, minimum=1),
+        max_sessions_per_phone=c.integer("MAX_SESSIONS_PER_PHONE", 4, minimum=1),
+        watchdog_interval_ms=c.integer("WATCHDOG_INTERVAL_MS", 60_000, minimum=100),
+        ping_timeout_ms=c.integer("PING_TIMEOUT_MS", 180_000, minimum=100),
+        proxy_urls=c.proxies(),
+        telegram_bot_token=c.text("TELEGRAM_BOT_TOKEN", ""),
+        telegram_chat_id=c.optional_int("TELEGRAM_CHAT_ID"),
+        telegram_admin_ids=c.int_set("TELEGRAM_ADMIN_IDS"),
+        telegram_api_url=c.text("TELEGRAM_API_URL", "https://api.telegram.org"),
+        sessions_dir=Path(c.text("SESSIONS_DIR", "./sessions")).resolve(),
+        backups_dir=Path(c.text("BACKUPS_DIR", "./backups")).resolve(),
+        max_backups=c.integer("MAX_BACKUPS", 7, minimum=1),
+        backup_cron=c.cron("BACKUP_CRON", "0 3 * * *"),
+        backup_mode=c.choice("BACKUP_MODE", "rolling", ("rolling", "stop-all")),
+        runner=c.choice("RUNNER", "process", ("process", "docker")),
+        worker_image=c.text("WORKER_IMAGE", "wafleet-worker:latest"),
+        worker_network=c.text("WORKER_NETWORK", "host"),
+        wa_driver=c.choice("WA_DRIVER", "sim", ("sim", "neonize")),
+        simwa_url=c.text("SIMWA_URL", "ws://localhost:8765/ws"),
+        http_host=c.text("HTTP_HOST", "0.0.0.0"),
+        http_port=c.integer("HTTP_PORT", 3000, minimum=0),
+        public_webhook_url=c.text("PUBLIC_WEBHOOK_URL", ""),
+        worker_presence_interval_ms=c.integer("WORKER_PRESENCE_INTERVAL_MS", 15_000, minimum=50),
+        worker_self_message_interval_ms=c.integer(
+            "WORKER_SELF_MESSAGE_INTERVAL_MS", 600_000, minimum=50
+        ),
+        worker_attempts_per_process=c.integer("WORKER_ATTEMPTS_PER_PROCESS", 50, minimum=1),
+        proxy_probe_interval_ms=c.integer("PROXY_PROBE_INTERVAL_MS", 30_000, minimum=50),
+        worker_stop_grace_ms=c.integer("WORKER_STOP_GRACE_MS", 5_000, minimum=0),
+        log_level=c.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        log_format=c.choice("LOG_FORMAT", "text", ("text", "json")),
+    )
+    if settings.telegram_bot_token and settings.telegram_chat_id is None:
+        c.problems.append("TELEGRAM_CHAT_ID must be set when TELEGRAM_BOT_TOKEN is set")
+    if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        c.problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+    if c.problems:
+        raise ConfigError("wafleet cannot start:\n  - " + "\n  - ".join(c.problems))
+    return settings

@@ -1,0 +1,231 @@
+"""The Redis store: SPEC.md's keys, and every invariant kept by a Lua script.
+
+Nothing here decides policy (that is the session service); this module only guarantees
+that what it writes is consistent even when many coroutines or processes write at once.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from core import keys
+from core.models import ProxyRecord, SessionRecord
+
+EVENTS_KEPT = 200  # per session: enough to explain the last day without growing forever
+
+
+class NoSuchSession(Exception):  # noqa: N818
+    """The session was deleted while an event about it was on its way."""
+
+
+class ReservationRefused(Exception):  # noqa: N818 - a domain outcome, mapped by the service
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def load_script(name: str) -> str:
+    lua = resources.files("core").joinpath("lua")
+    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(name).read_text()
+
+
+def _str(value: Any) -> str | None:
+    """redis-py types every reply as ``bytes | str``; this client decodes, so narrow it."""
+    return None if value is None else str(value)
+
+
+def _strs(values: Any) -> list[str]:
+    return [str(v) for v in values]
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if value not in (None, b"", "") else None
+
+
+class Store:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._provision = redis.register_script(load_script("provision.lua"))
+        self._failover = redis.register_script(load_script("failover.lua"))
+        self._release = redis.register_script(load_script("release.lua"))
+        self._remove_proxy = redis.register_script(load_script("remove_proxy.lua"))
+        self._recount = redis.register_script(load_script("recount.lua"))
+        self._claim = redis.register_script(load_script("claim.lua"))
+        self._connected = redis.register_script(load_script("connected.lua"))
+        self._proxy_status = redis.register_script(load_script("proxy_status.lua"))
+
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        return cls(aioredis.Redis.from_url(url, decode_responses=True))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # sessions ---------------------------------------------------------------------------
+
+    async def reserve(
+        self, phone: str, requested: str, cap: int, phone_cap: int, now: int
+    ) -> tuple[str, str]:
+        """Create a session on a proxy slot and return ``(id, proxy)``.
+
+        ``ReservationRefused.why`` names the rule that refused it; nothing is written then.
+        """
+        result = await self._provision(args=[phone, requested, cap, phone_cap, now])
+        if result[0] != "ok":
+            raise ReservationRefused(result[1])
+        return str(result[1]), str(result[2])
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        fields = keys.SESSION_FIELDS + keys.EXTRA_SESSION_FIELDS
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.sismember(keys.SESSIONS, session_id)
+        pipe.mget([keys.session(session_id, f) for f in fields])
+        member, values = await pipe.execute()
+        if not member:
+            return None
+        return _record(session_id, dict(zip(fields, values, strict=True)))
+
+    async def session_ids(self) -> list[str]:
+        return sorted(_strs(await self.redis.smembers(keys.SESSIONS)), key=id_order)
+
+    async def list_sessions(self) -> list[SessionRecord]:
+        ids = await self.session_ids()
+        fields = keys.SESSION_FIELDS + keys.EXTRA_SESSION_FIELDS
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in ids:
+            pipe.mget([keys.session(sid, f) for f in fields])
+        rows = await pipe.execute()
+        return [
+            _record(sid, dict(zip(fields, row, strict=True)))
+            for sid, row in zip(ids, rows, strict=True)
+            if row[0] is not None
+        ]
+
+    async def set_fields(self, session_id: str, **values: str | int | None) -> None:
+        """Set (or, for ``None``, delete) session fields in one transaction."""
+        pipe = self.redis.pipeline(transaction=True)
+        for name, value in values.items():
+            key = keys.session(session_id, name)
+            if value is None:
+                pipe.delete(key)
+            else:
+                pipe.set(key, value)
+        await pipe.execute()
+
+    async def touch_ping(self, session_id: str, now: int) -> bool:
+        """The webhook's hot path: one round trip, and only for a session that exists."""
+        return bool(await self.redis.set(keys.session(session_id, "lastPing"), now, xx=True))
+
+    async def set_qr(self, session_id: str, qr: str, expires: int, ttl_ms: int) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        # SPEC.md calls the QR temporary: it disappears when it can no longer be scanned.
+        pipe.set(keys.session(session_id, "qr"), qr, px=max(ttl_ms, 1))
+        pipe.set(keys.session(session_id, "qrExpires"), expires, px=max(ttl_ms, 1))
+        pipe.set(keys.session(session_id, "status"), "qr_ready")
+        pipe.delete(keys.session(session_id, "reason"))
+        await pipe.execute()
+
+    async def mark_connected(self, session_id: str, phone: str, now: int) -> str | None:
+        """Record the linked phone and write the sticky keys (Flow 1, step 8).
+
+        Returns the phone the session was provisioned for when the operator linked a
+        different one, so the caller can warn. ``NoSuchSession`` when it was deleted.
+        """
+        result = await self._connected(args=[session_id, phone, now])
+        if result is None:
+            raise NoSuchSession(session_id)
+        return str(result) or None
+
+    async def claim(self, session_id: str, cap: int) -> str | None:
+        """A real slot for a parked session (its own proxy, or the least loaded)."""
+        proxy = await self._claim(args=[session_id, cap])
+        return str(proxy) if proxy else None
+
+    async def failover(self, session_id: str, cap: int) -> str | None:
+        new = await self._failover(args=[session_id, cap])
+        return str(new) if new else None
+
+    async def release(self, session_id: str) -> bool:
+        fields = keys.SESSION_FIELDS + keys.EXTRA_SESSION_FIELDS
+        return bool(await self._release(args=[session_id, *fields]))
+
+    async def sessions_on(self, url: str) -> list[str]:
+        return sorted(_strs(await self.redis.smembers(keys.proxy_members(url))), key=id_order)
+
+    # events -----------------------------------------------------------------------------
+
+    async def add_event(self, session_id: str, kind: str, data: dict[str, Any], now: int) -> None:
+        await self.redis.xadd(
+            keys.session_events(session_id),
+            {"type": kind, "data": json.dumps(data, ensure_ascii=False), "at": now},
+            maxlen=EVENTS_KEPT,
+            approximate=True,
+        )
+
+    async def events(self, session_id: str, count: int = 50) -> list[dict[str, Any]]:
+        rows: Any = await self.redis.xrevrange(keys.session_events(session_id), count=count)
+        return [
+            {"type": f["type"], "data": json.loads(f["data"]), "at": int(f["at"])} for _, f in rows
+        ]
+
+    # proxies ----------------------------------------------------------------------------
+
+    async def add_proxy(self, url: str) -> bool:
+        """Add to the pool; an existing proxy keeps its status and count."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.sadd(keys.PROXIES, url)
+        pipe.set(keys.proxy_status(url), "active", nx=True)
+        pipe.set(keys.proxy_sessions(url), 0, nx=True)
+        added, *_ = await pipe.execute()
+        return bool(added)
+
+    async def remove_proxy(self, url: str) -> int:
+        return int(await self._remove_proxy(args=[url]))
+
+    async def set_proxy_status(self, url: str, status: str) -> bool:
+        """Returns True when the status changed (so callers alert once, not per report)."""
+        return bool(await self._proxy_status(args=[url, status]))
+
+    async def proxies(self) -> list[ProxyRecord]:
+        urls = sorted(_strs(await self.redis.smembers(keys.PROXIES)))
+        pipe = self.redis.pipeline(transaction=False)
+        for url in urls:
+            pipe.mget(keys.proxy_status(url), keys.proxy_sessions(url))
+        rows = await pipe.execute()
+        return [
+            ProxyRecord(url=url, status=status or "active", sessions=int(count or 0))
+            for url, (status, count) in zip(urls, rows, strict=True)
+        ]
+
+    async def proxy_status(self, url: str) -> str | None:
+        return _str(await self.redis.get(keys.proxy_status(url)))
+
+    async def recount(self) -> int:
+        return int(await self._recount())
+
+
+def id_order(session_id: str) -> tuple[int, str]:
+    """``worker_2`` before ``worker_10``."""
+    _, _, n = session_id.rpartition("_")
+    return (int(n), session_id) if n.isdigit() else (1 << 62, session_id)
+
+
+def _record(session_id: str, f: dict[str, Any]) -> SessionRecord:
+    return SessionRecord(
+        id=session_id,
+        status=f["status"] or "pending",
+        phone=f["phone"],
+        proxy=f["proxy"] or "",
+        created=_int(f["created"]) or 0,
+        last_ping=_int(f["lastPing"]),
+        qr=f["qr"],
+        lock=f["lock"],
+        reason=f["reason"],
+        qr_expires=_int(f["qrExpires"]),
+        pairing_code=f["pairingCode"],
+        connected_at=_int(f["connectedAt"]),
+    )

@@ -1,0 +1,156 @@
+"""The ``sim`` driver: talks to ``wafleet simwa`` exactly as the real driver talks to WhatsApp.
+
+It goes out through the session's SOCKS5 proxy with DNS resolved at the proxy (``SIMWA_URL``
+names a host), so proxy failures, IP changes and drops are real network events here too.
+The protocol is JSON over one WebSocket; see ``simwa.server`` for the other side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp_socks import (
+    ProxyConnectionError,
+    ProxyConnector,
+    ProxyError,
+    ProxyTimeoutError,
+    ProxyType,
+)
+
+from core.proxy_url import ProxyUrl
+from worker.drivers.base import (
+    ConnectionLost,
+    DriverListener,
+    LoggedOut,
+    ProxyFailure,
+    QrTimeout,
+    auth_files,
+)
+
+log = logging.getLogger("wafleet.worker.sim")
+
+CREDS_FILE = "creds.json"
+
+
+class SimDriver:
+    def __init__(
+        self,
+        session_id: str,
+        session_dir: Path,
+        proxy_url: str,
+        simwa_url: str,
+        phone: str | None,
+    ) -> None:
+        self.session_id = session_id
+        self.session_dir = session_dir
+        self.proxy = ProxyUrl.parse(proxy_url)
+        self.simwa_url = simwa_url
+        self.phone = phone
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+
+    def _creds(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads((self.session_dir / CREDS_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _save_creds(self, creds: dict[str, Any]) -> None:
+        self.session_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.session_dir / f".{CREDS_FILE}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(creds, handle)
+        tmp.replace(self.session_dir / CREDS_FILE)
+
+    def forget_auth(self) -> None:
+        for path in auth_files(self.session_dir):
+            path.unlink(missing_ok=True)
+
+    async def run(self, listener: DriverListener) -> None:
+        connector = ProxyConnector(
+            host=self.proxy.host,
+            port=self.proxy.port,
+            proxy_type=ProxyType.SOCKS5,
+            username=self.proxy.username or None,
+            password=self.proxy.password or None,
+            rdns=True,
+        )
+        async with aiohttp.ClientSession(connector=connector) as http:
+            ws = await self._connect(http)
+            self._ws = ws
+            try:
+                await ws.send_json(
+                    {
+                        "op": "hello",
+                        "sessionId": self.session_id,
+                        "creds": self._creds(),
+                        "phone": self.phone,
+                    }
+                )
+                await self._receive(ws, listener)
+            finally:
+                self._ws = None
+                await ws.close()
+
+    async def _connect(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+        try:
+            # The heartbeat notices a path that died silently (a frozen proxy) in ~20 s.
+            return await http.ws_connect(self.simwa_url, heartbeat=20)
+        except (ProxyConnectionError, ProxyTimeoutError) as exc:
+            raise ProxyFailure(f"proxy unreachable: {type(exc).__name__}") from None
+        except ProxyError as exc:
+            if "auth" in str(exc).lower():
+                raise ProxyFailure("proxy refused our credentials") from None
+            # The proxy works but cannot reach WhatsApp: a network problem, not the proxy's.
+            raise ConnectionLost(f"network unreachable through the proxy: {exc}") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise ConnectionLost(f"connect failed: {type(exc).__name__}") from None
+
+    async def _receive(
+        self, ws: aiohttp.ClientWebSocketResponse, listener: DriverListener
+    ) -> None:
+        asked_for_code = False
+        async for message in ws:
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                break
+            event = json.loads(message.data)
+            op = event.get("op")
+            if op == "qr":
+                await listener.on_qr(event["qr"], int(event["ttlMs"]))
+                if self.phone and not asked_for_code:
+                    # As the real driver does: a known phone may link by code instead.
+                    asked_for_code = True
+                    await ws.send_json({"op": "pair_phone", "phone": self.phone})
+            elif op == "pairing_code":
+                await listener.on_pairing_code(event["code"])
+            elif op == "paired":
+                self._save_creds(event["creds"])
+            elif op == "connected":
+                await listener.on_connected(event["phone"])
+            elif op == "logged_out":
+                raise LoggedOut("logged_out")
+            elif op == "qr_timeout":
+                raise QrTimeout("qr_timeout")
+        raise ConnectionLost("the network closed the connection")
+
+    async def send_presence(self) -> None:
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.send_json({"op": "presence", "state": "available"})
+
+    async def send_self_message(self, text: str, ephemeral_s: int) -> None:
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.send_json(
+                {"op": "message", "to": "self", "text": text, "ephemeral": ephemeral_s}
+            )
+
+    async def close(self) -> None:
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()

@@ -1,0 +1,60 @@
+"""``wafleet worker``: one session, configured by its environment, until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from core import logs
+from core.proxy_url import ProxyUrl
+from worker.config import WorkerConfig
+from worker.drivers import make_driver
+from worker.drivers.base import EXIT_RECYCLE, Recycle
+from worker.session_loop import SessionLoop
+from worker.webhook_client import WebhookClient
+
+log = logging.getLogger("wafleet.worker")
+
+
+async def run_worker(config: WorkerConfig) -> None:
+    driver = make_driver(config)
+    webhook = WebhookClient(config.webhook_url, config.session_id, config.webhook_secret)
+    await webhook.start()
+    loop = SessionLoop(
+        driver,
+        webhook,
+        config.presence_interval_s,
+        config.self_message_interval_s,
+        config.attempts_per_process,
+        ProxyUrl.parse(config.proxy_url).id,
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    session = asyncio.create_task(loop.run(), name="session")
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    log.info("worker %s started (driver %s)", config.session_id, config.driver)
+    try:
+        await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (session, stopper):
+            task.cancel()
+        await asyncio.gather(session, stopper, return_exceptions=True)
+        await driver.close()
+        await webhook.flush(1.0)
+        await webhook.close()
+    if session.done() and not session.cancelled() and (exc := session.exception()) is not None:
+        raise exc
+    log.info("worker %s stopped", config.session_id)
+
+
+def main() -> None:
+    config = WorkerConfig.from_env()
+    logs.setup(config.log_level, config.log_format, secrets=[config.webhook_secret])
+    try:
+        asyncio.run(run_worker(config))
+    except Recycle as exc:
+        log.info("recycling the worker process: %s", exc.reason)
+        sys.exit(EXIT_RECYCLE)

@@ -1,0 +1,113 @@
+"""The worker's side of ``/webhook``: signed, retried with backoff, buffered while down.
+
+Events queue in a bounded buffer and go out in order. If the orchestrator is away (being
+restarted, say), the buffer keeps the latest events instead of losing them, and only the
+newest ``PING`` is kept: an old ping carries no information.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections import deque
+from typing import Any
+
+from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from worker.http_post import HttpError, HttpPoster
+
+log = logging.getLogger("wafleet.worker.webhook")
+
+BUFFER_SIZE = 500
+RETRY_BASE_S, RETRY_CAP_S = 0.2, 5.0
+
+
+class WebhookClient:
+    def __init__(self, url: str, session_id: str, secret: str) -> None:
+        self.url = url
+        self.session_id = session_id
+        self.secret = secret
+        self._queue: deque[dict[str, Any]] = deque(maxlen=BUFFER_SIZE)
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._http = HttpPoster(url)
+        self._sender: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    async def start(self) -> None:
+        self._sender = asyncio.create_task(self._send_loop(), name="webhook-sender")
+
+    def send(self, kind: str, data: dict[str, Any]) -> None:
+        """Queue an event; never blocks the session loop."""
+        if kind == "PING":
+            for queued in list(self._queue):
+                if queued["type"] == "PING":
+                    self._queue.remove(queued)
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+            log.warning("webhook buffer full: dropping the oldest event")
+        self._queue.append(
+            {
+                "sessionId": self.session_id,
+                "type": kind,
+                "data": data,
+                "timestamp": time.time_ns() // 1_000_000,
+            }
+        )
+        self._drained.clear()
+        self._wake.set()
+
+    async def flush(self, limit_s: float) -> None:
+        """Give queued events a chance to leave before the worker exits."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), limit_s)
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+        await self._http.close()
+
+    async def _send_loop(self) -> None:
+        attempt = 0
+        while True:
+            if not self._queue:
+                self._drained.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            event = self._queue[0]
+            outcome = await self._post(event)
+            if outcome == "retry":
+                attempt += 1
+                delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** min(attempt, 10))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                continue
+            attempt = 0
+            if self._queue and self._queue[0] is event:
+                self._queue.popleft()
+
+    async def _post(self, event: dict[str, Any]) -> str:
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        ts = time.time_ns() // 1_000_000
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: str(ts),
+            SIGNATURE_HEADER: sign(self.secret, ts, body),
+        }
+        try:
+            answer = await self._http.post(body, headers)
+        except HttpError as exc:
+            log.debug("orchestrator unreachable (%s); retrying", exc)
+            return "retry"
+        if answer.status < 300:
+            return "sent"
+        if answer.status in (408, 429) or answer.status >= 500:
+            log.warning("webhook %s answered %d; retrying", event["type"], answer.status)
+            return "retry"
+        text = answer.body[:200].decode(errors="replace")
+        log.error("webhook refused %s (%d): %s", event["type"], answer.status, text)
+        return "dropped"
