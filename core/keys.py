@@ -13,37 +13,63 @@ SESSION_SEQ = "wafleet:session_seq"  # counter behind worker_<n>
 SESSION_FIELDS = ("status", "phone", "proxy", "qr", "lock", "created", "lastPing")
 EXTRA_SESSION_FIELDS = ("reason", "qrExpires", "pairingCode", "connectedAt")
 
+# The formats of the per-id keys. Python builds keys with the functions below; the Lua scripts
+# get the same formats (``LUA_FORMATS``) for the keys they can only name once they have read a
+# value inside the script (the least-loaded proxy, a session's phone), so no script spells a key.
+SESSION = "session:{id}:{field}"
+PHONE_PROXY = "phone:{phone}:proxy"
+PHONE_SESSION = "phone:{phone}:session"
+PHONE_SESSIONS = "phone:{phone}:sessions"
+PROXY_STATUS = "proxy:{url}:status"
+PROXY_SESSIONS = "proxy:{url}:sessions"
+PROXY_MEMBERS = "proxy:{url}:members"
+
 
 def session(session_id: str, field: str) -> str:
-    return f"session:{session_id}:{field}"
+    return SESSION.format(id=session_id, field=field)
 
 
 def session_events(session_id: str) -> str:
-    return f"session:{session_id}:events"
+    return session(session_id, "events")
 
 
 def phone_proxy(phone: str) -> str:
-    return f"phone:{phone}:proxy"
+    return PHONE_PROXY.format(phone=phone)
 
 
 def phone_session(phone: str) -> str:
-    return f"phone:{phone}:session"
+    return PHONE_SESSION.format(phone=phone)
 
 
 def phone_sessions(phone: str) -> str:
-    return f"phone:{phone}:sessions"
+    return PHONE_SESSIONS.format(phone=phone)
 
 
 def proxy_status(url: str) -> str:
-    return f"proxy:{url}:status"
+    return PROXY_STATUS.format(url=url)
 
 
 def proxy_sessions(url: str) -> str:
-    return f"proxy:{url}:sessions"
+    return PROXY_SESSIONS.format(url=url)
 
 
 def proxy_members(url: str) -> str:
-    return f"proxy:{url}:members"
+    return PROXY_MEMBERS.format(url=url)
+
+
+# Handed to every Lua script as its ``FORMAT`` table (see ``core.store.load_script``).
+LUA_FORMATS = {
+    "sessions": SESSIONS,
+    "proxies": PROXIES,
+    "session_seq": SESSION_SEQ,
+    "session": SESSION,
+    "phone_proxy": PHONE_PROXY,
+    "phone_session": PHONE_SESSION,
+    "phone_sessions": PHONE_SESSIONS,
+    "proxy_status": PROXY_STATUS,
+    "proxy_sessions": PROXY_SESSIONS,
+    "proxy_members": PROXY_MEMBERS,
+}
 
 
 # The Telegram bot's own state (not SPEC.md's): the chat language and where a QR is shown.

@@ -18,6 +18,13 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+class ProxyStatus(StrEnum):
+    """SPEC.md's ``proxy:<url>:status`` values (contract)."""
+
+    ACTIVE = "active"
+    BAD = "bad"
+
+
 class Reason(StrEnum):
     """Why a session is in its status; lets the operator see *what it waits for*."""
 
@@ -60,7 +67,7 @@ class SessionRecord:
 @dataclass(frozen=True)
 class ProxyRecord:
     url: str = field(repr=False)
-    status: str
+    status: ProxyStatus
     sessions: int
 
     @property

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from core.errors import Conflict, NotFound
-from core.models import ProxyRecord
+from core.models import ProxyRecord, ProxyStatus
 from core.notifier import Alert, AlertKind, Notifier
 from core.proxy_probe import probe
 from core.proxy_url import ProxyUrl, mask, parse_input
@@ -75,16 +75,16 @@ class ProxyPool:
         return await probe(ProxyUrl.parse(url))
 
     async def mark_bad(self, url: str, why: str) -> None:
-        if await self.store.set_proxy_status(url, "bad"):
+        if await self.store.set_proxy_status(url, ProxyStatus.BAD):
             log.warning("proxy %s marked bad: %s", mask(url), why)
 
     async def probe_bad(self) -> list[str]:
         """One pass of the recovery probe: bad proxies that answer go back to the pool."""
         recovered = []
         for record in await self.store.proxies():
-            if record.status != "bad" or await self.probe(record.url) is not None:
+            if record.status != ProxyStatus.BAD or await self.probe(record.url) is not None:
                 continue
-            if await self.store.set_proxy_status(record.url, "active"):
+            if await self.store.set_proxy_status(record.url, ProxyStatus.ACTIVE):
                 recovered.append(record.url)
                 log.info("proxy %s answers again: back in the pool", mask(record.url))
                 await self.notifier.notify(
@@ -105,7 +105,7 @@ class ProxyPool:
 
     async def free_slots(self) -> tuple[int, int]:
         """(free, total) slots over the active proxies."""
-        active = [p for p in await self.store.proxies() if p.status == "active"]
+        active = [p for p in await self.store.proxies() if p.status == ProxyStatus.ACTIVE]
         total = self.cap * len(active)
         return total - sum(min(p.sessions, self.cap) for p in active), total
 

@@ -28,7 +28,7 @@ from core.errors import (
     QrUnavailable,
 )
 from core.metrics import Metrics
-from core.models import Reason, SessionRecord, Status
+from core.models import ProxyStatus, Reason, SessionRecord, Status
 from core.notifier import Alert, AlertKind, Move, Notifier
 from core.phone import normalize as normalize_phone
 from core.pings import PingBuffer
@@ -364,7 +364,7 @@ class SessionService:
         if self._paused_for_maintenance(f"failover off {mask(url)}"):
             return []
         async with self._proxy_locks[url]:
-            if await self.store.proxy_status(url) != "bad":
+            if await self.store.proxy_status(url) != ProxyStatus.BAD:
                 problem = await self.pool.probe(url)
                 if problem is None:
                     log.warning(

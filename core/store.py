@@ -13,7 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from core import keys
-from core.models import ProxyRecord, SessionRecord
+from core.models import ProxyRecord, ProxyStatus, SessionRecord
 
 EVENTS_KEPT = 200  # per session: enough to explain the last day without growing forever
 
@@ -29,8 +29,24 @@ class ReservationRefused(Exception):  # noqa: N818 - a domain outcome, mapped by
 
 
 def load_script(name: str) -> str:
+    """The script behind the key formats of ``core.keys`` and the shared helpers.
+
+    The formats travel in the script's text rather than in ``ARGV`` so every script, however
+    its arguments are laid out, names keys the way ``keys.py`` does and never spells one.
+    """
     lua = resources.files("core").joinpath("lua")
-    return lua.joinpath("common.lua").read_text() + "\n" + lua.joinpath(name).read_text()
+    return "\n".join(
+        (lua_constants(), lua.joinpath("common.lua").read_text(), lua.joinpath(name).read_text())
+    )
+
+
+def lua_constants() -> str:
+    formats = ",\n".join(f"  {name} = {_lua_string(f)}" for name, f in keys.LUA_FORMATS.items())
+    return f"local FORMAT = {{\n{formats}\n}}\nlocal ACTIVE = {_lua_string(ProxyStatus.ACTIVE)}\n"
+
+
+def _lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _str(value: Any) -> str | None:
@@ -74,7 +90,18 @@ class Store:
 
         ``ReservationRefused.why`` names the rule that refused it; nothing is written then.
         """
-        result = await self._provision(args=[phone, requested, cap, phone_cap, now])
+        result = await self._provision(
+            keys=[
+                keys.PROXIES,
+                keys.SESSIONS,
+                keys.SESSION_SEQ,
+                keys.phone_sessions(phone),
+                keys.phone_proxy(phone),
+                keys.proxy_status(requested),
+                keys.proxy_sessions(requested),
+            ],
+            args=[phone, requested, cap, phone_cap, now],
+        )
         if result[0] != "ok":
             raise ReservationRefused(result[1])
         return str(result[1]), str(result[2])
@@ -135,23 +162,39 @@ class Store:
         Returns the phone the session was provisioned for when the operator linked a
         different one, so the caller can warn. ``NoSuchSession`` when it was deleted.
         """
-        result = await self._connected(args=[session_id, phone, now])
+        fields = ("phone", "status", "connectedAt", "proxy", "qr", "qrExpires", "reason")
+        result = await self._connected(
+            keys=[
+                keys.SESSIONS,
+                *(keys.session(session_id, f) for f in (*fields, "pairingCode")),
+                keys.phone_sessions(phone),
+                keys.phone_proxy(phone),
+                keys.phone_session(phone),
+            ],
+            args=[session_id, phone, now],
+        )
         if result is None:
             raise NoSuchSession(session_id)
         return str(result) or None
 
     async def claim(self, session_id: str, cap: int) -> str | None:
         """A real slot for a parked session (its own proxy, or the least loaded)."""
-        proxy = await self._claim(args=[session_id, cap])
+        proxy = await self._claim(
+            keys=[keys.SESSIONS, keys.session(session_id, "proxy")], args=[session_id, cap]
+        )
         return str(proxy) if proxy else None
 
     async def failover(self, session_id: str, cap: int) -> str | None:
-        new = await self._failover(args=[session_id, cap])
+        new = await self._failover(
+            keys=[keys.SESSIONS, keys.session(session_id, "proxy")], args=[session_id, cap]
+        )
         return str(new) if new else None
 
     async def release(self, session_id: str) -> bool:
         fields = keys.SESSION_FIELDS + keys.EXTRA_SESSION_FIELDS
-        return bool(await self._release(args=[session_id, *fields]))
+        doomed = [keys.session(session_id, f) for f in fields] + [keys.session_events(session_id)]
+        named = [keys.session(session_id, "proxy"), keys.session(session_id, "phone")]
+        return bool(await self._release(keys=[keys.SESSIONS, *named, *doomed], args=[session_id]))
 
     async def sessions_on(self, url: str) -> list[str]:
         return sorted(_strs(await self.redis.smembers(keys.proxy_members(url))), key=id_order)
@@ -178,17 +221,22 @@ class Store:
         """Add to the pool; an existing proxy keeps its status and count."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.sadd(keys.PROXIES, url)
-        pipe.set(keys.proxy_status(url), "active", nx=True)
+        pipe.set(keys.proxy_status(url), ProxyStatus.ACTIVE, nx=True)
         pipe.set(keys.proxy_sessions(url), 0, nx=True)
         added, *_ = await pipe.execute()
         return bool(added)
 
     async def remove_proxy(self, url: str) -> int:
-        return int(await self._remove_proxy(args=[url]))
+        named = [keys.proxy_status(url), keys.proxy_sessions(url), keys.proxy_members(url)]
+        return int(await self._remove_proxy(keys=[keys.PROXIES, *named], args=[url]))
 
-    async def set_proxy_status(self, url: str, status: str) -> bool:
+    async def set_proxy_status(self, url: str, status: ProxyStatus) -> bool:
         """Returns True when the status changed (so callers alert once, not per report)."""
-        return bool(await self._proxy_status(args=[url, status]))
+        return bool(
+            await self._proxy_status(
+                keys=[keys.PROXIES, keys.proxy_status(url)], args=[url, str(status)]
+            )
+        )
 
     async def proxies(self) -> list[ProxyRecord]:
         urls = sorted(_strs(await self.redis.smembers(keys.PROXIES)))
@@ -197,15 +245,27 @@ class Store:
             pipe.mget(keys.proxy_status(url), keys.proxy_sessions(url))
         rows = await pipe.execute()
         return [
-            ProxyRecord(url=url, status=status or "active", sessions=int(count or 0))
+            ProxyRecord(url=url, status=proxy_status_of(status), sessions=int(count or 0))
             for url, (status, count) in zip(urls, rows, strict=True)
         ]
 
-    async def proxy_status(self, url: str) -> str | None:
-        return _str(await self.redis.get(keys.proxy_status(url)))
+    async def proxy_status(self, url: str) -> ProxyStatus | None:
+        status = _str(await self.redis.get(keys.proxy_status(url)))
+        return None if status is None else proxy_status_of(status)
 
     async def recount(self) -> int:
-        return int(await self._recount())
+        return int(await self._recount(keys=[keys.PROXIES, keys.SESSIONS]))
+
+
+def proxy_status_of(stored: str | None) -> ProxyStatus:
+    """A missing status reads as active (``add_proxy`` writes it); one this version does not
+    know reads as bad, since the scripts only ever place sessions on ``active`` proxies."""
+    if stored is None:
+        return ProxyStatus.ACTIVE
+    try:
+        return ProxyStatus(stored)
+    except ValueError:
+        return ProxyStatus.BAD
 
 
 def id_order(session_id: str) -> tuple[int, str]:

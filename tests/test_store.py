@@ -7,6 +7,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 
+from core.models import ProxyStatus
 from core.store import ReservationRefused, Store
 
 P1 = "socks5h://u:p@127.0.0.1:1"
@@ -70,13 +71,13 @@ async def test_phone_limit_and_refusals_write_nothing(store: Store) -> None:
 async def test_failover_moves_slot_and_sticky_release_keeps_sticky(store: Store) -> None:
     sid, old = await store.reserve(PHONE, P1, 4, 4, 1)
     await store.mark_connected(sid, PHONE, 2)
-    await store.set_proxy_status(old, "bad")
+    await store.set_proxy_status(old, ProxyStatus.BAD)
     new = await store.failover(sid, 4)
     assert new == P2
     assert await store.redis.get(f"proxy:{P1}:sessions") == "0"
     assert await store.redis.get(f"proxy:{P2}:sessions") == "1"
     assert await store.redis.get(f"phone:{PHONE}:proxy") == P2
-    await store.set_proxy_status(P2, "bad")
+    await store.set_proxy_status(P2, ProxyStatus.BAD)
     assert await store.failover(sid, 4) is None  # nowhere to go: nothing moves
     assert await store.redis.get(f"session:{sid}:proxy") == P2
     assert await store.release(sid)

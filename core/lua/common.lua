@@ -1,11 +1,28 @@
--- Shared helpers, prepended to every script (Redis scripts cannot import).
+-- Shared helpers, prepended to every script (Redis scripts cannot import), after the
+-- ``FORMAT`` table of key formats and the ``ACTIVE`` status that core/store.py writes from
+-- core/keys.py and core/models.py. A script takes the keys it can name before it runs in
+-- KEYS[]; these helpers build only the keys of values read inside the script (the
+-- least-loaded proxy, a session's phone or current proxy).
+
+-- ``fill(FORMAT.session, id, 'proxy')``: each ``{name}`` placeholder in turn gets the next
+-- value, searched only after the values already put in, so a value may hold braces.
+local function fill(format, ...)
+  local out, from = format, 1
+  for _, value in ipairs({...}) do
+    local first, last = string.find(out, '{%a+}', from)
+    out = string.sub(out, 1, first - 1) .. value .. string.sub(out, last + 1)
+    from = first + #value
+  end
+  return out
+end
+
 local function count_of(url)
-  return tonumber(redis.call('GET', 'proxy:' .. url .. ':sessions') or '0')
+  return tonumber(redis.call('GET', fill(FORMAT.proxy_sessions, url)) or '0')
 end
 
 local function usable(url, cap)
-  return redis.call('SISMEMBER', 'wafleet:proxies', url) == 1
-    and redis.call('GET', 'proxy:' .. url .. ':status') == 'active'
+  return redis.call('SISMEMBER', FORMAT.proxies, url) == 1
+    and redis.call('GET', fill(FORMAT.proxy_status, url)) == ACTIVE
     and count_of(url) < cap
 end
 
@@ -13,7 +30,7 @@ end
 -- so the choice is deterministic.
 local function least_loaded(cap, exclude)
   local best, best_count = false, nil
-  local urls = redis.call('SMEMBERS', 'wafleet:proxies')
+  local urls = redis.call('SMEMBERS', FORMAT.proxies)
   table.sort(urls)
   for _, url in ipairs(urls) do
     if url ~= exclude and usable(url, cap) then
@@ -27,15 +44,15 @@ local function least_loaded(cap, exclude)
 end
 
 local function attach(id, url)
-  if redis.call('SADD', 'proxy:' .. url .. ':members', id) == 1 then
-    redis.call('INCR', 'proxy:' .. url .. ':sessions')
+  if redis.call('SADD', fill(FORMAT.proxy_members, url), id) == 1 then
+    redis.call('INCR', fill(FORMAT.proxy_sessions, url))
   end
-  redis.call('SET', 'session:' .. id .. ':proxy', url)
+  redis.call('SET', fill(FORMAT.session, id, 'proxy'), url)
 end
 
 local function detach(id, url)
-  if url and redis.call('SREM', 'proxy:' .. url .. ':members', id) == 1 then
-    redis.call('DECR', 'proxy:' .. url .. ':sessions')
+  if url and redis.call('SREM', fill(FORMAT.proxy_members, url), id) == 1 then
+    redis.call('DECR', fill(FORMAT.proxy_sessions, url))
   end
 end
 
@@ -43,8 +60,8 @@ end
 local function move(id, old, new)
   detach(id, old)
   attach(id, new)
-  local phone = redis.call('GET', 'session:' .. id .. ':phone')
-  if phone and redis.call('EXISTS', 'phone:' .. phone .. ':proxy') == 1 then
-    redis.call('SET', 'phone:' .. phone .. ':proxy', new)
+  local phone = redis.call('GET', fill(FORMAT.session, id, 'phone'))
+  if phone and redis.call('EXISTS', fill(FORMAT.phone_proxy, phone)) == 1 then
+    redis.call('SET', fill(FORMAT.phone_proxy, phone), new)
   end
 end

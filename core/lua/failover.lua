@@ -1,11 +1,12 @@
 -- Move a session off its (failed) proxy onto the least-loaded healthy one, and move the
 -- phone's sticky mapping with it (Flow 4, steps 3 and 6). Returns the new URL or false.
--- ARGV: id, cap
+-- KEYS: sessions set, session:<id>:proxy. ARGV: id, cap
+local sessions, proxy_key = KEYS[1], KEYS[2]
 local id, cap = ARGV[1], tonumber(ARGV[2])
-if redis.call('SISMEMBER', 'wafleet:sessions', id) == 0 then
+if redis.call('SISMEMBER', sessions, id) == 0 then
   return false
 end
-local old = redis.call('GET', 'session:' .. id .. ':proxy')
+local old = redis.call('GET', proxy_key)
 local new = least_loaded(cap, old or '')
 if not new then
   return false

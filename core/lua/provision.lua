@@ -1,32 +1,37 @@
 -- Reserve a proxy slot and write the session record in one atomic step, so concurrent
 -- provisions can never push a proxy over the cap or a phone over its session limit.
 -- The id is drawn only on success, so a refused provision leaves Redis as it was.
+-- KEYS: proxies set, sessions set, session counter, phone:<phone>:sessions,
+-- phone:<phone>:proxy, proxy:<requested>:status, proxy:<requested>:sessions
+-- (the phone and requested keys are unused when those are '').
 -- ARGV: phone ('' = unknown), requested proxy ('' = choose), cap, phone cap, now ms
+local proxies, sessions, seq, phone_sessions, phone_proxy = unpack(KEYS, 1, 5)
+local requested_status, requested_count = KEYS[6], KEYS[7]
 local phone, requested = ARGV[1], ARGV[2]
 local cap, phone_cap, now = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-if phone ~= '' and redis.call('SCARD', 'phone:' .. phone .. ':sessions') >= phone_cap then
+if phone ~= '' and redis.call('SCARD', phone_sessions) >= phone_cap then
   return {'err', 'phone_limit'}
 end
 
 local chosen = false
 if requested ~= '' then
-  if redis.call('SISMEMBER', 'wafleet:proxies', requested) == 0 then
+  if redis.call('SISMEMBER', proxies, requested) == 0 then
     return {'err', 'unknown_proxy'}
   end
-  if redis.call('GET', 'proxy:' .. requested .. ':status') ~= 'active' then
+  if redis.call('GET', requested_status) ~= ACTIVE then
     return {'err', 'proxy_bad'}
   end
-  if count_of(requested) >= cap then
+  if tonumber(redis.call('GET', requested_count) or '0') >= cap then
     return {'err', 'proxy_full'}
   end
   chosen = requested
 else
   local sticky = false
   if phone ~= '' then
-    sticky = redis.call('GET', 'phone:' .. phone .. ':proxy')
+    sticky = redis.call('GET', phone_proxy)
   end
-  if sticky and redis.call('SISMEMBER', 'wafleet:proxies', sticky) == 1
-      and redis.call('GET', 'proxy:' .. sticky .. ':status') == 'active' then
+  if sticky and redis.call('SISMEMBER', proxies, sticky) == 1
+      and redis.call('GET', fill(FORMAT.proxy_status, sticky)) == ACTIVE then
     -- Sticky IP: the phone keeps its proxy while that proxy works, even when full.
     if count_of(sticky) >= cap then
       return {'err', 'sticky_full'}
@@ -40,14 +45,15 @@ else
   end
 end
 
-local id = 'worker_' .. redis.call('INCR', 'wafleet:session_seq')
+-- The id is drawn here, so its keys come from the format, not from KEYS.
+local id = 'worker_' .. redis.call('INCR', seq)
 attach(id, chosen)
-redis.call('SADD', 'wafleet:sessions', id)
-redis.call('SET', 'session:' .. id .. ':status', 'pending')
-redis.call('SET', 'session:' .. id .. ':created', now)
-redis.call('SET', 'session:' .. id .. ':lastPing', now)
+redis.call('SADD', sessions, id)
+redis.call('SET', fill(FORMAT.session, id, 'status'), 'pending')
+redis.call('SET', fill(FORMAT.session, id, 'created'), now)
+redis.call('SET', fill(FORMAT.session, id, 'lastPing'), now)
 if phone ~= '' then
-  redis.call('SET', 'session:' .. id .. ':phone', phone)
-  redis.call('SADD', 'phone:' .. phone .. ':sessions', id)
+  redis.call('SET', fill(FORMAT.session, id, 'phone'), phone)
+  redis.call('SADD', phone_sessions, id)
 end
 return {'ok', id, chosen}

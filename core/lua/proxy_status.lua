@@ -1,11 +1,12 @@
 -- Set a pooled proxy's status; returns 1 when it changed (callers alert once per change),
 -- 0 when unchanged or the proxy is not in the pool (a removed proxy stays removed).
--- ARGV: url, status
+-- KEYS: proxies set, proxy:<url>:status. ARGV: url, status
+local proxies, status_key = KEYS[1], KEYS[2]
 local url, status = ARGV[1], ARGV[2]
-if redis.call('SISMEMBER', 'wafleet:proxies', url) == 0 then
+if redis.call('SISMEMBER', proxies, url) == 0 then
   return 0
 end
-local old = redis.call('GETSET', 'proxy:' .. url .. ':status', status)
+local old = redis.call('GETSET', status_key, status)
 if old == status then
   return 0
 end

@@ -1,0 +1,123 @@
+"""SPEC.md's Redis keys, byte for byte, whichever script writes them, and one place for them.
+
+The Lua scripts name keys through ``core.keys`` (in ``KEYS[]`` or from its formats), so these
+tests spell the expected keys out literally: a format that drifts from SPEC.md fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+import redis.asyncio as aioredis
+
+from core.models import ProxyStatus
+from core.store import Store
+
+P1 = "socks5h://u:p@127.0.0.1:1"
+P2 = "socks5h://u:p@127.0.0.1:2"
+# Braces, a Lua pattern character and a format placeholder: a key built by substitution
+# must carry the URL as it is.
+ODD = "socks5h://u:p%25{url}%7D@127.0.0.1:3"
+PHONE = "972501234567"
+OTHER = "972509999999"
+POOL = ["wafleet:proxies"] + [f"proxy:{u}:{k}" for u in (P1, P2) for k in ("sessions", "status")]
+
+
+@pytest.fixture
+async def store(redis_client: aioredis.Redis) -> Store:
+    store = Store(redis_client)
+    for url in (P1, P2):
+        await store.add_proxy(url)
+    return store
+
+
+async def _keys(store: Store) -> list[str]:
+    return sorted(str(k) for k in await store.redis.keys("*"))
+
+
+def test_no_script_spells_a_key() -> None:
+    """Key formats live in ``core/keys.py`` only (restore_session.lua is the backups' own)."""
+    lua = resources.files("core").joinpath("lua")
+    spelled = re.compile(r"""['"](session|phone|proxy|wafleet):""")
+    found = {
+        f.name: spelled.findall(f.read_text())
+        for f in lua.iterdir()
+        if f.name.endswith(".lua") and f.name != "restore_session.lua"
+    }
+    assert {name: hits for name, hits in found.items() if hits} == {}
+
+
+async def test_a_session_life_writes_exactly_the_spec_keys(store: Store) -> None:
+    sid, proxy = await store.reserve(PHONE, P1, 4, 4, 7)
+    assert (sid, proxy) == ("worker_1", P1)
+    session = [f"session:worker_1:{f}" for f in ("created", "lastPing", "phone", "proxy")]
+    index = ["wafleet:session_seq", "wafleet:sessions", f"phone:{PHONE}:sessions"]
+    slot = [f"proxy:{P1}:members"]
+    status = ["session:worker_1:status"]
+    assert await _keys(store) == sorted(POOL + session + index + slot + status)
+    assert await store.redis.get("session:worker_1:status") == "pending"
+
+    await store.set_qr(sid, "2@qr", 99, 60_000)
+    assert await store.mark_connected(sid, PHONE, 8) is None
+    linked = [
+        "session:worker_1:status",
+        "session:worker_1:connectedAt",
+        f"phone:{PHONE}:proxy",
+        f"phone:{PHONE}:session",
+    ]
+    assert await _keys(store) == sorted(POOL + session + index + slot + linked)
+    assert await store.redis.mget(
+        "session:worker_1:status", f"phone:{PHONE}:proxy", f"phone:{PHONE}:session"
+    ) == ["connected", P1, "worker_1"]
+
+    await store.set_proxy_status(P1, ProxyStatus.BAD)
+    assert await store.failover(sid, 4) == P2
+    assert await store.redis.mget(
+        "session:worker_1:proxy", f"phone:{PHONE}:proxy", f"proxy:{P1}:sessions"
+    ) == [P2, P2, "0"]
+    assert await store.redis.smembers(f"proxy:{P2}:members") == {"worker_1"}
+
+    assert await store.release(sid)
+    # The sticky IP outlives the session; the emptied members set is gone with its last id.
+    assert await _keys(store) == sorted([*POOL, "wafleet:session_seq", f"phone:{PHONE}:proxy"])
+    assert await store.redis.mget(f"proxy:{P1}:sessions", f"proxy:{P2}:sessions") == ["0", "0"]
+
+
+async def test_linking_another_phone_moves_the_session_between_phone_indexes(
+    store: Store,
+) -> None:
+    sid, _ = await store.reserve(PHONE, "", 4, 4, 1)
+    assert await store.mark_connected(sid, OTHER, 2) == PHONE
+    assert await store.redis.smembers(f"phone:{PHONE}:sessions") == set()
+    assert await store.redis.smembers(f"phone:{OTHER}:sessions") == {sid}
+    assert await store.redis.get(f"session:{sid}:phone") == OTHER
+    assert await store.redis.get(f"phone:{OTHER}:session") == sid
+
+
+async def test_keys_of_a_url_with_braces_and_percent_signs(store: Store) -> None:
+    await store.set_proxy_status(P1, ProxyStatus.BAD)
+    await store.set_proxy_status(P2, ProxyStatus.BAD)
+    await store.add_proxy(ODD)
+    sid, proxy = await store.reserve(PHONE, "", 4, 4, 1)  # the script picks it: least loaded
+    assert proxy == ODD
+    await store.mark_connected(sid, PHONE, 2)
+    assert await store.redis.mget(
+        f"proxy:{ODD}:sessions", f"phone:{PHONE}:proxy", f"session:{sid}:proxy"
+    ) == ["1", ODD, ODD]
+    await store.set_proxy_status(P2, ProxyStatus.ACTIVE)
+    await store.set_proxy_status(ODD, ProxyStatus.BAD)
+    assert await store.failover(sid, 4) == P2
+    assert await store.redis.get(f"proxy:{ODD}:sessions") == "0"
+    assert await store.recount() == 0
+    assert await store.remove_proxy(ODD) == 1
+    assert not [k for k in await _keys(store) if "{url}" in k]
+
+
+async def test_an_unknown_stored_proxy_status_reads_as_bad(store: Store) -> None:
+    """Scripts place sessions only on ``active``: the typed record must say the same."""
+    await store.redis.set(f"proxy:{P1}:status", "retired")
+    by_url = {p.url: p.status for p in await store.proxies()}
+    assert by_url == {P1: ProxyStatus.BAD, P2: ProxyStatus.ACTIVE}
+    assert (await store.reserve("", "", 4, 4, 1))[1] == P2
