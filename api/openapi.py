@@ -375,7 +375,10 @@ SPEC: dict[str, Any] = {
             "get": {
                 "summary": "Prometheus metrics",
                 "security": [],
-                "responses": {"200": {"description": "text exposition"}},
+                "responses": {
+                    "200": {"description": "text exposition"},
+                    "401": {"description": "METRICS_TOKEN is set and the bearer token is not it"},
+                },
             }
         },
         "/api/openapi.json": {

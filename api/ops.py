@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hmac
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from api.context import METRICS, POOL, SERVICE, STORE
-from core.models import count_by_status
-from core.proxy_url import ProxyUrl
+from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
+from api.errors import Unauthorized
+from core.models import ProxyStatus
 
 routes = web.RouteTableDef()
 
@@ -26,21 +28,36 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    sessions = await request.app[SERVICE].all_sessions()
-    proxies = await request.app[POOL].all_proxies()
+    _check_token(request)
+    stats = await request.app[POOL].stats()
     by_status = GaugeMetricFamily("wafleet_sessions", "Sessions by status", labels=["status"])
-    for status, n in count_by_status(sessions).items():
+    for status, n in stats.by_status.items():
         by_status.add_metric([status], n)
     proxy_status = GaugeMetricFamily("wafleet_proxies", "Proxies by status", labels=["status"])
-    for status in ("active", "bad"):
-        proxy_status.add_metric([status], sum(p.status == status for p in proxies))
+    for status in ProxyStatus:
+        proxy_status.add_metric([status], sum(p.status == status for p in stats.proxies))
+    # Labelled by the proxy's id (as in /api/v1/proxies/:id): a URL would name its user,
+    # host and port to whoever reads the scrape.
     load = GaugeMetricFamily("wafleet_proxy_sessions", "Sessions per proxy", labels=["proxy"])
-    for p in proxies:
-        load.add_metric([ProxyUrl.parse(p.url).masked], p.sessions)
+    for p in stats.proxies:
+        load.add_metric([p.id], p.sessions)
+    slots = GaugeMetricFamily("wafleet_free_slots", "Free session slots on active proxies")
+    slots.add_metric([], stats.free_slots)
     fleet = CollectorRegistry()
-    fleet.register(_Families([by_status, proxy_status, load]))
+    fleet.register(_Families([by_status, proxy_status, load, slots]))
     text = generate_latest(request.app[METRICS].registry) + generate_latest(fleet)
     return web.Response(body=text, content_type="text/plain", charset="utf-8")
+
+
+def _check_token(request: web.Request) -> None:
+    """With ``METRICS_TOKEN`` set, only ``Authorization: Bearer <token>`` may scrape."""
+    expected = request.app[SETTINGS].metrics_token
+    if not expected:
+        return
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    # surrogatepass: a header that is not valid UTF-8 is a wrong token, not a 500.
+    if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode()):
+        raise Unauthorized("missing or wrong metrics token (Authorization: Bearer <token>)")
 
 
 class _Families:

@@ -8,7 +8,6 @@ from api import serialize
 from api.body import json_object
 from api.context import POOL, SERVICE
 from core import qr as qr_render
-from core.models import count_by_status
 
 routes = web.RouteTableDef()
 
@@ -75,18 +74,15 @@ async def dashboard_sessions(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/dashboard/stats")
 async def dashboard_stats(request: web.Request) -> web.Response:
-    records = await request.app[SERVICE].all_sessions()
-    proxies = await request.app[POOL].all_proxies()
-    free, total = await request.app[POOL].free_slots()
-    by_status = count_by_status(records)
+    stats = await request.app[POOL].stats()
     return web.json_response(
         {
-            "sessions": {"total": len(records), "byStatus": by_status},
+            "sessions": {"total": stats.sessions, "byStatus": stats.by_status},
             "proxies": {
-                "total": len(proxies),
-                "active": sum(p.status == "active" for p in proxies),
-                "bad": sum(p.status == "bad" for p in proxies),
+                "total": len(stats.proxies),
+                "active": stats.proxies_active,
+                "bad": stats.proxies_bad,
             },
-            "capacity": {"free": free, "total": total},
+            "capacity": {"free": stats.free_slots, "total": stats.total_slots},
         }
     )

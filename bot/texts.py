@@ -15,7 +15,8 @@ from aiogram.utils.i18n import gettext as _
 
 from core.backups import BackupInfo, BackupResult, RestoreReport
 from core.errors import WafleetError
-from core.models import ProxyRecord, SessionRecord, Status
+from core.fleet_stats import FleetStats
+from core.models import ProxyRecord, ProxyStatus, SessionRecord, Status
 from core.notifier import Alert, AlertKind
 
 MAX_MESSAGE = 4000  # Telegram's limit is 4096; leave room for the markup
@@ -229,7 +230,7 @@ def proxies(records: list[ProxyRecord], cap: int) -> str:
         return _("The pool is empty. Add a proxy with /addproxy socks5h://user:pass@host:port")
     lines = [_("Proxies (sessions / cap):")]
     for n, record in enumerate(records, 1):
-        status = _("active") if record.status == "active" else _("bad")
+        status = _("active") if record.status == ProxyStatus.ACTIVE else _("bad")
         lines.append(
             f"{n}. {html.code(html.quote(record.masked))} · {status} · {record.sessions}/{cap}"
         )
@@ -244,21 +245,19 @@ def proxy_removed(masked: str) -> str:
     return _("➖ Removed {proxy} from the pool.").format(proxy=html.code(html.quote(masked)))
 
 
-def stats(
-    sessions: list[SessionRecord], proxy_records: list[ProxyRecord], free: int, total: int
-) -> str:
-    counts: dict[str, int] = {}
-    for record in sessions:
-        counts[record.status] = counts.get(record.status, 0) + 1
-    lines = [_("Sessions: {n}").format(n=len(sessions))]
-    lines += [f"• {status_name(s)}: {counts[s]}" for s in Status if counts.get(s)]
-    active = sum(p.status == "active" for p in proxy_records)
+def stats(fleet: FleetStats) -> str:
+    lines = [_("Sessions: {n}").format(n=fleet.sessions)]
+    lines += [
+        f"• {status_name(s)}: {fleet.by_status[s]}" for s in Status if fleet.by_status.get(s)
+    ]
     lines.append(
         _("Proxies: {active} active, {bad} bad").format(
-            active=active, bad=len(proxy_records) - active
+            active=fleet.proxies_active, bad=fleet.proxies_bad
         )
     )
-    lines.append(_("Free slots: {free} of {total}").format(free=free, total=total))
+    lines.append(
+        _("Free slots: {free} of {total}").format(free=fleet.free_slots, total=fleet.total_slots)
+    )
     return "\n".join(lines)
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from core import fleet_stats
 from core.errors import Conflict, NotFound
+from core.fleet_stats import FleetStats
 from core.models import ProxyRecord, ProxyStatus
 from core.notifier import Alert, AlertKind, Notifier
 from core.proxy_probe import probe
@@ -105,9 +107,11 @@ class ProxyPool:
 
     async def free_slots(self) -> tuple[int, int]:
         """(free, total) slots over the active proxies."""
-        active = [p for p in await self.store.proxies() if p.status == ProxyStatus.ACTIVE]
-        total = self.cap * len(active)
-        return total - sum(min(p.sessions, self.cap) for p in active), total
+        return fleet_stats.capacity(await self.store.proxies(), self.cap)
+
+    async def stats(self) -> FleetStats:
+        """The one fleet count that REST, ``/metrics`` and the chat all show."""
+        return await fleet_stats.read(self.store, self.cap)
 
     async def check_capacity(self) -> None:
         """Warn once when fewer than one proxy's worth of slots is left; re-arm when it grows."""

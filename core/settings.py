@@ -49,6 +49,8 @@ class Settings:
     http_host: str = "0.0.0.0"
     http_port: int = 3000
     public_webhook_url: str = ""
+    # Empty: /metrics is open (for a scraper on a private network); set: Bearer <token> needed.
+    metrics_token: str = field(default="", repr=False)
     # Not in SPEC.md: knobs that let tests and the demo shorten the worker's clocks.
     worker_presence_interval_ms: int = 15_000
     worker_self_message_interval_ms: int = 600_000
@@ -87,6 +89,16 @@ class _Collector:
             self.problems.append(f"{name} is not set (or still a placeholder): set a random value")
         elif len(value) < MIN_SECRET_LEN:
             self.problems.append(f"{name} is too short: use at least {MIN_SECRET_LEN} characters")
+        return value
+
+    def optional_secret(self, name: str) -> str:
+        """Empty turns the protection off; a value set must be as strong as ``secret``'s."""
+        value = self.env.get(name, "").strip()
+        if value and (value.lower() in PLACEHOLDER_SECRETS or len(value) < MIN_SECRET_LEN):
+            self.problems.append(
+                f"{name} is too weak: use at least {MIN_SECRET_LEN} random characters, or leave "
+                "it empty"
+            )
         return value
 
     def integer(self, name: str, default: int, minimum: int = 0) -> int:
@@ -178,6 +190,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         http_host=c.text("HTTP_HOST", "0.0.0.0"),
         http_port=c.integer("HTTP_PORT", 3000, minimum=0),
         public_webhook_url=c.text("PUBLIC_WEBHOOK_URL", ""),
+        metrics_token=c.optional_secret("METRICS_TOKEN"),
         worker_presence_interval_ms=c.integer("WORKER_PRESENCE_INTERVAL_MS", 15_000, minimum=50),
         worker_self_message_interval_ms=c.integer(
             "WORKER_SELF_MESSAGE_INTERVAL_MS", 600_000, minimum=50

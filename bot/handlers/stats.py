@@ -8,14 +8,10 @@ from aiogram.types import Message
 
 from bot import texts
 from core.proxies import ProxyPool
-from core.sessions import SessionService
 
 router = Router(name="stats")
 
 
 @router.message(Command("stats"))
-async def stats(message: Message, service: SessionService, pool: ProxyPool) -> None:
-    free, total = await pool.free_slots()
-    await message.answer(
-        texts.stats(await service.all_sessions(), await pool.all_proxies(), free, total)
-    )
+async def stats(message: Message, pool: ProxyPool) -> None:
+    await message.answer(texts.stats(await pool.stats()))

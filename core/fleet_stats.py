@@ -1,0 +1,60 @@
+"""The fleet in numbers, counted once for REST's dashboard, ``/metrics`` and the chat's ``/stats``.
+
+Three readers used to count on their own and could disagree (the chat counted every proxy
+that is not active as bad, REST only the ones marked bad); one function keeps them telling
+the operator the same story.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.models import ProxyRecord, ProxyStatus, SessionRecord, count_by_status
+from core.proxy_url import ProxyUrl
+from core.store import Store
+
+
+@dataclass(frozen=True)
+class ProxyLoad:
+    """One proxy as a dashboard may name it: by its id, never by its URL."""
+
+    id: str
+    status: ProxyStatus
+    sessions: int
+
+
+@dataclass(frozen=True)
+class FleetStats:
+    by_status: dict[str, int]  # every session status, zeros included
+    proxies: list[ProxyLoad]
+    free_slots: int
+    total_slots: int
+
+    @property
+    def sessions(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def proxies_active(self) -> int:
+        return sum(p.status == ProxyStatus.ACTIVE for p in self.proxies)
+
+    @property
+    def proxies_bad(self) -> int:
+        return sum(p.status == ProxyStatus.BAD for p in self.proxies)
+
+
+def capacity(proxies: list[ProxyRecord], cap: int) -> tuple[int, int]:
+    """(free, total) slots over the active proxies; a bad proxy offers none."""
+    active = [p for p in proxies if p.status == ProxyStatus.ACTIVE]
+    total = cap * len(active)
+    return total - sum(min(p.sessions, cap) for p in active), total
+
+
+def count(sessions: list[SessionRecord], proxies: list[ProxyRecord], cap: int) -> FleetStats:
+    free, total = capacity(proxies, cap)
+    loads = [ProxyLoad(ProxyUrl.parse(p.url).id, p.status, p.sessions) for p in proxies]
+    return FleetStats(count_by_status(sessions), loads, free, total)
+
+
+async def read(store: Store, cap: int) -> FleetStats:
+    return count(await store.list_sessions(), await store.proxies(), cap)
