@@ -6,6 +6,8 @@ import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import (
     Conflict,
@@ -47,6 +49,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except (RedisConnectionError, RedisTimeoutError):
+        # Still unreachable after the client's own reconnects and retries: down, not broken.
+        log.warning("Redis unreachable on %s %s", request.method, request.path)
+        return error_response(503, "redis_unavailable", "the state store is unreachable: retry")
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error: see the server log")

@@ -11,11 +11,20 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core import keys
 from core.models import ProxyRecord, ProxyStatus, SessionRecord
 
 EVENTS_KEPT = 200  # per session: enough to explain the last day without growing forever
+# After a Redis restart every pooled connection is dead: a call that meets one reconnects and
+# tries again (0.05 s, 0.1 s, 0.2 s, 0.4 s, 0.5 s apart) instead of failing the request; while
+# Redis stays down the caller gets the error after about 1.3 s and the API answers 503.
+REDIS_RETRIES = 5
+REDIS_BACKOFF = ExponentialBackoff(cap=0.5, base=0.05)
 
 
 class NoSuchSession(Exception):  # noqa: N818
@@ -76,7 +85,23 @@ class Store:
 
     @classmethod
     def connect(cls, url: str) -> Store:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True))
+        """A client that survives a Redis restart.
+
+        A retry resends a command only when the connection failed; every write here is a
+        ``SET``/``DEL`` of a whole value or an atomic script that checks its own precondition
+        (a retried release or failover finds the work done), so a resend is safe.
+        """
+        return cls(
+            aioredis.Redis.from_url(
+                url,
+                decode_responses=True,
+                retry=Retry(REDIS_BACKOFF, REDIS_RETRIES),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                health_check_interval=10,  # a connection idle that long is pinged before use
+                socket_keepalive=True,
+                socket_connect_timeout=2,
+            )
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()
