@@ -14,7 +14,7 @@ from core.errors import Conflict, NotFound
 from core.fleet_stats import FleetStats
 from core.models import ProxyRecord, ProxyStatus
 from core.notifier import Alert, AlertKind, Notifier
-from core.proxy_probe import probe
+from core.proxy_probe import Destination, probe
 from core.proxy_url import ProxyUrl, mask, parse_input
 from core.store import Store
 from core.tasks import every
@@ -25,10 +25,14 @@ RecoveredCallback = Callable[[], Awaitable[None]]
 
 
 class ProxyPool:
-    def __init__(self, store: Store, notifier: Notifier, cap: int) -> None:
+    def __init__(
+        self, store: Store, notifier: Notifier, cap: int, destination: Destination | None = None
+    ) -> None:
         self.store = store
         self.notifier = notifier
         self.cap = cap
+        # Where the workers go; a proxy that cannot reach it fails the probe.
+        self.destination = destination
         self._recovered: list[RecoveredCallback] = []
         self._capacity_low = False
 
@@ -74,7 +78,7 @@ class ProxyPool:
         log.info("proxy %s removed from the pool", mask(url))
 
     async def probe(self, url: str) -> str | None:
-        return await probe(ProxyUrl.parse(url))
+        return await probe(ProxyUrl.parse(url), self.destination)
 
     async def mark_bad(self, url: str, why: str) -> None:
         if await self.store.set_proxy_status(url, ProxyStatus.BAD):

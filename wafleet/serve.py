@@ -26,6 +26,7 @@ from core.metrics import Metrics
 from core.notifier import FanoutNotifier, LogNotifier
 from core.process_runner import ProcessRunner
 from core.proxies import ProxyPool
+from core.proxy_probe import Destination
 from core.runner import Runner
 from core.sessions import SessionService
 from core.settings import Settings
@@ -76,7 +77,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         settings.sessions_dir.mkdir(parents=True, exist_ok=True)
         notifier = FanoutNotifier(LogNotifier())
         metrics = Metrics()
-        pool = ProxyPool(store, notifier, settings.max_sessions_per_proxy)
+        destination = Destination.of_workers(settings.wa_driver, settings.simwa_url)
+        pool = ProxyPool(store, notifier, settings.max_sessions_per_proxy, destination)
         await pool.seed(settings.proxy_urls)
         runner = make_runner(settings)
         cleanup.push_async_callback(runner.close)
