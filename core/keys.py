@@ -57,6 +57,11 @@ def proxy_members(url: str) -> str:
     return PROXY_MEMBERS.format(url=url)
 
 
+def provision_receipt(token: str) -> str:
+    """A provision's answer for a minute, so a resent provision script answers it again."""
+    return f"wafleet:provision:{token}"
+
+
 # Handed to every Lua script as its ``FORMAT`` table (see ``core.store.load_script``).
 LUA_FORMATS = {
     "sessions": SESSIONS,

@@ -7,6 +7,7 @@ that what it writes is consistent even when many coroutines or processes write a
 from __future__ import annotations
 
 import json
+import uuid
 from importlib import resources
 from typing import Any
 
@@ -124,6 +125,7 @@ class Store:
                 keys.phone_proxy(phone),
                 keys.proxy_status(requested),
                 keys.proxy_sessions(requested),
+                keys.provision_receipt(uuid.uuid4().hex),
             ],
             args=[phone, requested, cap, phone_cap, now],
         )
@@ -210,9 +212,10 @@ class Store:
         return str(proxy) if proxy else None
 
     async def failover(self, session_id: str, cap: int) -> str | None:
-        new = await self._failover(
-            keys=[keys.SESSIONS, keys.session(session_id, "proxy")], args=[session_id, cap]
-        )
+        """Move the session off the proxy it is on now; a resend of the script moves nothing."""
+        own = keys.session(session_id, "proxy")
+        current = _str(await self.redis.get(own)) or ""
+        new = await self._failover(keys=[keys.SESSIONS, own], args=[session_id, cap, current])
         return str(new) if new else None
 
     async def release(self, session_id: str) -> bool:

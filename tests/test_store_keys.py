@@ -17,6 +17,7 @@ from core.store import Store
 
 P1 = "socks5h://u:p@127.0.0.1:1"
 P2 = "socks5h://u:p@127.0.0.1:2"
+P3 = "socks5h://u:p@127.0.0.1:3"
 # Braces, a Lua pattern character and a format placeholder: a key built by substitution
 # must carry the URL as it is.
 ODD = "socks5h://u:p%25{url}%7D@127.0.0.1:3"
@@ -34,7 +35,9 @@ async def store(redis_client: aioredis.Redis) -> Store:
 
 
 async def _keys(store: Store) -> list[str]:
-    return sorted(str(k) for k in await store.redis.keys("*"))
+    """Every key but the provisions' one-minute receipts (``test_a_resent_*`` has those)."""
+    found = [str(k) for k in await store.redis.keys("*")]
+    return sorted(k for k in found if not k.startswith("wafleet:provision:"))
 
 
 def test_no_script_spells_a_key() -> None:
@@ -121,3 +124,40 @@ async def test_an_unknown_stored_proxy_status_reads_as_bad(store: Store) -> None
     by_url = {p.url: p.status for p in await store.proxies()}
     assert by_url == {P1: ProxyStatus.BAD, P2: ProxyStatus.ACTIVE}
     assert (await store.reserve("", "", 4, 4, 1))[1] == P2
+
+
+async def test_a_resent_provision_script_answers_the_same_session(store: Store) -> None:
+    """redis-py resends a command whose connection broke, maybe after Redis ran it."""
+    sid, proxy = await store.reserve(PHONE, "", 4, 4, 1)
+    receipts = [str(k) for k in await store.redis.keys("wafleet:provision:*")]
+    assert len(receipts) == 1
+    assert 0 < await store.redis.pttl(receipts[0]) <= 60_000
+    assert await store.redis.hgetall(receipts[0]) == {"id": sid, "proxy": proxy}
+    resend = store._provision  # the very call, same keys and arguments, run a second time
+    keys_of_call = [
+        "wafleet:proxies",
+        "wafleet:sessions",
+        "wafleet:session_seq",
+        f"phone:{PHONE}:sessions",
+        f"phone:{PHONE}:proxy",
+        "proxy::status",
+        "proxy::sessions",
+        receipts[0],
+    ]
+    assert await resend(keys=keys_of_call, args=[PHONE, "", 4, 4, 1]) == ["ok", sid, proxy]
+    assert await store.session_ids() == [sid]
+    assert await store.redis.mget(f"proxy:{proxy}:sessions", "wafleet:session_seq") == ["1", "1"]
+    assert await store.redis.smembers(f"phone:{PHONE}:sessions") == {sid}
+
+
+async def test_a_resent_failover_script_moves_the_session_once(store: Store) -> None:
+    sid, old = await store.reserve("", P1, 4, 4, 1)
+    await store.add_proxy(P3)
+    await store.set_proxy_status(old, ProxyStatus.BAD)
+    call = {"keys": ["wafleet:sessions", f"session:{sid}:proxy"], "args": [sid, 4, old]}
+    first = await store._failover(**call)
+    assert first == P2
+    assert await store._failover(**call) == P2  # the resend: already moved, stays
+    assert await store.redis.mget(
+        f"proxy:{P1}:sessions", f"proxy:{P2}:sessions", f"proxy:{P3}:sessions"
+    ) == ["0", "1", "0"]

@@ -1,14 +1,20 @@
 -- Reserve a proxy slot and write the session record in one atomic step, so concurrent
 -- provisions can never push a proxy over the cap or a phone over its session limit.
 -- The id is drawn only on success, so a refused provision leaves Redis as it was.
+-- The client resends a script whose connection broke, possibly after Redis ran it: the
+-- receipt makes a resend answer the first run's session instead of reserving a second one.
 -- KEYS: proxies set, sessions set, session counter, phone:<phone>:sessions,
 -- phone:<phone>:proxy, proxy:<requested>:status, proxy:<requested>:sessions
--- (the phone and requested keys are unused when those are '').
+-- (the phone and requested keys are unused when those are ''), the call's receipt.
 -- ARGV: phone ('' = unknown), requested proxy ('' = choose), cap, phone cap, now ms
 local proxies, sessions, seq, phone_sessions, phone_proxy = unpack(KEYS, 1, 5)
-local requested_status, requested_count = KEYS[6], KEYS[7]
+local requested_status, requested_count, receipt = KEYS[6], KEYS[7], KEYS[8]
 local phone, requested = ARGV[1], ARGV[2]
 local cap, phone_cap, now = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local done = redis.call('HMGET', receipt, 'id', 'proxy')
+if done[1] then
+  return {'ok', done[1], done[2]}
+end
 if phone ~= '' and redis.call('SCARD', phone_sessions) >= phone_cap then
   return {'err', 'phone_limit'}
 end
@@ -56,4 +62,6 @@ if phone ~= '' then
   redis.call('SET', fill(FORMAT.session, id, 'phone'), phone)
   redis.call('SADD', phone_sessions, id)
 end
+redis.call('HSET', receipt, 'id', id, 'proxy', chosen)
+redis.call('PEXPIRE', receipt, 60000)
 return {'ok', id, chosen}
