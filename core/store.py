@@ -88,9 +88,10 @@ class Store:
     def connect(cls, url: str) -> Store:
         """A client that survives a Redis restart.
 
-        A retry resends a command only when the connection failed; every write here is a
-        ``SET``/``DEL`` of a whole value or an atomic script that checks its own precondition
-        (a retried release or failover finds the work done), so a resend is safe.
+        A retry resends a command when its connection failed, perhaps after Redis ran it.
+        Every write here is a ``SET``/``DEL`` of a whole value or an atomic script that checks
+        its own precondition: a resent provision answers from its receipt, a resent failover
+        finds the session moved, a resent release or proxy status change finds the work done.
         """
         return cls(
             aioredis.Redis.from_url(
