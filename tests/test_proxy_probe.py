@@ -2,13 +2,17 @@
 
 Real microsocks proxies on loopback; the destination is a listener of this test on 127.0.0.1,
 or a loopback port with nothing listening (what a proxy that cannot reach WhatsApp answers).
+The last test runs a whole ``serve`` whose ``SIMWA_URL`` names such a port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,6 +23,7 @@ from core.proxies import ProxyPool
 from core.proxy_probe import WHATSAPP, Destination, probe
 from core.proxy_url import ProxyUrl
 from core.store import Store
+from tests.fleet import Fleet, eventually
 from wafleet import devstack
 
 
@@ -100,3 +105,49 @@ def test_the_destination_is_where_the_workers_go() -> None:
     assert (sim.host, sim.port) == ("localhost", 8765)
     real = Destination.of_workers("neonize", "ws://localhost:8765/ws")
     assert (real.host, real.port) == WHATSAPP == ("web.whatsapp.com", 443)
+
+
+@pytest.fixture
+def network_port() -> int:
+    """The simulated network's port, with nothing listening until a test opens it."""
+    return devstack.free_port()
+
+
+@pytest.fixture
+def fleet_options(network_port: int) -> dict[str, Any]:
+    return {"SIMWA_URL": f"ws://localhost:{network_port}/ws"}
+
+
+async def test_serve_fails_over_a_proxy_that_shakes_hands_but_cannot_reach_the_network(
+    fleet: Fleet, network_port: int
+) -> None:
+    sid = (await fleet.provision())["id"]
+    old = str(await fleet.redis.get(f"session:{sid}:proxy"))
+    report = {
+        "sessionId": sid,
+        "type": "PROXY_ERROR",
+        "data": {"error": "proxy timed out", "proxyId": ProxyUrl.parse(old).id},
+        "timestamp": time.time_ns() // 1_000_000,
+        "id": uuid.uuid4().hex,
+    }
+    assert (await fleet.post_webhook(report))[0] == 200
+
+    async def moved() -> str | None:
+        status, proxy = await fleet.redis.mget(f"proxy:{old}:status", f"session:{sid}:proxy")
+        return str(proxy) if status == "bad" and proxy != old else None
+
+    new = await eventually(moved, what="the proxy marked bad and the session moved off it")
+    assert new in {p.url for p in fleet.proxies} - {old}
+
+    # The network answers again: the recovery probe, through the proxy, returns it.
+    heard = Listener()
+    heard.server = await asyncio.start_server(heard._accept, "127.0.0.1", network_port)
+    try:
+
+        async def back() -> bool:
+            return await fleet.redis.get(f"proxy:{old}:status") == "active"
+
+        await eventually(back, what="the proxy back in the pool")
+        assert heard.accepted >= 1
+    finally:
+        heard.server.close()
