@@ -97,7 +97,7 @@ class ProxyPool:
                     Alert(
                         AlertKind.PROXY_RECOVERED,
                         proxy=mask(record.url),
-                        detail="the proxy passes the SOCKS5 handshake again",
+                        detail="the proxy reaches the network through SOCKS5 again",
                         action="returned it to the pool",
                     )
                 )
