@@ -14,18 +14,32 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import sys
 import time
+import warnings
 import zipfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
-from core.backups import cron_trigger
+from api.app import create_app
+from core.backups import BackupService, cron_trigger
+from core.clock import SystemClock
+from core.metrics import Metrics
+from core.notifier import LogNotifier
+from core.proxies import ProxyPool
+from core.sessions import SessionService
+from core.settings import Settings
+from core.store import Store
+from tests.conftest import fleet_env
 from tests.fleet import API_KEY, Fleet, eventually
 from wafleet import devstack
+from wafleet.serve import make_runner
 
 PHONES = [f"9725010000{n:02d}" for n in range(10)]
 
@@ -375,7 +389,11 @@ async def test_rolling_backup_keeps_the_fleet_connected(fleet: Fleet) -> None:
     started = time.monotonic()
     try:
         first = asyncio.create_task(create(fleet))
-        await asyncio.sleep(0.05)
+
+        async def copying() -> bool:  # the running backup's staging folder is there
+            return any(p.name.startswith(".staging-") for p in backups_dir(fleet).glob(".*"))
+
+        await eventually(copying, what="the first backup to start copying")
         # never two backups at once: a second request while one runs is refused, not queued
         status, body = await fleet.call("POST", "/api/v1/backups/create")
         assert (status, body["error"]["code"]) == (409, "backup_busy"), body
@@ -429,3 +447,250 @@ def test_backup_cron_keeps_crontab_meaning() -> None:
     assert seconds == datetime(2024, 5, 1, 12, 0, 15, tzinfo=UTC)
     with pytest.raises(ValueError):
         cron_trigger("0 3 * *", UTC)
+
+
+# archives that must never be restored (issue 14) -------------------------------------------
+
+
+def _write_zip(path: Path, members: list[tuple[str, bytes]]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate we store on purpose
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in members:
+                zf.writestr(name, data)
+
+
+def _zip_bomb(path: Path, good: list[tuple[str, bytes]], sid: str) -> None:
+    """About 1 MB on disk, 1 GiB of zeros once unpacked."""
+    _write_zip(path, good)
+    with (
+        zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
+        zf.open(f"sessions/{sid}/bomb.bin", "w", force_zip64=True) as out,
+    ):
+        zeros = bytes(1 << 20)
+        for _ in range(1024):
+            out.write(zeros)
+
+
+@pytest.mark.parametrize(
+    "fleet_options",
+    [{"BACKUP_MAX_FILES": "40", "BACKUP_MAX_MANIFEST_BYTES": "65536"}],
+    indirect=True,
+)
+async def test_poisoned_archives_are_refused_before_anything_stops(fleet: Fleet) -> None:
+    sid = (await fleet.link(PHONES[0]))["id"]
+    good = backups_dir(fleet) / f"{(await create(fleet))['id']}.zip"
+    manifest = json.loads(zipfile.ZipFile(good).read("manifest.json"))
+    meta = json.loads((fleet.sessions_dir / sid / "session.json").read_text())
+
+    def archive(
+        sessions: dict[str, dict[str, Any]], extra: list[tuple[str, bytes]] = (), **changes: Any
+    ) -> list[tuple[str, bytes]]:
+        listed = {**manifest, **changes}
+        members = [("manifest.json", json.dumps(listed).encode())]
+        for folder, data in sessions.items():
+            members.append((f"sessions/{folder}/session.json", json.dumps(data).encode()))
+            members.append((f"sessions/{folder}/creds.json", b"{}"))
+        return members + list(extra)
+
+    mine = {sid: meta}
+    huge_seq = "worker_99999999999999999999"
+    cases: dict[str, tuple[list[tuple[str, bytes]], str]] = {
+        "backup_2001-01-01": (archive({"evil": {**meta, "id": "evil"}}), "backup_bad_session_id"),
+        "backup_2001-01-02": (
+            archive({huge_seq: {**meta, "id": huge_seq}}),
+            "backup_bad_session_id",
+        ),
+        "backup_2001-01-03": (archive({sid: {**meta, "phone": "1"}}), "backup_bad_phone"),
+        "backup_2001-01-04": (
+            archive(mine, sticky={"../../x": "gopher://evil:70"}),
+            "backup_bad_phone",
+        ),
+        "backup_2001-01-05": (
+            archive(mine, sticky={PHONES[1]: "gopher://evil:70"}),
+            "backup_bad_proxy",
+        ),
+        "backup_2001-01-06": (
+            archive({sid: {**meta, "proxy": "socks5h://h:0"}}),
+            "backup_bad_proxy",
+        ),
+        "backup_2001-01-07": (
+            archive(mine, [(f"sessions/{sid}/session.json", json.dumps(meta).encode())]),
+            "backup_duplicate_member",
+        ),
+        "backup_2001-01-08": (archive(mine, [("sessions/worker_7", b"x")]), "backup_not_a_folder"),
+        "backup_2001-01-09": (
+            archive(mine, [(f"sessions/{sid}/f{n}", b"") for n in range(40)]),
+            "backup_too_many_files",
+        ),
+        "backup_2001-01-10": (
+            archive(mine, pad=" " * 70_000),  # valid JSON, over BACKUP_MAX_MANIFEST_BYTES
+            "backup_manifest_too_large",
+        ),
+    }
+    for name, (members, _) in cases.items():
+        _write_zip(backups_dir(fleet) / f"{name}.zip", members)
+    bomb = "backup_2001-01-11"
+    _zip_bomb(backups_dir(fleet) / f"{bomb}.zip", archive(mine), sid)
+    assert (backups_dir(fleet) / f"{bomb}.zip").stat().st_size < 8 << 20
+    cases[bomb] = ([], "backup_too_large")
+
+    redis_before, files_before = await fleet.snapshot(), listing(fleet)
+    pid = fleet.workers()[sid]
+    for name, (_, code) in cases.items():
+        got, body = await restore(fleet, name)
+        assert (got, body["error"]["code"]) == (400, code), (name, body)
+        assert name in body["error"]["message"]
+        assert "gopher" not in body["error"]["message"]
+    assert await fleet.snapshot() == redis_before
+    assert listing(fleet) == files_before
+    assert fleet.workers() == {sid: pid}  # never stopped
+    assert not [p for p in fleet.sessions_dir.iterdir() if p.name.startswith(".")]
+    assert "Traceback" not in fleet.log()
+    # provision still works and counts on from the fleet's own ids
+    assert (await fleet.provision(PHONES[1]))["id"] == "worker_2"
+
+    # a listing shows the oversized manifest's archive without reading the manifest
+    _, listed = await fleet.call("GET", "/api/v1/backups")
+    by_id = {b["id"]: b for b in listed["backups"]}
+    assert by_id["backup_2001-01-10"]["sessions"] is None
+    assert by_id[good.stem]["sessions"] == 1
+
+
+async def test_a_failure_after_the_swap_brings_the_old_fleet_back(fleet: Fleet) -> None:
+    gone = (await fleet.link(PHONES[0]))["id"]
+    backup = await create(fleet)
+    status, _ = await fleet.call("DELETE", f"/api/sessions/{gone}")
+    assert status == 200
+    kept = (await fleet.link(PHONES[1]))["id"]
+    # A real fault for the rebuild to hit: the archive's phone index holds a string, so
+    # Redis answers WRONGTYPE when the restore adds the session to it.
+    await fleet.redis.set(f"phone:{PHONES[0]}:sessions", "not a set")
+    redis_before, files_before = await fleet.snapshot(), listing(fleet)
+    pid = fleet.workers()[kept]
+
+    got, body = await restore(fleet, backup["id"], wait=5)
+    assert (got, body["error"]["code"]) == (500, "restore_failed"), body
+    assert "previous fleet is back" in body["error"]["message"]
+
+    await fleet.wait_status(kept, "connected")
+    assert set(fleet.workers()) == {kept} and fleet.workers()[kept] != pid  # started again
+    assert listing(fleet) == files_before
+    assert not [p for p in fleet.sessions_dir.iterdir() if p.name.startswith(".")]
+    after = await fleet.snapshot()
+    # Starting the worker again rewrites its lock (the new pid), its connection time, and
+    # appends events; everything else is as it was, the planted fault included.
+    volatile = {f"session:{kept}:{k}" for k in ("lock", "events", "connectedAt")}
+    assert {k: v for k, v in after.items() if k not in volatile} == {
+        k: v for k, v in redis_before.items() if k not in volatile
+    }
+    assert await fleet.events(kept, "RESTORED") == []
+    # the fleet works: a provision is accepted again
+    assert (await fleet.provision(PHONES[2]))["id"] == "worker_3"
+
+
+@pytest.fixture
+def tiny_backups_dir(tmp_path: Path) -> Iterator[Path]:
+    """``BACKUPS_DIR`` on a real 2 MiB file system (tmpfs; CI runs as root), so a backup
+    really fills it. Unmounted afterwards whatever happens."""
+    small = tmp_path / "backups"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(small)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield small
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+@pytest.mark.parametrize("fleet_options", [{"start": False}], indirect=True)
+async def test_a_full_disk_is_reported_as_disk_full(tiny_backups_dir: Path, fleet: Fleet) -> None:
+    assert backups_dir(fleet) == tiny_backups_dir
+    fleet.start()
+    sid = (await fleet.link(PHONES[0]))["id"]
+    # Incompressible auth state bigger than the 2 MiB file system holding BACKUPS_DIR.
+    (fleet.sessions_dir / sid / "app-state.bin").write_bytes(os.urandom(3 << 20))
+    status, body = await fleet.call("POST", "/api/v1/backups/create")
+    assert (status, body["error"]["code"]) == (507, "disk_full"), body
+    assert "disk is full" in body["error"]["message"]
+    code, _, err = await cli(fleet, "create")
+    assert code == 1 and "disk_full" in err and "disk is full" in err
+    assert os.listdir(tiny_backups_dir) == []  # no partial archive, no staging folder
+    assert (await fleet.status(sid))["status"] == "connected"  # resumed after its copy
+    # with room again, the next backup works
+    (fleet.sessions_dir / sid / "app-state.bin").write_bytes(os.urandom(1 << 10))
+    assert (await create(fleet))["sessions"] == 1
+
+
+async def test_restore_answers_busy_to_every_fleet_change(
+    tmp_path: Path, redis_server: str, redis_client: Any
+) -> None:
+    """Held at a known point by the service's step hook: provision, restart and delete answer
+    409 ``busy`` while the fleet is being replaced, and work again once it is."""
+    env = fleet_env(tmp_path, redis_server, [], devstack.free_port())
+    settings = Settings.from_env(env)
+    nobody = devstack.free_port()  # a proxy port nothing listens on: the session is parked
+    sid = "worker_1"
+    meta = {"id": sid, "phone": PHONES[0], "proxy": f"socks5h://wa:pw@127.0.0.1:{nobody}"}
+    settings.backups_dir.mkdir(parents=True)
+    _write_zip(
+        settings.backups_dir / "backup_2002-02-02.zip",
+        [
+            ("manifest.json", json.dumps({"format": 1, "sessions": [meta]}).encode()),
+            (f"sessions/{sid}/session.json", json.dumps(meta).encode()),
+        ],
+    )
+    store = Store.connect(settings.redis_url)
+    notifier = LogNotifier()
+    metrics = Metrics()
+    pool = ProxyPool(store, notifier, settings.max_sessions_per_proxy)
+    runner = make_runner(settings)
+    service = SessionService(settings, store, pool, runner, notifier, SystemClock(), metrics)
+    backups = BackupService(settings, store, service, runner, notifier, SystemClock())
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(step: str) -> None:
+        if step == "maintenance":
+            entered.set()
+            await release.wait()
+
+    backups.on_step = hold
+    app = create_app(settings, store, service, pool, metrics, backups)
+    server = TestServer(app, host="127.0.0.1", port=devstack.free_port())
+    headers = {"X-API-Key": API_KEY}
+    async with TestClient(server) as client:
+
+        async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            async with client.request(method, path, json=body, headers=headers) as r:
+                return r.status, await r.json()
+
+        restoring = asyncio.create_task(
+            call("POST", "/api/v1/backups/restore/backup_2002-02-02", {"waitSeconds": 0})
+        )
+        await asyncio.wait_for(entered.wait(), 15)
+        for method, path, body in (
+            ("POST", "/api/sessions/provision", {"phone": PHONES[1]}),
+            ("POST", f"/api/sessions/{sid}/restart", None),
+            ("DELETE", f"/api/sessions/{sid}", None),
+        ):
+            status, answer = await call(method, path, body)
+            assert (status, answer["error"]["code"]) == (409, "busy"), (path, answer)
+            assert "a restore is in progress" in answer["error"]["message"]
+        status, answer = await call("POST", "/api/v1/backups/create")
+        assert (status, answer["error"]["code"]) == (409, "backup_busy")
+        assert not restoring.done()
+
+        release.set()
+        status, report = await restoring
+        assert status == 200, report
+        assert report["sessions"] == [sid] and report["reassigned"][0]["to"] is None
+        status, answer = await call("DELETE", f"/api/sessions/{sid}")
+        assert status == 200, answer  # the maintenance is over
+    await service.close()
+    await runner.close()
+    await store.close()
