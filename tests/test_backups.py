@@ -472,6 +472,16 @@ def _zip_bomb(path: Path, good: list[tuple[str, bytes]], sid: str) -> None:
             out.write(zeros)
 
 
+def _lie_about_sizes(path: Path, member: bytes, size: int) -> None:
+    """Rewrite the central directory so ``member`` claims ``size`` bytes unpacked."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"PK\x01\x02")
+    while data[at + 46 : at + 46 + len(member)] != member:
+        at = data.index(b"PK\x01\x02", at + 4)
+    data[at + 24 : at + 28] = size.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize(
     "fleet_options",
     [{"BACKUP_MAX_FILES": "40", "BACKUP_MAX_MANIFEST_BYTES": "65536"}],
@@ -530,6 +540,10 @@ async def test_poisoned_archives_are_refused_before_anything_stops(fleet: Fleet)
     }
     for name, (members, _) in cases.items():
         _write_zip(backups_dir(fleet) / f"{name}.zip", members)
+    liar = backups_dir(fleet) / "backup_2001-01-12.zip"
+    _write_zip(liar, [*archive(mine), (f"sessions/{sid}/big.bin", os.urandom(1 << 20))])
+    _lie_about_sizes(liar, f"sessions/{sid}/big.bin".encode(), 100)
+    cases[liar.stem] = ([], "backup_corrupt")  # inflating stops at the declared size
     bomb = "backup_2001-01-11"
     _zip_bomb(backups_dir(fleet) / f"{bomb}.zip", archive(mine), sid)
     assert (backups_dir(fleet) / f"{bomb}.zip").stat().st_size < 8 << 20
