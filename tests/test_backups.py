@@ -36,7 +36,9 @@ from core.proxies import ProxyPool
 from core.sessions import SessionService
 from core.settings import Settings
 from core.store import Store
+from tests import fake_telegram
 from tests.conftest import fleet_env
+from tests.fake_telegram import ADMIN, FakeTelegram, bot_env
 from tests.fleet import API_KEY, Fleet, eventually
 from wafleet import devstack
 from wafleet.serve import make_runner
@@ -44,10 +46,17 @@ from wafleet.serve import make_runner
 PHONES = [f"9725010000{n:02d}" for n in range(10)]
 
 
+telegram = fake_telegram.telegram  # the fixture, for the tests that read the chat
+
+
 @pytest.fixture
 def fleet_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Each test shapes its fleet with ``parametrize("fleet_options", [...], indirect=True)``."""
-    return dict(getattr(request, "param", {}))
+    """Each test shapes its fleet with ``parametrize("fleet_options", [...], indirect=True)``;
+    ``"bot": True`` runs the Telegram bot against the fake Bot API."""
+    options = dict(getattr(request, "param", {}))
+    if options.pop("bot", False):
+        return bot_env(request.getfixturevalue("telegram"), **options)
+    return options
 
 
 def backups_dir(fleet: Fleet) -> Path:
@@ -622,8 +631,10 @@ def tiny_backups_dir(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(small)], check=False)
 
 
-@pytest.mark.parametrize("fleet_options", [{"start": False}], indirect=True)
-async def test_a_full_disk_is_reported_as_disk_full(tiny_backups_dir: Path, fleet: Fleet) -> None:
+@pytest.mark.parametrize("fleet_options", [{"start": False, "bot": True}], indirect=True)
+async def test_a_full_disk_is_reported_as_disk_full(
+    tiny_backups_dir: Path, fleet: Fleet, telegram: FakeTelegram
+) -> None:
     assert backups_dir(fleet) == tiny_backups_dir
     fleet.start()
     sid = (await fleet.link(PHONES[0]))["id"]
@@ -634,6 +645,12 @@ async def test_a_full_disk_is_reported_as_disk_full(tiny_backups_dir: Path, flee
     assert "disk is full" in body["error"]["message"]
     code, _, err = await cli(fleet, "create")
     assert code == 1 and "disk_full" in err and "disk is full" in err
+    mark = len(telegram.calls)
+    telegram.send("/backup")
+    said = await telegram.wait_call(
+        "sendMessage", lambda c: c.chat == ADMIN and c.text.startswith("❌"), after=mark
+    )
+    assert "disk is full" in said.text and "in the log" not in said.text
     assert os.listdir(tiny_backups_dir) == []  # no partial archive, no staging folder
     assert (await fleet.status(sid))["status"] == "connected"  # resumed after its copy
     # with room again, the next backup works
