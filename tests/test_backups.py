@@ -429,8 +429,9 @@ async def test_rolling_backup_keeps_the_fleet_connected(fleet: Fleet) -> None:
 
 @pytest.mark.parametrize("fleet_options", [{"start": False}], indirect=True)
 async def test_scheduled_backup_fires_and_alerts(fleet: Fleet) -> None:
-    # BACKUP_CRON takes a sixth, leading seconds field, so the job can fire in seconds.
-    at = datetime.now(tz=UTC) + timedelta(seconds=6)
+    # BACKUP_CRON takes a sixth, leading seconds field, so the job fires seconds after the
+    # start (should serve take longer to start, it fires a minute later: still in time).
+    at = datetime.now(tz=UTC) + timedelta(seconds=3)
     fleet.env["BACKUP_CRON"] = f"{at.second} * * * * *"
     fleet.start()
 
@@ -693,8 +694,19 @@ async def test_restore_answers_busy_to_every_fleet_change(
     backups.on_step = hold
     app = create_app(settings, store, service, pool, metrics, backups)
     server = TestServer(app, host="127.0.0.1", port=devstack.free_port())
+    try:
+        await _hold_a_restore_and_try_changes(TestClient(server), sid, entered, release)
+    finally:
+        await service.close()
+        await runner.close()
+        await store.close()
+
+
+async def _hold_a_restore_and_try_changes(
+    client: TestClient[Any, Any], sid: str, entered: asyncio.Event, release: asyncio.Event
+) -> None:
     headers = {"X-API-Key": API_KEY}
-    async with TestClient(server) as client:
+    async with client:
 
         async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
             async with client.request(method, path, json=body, headers=headers) as r:
@@ -722,6 +734,3 @@ async def test_restore_answers_busy_to_every_fleet_change(
         assert report["sessions"] == [sid] and report["reassigned"][0]["to"] is None
         status, answer = await call("DELETE", f"/api/sessions/{sid}")
         assert status == 200, answer  # the maintenance is over
-    await service.close()
-    await runner.close()
-    await store.close()
