@@ -19,7 +19,7 @@ import sys
 import time
 import warnings
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -119,11 +119,14 @@ async def cli(fleet: Fleet, *args: str, port: int | None = None) -> tuple[int, s
     return proc.returncode, out.decode(), err.decode()
 
 
+async def get(fleet: Fleet, key: str) -> str:
+    """A string key's value (the test client decodes; redis-py types it loosely)."""
+    return str(await fleet.redis.get(key))
+
+
 async def sticky(fleet: Fleet, phone: str) -> tuple[str | None, str | None]:
-    return (
-        await fleet.redis.get(f"phone:{phone}:proxy"),
-        await fleet.redis.get(f"phone:{phone}:session"),
-    )
+    proxy, owner = await fleet.redis.mget(f"phone:{phone}:proxy", f"phone:{phone}:session")
+    return (None if proxy is None else str(proxy), None if owner is None else str(owner))
 
 
 async def devices_of(fleet: Fleet, sid: str) -> list[dict[str, Any]]:
@@ -230,7 +233,7 @@ async def test_restore_after_total_loss_brings_every_session_back(fleet: Fleet) 
     for proxy in fleet.proxies:
         members = await fleet.redis.smembers(f"proxy:{proxy.url}:members")
         assert members == {s for s in sids if before[s]["proxy"] == proxy.url}
-        assert int(await fleet.redis.get(f"proxy:{proxy.url}:sessions")) == len(members)
+        assert int(await get(fleet, f"proxy:{proxy.url}:sessions")) == len(members)
     async with fleet.http.get(fleet.simwa + "/control/qrs") as r:
         assert await r.json() == []
     # new sessions never reuse a restored id
@@ -243,7 +246,7 @@ async def test_restore_after_total_loss_brings_every_session_back(fleet: Fleet) 
 @pytest.mark.parametrize("fleet_options", [{"proxies": 2}], indirect=True)
 async def test_restore_on_fresh_install_with_another_pool(fleet: Fleet) -> None:
     sids = await link_many(fleet, PHONES[:2])
-    on = {sid: await fleet.redis.get(f"session:{sid}:proxy") for sid in sids}
+    on = {sid: await get(fleet, f"session:{sid}:proxy") for sid in sids}
     assert len(set(on.values())) == 2  # one session per proxy
     kept, moved = sids
     phone_of = {kept: PHONES[sids.index(kept)], moved: PHONES[sids.index(moved)]}
@@ -281,7 +284,7 @@ async def test_restore_on_fresh_install_with_another_pool(fleet: Fleet) -> None:
     assert await sticky(fleet, phone_of[kept]) == (on[kept], kept)
     meta = json.loads((fleet.sessions_dir / moved / "session.json").read_text())
     assert meta["proxy"] == fresh.url
-    assert int(await fleet.redis.get(f"proxy:{fresh.url}:sessions")) == 1
+    assert int(await get(fleet, f"proxy:{fresh.url}:sessions")) == 1
     assert await fleet.redis.sismember("wafleet:proxies", on[moved]) == 0
 
     device = await fleet.device(moved)
@@ -297,7 +300,7 @@ async def test_restore_on_fresh_install_with_another_pool(fleet: Fleet) -> None:
 # bad archives -----------------------------------------------------------------------------
 
 
-def _zip(members: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+def _zip(members: Sequence[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for info, data in members:
@@ -504,7 +507,9 @@ async def test_poisoned_archives_are_refused_before_anything_stops(fleet: Fleet)
     meta = json.loads((fleet.sessions_dir / sid / "session.json").read_text())
 
     def archive(
-        sessions: dict[str, dict[str, Any]], extra: list[tuple[str, bytes]] = (), **changes: Any
+        sessions: dict[str, dict[str, Any]],
+        extra: Sequence[tuple[str, bytes]] = (),
+        **changes: Any,
     ) -> list[tuple[str, bytes]]:
         listed = {**manifest, **changes}
         members = [("manifest.json", json.dumps(listed).encode())]
