@@ -338,17 +338,21 @@ class BackupService:
             if self.on_step is not None:
                 await self.on_step("maintenance")
             before = await self.store.fleet_snapshot()
-            current = sorted(set(await self.store.session_ids()) | set(await self.runner.running()))
-            await say(f"stopping {len(current)} worker(s)")
-            await asyncio.gather(*(self.runner.stop(sid) for sid in current))
-            # The swap: renames within one folder. From here on the archive's fleet is it.
-            await asyncio.to_thread(archive.swap_in, sessions_dir, staging, old)
+            swapped = False
             try:
+                current = sorted(
+                    set(await self.store.session_ids()) | set(await self.runner.running())
+                )
+                await say(f"stopping {len(current)} worker(s)")
+                await asyncio.gather(*(self.runner.stop(sid) for sid in current))
+                # The swap: renames within one folder, all or nothing.
+                await asyncio.to_thread(archive.swap_in, sessions_dir, staging, old)
+                swapped = True
                 await say("rebuilding the state")
                 rebuilt = await self._rebuild(info, plan, unknown, current)
             except Exception as exc:
-                log.exception("restore of %s failed after the swap; rolling back", info.id)
-                await self._roll_back(before, old)
+                log.exception("restore of %s failed; rolling back", info.id)
+                await self._roll_back(info, before, old if swapped else None, exc)
                 raise RestoreFailed(
                     f"restoring {info.id} failed ({_why(exc)}); the previous fleet is back"
                 ) from exc
@@ -399,13 +403,25 @@ class BackupService:
         await self.store.recount()
         return _Rebuilt(startable, reassigned, added)
 
-    async def _roll_back(self, before: FleetSnapshot, old: Path) -> None:
-        """The fleet the restore replaced, back as it was: folders, Redis, running workers."""
+    async def _roll_back(
+        self, info: BackupInfo, before: FleetSnapshot, old: Path | None, cause: Exception
+    ) -> None:
+        """The fleet the restore replaced, back as it was: folders (when they were swapped),
+        Redis, running workers. If even that fails, the operator must be told so."""
         sessions_dir = self.settings.sessions_dir
-        discard = sessions_dir / f".discard-{self.clock.now_ms()}"
-        await asyncio.to_thread(archive.swap_back, sessions_dir, old, discard)
-        await self.store.restore_fleet(before)
-        await self.service.reconcile()
+        try:
+            if old is not None:
+                discard = sessions_dir / f".discard-{self.clock.now_ms()}"
+                await asyncio.to_thread(archive.swap_back, sessions_dir, old, discard)
+            await self.store.restore_fleet(before)
+            await self.service.reconcile()
+        except Exception as exc:
+            log.exception("rolling back the restore of %s failed", info.id)
+            kept = f"; the previous folders are in {old}" if old is not None else ""
+            raise RestoreFailed(
+                f"restoring {info.id} failed ({_why(cause)}) and so did putting the previous "
+                f"fleet back ({_why(exc)}): see the server log{kept}"
+            ) from exc
 
     async def _finish(
         self, info: BackupInfo, plan: Plan, rebuilt: _Rebuilt, say: Progress, wait_s: float
