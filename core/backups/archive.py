@@ -55,6 +55,8 @@ CHUNK = 1 << 20
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 _LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
 _LOCAL_MAGIC = 0x04034B50
+# What zipfile raises on a damaged member (NotImplementedError: an unknown compression).
+_UNREADABLE = (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, NotImplementedError)
 
 
 @dataclass(frozen=True)
@@ -347,8 +349,13 @@ def _check_data(name: str, zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], 
                     total += len(chunk)
                     if total > cap:
                         raise TooLarge(f"{name} unpacks to more than BACKUP_MAX_BYTES={cap}")
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, NotImplementedError) as e:
-        raise CorruptArchive(f"{name} is damaged or truncated: {type(e).__name__}: {e}") from None
+    except _UNREADABLE as exc:
+        raise CorruptArchive(f"{name} is damaged or truncated: {_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _chunks(src: BinaryIO | Any) -> Iterator[bytes]:

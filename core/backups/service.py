@@ -222,7 +222,8 @@ class BackupService:
         running = sorted(await self.runner.running())
         down = self.clock.now_ms()  # a worker is down from the stop request to its new start
         await asyncio.gather(*(self.runner.stop(sid) for sid in running))
-        log.info("stop-all: %d worker(s) stopped in %d ms", len(running), self.clock.now_ms() - down)
+        stopped_ms = self.clock.now_ms() - down
+        log.info("stop-all: %d worker(s) stopped in %d ms", len(running), stopped_ms)
         src = self.settings.sessions_dir
         try:
             for sid in folders:
