@@ -85,3 +85,14 @@ def bot_lang(chat_or_user_id: int) -> str:
 def bot_qr_message(session_id: str) -> str:
     """Hash ``chat`` + ``message``: the chat that shows the session's QR, and its message."""
     return f"wafleet:bot:qr:{session_id}"
+
+
+# What a restore replaces, and puts back when it fails: every key of the fleet itself.
+FLEET_INDEXES = (SESSIONS, PROXIES, SESSION_SEQ)
+FLEET_PATTERNS = ("session:*", "phone:*", "proxy:*")
+PHONE_PROXY_PATTERN = phone_proxy("*")
+
+
+def phone_of_proxy_key(key: str) -> str:
+    """``phone:<phone>:proxy`` -> ``<phone>`` (a phone has no colon)."""
+    return key.split(":")[1]

@@ -41,6 +41,10 @@ class Settings:
     backup_cron: str = "0 3 * * *"
     # rolling: pause one worker at a time while its folder is copied; stop-all: SPEC.md's way.
     backup_mode: str = "rolling"
+    # What a restore accepts from an archive: a crafted one (a zip bomb) is refused unread.
+    backup_max_bytes: int = 512 * 1024 * 1024
+    backup_max_files: int = 100_000
+    backup_max_manifest_bytes: int = 16 * 1024 * 1024
     runner: str = "process"
     worker_image: str = "wafleet-worker:latest"
     worker_network: str = "host"
@@ -182,6 +186,11 @@ def _parse(env: Mapping[str, str]) -> Settings:
         max_backups=c.integer("MAX_BACKUPS", 7, minimum=1),
         backup_cron=c.cron("BACKUP_CRON", "0 3 * * *"),
         backup_mode=c.choice("BACKUP_MODE", "rolling", ("rolling", "stop-all")),
+        backup_max_bytes=c.integer("BACKUP_MAX_BYTES", 512 * 1024 * 1024, minimum=1024),
+        backup_max_files=c.integer("BACKUP_MAX_FILES", 100_000, minimum=2),
+        backup_max_manifest_bytes=c.integer(
+            "BACKUP_MAX_MANIFEST_BYTES", 16 * 1024 * 1024, minimum=1024
+        ),
         runner=c.choice("RUNNER", "process", ("process", "docker")),
         worker_image=c.text("WORKER_IMAGE", "wafleet-worker:latest"),
         worker_network=c.text("WORKER_NETWORK", "host"),

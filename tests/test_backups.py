@@ -14,26 +14,49 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 import sys
 import time
+import warnings
 import zipfile
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
-from core.backups import cron_trigger
+from api.app import create_app
+from core.backups import BackupService, cron_trigger
+from core.clock import SystemClock
+from core.metrics import Metrics
+from core.notifier import LogNotifier
+from core.proxies import ProxyPool
+from core.sessions import SessionService
+from core.settings import Settings
+from core.store import Store
+from tests import fake_telegram
+from tests.conftest import fleet_env
+from tests.fake_telegram import ADMIN, FakeTelegram, bot_env
 from tests.fleet import API_KEY, Fleet, eventually
 from wafleet import devstack
+from wafleet.serve import make_runner
 
 PHONES = [f"9725010000{n:02d}" for n in range(10)]
 
 
+telegram = fake_telegram.telegram  # the fixture, for the tests that read the chat
+
+
 @pytest.fixture
 def fleet_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Each test shapes its fleet with ``parametrize("fleet_options", [...], indirect=True)``."""
-    return dict(getattr(request, "param", {}))
+    """Each test shapes its fleet with ``parametrize("fleet_options", [...], indirect=True)``;
+    ``"bot": True`` runs the Telegram bot against the fake Bot API."""
+    options = dict(getattr(request, "param", {}))
+    if options.pop("bot", False):
+        return bot_env(request.getfixturevalue("telegram"), **options)
+    return options
 
 
 def backups_dir(fleet: Fleet) -> Path:
@@ -96,11 +119,14 @@ async def cli(fleet: Fleet, *args: str, port: int | None = None) -> tuple[int, s
     return proc.returncode, out.decode(), err.decode()
 
 
+async def get(fleet: Fleet, key: str) -> str:
+    """A string key's value (the test client decodes; redis-py types it loosely)."""
+    return str(await fleet.redis.get(key))
+
+
 async def sticky(fleet: Fleet, phone: str) -> tuple[str | None, str | None]:
-    return (
-        await fleet.redis.get(f"phone:{phone}:proxy"),
-        await fleet.redis.get(f"phone:{phone}:session"),
-    )
+    proxy, owner = await fleet.redis.mget(f"phone:{phone}:proxy", f"phone:{phone}:session")
+    return (None if proxy is None else str(proxy), None if owner is None else str(owner))
 
 
 async def devices_of(fleet: Fleet, sid: str) -> list[dict[str, Any]]:
@@ -207,7 +233,7 @@ async def test_restore_after_total_loss_brings_every_session_back(fleet: Fleet) 
     for proxy in fleet.proxies:
         members = await fleet.redis.smembers(f"proxy:{proxy.url}:members")
         assert members == {s for s in sids if before[s]["proxy"] == proxy.url}
-        assert int(await fleet.redis.get(f"proxy:{proxy.url}:sessions")) == len(members)
+        assert int(await get(fleet, f"proxy:{proxy.url}:sessions")) == len(members)
     async with fleet.http.get(fleet.simwa + "/control/qrs") as r:
         assert await r.json() == []
     # new sessions never reuse a restored id
@@ -220,7 +246,7 @@ async def test_restore_after_total_loss_brings_every_session_back(fleet: Fleet) 
 @pytest.mark.parametrize("fleet_options", [{"proxies": 2}], indirect=True)
 async def test_restore_on_fresh_install_with_another_pool(fleet: Fleet) -> None:
     sids = await link_many(fleet, PHONES[:2])
-    on = {sid: await fleet.redis.get(f"session:{sid}:proxy") for sid in sids}
+    on = {sid: await get(fleet, f"session:{sid}:proxy") for sid in sids}
     assert len(set(on.values())) == 2  # one session per proxy
     kept, moved = sids
     phone_of = {kept: PHONES[sids.index(kept)], moved: PHONES[sids.index(moved)]}
@@ -258,7 +284,7 @@ async def test_restore_on_fresh_install_with_another_pool(fleet: Fleet) -> None:
     assert await sticky(fleet, phone_of[kept]) == (on[kept], kept)
     meta = json.loads((fleet.sessions_dir / moved / "session.json").read_text())
     assert meta["proxy"] == fresh.url
-    assert int(await fleet.redis.get(f"proxy:{fresh.url}:sessions")) == 1
+    assert int(await get(fleet, f"proxy:{fresh.url}:sessions")) == 1
     assert await fleet.redis.sismember("wafleet:proxies", on[moved]) == 0
 
     device = await fleet.device(moved)
@@ -274,7 +300,7 @@ async def test_restore_on_fresh_install_with_another_pool(fleet: Fleet) -> None:
 # bad archives -----------------------------------------------------------------------------
 
 
-def _zip(members: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+def _zip(members: Sequence[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         for info, data in members:
@@ -375,7 +401,11 @@ async def test_rolling_backup_keeps_the_fleet_connected(fleet: Fleet) -> None:
     started = time.monotonic()
     try:
         first = asyncio.create_task(create(fleet))
-        await asyncio.sleep(0.05)
+
+        async def copying() -> bool:  # the running backup's staging folder is there
+            return any(p.name.startswith(".staging-") for p in backups_dir(fleet).glob(".*"))
+
+        await eventually(copying, what="the first backup to start copying")
         # never two backups at once: a second request while one runs is refused, not queued
         status, body = await fleet.call("POST", "/api/v1/backups/create")
         assert (status, body["error"]["code"]) == (409, "backup_busy"), body
@@ -402,8 +432,9 @@ async def test_rolling_backup_keeps_the_fleet_connected(fleet: Fleet) -> None:
 
 @pytest.mark.parametrize("fleet_options", [{"start": False}], indirect=True)
 async def test_scheduled_backup_fires_and_alerts(fleet: Fleet) -> None:
-    # BACKUP_CRON takes a sixth, leading seconds field, so the job can fire in seconds.
-    at = datetime.now(tz=UTC) + timedelta(seconds=6)
+    # BACKUP_CRON takes a sixth, leading seconds field, so the job fires seconds after the
+    # start (should serve take longer to start, it fires a minute later: still in time).
+    at = datetime.now(tz=UTC) + timedelta(seconds=3)
     fleet.env["BACKUP_CRON"] = f"{at.second} * * * * *"
     fleet.start()
 
@@ -429,3 +460,282 @@ def test_backup_cron_keeps_crontab_meaning() -> None:
     assert seconds == datetime(2024, 5, 1, 12, 0, 15, tzinfo=UTC)
     with pytest.raises(ValueError):
         cron_trigger("0 3 * *", UTC)
+
+
+# archives that must never be restored (issue 14) -------------------------------------------
+
+
+def _write_zip(path: Path, members: list[tuple[str, bytes]]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate we store on purpose
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in members:
+                zf.writestr(name, data)
+
+
+def _zip_bomb(path: Path, good: list[tuple[str, bytes]], sid: str) -> None:
+    """About 1 MB on disk, 1 GiB of zeros once unpacked."""
+    _write_zip(path, good)
+    with (
+        zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as zf,
+        zf.open(f"sessions/{sid}/bomb.bin", "w", force_zip64=True) as out,
+    ):
+        zeros = bytes(1 << 20)
+        for _ in range(1024):
+            out.write(zeros)
+
+
+def _lie_about_sizes(path: Path, member: bytes, size: int) -> None:
+    """Rewrite the central directory so ``member`` claims ``size`` bytes unpacked."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"PK\x01\x02")
+    while data[at + 46 : at + 46 + len(member)] != member:
+        at = data.index(b"PK\x01\x02", at + 4)
+    data[at + 24 : at + 28] = size.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "fleet_options",
+    [{"BACKUP_MAX_FILES": "40", "BACKUP_MAX_MANIFEST_BYTES": "65536"}],
+    indirect=True,
+)
+async def test_poisoned_archives_are_refused_before_anything_stops(fleet: Fleet) -> None:
+    sid = (await fleet.link(PHONES[0]))["id"]
+    good = backups_dir(fleet) / f"{(await create(fleet))['id']}.zip"
+    manifest = json.loads(zipfile.ZipFile(good).read("manifest.json"))
+    meta = json.loads((fleet.sessions_dir / sid / "session.json").read_text())
+
+    def archive(
+        sessions: dict[str, dict[str, Any]],
+        extra: Sequence[tuple[str, bytes]] = (),
+        **changes: Any,
+    ) -> list[tuple[str, bytes]]:
+        listed = {**manifest, **changes}
+        members = [("manifest.json", json.dumps(listed).encode())]
+        for folder, data in sessions.items():
+            members.append((f"sessions/{folder}/session.json", json.dumps(data).encode()))
+            members.append((f"sessions/{folder}/creds.json", b"{}"))
+        return members + list(extra)
+
+    mine = {sid: meta}
+    huge_seq = "worker_99999999999999999999"
+    cases: dict[str, tuple[list[tuple[str, bytes]], str]] = {
+        "backup_2001-01-01": (archive({"evil": {**meta, "id": "evil"}}), "backup_bad_session_id"),
+        "backup_2001-01-02": (
+            archive({huge_seq: {**meta, "id": huge_seq}}),
+            "backup_bad_session_id",
+        ),
+        "backup_2001-01-03": (archive({sid: {**meta, "phone": "1"}}), "backup_bad_phone"),
+        "backup_2001-01-04": (
+            archive(mine, sticky={"../../x": "gopher://evil:70"}),
+            "backup_bad_phone",
+        ),
+        "backup_2001-01-05": (
+            archive(mine, sticky={PHONES[1]: "gopher://evil:70"}),
+            "backup_bad_proxy",
+        ),
+        "backup_2001-01-06": (
+            archive({sid: {**meta, "proxy": "socks5h://h:0"}}),
+            "backup_bad_proxy",
+        ),
+        "backup_2001-01-07": (
+            archive(mine, [(f"sessions/{sid}/session.json", json.dumps(meta).encode())]),
+            "backup_duplicate_member",
+        ),
+        "backup_2001-01-08": (archive(mine, [("sessions/worker_7", b"x")]), "backup_not_a_folder"),
+        "backup_2001-01-09": (
+            archive(mine, [(f"sessions/{sid}/f{n}", b"") for n in range(40)]),
+            "backup_too_many_files",
+        ),
+        "backup_2001-01-10": (
+            archive(mine, pad=" " * 70_000),  # valid JSON, over BACKUP_MAX_MANIFEST_BYTES
+            "backup_manifest_too_large",
+        ),
+    }
+    for name, (members, _) in cases.items():
+        _write_zip(backups_dir(fleet) / f"{name}.zip", members)
+    liar = backups_dir(fleet) / "backup_2001-01-12.zip"
+    _write_zip(liar, [*archive(mine), (f"sessions/{sid}/big.bin", os.urandom(1 << 20))])
+    _lie_about_sizes(liar, f"sessions/{sid}/big.bin".encode(), 100)
+    cases[liar.stem] = ([], "backup_corrupt")  # inflating stops at the declared size
+    bomb = "backup_2001-01-11"
+    _zip_bomb(backups_dir(fleet) / f"{bomb}.zip", archive(mine), sid)
+    assert (backups_dir(fleet) / f"{bomb}.zip").stat().st_size < 8 << 20
+    cases[bomb] = ([], "backup_too_large")
+
+    redis_before, files_before = await fleet.snapshot(), listing(fleet)
+    pid = fleet.workers()[sid]
+    for name, (_, code) in cases.items():
+        got, body = await restore(fleet, name)
+        assert (got, body["error"]["code"]) == (400, code), (name, body)
+        assert name in body["error"]["message"]
+        assert "gopher" not in body["error"]["message"]
+    assert await fleet.snapshot() == redis_before
+    assert listing(fleet) == files_before
+    assert fleet.workers() == {sid: pid}  # never stopped
+    assert not [p for p in fleet.sessions_dir.iterdir() if p.name.startswith(".")]
+    assert "Traceback" not in fleet.log()
+    # provision still works and counts on from the fleet's own ids
+    assert (await fleet.provision(PHONES[1]))["id"] == "worker_2"
+
+    # a listing shows the oversized manifest's archive without reading the manifest
+    _, listed = await fleet.call("GET", "/api/v1/backups")
+    by_id = {b["id"]: b for b in listed["backups"]}
+    assert by_id["backup_2001-01-10"]["sessions"] is None
+    assert by_id[good.stem]["sessions"] == 1
+
+
+async def test_a_failure_after_the_swap_brings_the_old_fleet_back(fleet: Fleet) -> None:
+    gone = (await fleet.link(PHONES[0]))["id"]
+    backup = await create(fleet)
+    status, _ = await fleet.call("DELETE", f"/api/sessions/{gone}")
+    assert status == 200
+    kept = (await fleet.link(PHONES[1]))["id"]
+    # A real fault for the rebuild to hit: the archive's phone index holds a string, so
+    # Redis answers WRONGTYPE when the restore adds the session to it.
+    await fleet.redis.set(f"phone:{PHONES[0]}:sessions", "not a set")
+    redis_before, files_before = await fleet.snapshot(), listing(fleet)
+    pid = fleet.workers()[kept]
+
+    got, body = await restore(fleet, backup["id"], wait=5)
+    assert (got, body["error"]["code"]) == (500, "restore_failed"), body
+    assert "previous fleet is back" in body["error"]["message"]
+
+    await fleet.wait_status(kept, "connected")
+    assert set(fleet.workers()) == {kept} and fleet.workers()[kept] != pid  # started again
+    assert listing(fleet) == files_before
+    assert not [p for p in fleet.sessions_dir.iterdir() if p.name.startswith(".")]
+    after = await fleet.snapshot()
+    # Starting the worker again rewrites its lock (the new pid), its connection time, and
+    # appends events; everything else is as it was, the planted fault included.
+    volatile = {f"session:{kept}:{k}" for k in ("lock", "events", "connectedAt")}
+    assert {k: v for k, v in after.items() if k not in volatile} == {
+        k: v for k, v in redis_before.items() if k not in volatile
+    }
+    assert await fleet.events(kept, "RESTORED") == []
+    # the fleet works: a provision is accepted again
+    assert (await fleet.provision(PHONES[2]))["id"] == "worker_3"
+
+
+@pytest.fixture
+def tiny_backups_dir(tmp_path: Path) -> Iterator[Path]:
+    """``BACKUPS_DIR`` on a real 2 MiB file system (tmpfs; CI runs as root), so a backup
+    really fills it. Unmounted afterwards whatever happens."""
+    small = tmp_path / "backups"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(small)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield small
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+@pytest.mark.parametrize("fleet_options", [{"start": False, "bot": True}], indirect=True)
+async def test_a_full_disk_is_reported_as_disk_full(
+    tiny_backups_dir: Path, fleet: Fleet, telegram: FakeTelegram
+) -> None:
+    assert backups_dir(fleet) == tiny_backups_dir
+    fleet.start()
+    sid = (await fleet.link(PHONES[0]))["id"]
+    # Incompressible auth state bigger than the 2 MiB file system holding BACKUPS_DIR.
+    (fleet.sessions_dir / sid / "app-state.bin").write_bytes(os.urandom(3 << 20))
+    status, body = await fleet.call("POST", "/api/v1/backups/create")
+    assert (status, body["error"]["code"]) == (507, "disk_full"), body
+    assert "disk is full" in body["error"]["message"]
+    code, _, err = await cli(fleet, "create")
+    assert code == 1 and "disk_full" in err and "disk is full" in err
+    mark = len(telegram.calls)
+    telegram.send("/backup")
+    said = await telegram.wait_call(
+        "sendMessage", lambda c: c.chat == ADMIN and c.text.startswith("❌"), after=mark
+    )
+    assert "disk is full" in said.text and "in the log" not in said.text
+    assert os.listdir(tiny_backups_dir) == []  # no partial archive, no staging folder
+    assert (await fleet.status(sid))["status"] == "connected"  # resumed after its copy
+    # with room again, the next backup works
+    (fleet.sessions_dir / sid / "app-state.bin").write_bytes(os.urandom(1 << 10))
+    assert (await create(fleet))["sessions"] == 1
+
+
+async def test_restore_answers_busy_to_every_fleet_change(
+    tmp_path: Path, redis_server: str, redis_client: Any
+) -> None:
+    """Held at a known point by the service's step hook: provision, restart and delete answer
+    409 ``busy`` while the fleet is being replaced, and work again once it is."""
+    env = fleet_env(tmp_path, redis_server, [], devstack.free_port())
+    settings = Settings.from_env(env)
+    nobody = devstack.free_port()  # a proxy port nothing listens on: the session is parked
+    sid = "worker_1"
+    meta = {"id": sid, "phone": PHONES[0], "proxy": f"socks5h://wa:pw@127.0.0.1:{nobody}"}
+    settings.backups_dir.mkdir(parents=True)
+    _write_zip(
+        settings.backups_dir / "backup_2002-02-02.zip",
+        [
+            ("manifest.json", json.dumps({"format": 1, "sessions": [meta]}).encode()),
+            (f"sessions/{sid}/session.json", json.dumps(meta).encode()),
+        ],
+    )
+    store = Store.connect(settings.redis_url)
+    notifier = LogNotifier()
+    metrics = Metrics()
+    pool = ProxyPool(store, notifier, settings.max_sessions_per_proxy)
+    runner = make_runner(settings)
+    service = SessionService(settings, store, pool, runner, notifier, SystemClock(), metrics)
+    backups = BackupService(settings, store, service, runner, notifier, SystemClock())
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(step: str) -> None:
+        if step == "maintenance":
+            entered.set()
+            await release.wait()
+
+    backups.on_step = hold
+    app = create_app(settings, store, service, pool, metrics, backups)
+    server = TestServer(app, host="127.0.0.1", port=devstack.free_port())
+    try:
+        await _hold_a_restore_and_try_changes(TestClient(server), sid, entered, release)
+    finally:
+        await service.close()
+        await runner.close()
+        await store.close()
+
+
+async def _hold_a_restore_and_try_changes(
+    client: TestClient[Any, Any], sid: str, entered: asyncio.Event, release: asyncio.Event
+) -> None:
+    headers = {"X-API-Key": API_KEY}
+    async with client:
+
+        async def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            async with client.request(method, path, json=body, headers=headers) as r:
+                return r.status, await r.json()
+
+        restoring = asyncio.create_task(
+            call("POST", "/api/v1/backups/restore/backup_2002-02-02", {"waitSeconds": 0})
+        )
+        await asyncio.wait_for(entered.wait(), 15)
+        for method, path, body in (
+            ("POST", "/api/sessions/provision", {"phone": PHONES[1]}),
+            ("POST", f"/api/sessions/{sid}/restart", None),
+            ("DELETE", f"/api/sessions/{sid}", None),
+        ):
+            status, answer = await call(method, path, body)
+            assert (status, answer["error"]["code"]) == (409, "busy"), (path, answer)
+            assert "a restore is in progress" in answer["error"]["message"]
+        status, answer = await call("POST", "/api/v1/backups/create")
+        assert (status, answer["error"]["code"]) == (409, "backup_busy")
+        assert not restoring.done()
+
+        release.set()
+        status, report = await restoring
+        assert status == 200, report
+        assert report["sessions"] == [sid] and report["reassigned"][0]["to"] is None
+        status, answer = await call("DELETE", f"/api/sessions/{sid}")
+        assert status == 200, answer  # the maintenance is over

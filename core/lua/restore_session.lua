@@ -3,11 +3,19 @@
 -- cap; otherwise it gets the least-loaded active proxy, and the phone's sticky mapping moves
 -- with it as in a failover. With no slot anywhere the record is written parked (failed,
 -- no_proxy_capacity) on its old proxy without taking a slot, like an impossible failover.
+-- Every value was validated by the caller (worker_<n> with at most 12 digits, a normalised
+-- phone, a canonical socks5h:// URL).
+-- KEYS: wafleet:sessions, wafleet:session_seq, session:<id>:{created, lastPing, proxy,
+--       status, reason, phone}, and with a phone phone:<p>:{sessions, session, proxy}.
+--       The proxy keys are reached through common.lua's helpers (the slot is chosen here).
 -- ARGV: id, phone ('' = unknown), proxy, cap, created ms, now ms
 -- Returns {'ok', proxy} | {'moved', new proxy} | {'parked', old proxy} | {'err', why}.
+local sessions, seq = KEYS[1], KEYS[2]
+local k_created, k_ping, k_proxy, k_status, k_reason, k_phone =
+  KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local id, phone, wanted = ARGV[1], ARGV[2], ARGV[3]
 local cap, created, now = tonumber(ARGV[4]), ARGV[5], ARGV[6]
-if redis.call('SISMEMBER', 'wafleet:sessions', id) == 1 then
+if redis.call('SISMEMBER', sessions, id) == 1 then
   return {'err', 'exists'}
 end
 
@@ -17,32 +25,34 @@ if not usable(wanted, cap) then
   outcome = chosen and 'moved' or 'parked'
 end
 
-redis.call('SADD', 'wafleet:sessions', id)
-redis.call('SET', 'session:' .. id .. ':created', created)
-redis.call('SET', 'session:' .. id .. ':lastPing', now)
+redis.call('SADD', sessions, id)
+redis.call('SET', k_created, created)
+redis.call('SET', k_ping, now)
 if chosen then
   attach(id, chosen)
-  redis.call('SET', 'session:' .. id .. ':status', 'pending')
-  redis.call('SET', 'session:' .. id .. ':reason', 'starting')
+  redis.call('SET', k_status, 'pending')
+  redis.call('SET', k_reason, 'starting')
 else
-  redis.call('SET', 'session:' .. id .. ':proxy', wanted)
-  redis.call('SET', 'session:' .. id .. ':status', 'failed')
-  redis.call('SET', 'session:' .. id .. ':reason', 'no_proxy_capacity')
+  redis.call('SET', k_proxy, wanted)
+  redis.call('SET', k_status, 'failed')
+  redis.call('SET', k_reason, 'no_proxy_capacity')
 end
 if phone ~= '' then
-  redis.call('SET', 'session:' .. id .. ':phone', phone)
-  redis.call('SADD', 'phone:' .. phone .. ':sessions', id)
-  redis.call('SET', 'phone:' .. phone .. ':session', id)
-  local sticky = redis.call('GET', 'phone:' .. phone .. ':proxy')
+  local phone_sessions, phone_session, phone_proxy = KEYS[9], KEYS[10], KEYS[11]
+  redis.call('SET', k_phone, phone)
+  redis.call('SADD', phone_sessions, id)
+  redis.call('SET', phone_session, id)
+  local sticky = redis.call('GET', phone_proxy)
   if chosen and (not sticky or sticky == wanted) then
-    redis.call('SET', 'phone:' .. phone .. ':proxy', chosen)
+    redis.call('SET', phone_proxy, chosen)
   end
 end
 
--- New sessions must never reuse a restored id.
-local n = tonumber(string.match(id, '^worker_(%d+)$'))
-if n and n > tonumber(redis.call('GET', 'wafleet:session_seq') or '0') then
-  redis.call('SET', 'wafleet:session_seq', n)
+-- New sessions must never reuse a restored id. The digits are written as they are: a Lua
+-- number would print as 1e+12 from 15 digits on, which INCR then refuses.
+local digits = string.match(id, '^worker_(%d+)$')
+if digits and tonumber(digits) > tonumber(redis.call('GET', seq) or '0') then
+  redis.call('SET', seq, digits)
 end
 if chosen then
   return {outcome, chosen}

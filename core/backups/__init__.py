@@ -1,0 +1,32 @@
+"""Backups and restore (SPEC.md Flow 5), one job per module:
+
+- ``errors``: every refusal and failure, each with its own stable code;
+- ``records``: what a backup or restore produces, and the validated ``Plan``;
+- ``archive``: the zip files (write, list with a bounded read, check, extract, swap);
+- ``validate``: an archive's values against the live API's rules;
+- ``schedule``: ``BACKUP_CRON`` parsing;
+- ``service``: ``BackupService``, which drives them all, reaching Redis only through ``Store``.
+"""
+
+from __future__ import annotations
+
+from core.backups.errors import BackupBusy, BackupNotFound, BadArchive, DiskFull, RestoreFailed
+from core.backups.records import BackupInfo, BackupResult, Reassigned, RestoreReport
+from core.backups.schedule import cron_trigger
+from core.backups.service import RESTORE_WAIT_S, BackupService, Progress
+
+__all__ = [
+    "RESTORE_WAIT_S",
+    "BackupBusy",
+    "BackupInfo",
+    "BackupNotFound",
+    "BackupResult",
+    "BackupService",
+    "BadArchive",
+    "DiskFull",
+    "Progress",
+    "Reassigned",
+    "RestoreFailed",
+    "RestoreReport",
+    "cron_trigger",
+]

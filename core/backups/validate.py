@@ -1,0 +1,107 @@
+"""An archive's contents checked against the rules the live API applies (ids, phones, proxy
+URLs), so a restore can never write what a provision would have refused.
+
+Everything here is pure: it takes what the archive says and returns a ``Plan`` or raises the
+``BadArchive`` that names the first fault.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from core import phone as phones
+from core.backups.errors import BadManifest, BadPhone, BadProxy, BadSessionId
+from core.backups.records import Plan, PlannedSession
+from core.errors import InvalidInput
+from core.proxy_url import ProxyUrl
+from core.store import id_order
+
+# The ids provision makes: ``worker_<n>`` from a counter, no leading zero. Twelve digits
+# bound the counter a restore may raise (a trillion sessions is not a real fleet), and keep
+# it an integer Redis can INCR; the webhook accepts the same ids.
+SESSION_ID = re.compile(r"worker_[1-9]\d{0,11}")
+
+
+def session_id(archive: str, sid: str) -> str:
+    if not SESSION_ID.fullmatch(sid):
+        raise BadSessionId(
+            f"{archive}: {sid!r} is not a session id wafleet makes (worker_<n>, n up to 12 digits)"
+        )
+    return sid
+
+
+def phone(archive: str, where: str, raw: object) -> str:
+    """A phone exactly as provision stores it (already normalised)."""
+    try:
+        normal = phones.normalize(raw)
+    except InvalidInput:
+        normal = None
+    if normal is None or normal != raw:
+        raise BadPhone(f"{archive}: {where} has a phone provision would refuse")
+    return normal
+
+
+def proxy(archive: str, where: str, raw: object) -> str:
+    """A ``socks5h://`` URL in the one form wafleet stores (the password never echoed)."""
+    try:
+        parsed = ProxyUrl.parse(raw) if isinstance(raw, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.url != raw:
+        raise BadProxy(f"{archive}: {where} has no valid socks5h:// proxy URL")
+    return parsed.url
+
+
+def plan(archive: str, manifest: Any, metas: dict[str, Any]) -> Plan:
+    """``metas``: each session folder's ``session.json`` (None when absent or unreadable)."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("sessions"), list):
+        raise BadManifest(f"{archive}: manifest.json has no session list")
+    listed = {e["id"]: e for e in manifest["sessions"] if isinstance(e, dict) and "id" in e}
+    sessions = [
+        _session(archive, session_id(archive, sid), meta if meta is not None else listed.get(sid))
+        for sid, meta in sorted(metas.items(), key=lambda item: id_order(item[0]))
+    ]
+    restored = {s.id for s in sessions}
+    sticky = {
+        phone(archive, "the sticky map", p): proxy(archive, f"the sticky map ({p})", url)
+        for p, url in _mapping(archive, manifest, "sticky").items()
+    }
+    owners = {
+        phone(archive, "the sticky sessions", p): session_id(archive, sid)
+        for p, sid in _mapping(archive, manifest, "stickySessions").items()
+    }
+    listed_proxies = manifest.get("proxies") or []
+    if not isinstance(listed_proxies, list):
+        raise BadManifest(f"{archive}: manifest.json has a malformed proxy list")
+    pool = [
+        proxy(archive, "the proxy list", e.get("url") if isinstance(e, dict) else e)
+        for e in listed_proxies
+    ]
+    return Plan(
+        sessions=sessions,
+        sticky=sticky,
+        sticky_sessions={p: sid for p, sid in owners.items() if sid in restored},
+        proxies=pool,
+    )
+
+
+def _mapping(archive: str, manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    value = manifest.get(name) or {}
+    if not isinstance(value, dict):
+        raise BadManifest(f"{archive}: manifest.json's {name} is not a mapping")
+    return value
+
+
+def _session(archive: str, sid: str, meta: Any) -> PlannedSession:
+    if not isinstance(meta, dict):
+        raise BadManifest(f"{archive}: session {sid} has no session.json and no manifest entry")
+    if meta.get("id", sid) != sid:
+        raise BadManifest(f"{archive}: the folder {sid} holds the session.json of another id")
+    raw_phone, created = meta.get("phone"), meta.get("created")
+    return PlannedSession(
+        id=sid,
+        phone=None if raw_phone is None else phone(archive, f"session {sid}", raw_phone),
+        proxy=proxy(archive, f"session {sid}", meta.get("proxy")),
+        created=created if isinstance(created, int) and not isinstance(created, bool) else 0,
+    )
