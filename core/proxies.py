@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from core.errors import Conflict, NotFound
 from core.models import ProxyRecord
 from core.notifier import Alert, AlertKind, Notifier
+from core.proxy_policy import ProxyPolicy
 from core.proxy_probe import probe
 from core.proxy_url import ProxyUrl, mask, parse_input
 from core.store import Store
@@ -23,8 +24,11 @@ RecoveredCallback = Callable[[], Awaitable[None]]
 
 
 class ProxyPool:
-    def __init__(self, store: Store, notifier: Notifier, cap: int) -> None:
+    def __init__(
+        self, store: Store, notifier: Notifier, cap: int, policy: ProxyPolicy | None = None
+    ) -> None:
         self.store = store
+        self.policy = policy or ProxyPolicy()  # where an added proxy may point (PROXY_*_NETWORKS)
         self.notifier = notifier
         self.cap = cap
         self._recovered: list[RecoveredCallback] = []
@@ -50,7 +54,7 @@ class ProxyPool:
         return added
 
     async def add_from_input(self, raw: object) -> ProxyRecord:
-        url = parse_input(raw, "url")
+        url = parse_input(raw, "url", self.policy)
         if not await self.add(url.url):
             raise Conflict(f"{url.masked} is already in the pool")
         return await self.get(url.id)

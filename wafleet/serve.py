@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from tzlocal import get_localzone
 
 from api.app import create_app
+from api.server import JsonErrorRunner
 from core.backups import BackupService, cron_trigger
 from core.clock import SystemClock
 from core.errors import ConfigError
@@ -76,7 +77,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         settings.sessions_dir.mkdir(parents=True, exist_ok=True)
         notifier = FanoutNotifier(LogNotifier())
         metrics = Metrics()
-        pool = ProxyPool(store, notifier, settings.max_sessions_per_proxy)
+        pool = ProxyPool(store, notifier, settings.max_sessions_per_proxy, settings.proxy_policy)
         await pool.seed(settings.proxy_urls)
         runner = make_runner(settings)
         cleanup.push_async_callback(runner.close)
@@ -91,7 +92,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             telegram = TelegramBot(settings, store.redis, service, pool, backups)
             notifier.add(telegram.notifier)
             cleanup.push_async_callback(telegram.close)  # sends what is queued, last
-        web_runner = web.AppRunner(
+        web_runner = JsonErrorRunner(
             create_app(settings, store, service, pool, metrics, backups), access_log=None
         )
         await web_runner.setup()
