@@ -393,3 +393,18 @@ async def test_refusals_are_cheap(fleet: Fleet) -> None:
     assert time.monotonic() - started < 10
     got, _ = await fleet.call("GET", "/healthz", headers={"X-API-Key": ""})
     assert got == 200
+
+
+async def test_a_webhook_body_naming_another_session_is_refused(fleet: Fleet) -> None:
+    """The session id is read from the raw bytes to check the signature before parsing; the
+    parsed body must name the same session, whatever the order or repetition of keys."""
+    await fleet.provision()
+    await fleet.provision("972509999999")
+    before = await fleet.snapshot()
+    for raw, signer in (
+        (b'{"sessionId":"worker_1","type":"PING","sessionId":"worker_2"}', "worker_1"),
+        (b'{"data":{"sessionId":"worker_2"},"sessionId":"worker_1","type":"PING"}', "worker_2"),
+    ):
+        status, answer = await fleet.post_webhook({}, raw=raw, secret_for=signer)
+        assert (status, answer["error"]["code"]) == (400, "invalid_input"), answer
+    assert await fleet.snapshot() == before
