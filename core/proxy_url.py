@@ -55,8 +55,13 @@ class ProxyUrl:
             raise ValueError("proxy URL needs a port between 1 and 65535")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("proxy URL must not have a path, query or fragment")
-        username = unquote(parts.username or "", errors="strict")
-        password = unquote(parts.password or "", errors="strict")
+        try:
+            username = unquote(parts.username or "", errors="strict")
+            password = unquote(parts.password or "", errors="strict")
+        except UnicodeDecodeError:  # its message would quote bytes of the password
+            raise ValueError(
+                "proxy URL user or password is not valid percent-encoded UTF-8"
+            ) from None
         if text.problem(username + password) is not None:
             raise ValueError("proxy URL user or password decodes to a control character")
         return cls(host=parts.hostname, port=port, username=username, password=password)

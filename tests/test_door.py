@@ -408,3 +408,23 @@ async def test_a_webhook_body_naming_another_session_is_refused(fleet: Fleet) ->
         status, answer = await fleet.post_webhook({}, raw=raw, secret_for=signer)
         assert (status, answer["error"]["code"]) == (400, "invalid_input"), answer
     assert await fleet.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "socks5h://u:pw\x00x@127.0.0.1:1080",
+        "socks5h://u:pw%00x@127.0.0.1:1080",
+        "socks5h://u:pw%ffx@127.0.0.1:1080",
+        "socks5h://u:pw\tx@127.0.0.1:1080",  # urlsplit would silently drop the tab
+        "socks5h://u:pw\ud800x@127.0.0.1:1080",
+    ],
+)
+def test_proxy_urls_that_cannot_reach_a_worker_intact_are_refused_without_the_password(
+    url: str,
+) -> None:
+    from core.proxy_url import ProxyUrl
+
+    with pytest.raises(ValueError) as caught:
+        ProxyUrl.parse(url)
+    assert "pw" not in str(caught.value)
