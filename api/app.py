@@ -6,6 +6,7 @@ from aiohttp import web
 
 from api import backups, openapi, ops, proxies, sessions, webhook
 from api.auth import api_key_middleware
+from api.body import path_params_middleware
 from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
 from api.errors import error_middleware
 from core.backups import BackupService
@@ -24,7 +25,10 @@ def create_app(
     metrics: Metrics,
     backup_service: BackupService | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, api_key_middleware])
+    # Order matters: errors wrap everything; the key is checked before any input is looked at.
+    app = web.Application(
+        middlewares=[error_middleware, api_key_middleware, path_params_middleware]
+    )
     app[SETTINGS] = settings
     app[STORE] = store
     app[SERVICE] = service

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -35,6 +36,18 @@ def error_response(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+def protocol_error(status: int) -> web.Response:
+    """What aiohttp's parser answers for a request it could not read (a 20,000-char path, a
+    NUL in a header, a broken request line): the usual JSON shape instead of ``text/plain``
+    that echoes the offending header, since that header may carry a key."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Bad Request"
+    code = phrase.lower().replace(" ", "_").replace("-", "_")
+    return error_response(status, code, f"the request could not be read: {phrase.lower()}")
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -48,7 +61,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        response = error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        if "Allow" in exc.headers:  # a 405 says which methods the resource has
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except (RedisConnectionError, RedisTimeoutError):
         # Still unreachable after the client's own reconnects and retries: down, not broken.
         log.warning("Redis unreachable on %s %s", request.method, request.path)

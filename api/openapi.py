@@ -18,20 +18,42 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "bad input",
+        400: "bad input (invalid_input), or a request that could not be read",
         401: "missing or wrong API key",
-        404: "unknown session",
-        409: "conflict",
-        503: "no proxy capacity",
+        404: "not found",
+        409: "conflict: busy (a restore runs), phone_limit, qr_unavailable, in use",
+        503: "no_proxy_capacity: no proxy has a free slot",
     }
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
 
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+# Proxy examples point at loopback: a fuzzer sends the schema's examples, and a provision
+# makes a worker connect to the proxy host it names.
+_PROXY_EXAMPLE = "socks5h://user:pass@127.0.0.1:1080"
 
 
 def _op(summary: str, ok: dict[str, Any], *errors: int, **extra: Any) -> dict[str, Any]:
-    return {"summary": summary, "responses": {**ok, **_errors(401, *errors)}, **extra}
+    """Every API route can answer 401; a route with a path id or a body can answer 400
+    (path ids and bodies pass core/text.py's rule, bodies must be JSON objects)."""
+    if "parameters" in extra or "requestBody" in extra:
+        errors = (400, *errors)
+    responses = {**ok, **_errors(401, *sorted(set(errors)))}
+    return {"summary": summary, "responses": responses, **extra}
+
+
+def _body(
+    properties: dict[str, Any], required: tuple[str, ...] = (), body_required: bool = False
+) -> dict[str, Any]:
+    """A JSON object body; unknown fields are refused (api/body.py), so the schema says so."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = list(required)
+    return {"required": body_required, "content": {"application/json": {"schema": schema}}}
 
 
 SPEC: dict[str, Any] = {
@@ -61,10 +83,14 @@ SPEC: dict[str, Any] = {
                     "reason": {"type": "string", "nullable": True},
                     "phone": {"type": "string", "nullable": True},
                     "proxy": {"type": "string", "description": "masked"},
-                    "proxyId": {"type": "string"},
+                    "proxyId": {"type": "string", "nullable": True},
                     "created": {"type": "integer"},
                     "lastPing": {"type": "integer", "nullable": True},
+                    "lastPingAgeMs": {"type": "integer", "nullable": True},
+                    "connectedAt": {"type": "integer", "nullable": True},
+                    "qrExpires": {"type": "integer", "nullable": True},
                     "needsQr": {"type": "boolean"},
+                    "worker": {"type": "string", "nullable": True},
                 },
             },
             "Proxy": {
@@ -95,25 +121,24 @@ SPEC: dict[str, Any] = {
             "post": _op(
                 "Create a session: choose a proxy, start its worker",
                 {"201": _json(_SESSION, "created")},
-                400,
                 409,
                 503,
-                requestBody={
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "phone": {"type": "string", "example": "972501234567"},
-                                    "proxy": {
-                                        "type": "string",
-                                        "example": "socks5h://user:pass@host:1080",
-                                    },
-                                },
-                            }
-                        }
+                requestBody=_body(
+                    {
+                        "phone": {
+                            "type": "string",
+                            "description": "country code first; ASCII digits, '+', spaces, "
+                            "dashes, dots and parentheses",
+                            "example": "972501234567",
+                        },
+                        "proxy": {
+                            "type": "string",
+                            "description": "socks5h:// only; its host must be admitted by "
+                            "PROXY_ALLOW_NETWORKS / PROXY_DENY_NETWORKS",
+                            "example": _PROXY_EXAMPLE,
+                        },
                     }
-                },
+                ),
             )
         },
         "/api/sessions/{id}/qr": {
@@ -145,6 +170,7 @@ SPEC: dict[str, Any] = {
                 {"202": _json(_SESSION, "restarting with a new QR round")},
                 404,
                 409,
+                503,
                 parameters=_ID,
             ),
         },
@@ -164,6 +190,8 @@ SPEC: dict[str, Any] = {
                 "Restart the session's worker",
                 {"200": _json(_SESSION, "restarted")},
                 404,
+                409,
+                503,
                 parameters=_ID,
             )
         },
@@ -172,6 +200,7 @@ SPEC: dict[str, Any] = {
                 "Delete: stop the worker, remove its folder, release the proxy slot",
                 {"200": _json({"type": "object"}, "deleted")},
                 404,
+                409,
                 parameters=_ID,
             )
         },
@@ -216,19 +245,19 @@ SPEC: dict[str, Any] = {
             "post": _op(
                 "Add a proxy",
                 {"201": _json({"$ref": "#/components/schemas/Proxy"}, "added")},
-                400,
                 409,
-                requestBody={
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["url"],
-                                "properties": {"url": {"type": "string"}},
-                            }
+                requestBody=_body(
+                    {
+                        "url": {
+                            "type": "string",
+                            "description": "socks5h:// only; its host must be admitted by "
+                            "PROXY_ALLOW_NETWORKS / PROXY_DENY_NETWORKS",
+                            "example": _PROXY_EXAMPLE,
                         }
-                    }
-                },
+                    },
+                    required=("url",),
+                    body_required=True,
+                ),
             ),
         },
         "/api/v1/proxies/{id}": {
@@ -286,6 +315,7 @@ SPEC: dict[str, Any] = {
                     )
                 },
                 409,
+                requestBody=_body({}),
             )
         },
         "/api/v1/backups/restore/{id}": {
@@ -318,29 +348,55 @@ SPEC: dict[str, Any] = {
                 404,
                 409,
                 parameters=_ID,
-                requestBody={
-                    "required": False,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "waitSeconds": {
-                                        "type": "number",
-                                        "description": "how long to wait for the sessions "
-                                        "to connect before answering (default 30)",
-                                    }
-                                },
-                            }
+                requestBody=_body(
+                    {
+                        "waitSeconds": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 300,
+                            "description": "how long to wait for the sessions "
+                            "to connect before answering (default 30)",
                         }
-                    },
-                },
+                    }
+                ),
             )
         },
         "/webhook": {
             "post": {
                 "summary": "Events from workers, HMAC-signed per session",
+                "description": "The signature is checked before the body is parsed; every "
+                "string in data obeys the same rule as REST bodies (no control characters, "
+                "no lone surrogates)",
                 "security": [],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["sessionId", "type"],
+                                "properties": {
+                                    "sessionId": {"type": "string", "pattern": "^worker_[0-9]+$"},
+                                    "type": {
+                                        "type": "string",
+                                        "enum": [
+                                            "QR_CODE",
+                                            "PAIRING_CODE",
+                                            "CONNECTED",
+                                            "DISCONNECTED",
+                                            "PING",
+                                            "PROXY_ERROR",
+                                            "AUTH_FAILURE",
+                                        ],
+                                    },
+                                    "data": {"type": "object"},
+                                    "timestamp": {"type": "integer"},
+                                    "id": {"type": "string"},
+                                },
+                            }
+                        }
+                    },
+                },
                 "parameters": [
                     {
                         "name": "X-Wafleet-Timestamp",

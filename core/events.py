@@ -1,12 +1,15 @@
 """The webhook's event types and the shape of their ``data`` (DESIGN.md contract).
 
-Checked before anything is written, so a malformed event changes nothing.
+Checked before anything is written, so a malformed event changes nothing: that includes
+every string in ``data`` (core/text.py), since a reason or a pairing code with a NUL or a
+lone surrogate could not be written to the event stream nor shown in the chat.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from core import text
 from core.errors import InvalidInput
 from core.phone import normalize as normalize_phone
 
@@ -89,4 +92,5 @@ def check(kind: object, data: object) -> tuple[str, dict[str, Any]]:
         data = {}
     if not isinstance(data, dict):
         raise InvalidInput("data must be a JSON object")
+    text.check_tree(data, "data")
     return kind, CHECKS[kind](data)

@@ -14,6 +14,7 @@ from core.errors import Conflict, NotFound
 from core.fleet_stats import FleetStats
 from core.models import ProxyRecord, ProxyStatus
 from core.notifier import Alert, AlertKind, Notifier
+from core.proxy_policy import ProxyPolicy
 from core.proxy_probe import Destination, probe
 from core.proxy_url import ProxyUrl, mask, parse_input
 from core.store import Store
@@ -26,9 +27,15 @@ RecoveredCallback = Callable[[], Awaitable[None]]
 
 class ProxyPool:
     def __init__(
-        self, store: Store, notifier: Notifier, cap: int, destination: Destination | None = None
+        self,
+        store: Store,
+        notifier: Notifier,
+        cap: int,
+        destination: Destination | None = None,
+        policy: ProxyPolicy | None = None,
     ) -> None:
         self.store = store
+        self.policy = policy or ProxyPolicy()  # where an added proxy may point (PROXY_*_NETWORKS)
         self.notifier = notifier
         self.cap = cap
         # Where the workers go; a proxy that cannot reach it fails the probe.
@@ -56,7 +63,7 @@ class ProxyPool:
         return added
 
     async def add_from_input(self, raw: object) -> ProxyRecord:
-        url = parse_input(raw, "url")
+        url = parse_input(raw, "url", self.policy)
         if not await self.add(url.url):
             raise Conflict(f"{url.masked} is already in the pool")
         return await self.get(url.id)

@@ -10,9 +10,13 @@ import hashlib
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, urlsplit
 
+from core import text
 from core.errors import InvalidInput
+from core.proxy_policy import ProxyPolicy
 
 SCHEME = "socks5h"
+# No operator rules: a host's syntax and the metadata addresses every policy refuses.
+_DEFAULT_POLICY = ProxyPolicy()
 
 
 @dataclass(frozen=True)
@@ -24,10 +28,17 @@ class ProxyUrl:
 
     @classmethod
     def parse(cls, raw: str) -> ProxyUrl:
-        """Parse and validate; ``ValueError`` says what is wrong without echoing a password."""
-        text = raw.strip()
+        """Parse and validate; ``ValueError`` says what is wrong without echoing a password.
+
+        Control characters are refused before ``urlsplit`` sees them: it silently drops tabs
+        and newlines, and a NUL in a host or password cannot be passed in an environment.
+        """
+        why = text.problem(raw)
+        if why is not None:
+            raise ValueError(f"proxy URL {why}")
+        stripped = raw.strip()
         try:
-            parts = urlsplit(text)
+            parts = urlsplit(stripped)
             port = parts.port
         except ValueError:
             raise ValueError(
@@ -44,12 +55,16 @@ class ProxyUrl:
             raise ValueError("proxy URL needs a port between 1 and 65535")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("proxy URL must not have a path, query or fragment")
-        return cls(
-            host=parts.hostname,
-            port=port,
-            username=unquote(parts.username or ""),
-            password=unquote(parts.password or ""),
-        )
+        try:
+            username = unquote(parts.username or "", errors="strict")
+            password = unquote(parts.password or "", errors="strict")
+        except UnicodeDecodeError:  # its message would quote bytes of the password
+            raise ValueError(
+                "proxy URL user or password is not valid percent-encoded UTF-8"
+            ) from None
+        if text.problem(username + password) is not None:
+            raise ValueError("proxy URL user or password decodes to a control character")
+        return cls(host=parts.hostname, port=port, username=username, password=password)
 
     @property
     def url(self) -> str:
@@ -74,14 +89,24 @@ class ProxyUrl:
         return self.masked
 
 
-def parse_input(raw: object, field_name: str = "proxy") -> ProxyUrl:
-    """An operator-given URL (REST, chat), or ``InvalidInput`` saying what is wrong."""
+def parse_input(
+    raw: object, field_name: str = "proxy", policy: ProxyPolicy = _DEFAULT_POLICY
+) -> ProxyUrl:
+    """An operator-given URL (REST, chat), or ``InvalidInput`` saying what is wrong.
+
+    ``policy`` is the operator's ``PROXY_ALLOW_NETWORKS`` / ``PROXY_DENY_NETWORKS``: checked
+    here, where a proxy enters, so a refused host is never stored nor connected to.
+    """
     if not isinstance(raw, str):
         raise InvalidInput(f"{field_name} must be a {SCHEME}:// URL")
     try:
-        return ProxyUrl.parse(raw)
+        url = ProxyUrl.parse(raw)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
+    refused = policy.problem(url.host)
+    if refused is not None:
+        raise InvalidInput(refused)
+    return url
 
 
 def mask(raw: str) -> str:

@@ -140,7 +140,9 @@ class SessionService:
     async def provision(self, phone: object = None, proxy: object = None) -> SessionRecord:
         self._refuse_during_maintenance()
         number = None if phone in (None, "") else normalize_phone(phone)
-        requested = None if proxy in (None, "") else parse_input(proxy)
+        requested = (
+            None if proxy in (None, "") else parse_input(proxy, policy=self.settings.proxy_policy)
+        )
         now = self.clock.now_ms()
         # A proxy named here joins the pool; parked sessions may use it only after this
         # provision has its slot, so they are retried afterwards, not in between.

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import ConfigError
+from core.proxy_policy import ProxyPolicy, Rules
 from core.proxy_url import ProxyUrl
 
 PLACEHOLDER_SECRETS = frozenset(
@@ -63,6 +64,8 @@ class Settings:
     worker_stop_grace_ms: int = 5_000
     log_level: str = "INFO"
     log_format: str = "text"
+    # Where proxies may point (PROXY_ALLOW_NETWORKS / PROXY_DENY_NETWORKS); metadata never.
+    proxy_policy: ProxyPolicy = ProxyPolicy()
 
     @property
     def webhook_url(self) -> str:
@@ -153,21 +156,35 @@ class _Collector:
             self.problems.append(f"{name} must be a numeric chat id, got {raw!r}")
             return None
 
-    def proxies(self) -> tuple[ProxyUrl, ...]:
+    def rules(self, name: str) -> Rules:
+        try:
+            return Rules.parse(self.text(name, ""))
+        except ValueError as exc:
+            self.problems.append(f"{name}: {exc}")
+            return Rules()
+
+    def proxies(self, policy: ProxyPolicy) -> tuple[ProxyUrl, ...]:
         found: list[tuple[int, ProxyUrl]] = []
         for name, raw in self.env.items():
             match = re.fullmatch(r"PROXY_URL_(\d+)", name)
             if not match or not raw.strip():
                 continue
             try:
-                found.append((int(match.group(1)), ProxyUrl.parse(raw)))
+                url = ProxyUrl.parse(raw)
             except ValueError as exc:
                 self.problems.append(f"{name}: {exc}")
+                continue
+            refused = policy.problem(url.host)
+            if refused is not None:
+                self.problems.append(f"{name}: {refused}")
+                continue
+            found.append((int(match.group(1)), url))
         return tuple(url for _, url in sorted(found, key=lambda item: item[0]))
 
 
 def _parse(env: Mapping[str, str]) -> Settings:
     c = _Collector(env)
+    policy = ProxyPolicy(c.rules("PROXY_ALLOW_NETWORKS"), c.rules("PROXY_DENY_NETWORKS"))
     settings = Settings(
         api_key=c.secret("API_KEY"),
         webhook_secret=c.secret("WEBHOOK_SECRET"),
@@ -176,7 +193,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         max_sessions_per_phone=c.integer("MAX_SESSIONS_PER_PHONE", 4, minimum=1),
         watchdog_interval_ms=c.integer("WATCHDOG_INTERVAL_MS", 60_000, minimum=100),
         ping_timeout_ms=c.integer("PING_TIMEOUT_MS", 180_000, minimum=100),
-        proxy_urls=c.proxies(),
+        proxy_urls=c.proxies(policy),
         telegram_bot_token=c.text("TELEGRAM_BOT_TOKEN", ""),
         telegram_chat_id=c.optional_int("TELEGRAM_CHAT_ID"),
         telegram_admin_ids=c.int_set("TELEGRAM_ADMIN_IDS"),
@@ -209,6 +226,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         worker_stop_grace_ms=c.integer("WORKER_STOP_GRACE_MS", 5_000, minimum=0),
         log_level=c.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         log_format=c.choice("LOG_FORMAT", "text", ("text", "json")),
+        proxy_policy=policy,
     )
     if settings.telegram_bot_token and settings.telegram_chat_id is None:
         c.problems.append("TELEGRAM_CHAT_ID must be set when TELEGRAM_BOT_TOKEN is set")

@@ -91,3 +91,22 @@ async def test_events_buffered_while_serve_is_down_arrive_after(fleet: Fleet) ->
 
     await eventually(delivered, 15, "the buffered DISCONNECTED event")
     await fleet.wait_status(sid, "connected")
+
+
+def test_openapi_lists_the_refusals_each_route_can_answer() -> None:
+    """What status_code_conformance cannot reach in a short fuzz run, checked by name."""
+    paths = SPEC["paths"]
+
+    def statuses(path: str, method: str) -> set[str]:
+        return set(paths[path][method]["responses"])
+
+    assert {"400", "401", "404", "409", "503"} <= statuses("/api/sessions/{id}/restart", "post")
+    assert {"400", "401", "404", "409", "503"} <= statuses("/api/sessions/{id}/qr", "post")
+    assert {"400", "401", "409", "503"} <= statuses("/api/sessions/provision", "post")
+    assert {"400", "401", "404", "409"} <= statuses("/api/sessions/{id}", "delete")
+    for path in ("/api/sessions/provision", "/api/v1/proxies"):
+        schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["additionalProperties"] is False
+    assert paths["/api/v1/proxies"]["post"]["requestBody"]["required"] is True
+    example = json.dumps(SPEC)
+    assert "@host:" not in example and "example.com" not in example

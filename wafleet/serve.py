@@ -19,6 +19,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from tzlocal import get_localzone
 
 from api.app import create_app
+from api.server import JsonErrorRunner
 from core.backups import BackupService, cron_trigger
 from core.clock import SystemClock
 from core.errors import ConfigError
@@ -78,7 +79,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         notifier = FanoutNotifier(LogNotifier())
         metrics = Metrics()
         destination = Destination.of_workers(settings.wa_driver, settings.simwa_url)
-        pool = ProxyPool(store, notifier, settings.max_sessions_per_proxy, destination)
+        pool = ProxyPool(
+            store, notifier, settings.max_sessions_per_proxy, destination, settings.proxy_policy
+        )
         await pool.seed(settings.proxy_urls)
         runner = make_runner(settings)
         cleanup.push_async_callback(runner.close)
@@ -93,7 +96,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             telegram = TelegramBot(settings, store.redis, service, pool, backups)
             notifier.add(telegram.notifier)
             cleanup.push_async_callback(telegram.close)  # sends what is queued, last
-        web_runner = web.AppRunner(
+        web_runner = JsonErrorRunner(
             create_app(settings, store, service, pool, metrics, backups), access_log=None
         )
         await web_runner.setup()
