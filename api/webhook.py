@@ -55,5 +55,7 @@ async def webhook(request: web.Request) -> web.Response:
     if problem is not None:
         log.warning("webhook for %s refused: %s", session_id[:64], problem)
         raise Unauthorized(f"webhook refused: {problem}")
-    await service.handle_event(session_id, body.get("type"), body.get("data"))
+    await service.handle_event(
+        session_id, body.get("type"), body.get("data"), event_id=body.get("id")
+    )
     return web.json_response({"ok": True})
