@@ -200,14 +200,15 @@ async def test_serve_killed_and_restarted_adopts_every_worker(fleet: Fleet) -> N
     first = (await fleet.link())["id"]
     second = (await fleet.link("972509999999"))["id"]
     pids = fleet.workers()
-    fleet.kill()  # SIGKILL: no chance to clean up
-    await asyncio.sleep(1)
+    fleet.kill()  # SIGKILL: no chance to clean up (returns once serve is gone)
     assert fleet.workers() == pids  # workers outlive serve
-    fleet.start()
+    fleet.start()  # listens only after the reconcile: whatever it started runs already
+    assert fleet.workers() == pids  # adopted, not duplicated
+    restarted_at = time.time_ns() // 1_000_000
     for sid in (first, second):
         await fleet.wait_status(sid, "connected")
-    await asyncio.sleep(1)
-    assert fleet.workers() == pids  # adopted, not duplicated
+        await eventually(lambda sid=sid: _pinged_since(fleet, sid, restarted_at))
+    assert fleet.workers() == pids
     assert "2 adopted, 0 started, 0 orphan(s) removed" in fleet.log()
     # an adopted worker is watched like a child: killing it gets it restarted
     os.kill(pids[first], signal.SIGKILL)
@@ -265,7 +266,9 @@ async def test_qr_round_runs_out_then_a_new_round_on_request(fleet: Fleet) -> No
     assert len(await fleet.events(sid, "QR_CODE")) == 3
     status, body = await fleet.call("GET", f"/api/sessions/{sid}/qr")
     assert status == 409 and "POST" in body["error"]["message"]
-    await asyncio.sleep(1.5)  # no silent reconnect loop: still waiting, still 3 QRs
+    # no silent reconnect loop: while the idle worker pings on, still waiting, still 3 QRs
+    waiting_since = time.time_ns() // 1_000_000 + 1000
+    await eventually(lambda: _pinged_since(fleet, sid, waiting_since))
     assert (await fleet.status(sid))["status"] == "failed"
     assert len(await fleet.events(sid, "QR_CODE")) == 3
     status, _ = await fleet.call("POST", f"/api/sessions/{sid}/qr")
@@ -437,16 +440,19 @@ async def test_a_worker_left_paused_by_a_backup_is_adopted_and_resumed(fleet: Fl
     fleet.start()
     restarted_at = time.time_ns() // 1_000_000
 
-    async def pinging_again() -> bool:
-        last = await fleet.redis.get(f"session:{sid}:lastPing")
-        return last is not None and int(last) > restarted_at
-
-    await eventually(pinging_again, 10, "a ping from the resumed worker")
+    await eventually(
+        lambda: _pinged_since(fleet, sid, restarted_at), 10, "a ping from the resumed worker"
+    )
     assert fleet.workers()[sid] == pid  # adopted and resumed, not replaced
     assert _state(pid) != "T"
     assert (await fleet.status(sid))["status"] == "connected"
     assert "1 adopted, 0 started, 0 orphan(s) removed" in fleet.log()
     assert "left paused" in fleet.log()
+
+
+async def _pinged_since(fleet: Fleet, sid: str, since_ms: int) -> bool:
+    last = await fleet.redis.get(f"session:{sid}:lastPing")
+    return last is not None and int(last) > since_ms
 
 
 def _environ(pid: int) -> list[bytes]:

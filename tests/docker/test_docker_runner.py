@@ -144,13 +144,13 @@ async def test_serve_restarted_adopts_containers_none_duplicated_none_lost(
     second = (await fleet.link(OTHER_PHONE))["id"]
     ids = {sid: only(docker_client, fleet, sid).id for sid in (first, second)}
 
-    fleet.stop()  # SIGTERM: serve goes, its containers stay
-    await asyncio.sleep(0.5)
+    fleet.stop()  # SIGTERM: serve goes (returns once it is gone), its containers stay
     assert {sid: only(docker_client, fleet, sid).id for sid in ids} == ids
-    fleet.start()
+    fleet.start()  # listens only after the reconcile: whatever it started runs already
+    restarted_at = time.time_ns() // 1_000_000
     for sid in ids:
         await fleet.wait_status(sid, "connected")
-    await asyncio.sleep(1)
+        await eventually(lambda sid=sid: _pinged_since(fleet, sid, restarted_at))
     assert {sid: only(docker_client, fleet, sid).id for sid in ids} == ids  # adopted
     assert "2 adopted, 0 started, 0 orphan(s) removed" in fleet.log()
 
@@ -329,3 +329,8 @@ async def test_rolling_backup_pauses_containers_and_restore_brings_them_back(
         assert await fleet.events(sid, "QR_CODE") == []  # no new QR since the restore
         assert (fleet.sessions_dir / sid / "creds.json").exists()
     assert not [p for p in fleet.sessions_dir.iterdir() if p.name.startswith(".")]
+
+
+async def _pinged_since(fleet: Fleet, sid: str, since_ms: int) -> bool:
+    last = await fleet.redis.get(f"session:{sid}:lastPing")
+    return last is not None and int(last) > since_ms
