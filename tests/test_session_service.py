@@ -124,10 +124,10 @@ async def _crash(rig: Rig, sid: str) -> int:
 
 async def test_crashes_spread_over_the_window_are_restarted_every_time(rig: Rig) -> None:
     sid = (await rig.service.provision(PHONE)).id
-    pid = await rig.replaced(sid, None)
+    await rig.replaced(sid, None)
     for _ in range(CRASH_LIMIT + 2):
         rig.clock.advance(61)  # five minutes never hold more than five of these crashes
-        pid = await rig.replaced(sid, await _crash(rig, sid))
+        await rig.replaced(sid, await _crash(rig, sid))
     record = await rig.service.get(sid)
     assert (record.status, record.reason) == (Status.PENDING, Reason.CRASHED)
     assert AlertKind.CRASH_LOOP not in rig.alerts.kinds(sid)
@@ -139,10 +139,10 @@ async def test_more_than_five_crashes_in_five_minutes_park_the_session(
     with caplog.at_level(logging.INFO, logger="wafleet.session"):
         sid = (await rig.service.provision(PHONE)).id
         other = (await rig.service.provision("972509999999")).id
-        pid = await rig.replaced(sid, None)
+        await rig.replaced(sid, None)
         for _ in range(CRASH_LIMIT):
             rig.clock.advance(50)
-            pid = await rig.replaced(sid, await _crash(rig, sid))
+            await rig.replaced(sid, await _crash(rig, sid))
         rig.clock.advance(50)  # the sixth crash, 300 s after the first
         await _crash(rig, sid)
 
