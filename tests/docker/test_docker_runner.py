@@ -227,8 +227,11 @@ async def test_delete_removes_container_and_folder_and_releases_the_slot(
     assert await fleet.redis.get(f"proxy:{proxy}:sessions") == "0"
     assert await fleet.redis.smembers(f"proxy:{proxy}:members") == set()
     assert await fleet.redis.get(f"session:{sid}:status") is None
-    await asyncio.sleep(1)  # and nothing brings it back
-    assert containers(docker_client, fleet, alive=False) == []
+    # and nothing brings it back: a session linked afterwards went through serve and Docker's
+    # event stream after the deleted container's death, and is the only container there
+    other = (await fleet.link(OTHER_PHONE))["id"]
+    left = containers(docker_client, fleet, alive=False)
+    assert [c.labels[SESSION_LABEL] for c in left] == [other]
 
 
 async def test_dead_proxy_moves_the_session_to_a_new_container_on_the_new_proxy(
@@ -329,6 +332,25 @@ async def test_rolling_backup_pauses_containers_and_restore_brings_them_back(
         assert await fleet.events(sid, "QR_CODE") == []  # no new QR since the restore
         assert (fleet.sessions_dir / sid / "creds.json").exists()
     assert not [p for p in fleet.sessions_dir.iterdir() if p.name.startswith(".")]
+
+
+# The watchdog must not be what replaces or keeps the paused container: see the adoption test.
+@pytest.mark.parametrize("fleet_options", [{**DOCKER_OPTIONS, "PING_TIMEOUT_MS": "60000"}])
+async def test_a_container_left_paused_by_a_backup_is_adopted_and_resumed(
+    fleet: Fleet, docker_client: Any
+) -> None:
+    sid = (await fleet.link())["id"]
+    container = only(docker_client, fleet, sid)
+    await asyncio.to_thread(container.pause)  # what a rolling backup does while it copies
+    fleet.kill()  # ...and serve dies with the backup
+    fleet.start()
+    restarted_at = time.time_ns() // 1_000_000
+    await eventually(
+        lambda: _pinged_since(fleet, sid, restarted_at), 20, "a ping from the resumed worker"
+    )
+    assert only(docker_client, fleet, sid).id == container.id  # adopted, not replaced
+    assert (await fleet.status(sid))["status"] == "connected"
+    assert "1 adopted, 0 started, 0 orphan(s) removed" in fleet.log()
 
 
 async def _pinged_since(fleet: Fleet, sid: str, since_ms: int) -> bool:
