@@ -614,7 +614,17 @@ class SessionService:
                         "its running worker was started with other settings (proxy, image or "
                         "worker settings); replacing it"
                     )
+                    path = session_files.folder(self.settings.sessions_dir, record.id)
                     async with self._session_lock(record.id):
+                        # The cut-short change may not have reached session.json either.
+                        await asyncio.to_thread(
+                            session_files.write_meta,
+                            path,
+                            record.id,
+                            record.phone,
+                            record.proxy,
+                            record.created,
+                        )
                         await self._start_worker(
                             record.id, record.proxy, record.phone, record.reason
                         )

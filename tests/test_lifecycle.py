@@ -430,6 +430,8 @@ async def test_serve_killed_mid_failover_replaces_the_worker_on_the_old_proxy(
     assert await fleet.redis.get(f"phone:{PHONE}:proxy") == new_url
     assert len(await fleet.events(sid, "QR_CODE")) == 1  # the same link, no new QR
     assert "1 replaced (started with other settings)" in fleet.log()
+    meta = json.loads((fleet.sessions_dir / sid / "session.json").read_text())
+    assert meta["proxy"] == new_url
 
 
 async def test_a_worker_left_paused_by_a_backup_is_adopted_and_resumed(fleet: Fleet) -> None:
