@@ -138,17 +138,9 @@ class ProcessRunner:
             _signal(worker.pid, signal.SIGCONT)
 
     async def running(self) -> dict[str, WorkerHandle]:
-        found = await asyncio.to_thread(find_workers, self.instance)
-        self._seen = found
-        return {
-            sid: WorkerHandle(
-                sid,
-                f"pid:{pid}",
-                fingerprint=_env_of(pid).get(FINGERPRINT_ENV.encode(), b"").decode() or None,
-                paused=_is_stopped(pid),
-            )
-            for sid, pid in found.items()
-        }
+        handles = await asyncio.to_thread(_handles, self.instance)  # reads /proc
+        self._seen = {sid: int(h.ref[4:]) for sid, h in handles.items()}
+        return handles
 
     async def close(self) -> None:
         for session_id in list(self._workers):
@@ -263,3 +255,16 @@ def find_workers(instance: str) -> dict[str, int]:
         if entry.name.isdigit() and (sid := _session_of(int(entry.name), instance)):
             found[sid] = int(entry.name)
     return found
+
+
+def _handles(instance: str) -> dict[str, WorkerHandle]:
+    """Every live worker of ``instance``, with what it was started with and whether frozen."""
+    return {
+        sid: WorkerHandle(
+            sid,
+            f"pid:{pid}",
+            fingerprint=_env_of(pid).get(FINGERPRINT_ENV.encode(), b"").decode() or None,
+            paused=_is_stopped(pid),
+        )
+        for sid, pid in find_workers(instance).items()
+    }
