@@ -73,5 +73,7 @@ async def webhook(request: web.Request) -> web.Response:
         raise InvalidInput("the body must be a JSON object with one sessionId")
     if not text.plain_json(raw):
         text.check_tree(body)
-    await service.handle_event(session_id, body.get("type"), body.get("data"))
+    await service.handle_event(
+        session_id, body.get("type"), body.get("data"), event_id=body.get("id")
+    )
     return web.json_response({"ok": True})

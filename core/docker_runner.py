@@ -34,6 +34,7 @@ log = logging.getLogger("wafleet.runner.docker")
 
 SESSION_LABEL = "wafleet.session"
 INSTANCE_LABEL = "wafleet.instance"
+SPEC_LABEL = "wafleet.spec"  # the WorkerSpec's fingerprint (see SessionService.reconcile)
 CONTAINER_PREFIX = "wa_session_"
 SESSION_MOUNT = "/app/session"
 BACKOFF_MIN_S = 0.5
@@ -109,7 +110,11 @@ class DockerRunner:
             env["SESSION_DIR"] = SESSION_MOUNT
             kwargs: dict[str, Any] = {
                 "name": container_name(sid),
-                "labels": {SESSION_LABEL: sid, INSTANCE_LABEL: self.instance},
+                "labels": {
+                    SESSION_LABEL: sid,
+                    INSTANCE_LABEL: self.instance,
+                    SPEC_LABEL: self.fingerprint(spec),
+                },
                 "environment": env,
                 "volumes": {
                     str(spec.session_dir.resolve()): {"bind": SESSION_MOUNT, "mode": "rw"}
@@ -176,17 +181,32 @@ class DockerRunner:
             if exc.status_code != 409:  # 409: not paused
                 raise
 
+    def fingerprint(self, spec: WorkerSpec) -> str:
+        # The image and how the container runs matter too: a new WORKER_IMAGE replaces it.
+        return spec.fingerprint(self.image, self.network, repr(self.command))
+
     async def running(self) -> dict[str, WorkerHandle]:
         client = await self._get_client()
+        # Paused ones too: a rolling backup that died with ``serve`` leaves its worker frozen,
+        # alive and connected; it is adopted and resumed, not replaced.
         found = await asyncio.to_thread(
             client.api.containers,
-            filters={"label": [f"{INSTANCE_LABEL}={self.instance}"], "status": "running"},
+            filters={
+                "label": [f"{INSTANCE_LABEL}={self.instance}"],
+                "status": ["running", "paused"],
+            },
         )
         handles: dict[str, WorkerHandle] = {}
         for c in found:
-            sid = (c.get("Labels") or {}).get(SESSION_LABEL)
+            labels = c.get("Labels") or {}
+            sid = labels.get(SESSION_LABEL)
             if sid:
-                handles[sid] = WorkerHandle(sid, c["Id"])
+                handles[sid] = WorkerHandle(
+                    sid,
+                    c["Id"],
+                    fingerprint=labels.get(SPEC_LABEL),
+                    paused=c.get("State") == "paused",
+                )
         return handles
 
     async def adopt(self, handle: WorkerHandle) -> None:

@@ -7,6 +7,7 @@ lone surrogate could not be written to the event stream nor shown in the chat.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from core import text
@@ -14,6 +15,11 @@ from core.errors import InvalidInput
 from core.phone import normalize as normalize_phone
 
 MAX_TEXT = 2048
+# An event id: what the worker gives each event so the orchestrator applies it once.
+EVENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+# How long an applied id is remembered: well beyond the 5-minute signature window, and
+# beyond the time a worker buffers events while the orchestrator is away.
+APPLIED_TTL_MS = 24 * 3600 * 1000
 
 
 def _text(data: dict[str, Any], name: str, required: bool) -> str | None:
@@ -94,3 +100,17 @@ def check(kind: object, data: object) -> tuple[str, dict[str, Any]]:
         raise InvalidInput("data must be a JSON object")
     text.check_tree(data, "data")
     return kind, CHECKS[kind](data)
+
+
+def check_id(value: object) -> str | None:
+    """The event's ``id``, or None for an event from an older worker that sends none."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not EVENT_ID.fullmatch(value):
+        raise InvalidInput("id must be 8-64 letters, digits, '_' or '-'")
+    return value
+
+
+def applied_key(session_id: str, event_id: str) -> str:
+    """Redis key that marks one event of one session as applied (expires)."""
+    return f"wafleet:applied:{session_id}:{event_id}"

@@ -28,6 +28,8 @@ from core.tasks import TaskGroup
 log = logging.getLogger("wafleet.runner.process")
 
 INSTANCE_ENV = "WAFLEET_INSTANCE"
+# The WorkerSpec's fingerprint, so the next ``serve`` can tell a stale worker (see reconcile).
+FINGERPRINT_ENV = "WAFLEET_SPEC"
 LOG_NAME = "worker.log"
 LOG_MAX_BYTES = 2 * 1024 * 1024
 PAUSE_CONFIRM_S = 1.0  # how long ``pause`` waits for the kernel to stop the worker
@@ -66,6 +68,7 @@ class ProcessRunner:
             env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
             env.update(spec.env)
             env[INSTANCE_ENV] = self.instance
+            env[FINGERPRINT_ENV] = self.fingerprint(spec)
             popen = await asyncio.to_thread(_spawn, env, spec.session_dir)
             self._watch(spec.session_id, popen.pid, popen)
         log.info("started worker %s (pid %d)", spec.session_id, popen.pid)
@@ -79,6 +82,9 @@ class ProcessRunner:
             return
         self._watch(handle.session_id, pid, None)
         log.info("adopted worker %s (pid %d)", handle.session_id, pid)
+
+    def fingerprint(self, spec: WorkerSpec) -> str:
+        return spec.fingerprint()
 
     async def stop(self, session_id: str) -> None:
         async with self._locks[session_id]:
@@ -132,9 +138,9 @@ class ProcessRunner:
             _signal(worker.pid, signal.SIGCONT)
 
     async def running(self) -> dict[str, WorkerHandle]:
-        found = await asyncio.to_thread(find_workers, self.instance)
-        self._seen = found
-        return {sid: WorkerHandle(sid, f"pid:{pid}") for sid, pid in found.items()}
+        handles = await asyncio.to_thread(_handles, self.instance)  # reads /proc
+        self._seen = {sid: int(h.ref[4:]) for sid, h in handles.items()}
+        return handles
 
     async def close(self) -> None:
         for session_id in list(self._workers):
@@ -221,16 +227,21 @@ def _is_stopped(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] in ("T", "t", "Z", "X")
 
 
-def _session_of(pid: int, instance: str) -> str | None:
-    """The session a live process works for, if it is a worker of this instance."""
+def _env_of(pid: int) -> dict[bytes, bytes]:
+    """A live process's environment as it was started; empty if it is gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         if stat.rpartition(")")[2].split()[0] == "Z":
-            return None
+            return {}
         raw = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
-        return None
-    env = dict(item.partition(b"=")[::2] for item in raw.split(b"\0") if b"=" in item)
+        return {}
+    return dict(item.partition(b"=")[::2] for item in raw.split(b"\0") if b"=" in item)
+
+
+def _session_of(pid: int, instance: str) -> str | None:
+    """The session a live process works for, if it is a worker of this instance."""
+    env = _env_of(pid)
     if env.get(INSTANCE_ENV.encode()) != instance.encode():
         return None
     session = env.get(b"SESSION_ID")
@@ -244,3 +255,16 @@ def find_workers(instance: str) -> dict[str, int]:
         if entry.name.isdigit() and (sid := _session_of(int(entry.name), instance)):
             found[sid] = int(entry.name)
     return found
+
+
+def _handles(instance: str) -> dict[str, WorkerHandle]:
+    """Every live worker of ``instance``, with what it was started with and whether frozen."""
+    return {
+        sid: WorkerHandle(
+            sid,
+            f"pid:{pid}",
+            fingerprint=_env_of(pid).get(FINGERPRINT_ENV.encode(), b"").decode() or None,
+            paused=_is_stopped(pid),
+        )
+        for sid, pid in find_workers(instance).items()
+    }

@@ -7,6 +7,7 @@ exit callback, so a crash is handled within seconds instead of at the next watch
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,11 @@ from typing import Any, Protocol
 
 # A worker that exits with this code asks for a fresh process (see worker.drivers.base).
 EXIT_RECYCLE = 75
+
+# What a worker's fingerprint leaves out: changing these must not replace a running worker.
+# SESSION_PHONE is only a hint for pairing codes, and the record's phone changes when the
+# device links (a session provisioned without a phone); log settings are cosmetic.
+FINGERPRINT_IGNORES = frozenset({"SESSION_PHONE", "LOG_LEVEL", "LOG_FORMAT"})
 
 # Called with (session_id, exit_code or None when unknown) when a worker stops by itself.
 ExitCallback = Callable[[str, int | None], Coroutine[Any, Any, None]]
@@ -29,6 +35,23 @@ class WorkerSpec:
     # It carries secrets: never log it.
     env: dict[str, str] = field(repr=False)
 
+    def fingerprint(self, *extra: str) -> str:
+        """A short digest of what the worker is started with (proxy, webhook, driver, worker
+        settings, plus what the runner adds in ``extra``, e.g. the image).
+
+        Runners keep it on the worker (an env var, a label), so a ``serve`` that restarts
+        can tell a worker started with what Redis says now from one started before a change
+        it never got to apply (a failover cut short by a crash). A digest, never the values:
+        the environment holds secrets.
+        """
+        digest = hashlib.sha256()
+        for name in sorted(self.env):
+            if name not in FINGERPRINT_IGNORES:
+                digest.update(f"{name}={self.env[name]}\0".encode())
+        for item in extra:
+            digest.update(f"+{item}\0".encode())
+        return digest.hexdigest()[:24]
+
 
 @dataclass(frozen=True)
 class WorkerHandle:
@@ -36,6 +59,10 @@ class WorkerHandle:
 
     session_id: str
     ref: str
+    # Found by ``running``: the fingerprint the worker was started with (None: unknown, a
+    # worker of an older wafleet), and whether it is frozen (a backup's pause).
+    fingerprint: str | None = None
+    paused: bool = False
 
 
 class Runner(Protocol):
@@ -57,6 +84,10 @@ class Runner(Protocol):
 
     async def adopt(self, handle: WorkerHandle) -> None:
         """Watch a worker found running at start (after ``serve`` restarted) for its exit."""
+        ...
+
+    def fingerprint(self, spec: WorkerSpec) -> str:
+        """The fingerprint a worker started from ``spec`` by this runner carries."""
         ...
 
     async def pause(self, session_id: str) -> bool:

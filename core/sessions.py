@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -41,6 +40,13 @@ from core.store import NoSuchSession, ReservationRefused, Store
 from core.tasks import TaskGroup
 
 log = logging.getLogger("wafleet.sessions")
+
+
+def session_log(session_id: str) -> logging.Logger:
+    """The logger of one session, ``wafleet.session.<id>``: grep one session's whole story
+    (provision, events, crashes, restarts, failovers) out of a busy fleet's log."""
+    return logging.getLogger(f"wafleet.session.{session_id}")
+
 
 CRASH_WINDOW_S = 300
 CRASH_LIMIT = 5  # crashes within the window before a session is parked as a crash loop
@@ -163,20 +169,22 @@ class SessionService:
         path = session_files.folder(self.settings.sessions_dir, session_id)
         try:
             async with self._session_lock(session_id):
-                self._provisioned_at[session_id] = time.monotonic()
-                session_files.write_meta(path, session_id, number, proxy_url, now)
+                self._provisioned_at[session_id] = self.clock.monotonic()
+                await asyncio.to_thread(
+                    session_files.write_meta, path, session_id, number, proxy_url, now
+                )
                 await self.store.add_event(
                     session_id, "PROVISIONED", {"proxy": mask(proxy_url)}, now
                 )
                 await self._start_worker(session_id, proxy_url, number)
         except Exception:
-            log.exception("could not start the worker of %s; rolling back", session_id)
+            session_log(session_id).exception("could not start the worker; rolling back")
             self._provisioned_at.pop(session_id, None)
             self.pings.forget(session_id)
             await self.store.release(session_id)
-            session_files.remove(path)
+            await asyncio.to_thread(session_files.remove, path)
             raise
-        log.info("provisioned %s on %s", session_id, mask(proxy_url))
+        session_log(session_id).info("provisioned on %s", mask(proxy_url))
         self.tasks.spawn(self.pool.check_capacity(), name="capacity-check")
         if added:
             self.tasks.spawn(self.retry_parked(), name="retry-parked")
@@ -199,7 +207,14 @@ class SessionService:
                 raise NoCapacity("no proxy has a free slot for this session yet")
             if claimed != proxy:
                 path = session_files.folder(self.settings.sessions_dir, record.id)
-                session_files.write_meta(path, record.id, record.phone, claimed, record.created)
+                await asyncio.to_thread(
+                    session_files.write_meta,
+                    path,
+                    record.id,
+                    record.phone,
+                    claimed,
+                    record.created,
+                )
             proxy = claimed
         await self._start_worker(record.id, proxy, record.phone, reason)
 
@@ -217,17 +232,27 @@ class SessionService:
             await self.runner.stop(session_id)
             self.pings.forget(session_id)
             await self.store.release(session_id)
-            session_files.remove(session_files.folder(self.settings.sessions_dir, session_id))
+            await asyncio.to_thread(
+                session_files.remove, session_files.folder(self.settings.sessions_dir, session_id)
+            )
             self._crashes.pop(session_id, None)
             self._provisioned_at.pop(session_id, None)
         self._locks.pop(session_id, None)
-        log.info("deleted %s", session_id)
+        session_log(session_id).info("deleted")
 
     # webhook events ---------------------------------------------------------------------
 
-    async def handle_event(self, session_id: str, kind: object, data: object) -> None:
-        """Apply one authenticated worker event; a malformed one raises before any write."""
+    async def handle_event(
+        self, session_id: str, kind: object, data: object, event_id: object = None
+    ) -> None:
+        """Apply one authenticated worker event once; a malformed one raises before any write.
+
+        Workers deliver at least once (a POST cut off mid-answer is sent again), so an event
+        carrying an ``id`` is applied only the first time that id arrives. A ``PING`` is not
+        deduplicated: it only says "alive now", and the hot path stays one round trip.
+        """
         kind, data = worker_events.check(kind, data)
+        eid = worker_events.check_id(event_id)
         now = self.clock.now_ms()
         if kind == "PING":
             if not await self.pings.record(session_id, now):
@@ -238,17 +263,30 @@ class SessionService:
             # Under the lock, so a failover, restart or delete of this session is either
             # wholly before the event or wholly after it.
             record = await self.get(session_id)
-            self.metrics.events.labels(kind).inc()
-            await self.store.add_event(session_id, kind, _loggable(kind, data), now)
-            handler = getattr(self, f"_on_{kind.lower()}")
-            await handler(record, data, now)
+            applied = worker_events.applied_key(session_id, eid) if eid else None
+            # SET NX before applying: of two deliveries of one id, exactly one gets through.
+            if applied is not None and not await self.store.redis.set(
+                applied, now, nx=True, px=worker_events.APPLIED_TTL_MS
+            ):
+                session_log(session_id).info("ignoring %s event %s: already applied", kind, eid)
+                return
+            try:
+                self.metrics.events.labels(kind).inc()
+                await self.store.add_event(session_id, kind, _loggable(kind, data), now)
+                handler = getattr(self, f"_on_{kind.lower()}")
+                await handler(record, data, now)
+            except Exception:
+                if applied is not None:
+                    # Not applied after all: the worker's retry must be able to apply it.
+                    await self.store.redis.delete(applied)
+                raise
 
     async def _on_qr_code(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
         ttl_ms = int(data.get("ttlMs") or 60_000)
         await self.store.set_qr(record.id, data["qr"], now + ttl_ms, ttl_ms)
         started = self._provisioned_at.pop(record.id, None)
         if started is not None:
-            self.metrics.provision_to_qr.observe(time.monotonic() - started)
+            self.metrics.provision_to_qr.observe(self.clock.monotonic() - started)
         await self.notifier.notify(
             Alert(
                 AlertKind.QR_READY,
@@ -276,8 +314,13 @@ class SessionService:
             raise NotFound(f"no session {record.id!r}") from None
         self._crashes.pop(record.id, None)
         path = session_files.folder(self.settings.sessions_dir, record.id)
-        session_files.write_meta(path, record.id, phone, record.proxy, record.created)
+        await asyncio.to_thread(
+            session_files.write_meta, path, record.id, phone, record.proxy, record.created
+        )
         if expected:
+            session_log(record.id).warning(
+                "provisioned for +%s but linked by +%s", expected, phone
+            )
             await self.notifier.notify(
                 Alert(
                     AlertKind.PHONE_MISMATCH,
@@ -343,7 +386,7 @@ class SessionService:
         if reported is not None and reported != _proxy_id(record.proxy):
             # A worker already replaced by a failover, flushing its last events on the way
             # out: its proxy is not this session's any more.
-            log.info("%s: ignoring a PROXY_ERROR about a proxy it no longer uses", record.id)
+            session_log(record.id).info("ignoring a PROXY_ERROR about a proxy it no longer uses")
             return
         await self.store.set_fields(
             record.id, status=Status.DISCONNECTED, reason=Reason.PROXY_ERROR
@@ -417,8 +460,13 @@ class SessionService:
                 )
                 return Move(session_id, record.phone, record.proxy_masked, None)
             self.metrics.failovers.inc()
+            session_log(session_id).warning(
+                "failing over %s -> %s", record.proxy_masked, mask(new)
+            )
             path = session_files.folder(self.settings.sessions_dir, session_id)
-            session_files.write_meta(path, session_id, record.phone, new, record.created)
+            await asyncio.to_thread(
+                session_files.write_meta, path, session_id, record.phone, new, record.created
+            )
             await self.store.add_event(
                 session_id,
                 "FAILOVER",
@@ -444,7 +492,7 @@ class SessionService:
                 except NoCapacity:
                     return  # still no room: the next recovery tries again
                 except Exception:
-                    log.exception("could not restart parked session %s", record.id)
+                    session_log(record.id).exception("could not restart the parked session")
 
     # Flow 2 and crashes -----------------------------------------------------------------
 
@@ -460,16 +508,18 @@ class SessionService:
         if record is None or (record.status == Status.FAILED and record.reason in PARKED_REASONS):
             return  # deleted, or stopped on purpose meanwhile
         if code == EXIT_RECYCLE:
-            log.info("%s recycled its worker process; starting a fresh one", session_id)
+            session_log(session_id).info("recycled its worker process; starting a fresh one")
             await self._start_worker(record.id, record.proxy, record.phone, record.reason)
             return
         self.metrics.worker_crashes.inc()
         crashes = self._crashes[session_id]
-        now = time.monotonic()
+        now = self.clock.monotonic()
         crashes.append(now)
         while crashes and now - crashes[0] > CRASH_WINDOW_S:
             crashes.popleft()
+        slog = session_log(session_id)
         if len(crashes) > CRASH_LIMIT:
+            slog.error("parked as a crash loop: %d exits in %d s", len(crashes), CRASH_WINDOW_S)
             await self.store.set_fields(session_id, status=Status.FAILED, reason=Reason.CRASH_LOOP)
             await self.notifier.notify(
                 Alert(
@@ -481,6 +531,7 @@ class SessionService:
                 )
             )
             return
+        slog.warning("the worker exited (code %s); restarting it", code)
         await self._start_worker(record.id, record.proxy, record.phone, Reason.CRASHED)
         await self.notifier.notify(
             Alert(
@@ -510,9 +561,10 @@ class SessionService:
                         record.id, record.proxy, record.phone, Reason.WATCHDOG
                     )
                 except Exception:
-                    log.exception("watchdog could not restart %s", record.id)
+                    session_log(record.id).exception("the watchdog could not restart it")
                     continue
             age = now - (record.last_ping or record.created)
+            session_log(record.id).warning("no ping for %d ms: restarted its worker", age)
             restarted.append(record.id)
             self.metrics.watchdog_restarts.inc()
             await self.notifier.notify(
@@ -534,18 +586,59 @@ class SessionService:
     # start-up ---------------------------------------------------------------------------
 
     async def reconcile(self) -> dict[str, list[str]]:
-        """Make what runs match Redis: adopt the living, start the missing, stop orphans."""
+        """Make what runs match Redis: adopt the living, start the missing, stop orphans.
+
+        A living worker is adopted only if it was started with what Redis says now (its
+        spec's fingerprint): one left from a failover that ``serve`` died in the middle of
+        still has the dead proxy in its environment, pings happily, and would never be
+        replaced. A worker frozen by a rolling backup is resumed: that backup died with the
+        ``serve`` that paused it.
+        """
         running = await self.runner.running()
-        report: dict[str, list[str]] = {"adopted": [], "started": [], "removed": []}
+        report: dict[str, list[str]] = {
+            "adopted": [],
+            "started": [],
+            "removed": [],
+            "replaced": [],
+        }
         known = set()
         for record in await self.store.list_sessions():
             known.add(record.id)
             handle = running.get(record.id)
+            parked = record.status == Status.FAILED and record.reason in PARKED_REASONS
+            slog = session_log(record.id)
             if handle is not None:
+                wanted = self.runner.fingerprint(
+                    self.worker_spec(record.id, record.proxy, record.phone)
+                )
+                if handle.fingerprint != wanted and not parked:
+                    slog.warning(
+                        "its running worker was started with other settings (proxy, image or "
+                        "worker settings); replacing it"
+                    )
+                    path = session_files.folder(self.settings.sessions_dir, record.id)
+                    async with self._session_lock(record.id):
+                        # The cut-short change may not have reached session.json either.
+                        await asyncio.to_thread(
+                            session_files.write_meta,
+                            path,
+                            record.id,
+                            record.phone,
+                            record.proxy,
+                            record.created,
+                        )
+                        await self._start_worker(
+                            record.id, record.proxy, record.phone, record.reason
+                        )
+                    report["replaced"].append(record.id)
+                    continue
                 await self.runner.adopt(handle)
+                if handle.paused:
+                    slog.warning("its worker was left paused (a backup cut short); resuming it")
+                    await self.runner.resume(record.id)
                 await self.store.set_fields(record.id, lock=handle.ref)
                 report["adopted"].append(record.id)
-            elif not (record.status == Status.FAILED and record.reason in PARKED_REASONS):
+            elif not parked:
                 async with self._session_lock(record.id):
                     await self._start_worker(record.id, record.proxy, record.phone, record.reason)
                 report["started"].append(record.id)
@@ -554,11 +647,13 @@ class SessionService:
             report["removed"].append(orphan)
         fixed = await self.store.recount()
         log.info(
-            "reconciled: %d adopted, %d started, %d orphan(s) removed, %d counter(s) fixed",
+            "reconciled: %d adopted, %d started, %d orphan(s) removed, %d counter(s) fixed, "
+            "%d replaced (started with other settings)",
             len(report["adopted"]),
             len(report["started"]),
             len(report["removed"]),
             fixed,
+            len(report["replaced"]),
         )
         return report
 
@@ -579,6 +674,9 @@ class SessionService:
             pairingCode=None,
         )
         handle = await self.runner.start(self.worker_spec(session_id, proxy, phone))
+        session_log(session_id).info(
+            "worker started (%s) on %s", reason or "starting", mask(proxy)
+        )
         await self.store.set_fields(session_id, lock=handle.ref)
 
     def worker_spec(self, session_id: str, proxy: str, phone: str | None) -> WorkerSpec:

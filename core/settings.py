@@ -20,6 +20,12 @@ PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "secret", "<random-32>", "replace-me", "xxx"}
 )
 MIN_SECRET_LEN = 16
+# A worker pings every presence interval; the watchdog restarts a session whose last ping is
+# older than PING_TIMEOUT_MS. Below this many intervals, one late or lost ping (a slow
+# reconnect, a busy orchestrator) restarts a healthy worker, in a loop.
+MIN_PINGS_PER_TIMEOUT = 3
+# crontab's numeric weekdays (0 and 7 = Sunday), as names: APScheduler alone reads 0 as Monday.
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass(frozen=True)
@@ -128,12 +134,18 @@ class _Collector:
         return value
 
     def cron(self, name: str, default: str) -> str:
-        """Five crontab fields, or six with seconds first (``s m h dom mon dow``)."""
+        """Five crontab fields, or six with seconds first (``s m h dom mon dow``), each one
+        checked now, with the rest, instead of failing later when the scheduler starts."""
         value = self.text(name, default)
-        if len(value.split()) not in (5, 6):
+        fields = value.split()
+        if len(fields) not in (5, 6):
             self.problems.append(
                 f"{name} must be a crontab line of 5 fields (or 6, seconds first), got {value!r}"
             )
+            return value
+        problem = _cron_problem(fields)
+        if problem is not None:
+            self.problems.append(f"{name} is not a valid crontab line ({problem}): {value!r}")
         return value
 
     def int_set(self, name: str) -> frozenset[int]:
@@ -232,6 +244,50 @@ def _parse(env: Mapping[str, str]) -> Settings:
         c.problems.append("TELEGRAM_CHAT_ID must be set when TELEGRAM_BOT_TOKEN is set")
     if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         c.problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+    c.problems.extend(_timing_problems(settings))
     if c.problems:
         raise ConfigError("wafleet cannot start:\n  - " + "\n  - ".join(c.problems))
     return settings
+
+
+def _timing_problems(s: Settings) -> list[str]:
+    """Pairs of settings that are each valid but cannot work together."""
+    problems = []
+    least = MIN_PINGS_PER_TIMEOUT * s.worker_presence_interval_ms
+    if s.ping_timeout_ms < least:
+        problems.append(
+            f"PING_TIMEOUT_MS ({s.ping_timeout_ms}) must be at least {MIN_PINGS_PER_TIMEOUT} "
+            f"times WORKER_PRESENCE_INTERVAL_MS ({s.worker_presence_interval_ms}), so {least}: "
+            "workers ping once per interval, and healthy ones would be restarted in a loop"
+        )
+    if s.watchdog_interval_ms > s.ping_timeout_ms:
+        problems.append(
+            f"WATCHDOG_INTERVAL_MS ({s.watchdog_interval_ms}) must not exceed PING_TIMEOUT_MS "
+            f"({s.ping_timeout_ms}): a stuck worker would go unnoticed for more than a timeout"
+        )
+    # A restart stops the old worker (up to the grace) after the session's ping clock was
+    # reset; the new worker then needs a ping or two before the watchdog looks again.
+    budget = s.worker_stop_grace_ms + 2 * s.worker_presence_interval_ms
+    if budget > s.ping_timeout_ms:
+        problems.append(
+            f"WORKER_STOP_GRACE_MS ({s.worker_stop_grace_ms}) plus two "
+            f"WORKER_PRESENCE_INTERVAL_MS ({2 * s.worker_presence_interval_ms}) must fit in "
+            f"PING_TIMEOUT_MS ({s.ping_timeout_ms}): every restart would look stuck"
+        )
+    return problems
+
+
+def _cron_problem(fields: list[str]) -> str | None:
+    """Why APScheduler would refuse these crontab fields, or None."""
+    from apscheduler.triggers.cron import CronTrigger  # only serve's start needs it
+
+    second = "0"
+    if len(fields) == 6:
+        second, *fields = fields
+    minute, hour, day, month, dow = fields
+    dow = re.sub(r"(?<![/\d])\d+", lambda m: _WEEKDAYS[int(m.group()) % 8], dow)
+    try:
+        CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month, day_of_week=dow)
+    except ValueError as exc:
+        return str(exc)
+    return None

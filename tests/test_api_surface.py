@@ -41,7 +41,7 @@ async def test_metrics_and_health_tell_the_truth(fleet: Fleet) -> None:
     assert "wafleet_provision_to_qr_seconds_count 2.0" in text
     assert 'wafleet_proxies{status="active"} 2.0' in text
     assert "s3cret-pw" not in text
-    assert sid
+    assert sid == "worker_1"
 
 
 async def test_no_secret_reaches_an_answer_or_the_log(fleet: Fleet) -> None:

@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import signal
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,14 +200,15 @@ async def test_serve_killed_and_restarted_adopts_every_worker(fleet: Fleet) -> N
     first = (await fleet.link())["id"]
     second = (await fleet.link("972509999999"))["id"]
     pids = fleet.workers()
-    fleet.kill()  # SIGKILL: no chance to clean up
-    await asyncio.sleep(1)
+    fleet.kill()  # SIGKILL: no chance to clean up (returns once serve is gone)
     assert fleet.workers() == pids  # workers outlive serve
-    fleet.start()
+    fleet.start()  # listens only after the reconcile: whatever it started runs already
+    assert fleet.workers() == pids  # adopted, not duplicated
+    restarted_at = time.time_ns() // 1_000_000
     for sid in (first, second):
         await fleet.wait_status(sid, "connected")
-    await asyncio.sleep(1)
-    assert fleet.workers() == pids  # adopted, not duplicated
+        await eventually(lambda sid=sid: _pinged_since(fleet, sid, restarted_at))
+    assert fleet.workers() == pids
     assert "2 adopted, 0 started, 0 orphan(s) removed" in fleet.log()
     # an adopted worker is watched like a child: killing it gets it restarted
     os.kill(pids[first], signal.SIGKILL)
@@ -263,7 +266,9 @@ async def test_qr_round_runs_out_then_a_new_round_on_request(fleet: Fleet) -> No
     assert len(await fleet.events(sid, "QR_CODE")) == 3
     status, body = await fleet.call("GET", f"/api/sessions/{sid}/qr")
     assert status == 409 and "POST" in body["error"]["message"]
-    await asyncio.sleep(1.5)  # no silent reconnect loop: still waiting, still 3 QRs
+    # no silent reconnect loop: while the idle worker pings on, still waiting, still 3 QRs
+    waiting_since = time.time_ns() // 1_000_000 + 1000
+    await eventually(lambda: _pinged_since(fleet, sid, waiting_since))
     assert (await fleet.status(sid))["status"] == "failed"
     assert len(await fleet.events(sid, "QR_CODE")) == 3
     status, _ = await fleet.call("POST", f"/api/sessions/{sid}/qr")
@@ -362,3 +367,100 @@ async def test_failover_impossible_parks_then_a_new_proxy_takes_the_session(
     assert await fleet.redis.get(f"proxy:{old}:sessions") == "0"
     assert await fleet.redis.get(f"phone:{PHONE}:proxy") == spare.url
     assert len(await fleet.events(first, "QR_CODE")) == 1
+
+
+async def test_a_replayed_event_changes_nothing(fleet: Fleet) -> None:
+    sid = (await fleet.link())["id"]
+    # the worker gives every event an id, and serve remembers the ones it applied
+    assert await fleet.redis.keys(f"wafleet:applied:{sid}:*")
+    lost = {
+        "id": "replay-test-0001",
+        "sessionId": sid,
+        "type": "DISCONNECTED",
+        "data": {"code": "connection_lost", "reason": "test"},
+        "timestamp": 1,
+    }
+    assert (await fleet.post_webhook(lost))[0] == 200
+    assert (await fleet.status(sid))["status"] == "disconnected"
+    back = {**lost, "id": "replay-test-0002", "type": "CONNECTED", "data": {"phoneNumber": PHONE}}
+    assert (await fleet.post_webhook(back))[0] == 200
+    assert (await fleet.status(sid))["status"] == "connected"
+    # the same body again, freshly signed: answered 200, applied never
+    status, body = await _snapshot_unchanged(fleet, fleet.post_webhook(lost))
+    assert (status, body) == (200, {"ok": True})
+    assert (await fleet.status(sid))["status"] == "connected"
+    assert len(await fleet.events(sid, "DISCONNECTED")) == 1
+    # an older worker's events carry no id: still accepted, applied every time
+    old_style = {k: v for k, v in back.items() if k != "id"}
+    for _ in range(2):
+        assert (await fleet.post_webhook(old_style))[0] == 200
+    assert len(await fleet.events(sid, "CONNECTED")) == 4
+    status, body = await fleet.post_webhook({**lost, "id": "../x"})
+    assert status == 400 and body["error"]["code"] == "invalid_input"
+
+
+async def test_serve_killed_mid_failover_replaces_the_worker_on_the_old_proxy(
+    fleet: Fleet,
+) -> None:
+    sid = (await fleet.link())["id"]
+    old_url = await fleet.redis.get(f"session:{sid}:proxy")
+    old_pid = fleet.workers()[sid]
+    await fleet.redis.config_set("notify-keyspace-events", "K$")
+    moves = fleet.redis.pubsub()
+    await moves.psubscribe(f"__keyspace@*__:session:{sid}:proxy")
+    await moves.get_message(timeout=1)  # the subscription's confirmation
+    next(p for p in fleet.proxies if p.url == old_url).proc.kill()
+    # SIGKILL serve the moment Redis moves the session, before it replaces the worker
+    moved = await moves.get_message(ignore_subscribe_messages=True, timeout=20)
+    fleet.kill()
+    await moves.aclose()
+    assert moved is not None and moved["data"] == "set"
+    new_url = await fleet.redis.get(f"session:{sid}:proxy")
+    assert new_url != old_url
+    assert fleet.workers()[sid] == old_pid  # the worker on the dead proxy is still there
+    fleet.start()
+
+    async def reconnected() -> bool:
+        return (await fleet.status(sid))["status"] == "connected"
+
+    await eventually(reconnected, 20, "the session connected on the new proxy")
+    pid = fleet.workers()[sid]
+    assert pid != old_pid
+    assert f"PROXY_URL={new_url}".encode() in _environ(pid)
+    assert await fleet.redis.get(f"phone:{PHONE}:proxy") == new_url
+    assert len(await fleet.events(sid, "QR_CODE")) == 1  # the same link, no new QR
+    assert "1 replaced (started with other settings)" in fleet.log()
+    meta = json.loads((fleet.sessions_dir / sid / "session.json").read_text())
+    assert meta["proxy"] == new_url
+
+
+async def test_a_worker_left_paused_by_a_backup_is_adopted_and_resumed(fleet: Fleet) -> None:
+    sid = (await fleet.link())["id"]
+    pid = fleet.workers()[sid]
+    os.kill(pid, signal.SIGSTOP)  # what a rolling backup does while it copies the folder
+    fleet.kill()  # ...and serve dies with the backup
+    fleet.start()
+    restarted_at = time.time_ns() // 1_000_000
+
+    await eventually(
+        lambda: _pinged_since(fleet, sid, restarted_at), 10, "a ping from the resumed worker"
+    )
+    assert fleet.workers()[sid] == pid  # adopted and resumed, not replaced
+    assert _state(pid) != "T"
+    assert (await fleet.status(sid))["status"] == "connected"
+    assert "1 adopted, 0 started, 0 orphan(s) removed" in fleet.log()
+    assert "left paused" in fleet.log()
+
+
+async def _pinged_since(fleet: Fleet, sid: str, since_ms: int) -> bool:
+    last = await fleet.redis.get(f"session:{sid}:lastPing")
+    return last is not None and int(last) > since_ms
+
+
+def _environ(pid: int) -> list[bytes]:
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
+def _state(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rpartition(")")[2].split()[0]

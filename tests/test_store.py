@@ -117,7 +117,7 @@ async def test_claim_gives_a_parked_session_a_real_slot(store: Store) -> None:
     await store.redis.set("session:worker_91:proxy", P1)
     assert await store.claim("worker_91", 1) is None  # no room anywhere: nothing written
     assert await store.redis.get(f"proxy:{P1}:sessions") == "1"
-    assert sid
+    assert sid == "worker_1"
 
 
 async def test_connected_event_for_a_deleted_session_writes_nothing(store: Store) -> None:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 import zxingcpp
 from PIL import Image
 
 from core import qr, signing
-from core.errors import InvalidInput
+from core.errors import ConfigError, InvalidInput
 from core.logs import RedactingFilter, redact
 from core.phone import normalize
 from core.proxy_url import ProxyUrl
+from core.runner import WorkerSpec
+from core.settings import Settings
 
 
 def test_proxy_url_masks_and_ids_without_the_password() -> None:
@@ -81,3 +86,84 @@ def test_qr_png_decodes_and_is_big_enough_for_a_phone() -> None:
     assert min(image.size) >= 400
     assert [r.text for r in zxingcpp.read_barcodes(image)] == [code]
     assert len(qr.terminal(code).splitlines()) > 20
+
+
+_BASE_ENV = {"API_KEY": "a" * 20, "WEBHOOK_SECRET": "b" * 20}
+
+
+class _Recording(dict[str, str]):
+    """An environment that remembers every name asked for."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, name: str, default: object = None) -> Any:  # type: ignore[override]
+        self.asked.add(name)
+        return super().get(name, default)
+
+
+def test_env_example_lists_every_setting_serve_reads() -> None:
+    env = _Recording(dict(_BASE_ENV))
+    Settings.from_env(env)
+    example = Path(__file__).parent.parent / ".env.example"
+    text = example.read_text().split("# --- docker-compose.yml only")[0]
+    listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, re.MULTILINE))
+    listed = {"PROXY_URL_<n>" if re.fullmatch(r"PROXY_URL_\d+", n) else n for n in listed}
+    assert "PROXY_URL_<n>" in listed  # read by pattern from the whole environment
+    assert env.asked == listed - {"PROXY_URL_<n>"}
+
+
+def test_settings_that_cannot_work_together_are_refused_in_one_message() -> None:
+    env = {
+        **_BASE_ENV,
+        "WORKER_PRESENCE_INTERVAL_MS": "15000",
+        "PING_TIMEOUT_MS": "20000",  # one late ping would restart a healthy worker
+        "WATCHDOG_INTERVAL_MS": "30000",
+        "WORKER_STOP_GRACE_MS": "5000",
+        "BACKUP_CRON": "0 25 * * *",  # hour 25
+    }
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env)
+    message = str(refused.value)
+    assert message.count("\n  - ") == 4
+    assert (
+        "PING_TIMEOUT_MS (20000) must be at least 3 times WORKER_PRESENCE_INTERVAL_MS" in message
+    )
+    assert "WATCHDOG_INTERVAL_MS (30000) must not exceed PING_TIMEOUT_MS (20000)" in message
+    assert "WORKER_STOP_GRACE_MS (5000) plus two WORKER_PRESENCE_INTERVAL_MS" in message
+    assert "BACKUP_CRON is not a valid crontab line" in message and "'0 25 * * *'" in message
+    # the defaults, and the tests' short timings, work
+    Settings.from_env(_BASE_ENV)
+    fast = {
+        "WORKER_PRESENCE_INTERVAL_MS": "400",
+        "PING_TIMEOUT_MS": "4000",
+        "WORKER_STOP_GRACE_MS": "2000",
+    }
+    Settings.from_env({**_BASE_ENV, **fast, "WATCHDOG_INTERVAL_MS": "500"})
+
+
+@pytest.mark.parametrize("cron", ["0 3 * * *", "*/5 * * * * 1-5", "30 2 * * 7", "0 4 1 * sun"])
+def test_valid_backup_crons_are_accepted(cron: str) -> None:
+    assert Settings.from_env({**_BASE_ENV, "BACKUP_CRON": cron}).backup_cron == cron
+
+
+@pytest.mark.parametrize("cron", ["0 3 * *", "x 3 * * *", "0 3 32 * *", "0 3 * 13 *"])
+def test_invalid_backup_crons_are_refused_at_start(cron: str) -> None:
+    with pytest.raises(ConfigError, match="BACKUP_CRON"):
+        Settings.from_env({**_BASE_ENV, "BACKUP_CRON": cron})
+
+
+def test_worker_spec_fingerprint_follows_what_the_worker_runs_with() -> None:
+    env = {"SESSION_ID": "worker_1", "PROXY_URL": "socks5h://u:p@127.0.0.1:1", "LOG_LEVEL": "INFO"}
+    spec = WorkerSpec("worker_1", Path("/tmp/x"), env)
+    same = WorkerSpec(
+        "worker_1", Path("/tmp/x"), {**env, "LOG_LEVEL": "DEBUG", "SESSION_PHONE": "1"}
+    )
+    moved = WorkerSpec(
+        "worker_1", Path("/tmp/x"), {**env, "PROXY_URL": "socks5h://u:p@127.0.0.1:2"}
+    )
+    assert spec.fingerprint() == same.fingerprint()
+    assert spec.fingerprint() != moved.fingerprint()
+    assert spec.fingerprint("image:a") != spec.fingerprint("image:b")
+    assert "p@127" not in spec.fingerprint()  # a digest, never the values

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections import deque
 from typing import Any
 
@@ -51,6 +52,8 @@ class WebhookClient:
             log.warning("webhook buffer full: dropping the oldest event")
         self._queue.append(
             {
+                # One id per event, kept across retries: the orchestrator applies it once.
+                "id": uuid.uuid4().hex,
                 "sessionId": self.session_id,
                 "type": kind,
                 "data": data,
