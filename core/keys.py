@@ -54,3 +54,14 @@ def bot_lang(chat_or_user_id: int) -> str:
 def bot_qr_message(session_id: str) -> str:
     """Hash ``chat`` + ``message``: the chat that shows the session's QR, and its message."""
     return f"wafleet:bot:qr:{session_id}"
+
+
+def bot_outbox() -> str:
+    """Stream of alerts waiting for the chat (field ``alert``: the alert's JSON); an entry is
+    deleted once sent, so what is left after a crash goes out after the next start."""
+    return "wafleet:bot:outbox"
+
+
+def bot_alert_sent(alert_id: str) -> str:
+    """Set (with a day's expiry) once an alert reached the chat: a repeat of it is dropped."""
+    return f"wafleet:bot:sent:{alert_id}"

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from core.errors import Conflict, NotFound
 from core.models import ProxyRecord
-from core.notifier import Alert, AlertKind, Notifier
+from core.notifier import Alert, AlertKind, Done, Notifier
 from core.proxy_probe import probe
 from core.proxy_url import ProxyUrl, mask, parse_input
 from core.store import Store
@@ -91,8 +91,7 @@ class ProxyPool:
                     Alert(
                         AlertKind.PROXY_RECOVERED,
                         proxy=mask(record.url),
-                        detail="the proxy passes the SOCKS5 handshake again",
-                        action="returned it to the pool",
+                        done=Done.RETURNED_TO_POOL,
                     )
                 )
         if recovered:
@@ -117,8 +116,8 @@ class ProxyPool:
             await self.notifier.notify(
                 Alert(
                     AlertKind.CAPACITY_LOW,
-                    detail=f"{free} free slot(s) left of {total}",
-                    action="nothing yet: add a proxy (/addproxy) before provisioning more",
+                    facts={"free": free, "total": total},
+                    done=Done.ADD_PROXY_SOON,
                 )
             )
         self._capacity_low = low

@@ -10,12 +10,16 @@ from bot import texts
 from core.proxies import ProxyPool
 from core.sessions import SessionService
 
-router = Router(name="stats")
 
-
-@router.message(Command("stats"))
 async def stats(message: Message, service: SessionService, pool: ProxyPool) -> None:
     free, total = await pool.free_slots()
     await message.answer(
         texts.stats(await service.all_sessions(), await pool.all_proxies(), free, total)
     )
+
+
+def build_router() -> Router:
+    """A fresh router each call, so a second dispatcher (a test, a restart) can be built."""
+    router = Router(name="stats")
+    router.message.register(stats, Command("stats"))
+    return router
