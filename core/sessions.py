@@ -285,7 +285,13 @@ class SessionService:
                 )
             )
         await self.notifier.notify(
-            Alert(AlertKind.CONNECTED, record.id, phone, proxy=record.proxy_masked)
+            Alert(
+                AlertKind.CONNECTED,
+                record.id,
+                phone,
+                proxy=record.proxy_masked,
+                done=Done.NOTHING_NEEDED,
+            )
         )
 
     async def _on_disconnected(
