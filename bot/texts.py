@@ -271,7 +271,7 @@ def language_set() -> str:
 
 
 def _megabytes(size: int) -> str:
-    return f"{size / 1_000_000:.1f} MB"
+    return _("{size} MB").format(size=f"{size / 1_000_000:.1f}")
 
 
 def backup_started() -> str:
@@ -417,6 +417,9 @@ def _alert_facts(alert: Alert) -> str:
                 size=_megabytes(int(f["size_bytes"])),
                 n=int(f["sessions"]),
             )
+        if alert.kind is AlertKind.BACKUP_FAILED:
+            # The error's own text is English from the OS or a library: the log has it.
+            return _("the disk is full") if f.get("code") == "disk_full" else ""
         if alert.kind is AlertKind.RESTORE_DONE:
             return _("{n} session(s) from {id}; {connected} connected so far").format(
                 n=int(f["sessions"]),

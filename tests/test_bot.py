@@ -15,6 +15,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -475,8 +476,10 @@ async def test_pairing_code_arrives_as_text_and_links_without_a_scan(
 # what the operator reads: every word from the catalogue ----------------------------------
 
 # What may stay Latin in a Hebrew alert: session ids, phone numbers, masked proxy URLs (and
-# the pairing code a new linking round shows).
-NOT_WORDS = re.compile(r"<[^>]+>|worker_\d+|\+\d+|socks5h://[^\s<]*|\b[A-Z0-9]{4}-[A-Z0-9]{4}\b")
+# the pairing code a new linking round shows, and bot commands such as /addproxy).
+NOT_WORDS = re.compile(
+    r"<[^>]+>|worker_\d+|\+\d+|socks5h://[^\s<]*|\b[A-Z0-9]{4}-[A-Z0-9]{4}\b|/[a-z]+\b"
+)
 LATIN_WORD = re.compile(r"[A-Za-z]+")
 HEBREW = re.compile(r"[\u0590-\u05FF]")
 
@@ -677,3 +680,39 @@ async def test_an_alert_raised_just_before_serve_is_killed_arrives_after_it_rest
     told = [c for c in telegram.calls[mark:] if c.method == "sendMessage" and logged_out(c)]
     assert len(told) == 1
     assert await fleet.redis.xlen("wafleet:bot:outbox") == 0
+
+
+SAMPLE_FACTS: dict[AlertKind, dict[str, str | int]] = {
+    AlertKind.DISCONNECTED: {"code": "connection_lost", "reason": "websocket closed"},
+    AlertKind.LOGGED_OUT: {"reason": "logged_out"},
+    AlertKind.PROXY_BAD: {"error": "ProxyConnectionError: refused"},
+    AlertKind.FAILOVER_IMPOSSIBLE: {"sessions": 2},
+    AlertKind.WATCHDOG_RESTART: {"seconds": 200},
+    AlertKind.WORKER_CRASHED: {"exit_code": 137},
+    AlertKind.CRASH_LOOP: {"exits": 6, "minutes": 5},
+    AlertKind.CAPACITY_LOW: {"free": 1, "total": 8},
+    AlertKind.PHONE_MISMATCH: {"expected": "972501234567", "linked": "972501234568"},
+    AlertKind.BACKUP_DONE: {"archive": "backup_2026-01-01.zip", "size_bytes": 10, "sessions": 1},
+    AlertKind.BACKUP_FAILED: {"code": "disk_full", "error": "OSError: No space left on device"},
+    AlertKind.RESTORE_DONE: {"backup": "backup_2026-01-01", "sessions": 1, "connected": 1},
+}
+
+
+@pytest.mark.parametrize("kind", [k for k in AlertKind if k in texts.ALERT_ICONS])
+def test_every_alert_kind_reads_in_hebrew_without_english(kind: AlertKind) -> None:
+    proxy = "socks5h://wa:***@127.0.0.1:1080"
+    alert = Alert(
+        kind,
+        "worker_3",
+        "972501234567",
+        proxy=proxy,
+        facts=SAMPLE_FACTS.get(kind, {}),
+        done=next(iter(Done)),
+        moves=(Move("worker_3", "972501234567", proxy, None),),
+    )
+    i18n = build_i18n()
+    for done in Done:
+        with i18n.context(), i18n.use_locale("he"):
+            text = "\n".join(texts.alert_burst([replace(alert, done=done)]))
+        # archive and backup names are ids too
+        assert latin_words(re.sub(r"backup_[\d-]+(\.zip)?", " ", text)) == [], text
