@@ -34,6 +34,8 @@ from aiogram.exceptions import (
 )
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto
 from PIL import Image, ImageDraw
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot import keyboards, texts
 from bot.i18n import CatalogueI18n, chat_locale
@@ -51,6 +53,7 @@ T = TypeVar("T")
 QR_KINDS = frozenset({AlertKind.QR_READY, AlertKind.PAIRING_CODE, AlertKind.CONNECTED})
 NETWORK_RETRIES = 8  # with backoff capped at 30 s: a few minutes of Telegram being away
 NEW_QR_KINDS = frozenset({AlertKind.LOGGED_OUT, AlertKind.QR_EXPIRED})
+BURST_ATTEMPTS = 5  # an alert whose burst fails this often (Redis up) is dropped, and logged
 
 
 def placeholder_png(colour: str) -> bytes:
@@ -80,6 +83,8 @@ class TelegramNotifier:
         self.clock = clock
         self.window_s = window_s
         self.outbox = AlertOutbox(redis)
+        self._reading: list[Entry] = []  # the burst being read and sent
+        self._attempts: dict[str, int] = {}  # failed sends per outbox entry
         self._qr_queue: asyncio.Queue[Alert] = asyncio.Queue()
         self._latest_qr: dict[str, Alert] = {}
         self._tasks = TaskGroup()
@@ -249,15 +254,33 @@ class TelegramNotifier:
                     delay = 1.0
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # Redis or Telegram away: what was read stays in the outbox, read it again.
                 log.exception("could not send alerts to Telegram; retrying in %.0f s", delay)
+                if not isinstance(exc, RedisConnectionError | RedisTimeoutError):
+                    await self._give_up_on_poison()
                 self.outbox.recover()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
+    async def _give_up_on_poison(self) -> None:
+        """At least once, but not forever: an alert that breaks every send is dropped."""
+        hopeless = []
+        for entry in self._reading:
+            self._attempts[entry.stream_id] = self._attempts.get(entry.stream_id, 0) + 1
+            if self._attempts[entry.stream_id] >= BURST_ATTEMPTS:
+                hopeless.append(entry)
+        if hopeless:
+            log.error("dropping %d alert(s) that failed %d sends", len(hopeless), BURST_ATTEMPTS)
+            with contextlib.suppress(Exception):
+                await self.outbox.done(hopeless)
+                for entry in hopeless:
+                    self._attempts.pop(entry.stream_id, None)
+
     async def _one_burst(self) -> None:
+        self._reading = []
         burst: list[Entry] = await self.outbox.take(block_ms=1000)
+        self._reading = burst
         if not burst:
             return
         window_ms = int(self.window_s * 1000)
@@ -268,6 +291,9 @@ class TelegramNotifier:
         if fresh:
             await self._send_burst(fresh)
         await self.outbox.done(burst)
+        for entry in burst:
+            self._attempts.pop(entry.stream_id, None)
+        self._reading = []
 
     async def _send_burst(self, burst: list[Alert]) -> None:
         for alert in burst:
