@@ -90,7 +90,9 @@ class TelegramBot:
         assert settings.telegram_chat_id is not None  # settings refuse a token without it
         self.bot = build_bot(settings)
         self.i18n = build_i18n()
-        self.notifier = TelegramNotifier(self.bot, redis, self.i18n, settings.telegram_chat_id)
+        self.notifier = TelegramNotifier(
+            self.bot, redis, self.i18n, settings.telegram_chat_id, service.clock
+        )
         self.dp = build_dispatcher(
             settings, redis, self.i18n, service, pool, backups, self.notifier
         )

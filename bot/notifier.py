@@ -8,7 +8,8 @@ limit must not slow a worker's event down. Two background loops do the sending:
   message id is kept in Redis, so a restart of ``serve`` keeps editing the same message.
 * the alert loop, in bursts: alerts arriving within ``window_s`` of the first become
   one message, so a proxy dying under four sessions, or fifty workers failing at once,
-  is one message and not a flood.
+  is one message and not a flood. Alerts wait in a Redis stream (``bot/outbox.py``), not
+  in memory: one raised just before ``serve`` dies is sent after it comes back.
 
 Telegram's ``RetryAfter`` is waited out and the same request sent again: alerts are
 never dropped for a flood limit.
@@ -20,7 +21,6 @@ import asyncio
 import contextlib
 import io
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -34,11 +34,15 @@ from aiogram.exceptions import (
 )
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto
 from PIL import Image, ImageDraw
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot import keyboards, texts
 from bot.i18n import CatalogueI18n, chat_locale
+from bot.outbox import AlertOutbox, Entry
 from core import keys
 from core import qr as qr_render
+from core.clock import Clock
 from core.notifier import Alert, AlertKind
 from core.tasks import TaskGroup
 
@@ -49,6 +53,7 @@ T = TypeVar("T")
 QR_KINDS = frozenset({AlertKind.QR_READY, AlertKind.PAIRING_CODE, AlertKind.CONNECTED})
 NETWORK_RETRIES = 8  # with backoff capped at 30 s: a few minutes of Telegram being away
 NEW_QR_KINDS = frozenset({AlertKind.LOGGED_OUT, AlertKind.QR_EXPIRED})
+BURST_ATTEMPTS = 5  # an alert whose burst fails this often (Redis up) is dropped, and logged
 
 
 def placeholder_png(colour: str) -> bytes:
@@ -68,15 +73,19 @@ class TelegramNotifier:
         redis: aioredis.Redis,
         i18n: CatalogueI18n,
         chat_id: int,
+        clock: Clock,
         window_s: float = 1.5,
     ) -> None:
         self.bot = bot
         self.redis = redis
         self.i18n = i18n
         self.chat_id = chat_id
+        self.clock = clock
         self.window_s = window_s
+        self.outbox = AlertOutbox(redis)
+        self._reading: list[Entry] = []  # the burst being read and sent
+        self._attempts: dict[str, int] = {}  # failed sends per outbox entry
         self._qr_queue: asyncio.Queue[Alert] = asyncio.Queue()
-        self._alerts: asyncio.Queue[Alert] = asyncio.Queue()
         self._latest_qr: dict[str, Alert] = {}
         self._tasks = TaskGroup()
         self._qr_lock = asyncio.Lock()
@@ -90,7 +99,7 @@ class TelegramNotifier:
                 self._latest_qr[alert.session_id] = alert
             self._qr_queue.put_nowait(alert)
         else:
-            self._alerts.put_nowait(alert)
+            await self.outbox.put(alert)
 
     # lifecycle --------------------------------------------------------------------------
 
@@ -99,15 +108,26 @@ class TelegramNotifier:
         self._tasks.spawn(self._alert_loop(), name="telegram-alerts")
 
     async def close(self, grace_s: float = 5.0) -> None:
-        """Give queued messages ``grace_s`` to go out, then stop the loops."""
+        """Give queued messages ``grace_s`` to go out, then stop the loops.
+
+        Alerts still unsent stay in the Redis outbox and go out after the next start.
+        """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace_s):
                 await self._qr_queue.join()
-                await self._alerts.join()
-        left = self._qr_queue.qsize() + self._alerts.qsize()
-        if left:
-            log.warning("stopping with %d Telegram message(s) unsent (they are in the log)", left)
+                while await self._outbox_waiting():  # noqa: ASYNC110 (the state is in Redis)
+                    await asyncio.sleep(0.1)
+        if left := self._qr_queue.qsize():
+            log.warning("stopping with %d QR message(s) unsent", left)
+        if waiting := await self._outbox_waiting():
+            log.warning("stopping with %d alert(s) unsent: they go out after a restart", waiting)
         await self._tasks.cancel()
+
+    async def _outbox_waiting(self) -> int:
+        try:
+            return await self.outbox.waiting()
+        except Exception:  # Redis away: nothing to wait for here
+            return 0
 
     # QR messages ------------------------------------------------------------------------
 
@@ -146,12 +166,12 @@ class TelegramNotifier:
         elif alert.kind is AlertKind.PAIRING_CODE:
             chat, _ = await self._target(sid)
             with self.i18n.use_locale(await chat_locale(self.redis, chat)), self.i18n.context():
-                text = texts.pairing_code(sid, alert.detail)
+                text = texts.pairing_code(sid, str(alert.facts.get("code", "")))
             await self.deliver(lambda: self.bot.send_message(chat, text))
         elif alert.kind is AlertKind.CONNECTED:
             chat, message_id = await self._target(sid)
             if message_id is None:
-                self._alerts.put_nowait(alert)  # a reconnect: an ordinary (grouped) alert
+                await self.outbox.put(alert)  # a reconnect: an ordinary (grouped) alert
                 return
             with self.i18n.use_locale(await chat_locale(self.redis, chat)), self.i18n.context():
                 caption = texts.connected_caption(sid, alert.phone)
@@ -166,7 +186,7 @@ class TelegramNotifier:
 
     async def _show_qr(self, sid: str, code: str, expires: int | None) -> None:
         chat, message_id = await self._target(sid)
-        expires_in = None if expires is None else (expires - int(time.time() * 1000)) // 1000
+        expires_in = None if expires is None else (expires - self.clock.now_ms()) // 1000
         with self.i18n.use_locale(await chat_locale(self.redis, chat)), self.i18n.context():
             caption = texts.qr_caption(sid, expires_in)
         png = await asyncio.to_thread(qr_render.png, code)
@@ -224,19 +244,56 @@ class TelegramNotifier:
     # alerts -----------------------------------------------------------------------------
 
     async def _alert_loop(self) -> None:
+        """Read the outbox in bursts; acknowledge a burst only once it reached the chat."""
+        delay = 1.0
         while True:
-            burst = [await self._alerts.get()]
             try:
-                deadline = time.monotonic() + self.window_s
-                while (left := deadline - time.monotonic()) > 0:
-                    with contextlib.suppress(TimeoutError):
-                        burst.append(await asyncio.wait_for(self._alerts.get(), left))
-                await self._send_burst(burst)
-            except Exception:
-                log.exception("could not send %d alert(s) to Telegram", len(burst))
-            finally:
-                for _ in burst:
-                    self._alerts.task_done()
+                await self.outbox.ready()
+                while True:
+                    await self._one_burst()
+                    delay = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Redis or Telegram away: what was read stays in the outbox, read it again.
+                log.exception("could not send alerts to Telegram; retrying in %.0f s", delay)
+                if not isinstance(exc, RedisConnectionError | RedisTimeoutError):
+                    await self._give_up_on_poison()
+                self.outbox.recover()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _give_up_on_poison(self) -> None:
+        """At least once, but not forever: an alert that breaks every send is dropped."""
+        hopeless = []
+        for entry in self._reading:
+            self._attempts[entry.stream_id] = self._attempts.get(entry.stream_id, 0) + 1
+            if self._attempts[entry.stream_id] >= BURST_ATTEMPTS:
+                hopeless.append(entry)
+        if hopeless:
+            log.error("dropping %d alert(s) that failed %d sends", len(hopeless), BURST_ATTEMPTS)
+            with contextlib.suppress(Exception):
+                await self.outbox.done(hopeless)
+                for entry in hopeless:
+                    self._attempts.pop(entry.stream_id, None)
+
+    async def _one_burst(self) -> None:
+        self._reading = []
+        burst: list[Entry] = await self.outbox.take(block_ms=1000)
+        self._reading = burst
+        if not burst:
+            return
+        window_ms = int(self.window_s * 1000)
+        deadline = self.clock.now_ms() + window_ms
+        while (left := deadline - self.clock.now_ms()) > 0:
+            burst += await self.outbox.take(block_ms=min(left, window_ms))
+        fresh = [e.alert for e in await self.outbox.unsent(burst) if e.alert is not None]
+        if fresh:
+            await self._send_burst(fresh)
+        await self.outbox.done(burst)
+        for entry in burst:
+            self._attempts.pop(entry.stream_id, None)
+        self._reading = []
 
     async def _send_burst(self, burst: list[Alert]) -> None:
         for alert in burst:

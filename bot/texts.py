@@ -17,7 +17,7 @@ from core.backups import BackupInfo, BackupResult, RestoreReport
 from core.errors import WafleetError
 from core.fleet_stats import FleetStats
 from core.models import ProxyRecord, ProxyStatus, SessionRecord, Status
-from core.notifier import Alert, AlertKind
+from core.notifier import Alert, AlertKind, Done
 
 MAX_MESSAGE = 4000  # Telegram's limit is 4096; leave room for the markup
 
@@ -270,7 +270,7 @@ def language_set() -> str:
 
 
 def _megabytes(size: int) -> str:
-    return f"{size / 1_000_000:.1f} MB"
+    return _("{size} MB").format(size=f"{size / 1_000_000:.1f}")
 
 
 def backup_started() -> str:
@@ -346,42 +346,91 @@ def _alert_title(kind: AlertKind) -> str:
     return titles.get(kind, kind.value)
 
 
-def _alert_done(kind: AlertKind) -> str:
-    done = {
-        AlertKind.CONNECTED: _("nothing needed: the session is up."),
-        AlertKind.DISCONNECTED: _("the worker reconnects by itself."),
-        AlertKind.LOGGED_OUT: _("deleted its credentials; a new QR round has started."),
-        AlertKind.QR_EXPIRED: _("the worker waits: press the button for a new QR."),
-        AlertKind.PROXY_BAD: _("moved its sessions to other proxies (old → new above)."),
-        AlertKind.FAILOVER_IMPOSSIBLE: _(
+def _done_text(done: Done) -> str:
+    texts = {
+        Done.NOTHING: "",
+        Done.NOTHING_NEEDED: _("nothing needed: the session is up."),
+        Done.RECONNECTING: _("the worker reconnects by itself."),
+        Done.NOT_RECONNECTING_REPLACED: _(
+            "not reconnecting: another client took over this session."
+        ),
+        Done.WAITING_OUT_BAN: _("waiting out the temporary ban before reconnecting."),
+        Done.NOT_RECONNECTING_OUTDATED: _("not reconnecting: the worker needs an update."),
+        Done.NEW_QR_ROUND: _("deleted its credentials; a new QR round has started."),
+        Done.WAITING_FOR_NEW_QR: _("the worker waits: press the button for a new QR."),
+        Done.MOVED_SESSIONS: _("moved its sessions to other proxies (old → new above)."),
+        Done.STOPPED_UNTIL_SLOT: _(
             "stopped these workers; they restart when a slot frees up. Add a proxy: /addproxy"
         ),
-        AlertKind.WATCHDOG_RESTART: _("restarted the worker."),
-        AlertKind.WORKER_CRASHED: _("restarted the worker."),
-        AlertKind.CRASH_LOOP: _("stopped restarting it: read its log, then /restart it."),
-        AlertKind.PROXY_RECOVERED: _("returned it to the pool; parked sessions get slots again."),
-        AlertKind.CAPACITY_LOW: _("nothing yet: add a proxy (/addproxy) before provisioning."),
-        AlertKind.PHONE_MISMATCH: _(
-            "kept the link; the sticky proxy now belongs to the linked phone."
-        ),
-        AlertKind.BACKUP_DONE: _("kept the newest archives, deleted older ones."),
-        AlertKind.BACKUP_FAILED: _("the sessions run on; the previous archives are untouched."),
-        AlertKind.RESTORE_DONE: _("restarted the restored sessions (moves above, if any)."),
+        Done.RESTARTED_WORKER: _("restarted the worker."),
+        Done.STOPPED_RESTARTING: _("stopped restarting it: read its log, then /restart it."),
+        Done.RETURNED_TO_POOL: _("returned it to the pool; parked sessions get slots again."),
+        Done.ADD_PROXY_SOON: _("nothing yet: add a proxy (/addproxy) before provisioning."),
+        Done.KEPT_LINK: _("kept the link; the sticky proxy now belongs to the linked phone."),
+        Done.KEPT_NEWEST_BACKUPS: _("kept the newest archives, deleted older ones."),
+        Done.KEPT_PREVIOUS_BACKUPS: _("the sessions run on; the previous archives are untouched."),
+        Done.RESTARTED_RESTORED: _("restarted the restored sessions (moves above, if any)."),
     }
-    return done.get(kind, "")
+    return texts.get(done, "")
 
 
-def _disconnect_done(detail: str) -> str:
-    code = detail.split(":", 1)[0].strip()
-    special = {
-        "stream_replaced": _("not reconnecting: another client took over this session."),
-        "temporary_ban": _("waiting out the temporary ban before reconnecting."),
-        "client_outdated": _("not reconnecting: the worker needs an update."),
+def _disconnect_reason(code: str) -> str:
+    """The worker's classification of a disconnect; an unknown one is shown as its code."""
+    names = {
+        "connection_lost": _("connection lost"),
+        "proxy_error": _("proxy error"),
+        "stream_replaced": _("another client took over"),
+        "temporary_ban": _("temporary ban"),
+        "client_outdated": _("client outdated"),
     }
-    return special.get(code, _alert_done(AlertKind.DISCONNECTED))
+    return names.get(code) or html.code(html.quote(code))
 
 
-def _alert_line(alert: Alert) -> list[str]:
+def _alert_facts(alert: Alert) -> str:
+    """What happened, from the alert's parameters; only the numbers and ids come from core."""
+    f = alert.facts
+    try:
+        if alert.kind is AlertKind.WATCHDOG_RESTART:
+            return _("no ping for {n} s").format(n=int(f["seconds"]))
+        if alert.kind is AlertKind.WORKER_CRASHED and "exit_code" in f:
+            return _("exit code {code}").format(code=int(f["exit_code"]))
+        if alert.kind is AlertKind.CRASH_LOOP:
+            return _("exited {n} times in {minutes} min").format(
+                n=int(f["exits"]), minutes=int(f["minutes"])
+            )
+        if alert.kind is AlertKind.CAPACITY_LOW:
+            return _("{free} free slot(s) left of {total}").format(
+                free=int(f["free"]), total=int(f["total"])
+            )
+        if alert.kind is AlertKind.PHONE_MISMATCH:
+            return _("provisioned for {expected}").format(
+                expected=html.quote(phone(str(f["expected"])))
+            )
+        if alert.kind is AlertKind.FAILOVER_IMPOSSIBLE:
+            return _("{n} session(s) have no proxy to move to").format(n=int(f["sessions"]))
+        if alert.kind is AlertKind.DISCONNECTED:
+            return _disconnect_reason(str(f.get("code") or "connection_lost"))
+        if alert.kind is AlertKind.BACKUP_DONE:
+            return _("{name}: {size}, {n} session(s)").format(
+                name=html.code(html.quote(str(f["archive"]))),
+                size=_megabytes(int(f["size_bytes"])),
+                n=int(f["sessions"]),
+            )
+        if alert.kind is AlertKind.BACKUP_FAILED:
+            # The error's own text is English from the OS or a library: the log has it.
+            return _("the disk is full") if f.get("code") == "disk_full" else ""
+        if alert.kind is AlertKind.RESTORE_DONE:
+            return _("{n} session(s) from {id}; {connected} connected so far").format(
+                n=int(f["sessions"]),
+                id=html.code(html.quote(str(f["backup"]))),
+                connected=int(f["connected"]),
+            )
+    except (KeyError, ValueError):
+        pass  # an alert from an older or newer serve: the title and the ids still say enough
+    return ""
+
+
+def _alert_line(alert: Alert, with_done: bool) -> list[str]:
     parts = []
     if alert.session_id:
         parts.append(html.bold(html.quote(alert.session_id)))
@@ -389,9 +438,10 @@ def _alert_line(alert: Alert) -> list[str]:
         parts.append(html.quote(phone(alert.phone)))
     if alert.proxy:
         parts.append(html.code(html.quote(alert.proxy)))
-    if alert.detail:
-        parts.append(html.italic(html.quote(alert.detail)))
-    lines = ["• " + " · ".join(parts)]
+    facts = _alert_facts(alert)
+    if facts:
+        parts.append(html.italic(facts))
+    lines = ["• " + " · ".join(parts)] if parts else []
     for move in alert.moves:
         target = html.code(html.quote(move.new_proxy)) if move.new_proxy else _("no proxy left")
         lines.append(
@@ -403,15 +453,39 @@ def _alert_line(alert: Alert) -> list[str]:
                 new=target,
             )
         )
-    if alert.kind is AlertKind.DISCONNECTED:
-        lines.append("   " + _("Done: {what}").format(what=_disconnect_done(alert.detail)))
+    if with_done and alert.done is not Done.NOTHING:
+        lines.append("   " + _("Done: {what}").format(what=_done_text(alert.done)))
     return lines
+
+
+def fold_burst(alerts: Iterable[Alert]) -> list[Alert]:
+    """Drop what the same burst already answers: a disconnect of a session that a failover
+    in this burst moved reads "reconnects by itself" right above "moved to another proxy";
+    the move is the whole story. Repeats of one alert id are dropped too."""
+    burst = list(alerts)
+    moved = {
+        m.session_id
+        for a in burst
+        if a.kind is AlertKind.PROXY_BAD
+        for m in a.moves
+        if m.new_proxy is not None
+    }
+    seen: set[str] = set()
+    kept = []
+    for alert in burst:
+        if alert.id in seen:
+            continue
+        seen.add(alert.id)
+        if alert.kind is AlertKind.DISCONNECTED and alert.session_id in moved:
+            continue
+        kept.append(alert)
+    return kept
 
 
 def alert_burst(alerts: Iterable[Alert]) -> list[str]:
     """One burst of alerts as few messages as Telegram's size limit allows, grouped by kind."""
     groups: dict[AlertKind, list[Alert]] = {}
-    for alert in alerts:
+    for alert in fold_burst(alerts):
         groups.setdefault(alert.kind, []).append(alert)
     blocks: list[list[str]] = []
     for kind, members in groups.items():
@@ -420,10 +494,13 @@ def alert_burst(alerts: Iterable[Alert]) -> list[str]:
                 icon=ALERT_ICONS.get(kind, "ℹ️"), title=_alert_title(kind), n=len(members)
             )
         ]
+        # One "Done:" for the group when every member had the same done, else one each.
+        dones = {a.done for a in members}
+        shared = len(dones) == 1
         for alert in members:
-            block += _alert_line(alert)
-        if kind is not AlertKind.DISCONNECTED:
-            block.append(_("Done: {what}").format(what=_alert_done(kind)))
+            block += _alert_line(alert, with_done=not shared)
+        if shared and (done := dones.pop()) is not Done.NOTHING:
+            block.append(_("Done: {what}").format(what=_done_text(done)))
         blocks.append(block)
     messages: list[str] = []
     current = ""

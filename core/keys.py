@@ -96,3 +96,14 @@ PHONE_PROXY_PATTERN = phone_proxy("*")
 def phone_of_proxy_key(key: str) -> str:
     """``phone:<phone>:proxy`` -> ``<phone>`` (a phone has no colon)."""
     return key.split(":")[1]
+
+
+def bot_outbox() -> str:
+    """Stream of alerts waiting for the chat (field ``alert``: the alert's JSON); an entry is
+    deleted once sent, so what is left after a crash goes out after the next start."""
+    return "wafleet:bot:outbox"
+
+
+def bot_alert_sent(alert_id: str) -> str:
+    """Set (with a day's expiry) once an alert reached the chat: a repeat of it is dropped."""
+    return f"wafleet:bot:sent:{alert_id}"

@@ -13,7 +13,7 @@ from core import fleet_stats
 from core.errors import Conflict, NotFound
 from core.fleet_stats import FleetStats
 from core.models import ProxyRecord, ProxyStatus
-from core.notifier import Alert, AlertKind, Notifier
+from core.notifier import Alert, AlertKind, Done, Notifier
 from core.proxy_policy import ProxyPolicy
 from core.proxy_probe import Destination, probe
 from core.proxy_url import ProxyUrl, mask, parse_input
@@ -104,8 +104,7 @@ class ProxyPool:
                     Alert(
                         AlertKind.PROXY_RECOVERED,
                         proxy=mask(record.url),
-                        detail="the proxy reaches the network through SOCKS5 again",
-                        action="returned it to the pool",
+                        done=Done.RETURNED_TO_POOL,
                     )
                 )
         if recovered:
@@ -132,8 +131,8 @@ class ProxyPool:
             await self.notifier.notify(
                 Alert(
                     AlertKind.CAPACITY_LOW,
-                    detail=f"{free} free slot(s) left of {total}",
-                    action="nothing yet: add a proxy (/addproxy) before provisioning more",
+                    facts={"free": free, "total": total},
+                    done=Done.ADD_PROXY_SOON,
                 )
             )
         self._capacity_low = low

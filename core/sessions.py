@@ -28,7 +28,7 @@ from core.errors import (
 )
 from core.metrics import Metrics
 from core.models import ProxyStatus, Reason, SessionRecord, Status
-from core.notifier import Alert, AlertKind, Move, Notifier
+from core.notifier import Alert, AlertKind, Done, Move, Notifier
 from core.phone import normalize as normalize_phone
 from core.pings import PingBuffer
 from core.proxies import ProxyPool
@@ -294,7 +294,6 @@ class SessionService:
                 record.phone,
                 qr=data["qr"],
                 qr_expires=now + ttl_ms,
-                detail="scan it in WhatsApp → Linked devices",
             )
         )
 
@@ -303,7 +302,7 @@ class SessionService:
     ) -> None:
         await self.store.set_fields(record.id, pairingCode=data["code"])
         await self.notifier.notify(
-            Alert(AlertKind.PAIRING_CODE, record.id, record.phone, detail=data["code"])
+            Alert(AlertKind.PAIRING_CODE, record.id, record.phone, facts={"code": data["code"]})
         )
 
     async def _on_connected(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
@@ -326,12 +325,18 @@ class SessionService:
                     AlertKind.PHONE_MISMATCH,
                     record.id,
                     phone,
-                    detail=f"provisioned for +{expected} but linked by +{phone}",
-                    action="kept the link; the sticky proxy now belongs to the linked phone",
+                    facts={"expected": expected, "linked": phone},
+                    done=Done.KEPT_LINK,
                 )
             )
         await self.notifier.notify(
-            Alert(AlertKind.CONNECTED, record.id, phone, proxy=record.proxy_masked)
+            Alert(
+                AlertKind.CONNECTED,
+                record.id,
+                phone,
+                proxy=record.proxy_masked,
+                done=Done.NOTHING_NEEDED,
+            )
         )
 
     async def _on_disconnected(
@@ -345,8 +350,8 @@ class SessionService:
                 record.id,
                 record.phone,
                 proxy=record.proxy_masked,
-                detail=f"{code}: {data.get('reason', '')}".strip(": "),
-                action=_disconnect_action(code),
+                facts={"code": code, "reason": str(data.get("reason") or "")},
+                done=_disconnect_action(code),
             )
         )
 
@@ -363,8 +368,7 @@ class SessionService:
                     AlertKind.QR_EXPIRED,
                     record.id,
                     record.phone,
-                    detail="every QR of the linking round expired unscanned",
-                    action="the worker waits; ask for a new QR to start another round",
+                    done=Done.WAITING_FOR_NEW_QR,
                 )
             )
             return
@@ -376,8 +380,8 @@ class SessionService:
                 AlertKind.LOGGED_OUT,
                 record.id,
                 record.phone,
-                detail=reason,
-                action="deleted the session's auth; a new QR is on its way",
+                facts={"reason": reason},
+                done=Done.NEW_QR_ROUND,
             )
         )
 
@@ -428,8 +432,8 @@ class SessionService:
                 Alert(
                     AlertKind.PROXY_BAD,
                     proxy=mask(url),
-                    detail=error or "proxy failed",
-                    action="marked the proxy bad and moved its sessions",
+                    facts={"error": error or "proxy failed"},
+                    done=Done.MOVED_SESSIONS,
                     moves=tuple(done),
                 )
             )
@@ -439,8 +443,8 @@ class SessionService:
                     Alert(
                         AlertKind.FAILOVER_IMPOSSIBLE,
                         proxy=mask(url),
-                        detail=f"{len(impossible)} session(s) have no proxy to move to",
-                        action="their workers are stopped; they restart when a proxy frees up",
+                        facts={"sessions": len(impossible)},
+                        done=Done.STOPPED_UNTIL_SLOT,
                         moves=tuple(impossible),
                     )
                 )
@@ -526,8 +530,8 @@ class SessionService:
                     AlertKind.CRASH_LOOP,
                     session_id,
                     record.phone,
-                    detail=f"the worker exited {len(crashes)} times in {CRASH_WINDOW_S // 60} min",
-                    action="stopped restarting it; see its log, then restart it by hand",
+                    facts={"exits": len(crashes), "minutes": CRASH_WINDOW_S // 60},
+                    done=Done.STOPPED_RESTARTING,
                 )
             )
             return
@@ -538,8 +542,8 @@ class SessionService:
                 AlertKind.WORKER_CRASHED,
                 session_id,
                 record.phone,
-                detail=f"the worker exited (code {code})",
-                action="restarted it",
+                facts={} if code is None else {"exit_code": code},
+                done=Done.RESTARTED_WORKER,
             )
         )
 
@@ -572,8 +576,8 @@ class SessionService:
                     AlertKind.WATCHDOG_RESTART,
                     record.id,
                     record.phone,
-                    detail=f"no ping for {age // 1000} s",
-                    action="restarted the worker",
+                    facts={"seconds": age // 1000},
+                    done=Done.RESTARTED_WORKER,
                 )
             )
         return restarted
@@ -717,12 +721,12 @@ def _proxy_id(url: str) -> str | None:
         return None
 
 
-def _disconnect_action(code: str) -> str:
+def _disconnect_action(code: str) -> Done:
     return {
-        "stream_replaced": "not reconnecting: another client took over this session",
-        "temporary_ban": "waiting out the ban before reconnecting",
-        "client_outdated": "not reconnecting: the worker needs an update",
-    }.get(code, "the worker reconnects by itself")
+        "stream_replaced": Done.NOT_RECONNECTING_REPLACED,
+        "temporary_ban": Done.WAITING_OUT_BAN,
+        "client_outdated": Done.NOT_RECONNECTING_OUTDATED,
+    }.get(code, Done.RECONNECTING)
 
 
 def _loggable(kind: str, data: dict[str, Any]) -> dict[str, Any]:

@@ -6,15 +6,35 @@ WhatsApp network. The fake records every Bot API call, so the tests read the cha
 
 from __future__ import annotations
 
+import contextlib
+import html
 import io
 import json
+import os
+import re
+import signal
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import zxingcpp
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.types import Update
 from PIL import Image
 
+from bot import texts
+from bot.handlers import get_routers
+from bot.i18n import RedisI18nMiddleware, build_i18n
+from bot.notifier import TelegramNotifier
+from core.clock import SystemClock
+from core.notifier import Alert, AlertKind, Done, Move
 from tests import fake_telegram
 from tests.fake_telegram import (
     ADMIN,
@@ -451,3 +471,248 @@ async def test_pairing_code_arrives_as_text_and_links_without_a_scan(
     await fleet.wait_status("worker_1", "connected")
     await telegram.wait_call("editMessageMedia", lambda c: "connected as +972501234567" in c.text)
     assert_no_secrets(telegram)
+
+
+# what the operator reads: every word from the catalogue ----------------------------------
+
+# What may stay Latin in a Hebrew alert: session ids, phone numbers, masked proxy URLs (and
+# the pairing code a new linking round shows, and bot commands such as /addproxy).
+NOT_WORDS = re.compile(
+    r"<[^>]+>|worker_\d+|\+\d+|socks5h://[^\s<]*|\b[A-Z0-9]{4}-[A-Z0-9]{4}\b|/[a-z]+\b"
+)
+LATIN_WORD = re.compile(r"[A-Za-z]+")
+HEBREW = re.compile(r"[\u0590-\u05FF]")
+
+
+def latin_words(text: str) -> list[str]:
+    return LATIN_WORD.findall(NOT_WORDS.sub(" ", html.unescape(text)))
+
+
+@pytest.mark.parametrize("fleet_options", [{"proxies": 2}], indirect=True)
+async def test_hebrew_alerts_have_no_english_words(fleet: Fleet, telegram: FakeTelegram) -> None:
+    telegram.send("/lang he", chat=CHAT)
+    await telegram.wait_call("sendMessage", lambda c: c.chat == CHAT and "עברית" in c.text)
+    dying, spare = fleet.proxies
+    phones = {"moved": "972501230001", "logged_out": "972501230002"}
+    sids = {}
+    for role, proxy in (("moved", dying), ("logged_out", spare)):
+        status, body = await fleet.call(
+            "POST", "/api/sessions/provision", {"phone": phones[role], "proxy": proxy.url}
+        )
+        assert status == 201, body
+        sids[role] = body["id"]
+        assert await fleet.scan(await fleet.qr(body["id"]), phones[role]) == 200
+        await fleet.wait_status(body["id"], "connected")
+    await telegram_quiet(telegram, seconds=2.0)
+    mark = len(telegram.calls)
+
+    def alert(icon: str, sid: str) -> Callable[[Call], bool]:
+        return lambda c: c.chat == CHAT and icon in c.text and sid in c.text
+
+    # logged out at the phone
+    assert await fleet.control("logout", phone=phones["logged_out"]) == 200
+    await telegram.wait_call("sendMessage", alert("🚪", sids["logged_out"]), after=mark)
+    # the proxy dies under a session: failover
+    dying.proc.kill()
+    await telegram.wait_call("sendMessage", alert("🛑", sids["moved"]), timeout=30, after=mark)
+    await fleet.wait_status(sids["moved"], "connected", timeout=20)
+    # the worker stops answering (frozen, still alive): the watchdog restarts it
+    frozen = fleet.workers()[sids["moved"]]
+    os.kill(frozen, signal.SIGSTOP)
+    try:
+        await telegram.wait_call("sendMessage", alert("🐕", sids["moved"]), timeout=30, after=mark)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(frozen, signal.SIGCONT)
+    await telegram_quiet(telegram, seconds=2.0)
+
+    alerts = [c for c in telegram.calls[mark:] if c.method == "sendMessage" and c.chat == CHAT]
+    for call in alerts:
+        assert HEBREW.search(call.text), call.text
+        assert latin_words(call.text) == [], call.text
+    shown = "\n".join(c.text for c in alerts)
+    assert f"wa:***@127.0.0.1:{spare.port}" in shown  # the move names the new proxy
+    assert_no_secrets(telegram)
+
+
+def _render_en(alerts: list[Alert]) -> str:
+    i18n = build_i18n()
+    with i18n.context(), i18n.use_locale("en"):
+        return "\n\n".join(texts.alert_burst(alerts))
+
+
+def test_a_disconnect_and_the_failover_that_fixed_it_are_told_once() -> None:
+    old, new = "socks5h://wa:***@127.0.0.1:1", "socks5h://wa:***@127.0.0.1:2"
+    burst = [
+        Alert(
+            AlertKind.DISCONNECTED,
+            "worker_1",
+            "972501234567",
+            proxy=old,
+            facts={"code": "connection_lost"},
+            done=Done.RECONNECTING,
+        ),
+        Alert(
+            AlertKind.DISCONNECTED,
+            "worker_2",
+            "972501234568",
+            proxy=new,
+            facts={"code": "connection_lost"},
+            done=Done.RECONNECTING,
+        ),
+        Alert(
+            AlertKind.PROXY_BAD,
+            proxy=old,
+            facts={"error": "ProxyConnectionError"},
+            done=Done.MOVED_SESSIONS,
+            moves=(Move("worker_1", "972501234567", old, new),),
+        ),
+    ]
+    text = _render_en(burst)
+    assert text.count("worker_1") == 1, text  # only in the move
+    assert "moved its sessions" in text
+    # a disconnect the failover did not touch is still told
+    assert text.count("worker_2") == 1 and "reconnects by itself" in text
+    assert "Disconnected</b> (1)" in text
+
+
+# routers and the outbox -----------------------------------------------------------------
+
+
+async def test_two_dispatchers_in_one_process_both_answer(
+    telegram: FakeTelegram, redis_client: aioredis.Redis
+) -> None:
+    bot = Bot(
+        telegram.token,
+        session=AiohttpSession(api=TelegramAPIServer.from_base(telegram.url)),
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
+    )
+    i18n = build_i18n()
+    try:
+        for n in (1, 2):
+            dp = Dispatcher(name=f"wafleet-{n}")
+            RedisI18nMiddleware(i18n, redis_client).setup(dp)
+            dp.include_routers(*get_routers())
+            update = Update.model_validate(
+                {
+                    "update_id": n,
+                    "message": {
+                        "message_id": n,
+                        "date": int(time.time()),
+                        "chat": {"id": ADMIN, "type": "private", "first_name": "op"},
+                        "from": {"id": ADMIN, "is_bot": False, "first_name": "op"},
+                        "text": "/help",
+                        "entities": [{"type": "bot_command", "offset": 0, "length": 5}],
+                    },
+                }
+            )
+            await dp.feed_update(bot, update)
+    finally:
+        await bot.session.close()
+    answers = [c for c in telegram.calls_of("sendMessage", ADMIN) if "/provision" in c.text]
+    assert len(answers) == 2
+
+
+def _notifier(telegram: FakeTelegram, redis: aioredis.Redis) -> TelegramNotifier:
+    bot = Bot(
+        telegram.token,
+        session=AiohttpSession(api=TelegramAPIServer.from_base(telegram.url)),
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
+    )
+    return TelegramNotifier(bot, redis, build_i18n(), CHAT, SystemClock(), window_s=0.3)
+
+
+async def test_an_alert_queued_twice_or_again_after_sending_reaches_the_chat_once(
+    telegram: FakeTelegram, redis_client: aioredis.Redis
+) -> None:
+    notifier = _notifier(telegram, redis_client)
+    alert = Alert(
+        AlertKind.WATCHDOG_RESTART,
+        "worker_7",
+        "972501234567",
+        facts={"seconds": 9},
+        done=Done.RESTARTED_WORKER,
+    )
+    await notifier.notify(alert)
+    await notifier.notify(alert)  # raised twice (e.g. a retried call): the same id
+    notifier.start()
+    try:
+        sent = await telegram.wait_call("sendMessage", lambda c: "worker_7" in c.text)
+        assert "(1)" in sent.text and sent.text.count("worker_7") == 1, sent.text
+        assert "no ping for 9 s" in sent.text and "restarted the worker" in sent.text
+        await notifier.notify(alert)  # once more after it went out: a repeat, dropped
+
+        async def drained() -> bool:
+            return await redis_client.xlen("wafleet:bot:outbox") == 0
+
+        await eventually(drained, what="the outbox to drain")
+        await telegram_quiet(telegram, seconds=1.0)
+    finally:
+        await notifier.close()
+        await notifier.bot.session.close()
+    assert len([c for c in telegram.calls_of("sendMessage") if "worker_7" in c.text]) == 1
+
+
+async def test_an_alert_raised_just_before_serve_is_killed_arrives_after_it_restarts(
+    fleet: Fleet, telegram: FakeTelegram
+) -> None:
+    sid = (await fleet.link())["id"]
+    await telegram.wait_call("editMessageMedia", lambda c: "connected as" in c.text)
+    await telegram_quiet(telegram, seconds=2.0)
+    mark = len(telegram.calls)
+
+    def logged_out(c: Call) -> bool:
+        return c.chat == CHAT and "Logged out" in c.text and sid in c.text
+
+    async def queued() -> bool:
+        entries = await fleet.redis.xrange("wafleet:bot:outbox")
+        return any('"logged_out"' in fields.get("alert", "") for _, fields in entries)
+
+    assert await fleet.control("logout", phone="972501234567") == 200
+    await eventually(queued, what="the logout alert in the outbox")
+    fleet.kill()  # SIGKILL: no shutdown, no grace for queued messages
+    assert not [c for c in telegram.calls[mark:] if c.method == "sendMessage" and logged_out(c)]
+
+    fleet.start()
+    alert = await telegram.wait_call("sendMessage", logged_out, timeout=30, after=mark)
+    assert "+972501234567" in alert.text
+    await telegram_quiet(telegram, seconds=2.0)
+    told = [c for c in telegram.calls[mark:] if c.method == "sendMessage" and logged_out(c)]
+    assert len(told) == 1
+    assert await fleet.redis.xlen("wafleet:bot:outbox") == 0
+
+
+SAMPLE_FACTS: dict[AlertKind, dict[str, str | int]] = {
+    AlertKind.DISCONNECTED: {"code": "connection_lost", "reason": "websocket closed"},
+    AlertKind.LOGGED_OUT: {"reason": "logged_out"},
+    AlertKind.PROXY_BAD: {"error": "ProxyConnectionError: refused"},
+    AlertKind.FAILOVER_IMPOSSIBLE: {"sessions": 2},
+    AlertKind.WATCHDOG_RESTART: {"seconds": 200},
+    AlertKind.WORKER_CRASHED: {"exit_code": 137},
+    AlertKind.CRASH_LOOP: {"exits": 6, "minutes": 5},
+    AlertKind.CAPACITY_LOW: {"free": 1, "total": 8},
+    AlertKind.PHONE_MISMATCH: {"expected": "972501234567", "linked": "972501234568"},
+    AlertKind.BACKUP_DONE: {"archive": "backup_2026-01-01.zip", "size_bytes": 10, "sessions": 1},
+    AlertKind.BACKUP_FAILED: {"code": "disk_full", "error": "OSError: No space left on device"},
+    AlertKind.RESTORE_DONE: {"backup": "backup_2026-01-01", "sessions": 1, "connected": 1},
+}
+
+
+@pytest.mark.parametrize("kind", [k for k in AlertKind if k in texts.ALERT_ICONS])
+def test_every_alert_kind_reads_in_hebrew_without_english(kind: AlertKind) -> None:
+    proxy = "socks5h://wa:***@127.0.0.1:1080"
+    alert = Alert(
+        kind,
+        "worker_3",
+        "972501234567",
+        proxy=proxy,
+        facts=SAMPLE_FACTS.get(kind, {}),
+        done=next(iter(Done)),
+        moves=(Move("worker_3", "972501234567", proxy, None),),
+    )
+    i18n = build_i18n()
+    for done in Done:
+        with i18n.context(), i18n.use_locale("he"):
+            text = "\n".join(texts.alert_burst([replace(alert, done=done)]))
+        # archive and backup names are ids too
+        assert latin_words(re.sub(r"backup_[\d-]+(\.zip)?", " ", text)) == [], text

@@ -16,7 +16,7 @@ from babel.messages.pofile import read_po
 
 from bot import texts
 from bot.i18n import LANGUAGES, build_i18n, locales_dir
-from core.notifier import AlertKind
+from core.notifier import AlertKind, Done
 
 BOT_SOURCE = Path(texts.__file__).parent
 
@@ -96,4 +96,6 @@ def test_every_alert_kind_has_a_title_and_what_was_done() -> None:
                     continue  # shown as the QR message, not as an alert
                 assert kind in texts.ALERT_ICONS, kind
                 assert texts._alert_title(kind) != kind.value, kind
-                assert texts._alert_done(kind), kind
+            for done in Done:
+                if done is not Done.NOTHING:
+                    assert texts._done_text(done), done

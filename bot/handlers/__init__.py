@@ -1,4 +1,8 @@
-"""One router per feature; ``get_routers`` gives them in the order they must be included."""
+"""One router per feature; ``get_routers`` builds them afresh, in the order they must be included.
+
+aiogram attaches a router to the one dispatcher that includes it, so a module-level router
+could serve a single dispatcher per process: a second (a test, a restart in process) failed.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,11 @@ from bot.handlers import backups, errors, lang, proxies, sessions, start, stats
 
 def get_routers() -> list[Router]:
     return [
-        errors.router,
-        start.router,
-        sessions.router,
-        proxies.router,
-        stats.router,
-        backups.router,
-        lang.router,
+        errors.build_router(),
+        start.build_router(),
+        sessions.build_router(),
+        proxies.build_router(),
+        stats.build_router(),
+        backups.build_router(),
+        lang.build_router(),
     ]

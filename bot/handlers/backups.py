@@ -14,8 +14,6 @@ from bot.handlers.common import message_of, one_arg
 from bot.keyboards import BackupAction, BackupCb
 from core.backups import BackupService, Progress
 
-router = Router(name="backups")
-
 
 def _progress_on(shown: Message | None, headline: str) -> Progress:
     """Progress lines from core edit one message under its (translated) headline."""
@@ -28,7 +26,6 @@ def _progress_on(shown: Message | None, headline: str) -> Progress:
     return show
 
 
-@router.message(Command("backup"))
 async def backup(message: Message, backups: BackupService) -> None:
     headline = texts.backup_started()
     shown = await message.answer(headline)
@@ -36,7 +33,6 @@ async def backup(message: Message, backups: BackupService) -> None:
     await shown.edit_text(texts.backup_done(result))
 
 
-@router.message(Command("backups"))
 async def list_backups(message: Message, backups: BackupService) -> None:
     found = await backups.list()
     await message.answer(texts.backups(found), reply_markup=keyboards.backup_buttons(found))
@@ -49,12 +45,10 @@ async def _confirm(target: Message, backup_id: str, backups: BackupService) -> N
     )
 
 
-@router.message(Command("restore"))
 async def restore(message: Message, command: CommandObject, backups: BackupService) -> None:
     await _confirm(message, one_arg(command), backups)
 
 
-@router.callback_query(BackupCb.filter(F.action == BackupAction.RESTORE))
 async def restore_button(
     callback: CallbackQuery, callback_data: BackupCb, backups: BackupService
 ) -> None:
@@ -63,7 +57,6 @@ async def restore_button(
         await _confirm(shown, callback_data.id, backups)
 
 
-@router.callback_query(BackupCb.filter(F.action == BackupAction.CONFIRM))
 async def confirm_restore_button(
     callback: CallbackQuery, callback_data: BackupCb, backups: BackupService
 ) -> None:
@@ -75,3 +68,18 @@ async def confirm_restore_button(
     report = await backups.restore(callback_data.id, _progress_on(shown, headline))
     if shown is not None:
         await shown.edit_text(texts.restore_done(report))
+
+
+def build_router() -> Router:
+    """A fresh router each call, so a second dispatcher (a test, a restart) can be built."""
+    router = Router(name="backups")
+    router.message.register(backup, Command("backup"))
+    router.message.register(list_backups, Command("backups"))
+    router.message.register(restore, Command("restore"))
+    router.callback_query.register(
+        restore_button, BackupCb.filter(F.action == BackupAction.RESTORE)
+    )
+    router.callback_query.register(
+        confirm_restore_button, BackupCb.filter(F.action == BackupAction.CONFIRM)
+    )
+    return router

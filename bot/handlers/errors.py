@@ -14,7 +14,6 @@ from bot.handlers.common import UsageError
 from core.errors import WafleetError
 
 log = logging.getLogger("wafleet.bot")
-router = Router(name="errors")
 
 
 async def _reply(event: ErrorEvent, bot: Bot, text: str) -> None:
@@ -28,20 +27,26 @@ async def _reply(event: ErrorEvent, bot: Bot, text: str) -> None:
         await bot.send_message(chat, text)
 
 
-@router.error(ExceptionTypeFilter(UsageError))
 async def usage_error(event: ErrorEvent, bot: Bot) -> None:
     assert isinstance(event.exception, UsageError)
     await _reply(event, bot, texts.usage(event.exception.command))
 
 
-@router.error(ExceptionTypeFilter(WafleetError))
 async def domain_error(event: ErrorEvent, bot: Bot) -> None:
     assert isinstance(event.exception, WafleetError)
     log.info("refused by core: %s: %s", event.exception.code, event.exception.message)
     await _reply(event, bot, texts.error(event.exception))
 
 
-@router.error()
 async def unexpected_error(event: ErrorEvent, bot: Bot) -> None:
     log.error("bot handler failed", exc_info=event.exception)
     await _reply(event, bot, texts.unexpected())
+
+
+def build_router() -> Router:
+    """A fresh router each call, so a second dispatcher (a test, a restart) can be built."""
+    router = Router(name="errors")
+    router.errors.register(usage_error, ExceptionTypeFilter(UsageError))
+    router.errors.register(domain_error, ExceptionTypeFilter(WafleetError))
+    router.errors.register(unexpected_error)
+    return router

@@ -12,8 +12,6 @@ from bot import keyboards, texts
 from bot.i18n import LANGUAGES, set_locale
 from bot.keyboards import LangCb
 
-router = Router(name="lang")
-
 
 async def _switch(
     bot: Bot, redis: aioredis.Redis, i18n: I18n, user: int, chat: int, code: str
@@ -27,7 +25,6 @@ async def _switch(
         return texts.language_set()
 
 
-@router.message(Command("lang"))
 async def lang(
     message: Message, command: CommandObject, bot: Bot, redis: aioredis.Redis, i18n: I18n
 ) -> None:
@@ -40,7 +37,6 @@ async def lang(
     )
 
 
-@router.callback_query(LangCb.filter())
 async def lang_button(
     callback: CallbackQuery, callback_data: LangCb, bot: Bot, redis: aioredis.Redis, i18n: I18n
 ) -> None:
@@ -49,3 +45,11 @@ async def lang_button(
     text = await _switch(bot, redis, i18n, callback.from_user.id, chat, code)
     await callback.answer()
     await bot.send_message(chat, text)
+
+
+def build_router() -> Router:
+    """A fresh router each call, so a second dispatcher (a test, a restart) can be built."""
+    router = Router(name="lang")
+    router.message.register(lang, Command("lang"))
+    router.callback_query.register(lang_button, LangCb.filter())
+    return router

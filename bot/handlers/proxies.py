@@ -11,10 +11,7 @@ from bot.handlers.common import hide_proxy_url, message_of, one_arg
 from bot.keyboards import ProxyCb
 from core.proxies import ProxyPool
 
-router = Router(name="proxies")
 
-
-@router.message(Command("proxies"))
 async def proxies(message: Message, pool: ProxyPool) -> None:
     records = await pool.all_proxies()
     await message.answer(
@@ -22,14 +19,12 @@ async def proxies(message: Message, pool: ProxyPool) -> None:
     )
 
 
-@router.message(Command("addproxy"))
 async def add_proxy(message: Message, command: CommandObject, pool: ProxyPool) -> None:
     await hide_proxy_url(message)
     record = await pool.add_from_input(one_arg(command))
     await message.answer(texts.proxy_added(record))
 
 
-@router.callback_query(ProxyCb.filter())
 async def remove_proxy(callback: CallbackQuery, callback_data: ProxyCb, pool: ProxyPool) -> None:
     record = await pool.get(callback_data.pid)
     await pool.remove(record.url)
@@ -40,3 +35,12 @@ async def remove_proxy(callback: CallbackQuery, callback_data: ProxyCb, pool: Pr
         await shown.edit_text(
             texts.proxies(records, pool.cap), reply_markup=keyboards.proxy_buttons(records)
         )
+
+
+def build_router() -> Router:
+    """A fresh router each call, so a second dispatcher (a test, a restart) can be built."""
+    router = Router(name="proxies")
+    router.message.register(proxies, Command("proxies"))
+    router.message.register(add_proxy, Command("addproxy"))
+    router.callback_query.register(remove_proxy, ProxyCb.filter())
+    return router

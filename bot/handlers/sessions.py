@@ -15,11 +15,9 @@ from bot.notifier import TelegramNotifier
 from core.proxies import ProxyPool
 from core.sessions import SessionService
 
-router = Router(name="sessions")
 PAGE_SIZE = 8
 
 
-@router.message(Command("provision"))
 async def provision(
     message: Message,
     command: CommandObject,
@@ -51,13 +49,11 @@ async def _page(service: SessionService, page: int) -> tuple[str, InlineKeyboard
     )
 
 
-@router.message(Command("sessions"))
 async def sessions(message: Message, service: SessionService) -> None:
     text, markup = await _page(service, 0)
     await message.answer(text, reply_markup=markup)
 
 
-@router.callback_query(PageCb.filter())
 async def sessions_page(
     callback: CallbackQuery, callback_data: PageCb, service: SessionService
 ) -> None:
@@ -67,7 +63,6 @@ async def sessions_page(
     await callback.answer()
 
 
-@router.message(Command("status"))
 async def status(message: Message, command: CommandObject, service: SessionService) -> None:
     record = await service.get(one_arg(command))
     events = await service.events(record.id, 5)
@@ -82,7 +77,6 @@ async def _show_qr(
     await notifier.show_qr(sid, chat, code, record.qr_expires)
 
 
-@router.message(Command("qr"))
 async def qr(
     message: Message,
     command: CommandObject,
@@ -92,13 +86,11 @@ async def qr(
     await _show_qr(one_arg(command), message.chat.id, service, notifier)
 
 
-@router.message(Command("restart"))
 async def restart(message: Message, command: CommandObject, service: SessionService) -> None:
     record = await service.restart(one_arg(command))
     await message.answer(texts.restarting(record))
 
 
-@router.message(Command("delete"))
 async def delete(message: Message, command: CommandObject, service: SessionService) -> None:
     record = await service.get(one_arg(command))
     await message.answer(
@@ -106,7 +98,6 @@ async def delete(message: Message, command: CommandObject, service: SessionServi
     )
 
 
-@router.callback_query(SessionCb.filter(F.action == SessionAction.QR))
 async def qr_button(
     callback: CallbackQuery,
     callback_data: SessionCb,
@@ -117,7 +108,6 @@ async def qr_button(
     await callback.answer()
 
 
-@router.callback_query(SessionCb.filter(F.action == SessionAction.NEW_QR))
 async def new_qr_button(
     callback: CallbackQuery,
     callback_data: SessionCb,
@@ -129,7 +119,6 @@ async def new_qr_button(
     await callback.answer(texts.new_qr_requested(callback_data.sid)[:200])
 
 
-@router.callback_query(SessionCb.filter(F.action == SessionAction.RESTART))
 async def restart_button(
     callback: CallbackQuery, callback_data: SessionCb, service: SessionService
 ) -> None:
@@ -139,7 +128,6 @@ async def restart_button(
         await shown.answer(texts.restarting(record))
 
 
-@router.callback_query(SessionCb.filter(F.action == SessionAction.DELETE))
 async def delete_button(
     callback: CallbackQuery, callback_data: SessionCb, service: SessionService
 ) -> None:
@@ -151,7 +139,6 @@ async def delete_button(
         )
 
 
-@router.callback_query(SessionCb.filter(F.action == SessionAction.CONFIRM_DELETE))
 async def confirm_delete_button(
     callback: CallbackQuery,
     callback_data: SessionCb,
@@ -165,8 +152,36 @@ async def confirm_delete_button(
         await shown.edit_text(texts.deleted(callback_data.sid))
 
 
-@router.callback_query(SessionCb.filter(F.action == SessionAction.CANCEL))
 async def cancel_button(callback: CallbackQuery) -> None:
     await callback.answer()
     if (shown := message_of(callback)) is not None:
         await shown.edit_text(texts.cancelled())
+
+
+def build_router() -> Router:
+    """A fresh router each call, so a second dispatcher (a test, a restart) can be built."""
+    router = Router(name="sessions")
+    router.message.register(provision, Command("provision"))
+    router.message.register(sessions, Command("sessions"))
+    router.callback_query.register(sessions_page, PageCb.filter())
+    router.message.register(status, Command("status"))
+    router.message.register(qr, Command("qr"))
+    router.message.register(restart, Command("restart"))
+    router.message.register(delete, Command("delete"))
+    router.callback_query.register(qr_button, SessionCb.filter(F.action == SessionAction.QR))
+    router.callback_query.register(
+        new_qr_button, SessionCb.filter(F.action == SessionAction.NEW_QR)
+    )
+    router.callback_query.register(
+        restart_button, SessionCb.filter(F.action == SessionAction.RESTART)
+    )
+    router.callback_query.register(
+        delete_button, SessionCb.filter(F.action == SessionAction.DELETE)
+    )
+    router.callback_query.register(
+        confirm_delete_button, SessionCb.filter(F.action == SessionAction.CONFIRM_DELETE)
+    )
+    router.callback_query.register(
+        cancel_button, SessionCb.filter(F.action == SessionAction.CANCEL)
+    )
+    return router

@@ -8,10 +8,14 @@ from aiogram.types import Message
 
 from bot import texts
 
-router = Router(name="start")
 
-
-@router.message(CommandStart())
-@router.message(Command("help"))
 async def start(message: Message) -> None:
     await message.answer(texts.help_text())
+
+
+def build_router() -> Router:
+    """A fresh router each call, so a second dispatcher (a test, a restart) can be built."""
+    router = Router(name="start")
+    router.message.register(start, Command("help"))
+    router.message.register(start, CommandStart())
+    return router

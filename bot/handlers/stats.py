@@ -9,9 +9,13 @@ from aiogram.types import Message
 from bot import texts
 from core.proxies import ProxyPool
 
-router = Router(name="stats")
 
-
-@router.message(Command("stats"))
 async def stats(message: Message, pool: ProxyPool) -> None:
     await message.answer(texts.stats(await pool.stats()))
+
+
+def build_router() -> Router:
+    """A fresh router each call, so a second dispatcher (a test, a restart) can be built."""
+    router = Router(name="stats")
+    router.message.register(stats, Command("stats"))
+    return router

@@ -42,7 +42,7 @@ from core.backups.records import (
 from core.clock import Clock
 from core.errors import Conflict
 from core.models import Reason, Status
-from core.notifier import Alert, AlertKind, Move, Notifier
+from core.notifier import Alert, AlertKind, Done, Move, Notifier
 from core.proxy_probe import probe
 from core.proxy_url import ProxyUrl, mask
 from core.runner import Runner
@@ -136,20 +136,24 @@ class BackupService:
             await self.notifier.notify(
                 Alert(
                     AlertKind.BACKUP_FAILED,
-                    detail=f"scheduled backup failed: {_why(exc)}",
-                    action="kept the previous backups; the next try is at the next scheduled time",
+                    facts={"code": getattr(exc, "code", "internal"), "error": _why(exc)},
+                    done=Done.KEPT_PREVIOUS_BACKUPS,
                 )
             )
             return
         await self.notifier.notify(
             Alert(
                 AlertKind.BACKUP_DONE,
-                detail=(
-                    f"{result.info.path.name}: {_size(result.info.size)}, "
-                    f"{result.info.sessions} session(s), {result.mode}, "
-                    f"max pause {result.max_pause_ms:.0f} ms, took {result.duration_ms} ms"
-                ),
-                action=f"kept the last {self.settings.max_backups} backup(s)",
+                facts={
+                    "archive": result.info.path.name,
+                    "size_bytes": result.info.size,
+                    "sessions": result.info.sessions or 0,
+                    "mode": str(result.mode),
+                    "max_pause_ms": round(result.max_pause_ms),
+                    "took_ms": result.duration_ms,
+                    "kept": self.settings.max_backups,
+                },
+                done=Done.KEPT_NEWEST_BACKUPS,
             )
         )
 
@@ -458,23 +462,17 @@ class BackupService:
             await asyncio.sleep(0.25)
 
     async def _tell(self, report: RestoreReport) -> None:
-        moved = [r for r in report.reassigned if r.new_proxy is not None]
-        parked = [r for r in report.reassigned if r.new_proxy is None]
-        detail = f"restored {len(report.sessions)} session(s) from {report.backup_id}"
-        if report.proxies_added:
-            detail += f"; proxies re-added to the pool: {', '.join(report.proxies_added)}"
-        if report.not_connected:
-            detail += f"; not connected yet: {', '.join(report.not_connected)}"
-        action = f"started the workers; {len(report.connected)} connected"
-        if moved:
-            action += f"; {len(moved)} session(s) moved to another proxy (theirs is gone)"
-        if parked:
-            action += f"; {len(parked)} parked: no proxy has a free slot, add one"
         await self.notifier.notify(
             Alert(
                 AlertKind.RESTORE_DONE,
-                detail=detail,
-                action=action,
+                facts={
+                    "backup": report.backup_id,
+                    "sessions": len(report.sessions),
+                    "connected": len(report.connected),
+                    "not_connected": len(report.not_connected),
+                    "proxies_added": len(report.proxies_added),
+                },
+                done=Done.RESTARTED_RESTORED,
                 moves=tuple(
                     Move(r.session_id, r.phone, r.old_proxy, r.new_proxy)
                     for r in report.reassigned

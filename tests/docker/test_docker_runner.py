@@ -131,7 +131,7 @@ async def test_killed_container_is_replaced_within_seconds_keeping_auth(
     assert len(await fleet.events(sid, "QR_CODE")) == 1  # auth kept: no new QR
     assert await fleet.redis.get(f"session:{sid}:lock") == new.id
     # handled as a crash (restart + alert), from the engine's die event with SIGKILL's code
-    assert "the worker exited (code 137) | done: restarted it" in fleet.log()
+    assert "the worker exited (code 137) | done: restarted the worker" in fleet.log()
 
 
 # While serve is down the workers' webhook retries back off (up to 5 s): with the tests' 4 s
