@@ -32,6 +32,9 @@ class AlertKind(StrEnum):
     BACKUP_DONE = "backup_done"  # with the archive's size and session count
     BACKUP_FAILED = "backup_failed"  # with the reason
     RESTORE_DONE = "restore_done"  # with the sessions moved to another proxy, if any
+    # RUNNER=swarm. facts: node, sessions, sessionIds, movedTo {node: count}, notMoved.
+    NODE_LOST = "node_lost"
+    UNSCHEDULABLE = "unschedulable"  # no node has room for the session's worker
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Alert:
     qr: str | None = field(default=None, repr=False)
     qr_expires: int | None = None
     moves: tuple[Move, ...] = ()
+    # What happened as plain values, for kinds that concern more than one session (NODE_LOST).
+    facts: dict[str, object] = field(default_factory=dict)
 
 
 class Notifier(Protocol):
@@ -79,6 +84,8 @@ class LogNotifier:
             f" | done: {alert.action}" if alert.action else "",
             f" | moves: {moves}" if moves else "",
         )
+        if alert.facts:
+            log.warning("%s facts: %s", alert.kind.value, alert.facts)
 
 
 class FanoutNotifier:

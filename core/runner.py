@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 # A worker that exits with this code asks for a fresh process (see worker.drivers.base).
 EXIT_RECYCLE = 75
+# Reported by a runner whose worker could not be placed anywhere (a swarm with no room).
+EXIT_UNSCHEDULABLE = 78
 
 # Called with (session_id, exit_code or None when unknown) when a worker stops by itself.
 ExitCallback = Callable[[str, int | None], Coroutine[Any, Any, None]]

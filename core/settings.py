@@ -57,6 +57,12 @@ class Settings:
     worker_stop_grace_ms: int = 5_000
     log_level: str = "INFO"
     log_format: str = "text"
+    # RUNNER=swarm: Docker size syntax; comma-separated Swarm placement constraints.
+    worker_memory_reservation: str = "96m"
+    worker_memory_limit: str = "256m"
+    worker_constraints: tuple[str, ...] = ()
+    # How long a worker Swarm cannot place may wait before the session says so.
+    worker_unschedulable_ms: int = 30_000
 
     @property
     def webhook_url(self) -> str:
@@ -106,6 +112,13 @@ class _Collector:
         value = self.text(name, default)
         if value not in allowed:
             self.problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def size(self, name: str, default: str) -> str:
+        """Docker's size syntax (``96m``, ``1g``, bytes): checked here, parsed by the runner."""
+        value = self.text(name, default).lower()
+        if not re.fullmatch(r"\d+[bkmg]?", value):
+            self.problems.append(f"{name} must be a size like 96m or 1g, got {value!r}")
         return value
 
     def cron(self, name: str, default: str) -> str:
@@ -170,7 +183,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         max_backups=c.integer("MAX_BACKUPS", 7, minimum=1),
         backup_cron=c.cron("BACKUP_CRON", "0 3 * * *"),
         backup_mode=c.choice("BACKUP_MODE", "rolling", ("rolling", "stop-all")),
-        runner=c.choice("RUNNER", "process", ("process", "docker")),
+        runner=c.choice("RUNNER", "process", ("process", "docker", "swarm")),
         worker_image=c.text("WORKER_IMAGE", "wafleet-worker:latest"),
         worker_network=c.text("WORKER_NETWORK", "host"),
         wa_driver=c.choice("WA_DRIVER", "sim", ("sim", "neonize")),
@@ -187,6 +200,12 @@ def _parse(env: Mapping[str, str]) -> Settings:
         worker_stop_grace_ms=c.integer("WORKER_STOP_GRACE_MS", 5_000, minimum=0),
         log_level=c.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         log_format=c.choice("LOG_FORMAT", "text", ("text", "json")),
+        worker_memory_reservation=c.size("WORKER_MEMORY_RESERVATION", "96m"),
+        worker_memory_limit=c.size("WORKER_MEMORY_LIMIT", "256m"),
+        worker_constraints=tuple(
+            part.strip() for part in c.text("WORKER_CONSTRAINTS", "").split(",") if part.strip()
+        ),
+        worker_unschedulable_ms=c.integer("WORKER_UNSCHEDULABLE_MS", 30_000, minimum=100),
     )
     if settings.telegram_bot_token and settings.telegram_chat_id is None:
         c.problems.append("TELEGRAM_CHAT_ID must be set when TELEGRAM_BOT_TOKEN is set")
