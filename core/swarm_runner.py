@@ -45,7 +45,6 @@ import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import (
     Mount,
-    Placement,
     Resources,
     RestartPolicy,
     ServiceMode,
@@ -169,9 +168,8 @@ class SwarmRunner:
                 ),
                 "restart_policy": RestartPolicy(condition="none"),
                 "mode": ServiceMode("replicated", replicas=1),
-                "placement": Placement(
-                    constraints=list(self.constraints), preferences=[("spread", "node.id")]
-                ),
+                "constraints": list(self.constraints),
+                "preferences": [("spread", "node.id")],
                 "user": self.user or _owner(spec.session_dir),
                 "init": True,
                 "stop_grace_period": int(self.stop_grace_s * 1e9),

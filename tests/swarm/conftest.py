@@ -136,7 +136,13 @@ def services(client: Any, fleet: Fleet, sid: str | None = None) -> list[Any]:
 
 
 def running_task(service: Any) -> dict[str, Any] | None:
-    tasks = [t for t in service.tasks() if t["Status"]["State"] == "running"]
+    """The one task Swarm wants running and that runs. A task left on a lost node still
+    reads "running" (its node cannot say otherwise) but is no longer wanted."""
+    tasks = [
+        t
+        for t in service.tasks()
+        if t["Status"]["State"] == "running" and t["DesiredState"] == "running"
+    ]
     return tasks[0] if len(tasks) == 1 else None
 
 

@@ -159,9 +159,14 @@ async def test_node_lost_sessions_come_back_on_the_manager_with_one_grouped_aler
 
         await eventually(moved, 60, "the lost node's sessions running on the manager")
         for sid in lost:
+
+            async def back(sid: str = sid) -> dict[str, Any] | None:
+                device = await fleet.device(sid)
+                again = device["connectCount"] > before[sid]["connectCount"]
+                return device if again and device["connected"] else None
+
+            device = await eventually(back, 30, f"{sid} connected again at the network")
             await fleet.wait_status(sid, "connected", 30)
-            device = await fleet.device(sid)
-            assert device["connected"]
             assert device["ip"] == before[sid]["ip"]  # same proxy
             assert len(await fleet.events(sid, "QR_CODE")) == 1  # no new QR
         await eventually(lambda: _log_has(fleet, "node_lost facts"), 70, "the grouped alert")
