@@ -17,7 +17,7 @@
 #   SWARM2_ROOT     folder of the second engine (default /var/lib/wafleet-swarm2)
 #   SWARM2_SOCK     its socket                   (default /run/wafleet-swarm2.sock)
 #   SWARM2_LOG      its log                      (default /tmp/dockerd-swarm2.log)
-#   SWARM_IMAGES    images to copy to it         (default wafleet-worker:latest)
+#   SWARM_IMAGES    images to copy to it         (default wafleet-worker:latest; empty: none)
 #   ENGINE_TIMEOUT  seconds to wait for an engine (default 60)
 #
 # Exit codes: 0 ready (up) / cleaned (down); 1 unexpected failure; 2 not root / no docker;
@@ -27,7 +27,7 @@ set -euo pipefail
 SWARM2_ROOT=${SWARM2_ROOT:-/var/lib/wafleet-swarm2}
 SWARM2_SOCK=${SWARM2_SOCK:-/run/wafleet-swarm2.sock}
 SWARM2_LOG=${SWARM2_LOG:-/tmp/dockerd-swarm2.log}
-SWARM_IMAGES=${SWARM_IMAGES:-wafleet-worker:latest}
+SWARM_IMAGES=${SWARM_IMAGES-wafleet-worker:latest}
 ENGINE_TIMEOUT=${ENGINE_TIMEOUT:-60}
 DATA_ROOT=$SWARM2_ROOT/data
 EXEC_ROOT=$SWARM2_ROOT/exec
