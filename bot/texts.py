@@ -36,6 +36,8 @@ ALERT_ICONS = {
     AlertKind.BACKUP_DONE: "💾",
     AlertKind.BACKUP_FAILED: "🚨",
     AlertKind.RESTORE_DONE: "📦",
+    AlertKind.NODE_LOST: "🖥️",
+    AlertKind.UNSCHEDULABLE: "🈵",
 }
 
 
@@ -343,6 +345,8 @@ def _alert_title(kind: AlertKind) -> str:
         AlertKind.BACKUP_DONE: _("Backup made"),
         AlertKind.BACKUP_FAILED: _("Backup failed"),
         AlertKind.RESTORE_DONE: _("Backup restored"),
+        AlertKind.NODE_LOST: _("Swarm node lost: its sessions moved"),
+        AlertKind.UNSCHEDULABLE: _("No node has room for the worker"),
     }
     return titles.get(kind, kind.value)
 
@@ -368,6 +372,10 @@ def _alert_done(kind: AlertKind) -> str:
         AlertKind.BACKUP_DONE: _("kept the newest archives, deleted older ones."),
         AlertKind.BACKUP_FAILED: _("the sessions run on; the previous archives are untouched."),
         AlertKind.RESTORE_DONE: _("restarted the restored sessions (moves above, if any)."),
+        AlertKind.NODE_LOST: _(
+            "started its sessions on the other nodes; they reconnect with their saved credentials."
+        ),
+        AlertKind.UNSCHEDULABLE: _("stopped waiting: make room on a node, then restart it."),
     }
     return done.get(kind, "")
 

@@ -142,6 +142,70 @@ async def test_a_worker_no_node_has_room_for_says_so(fleet: Fleet, swarm: Swarm)
     assert services(swarm.manager, fleet, sid) == []  # not left pending
 
 
+async def test_delete_removes_the_service_and_folder_and_releases_the_slot(
+    fleet: Fleet, swarm: Swarm
+) -> None:
+    sid = (await _link_all(fleet, 1))[0]
+    proxy = await fleet.redis.get(f"session:{sid}:proxy")
+    status, body = await fleet.call("DELETE", f"/api/sessions/{sid}")
+    assert (status, body) == (200, {"deleted": sid})
+    assert services(swarm.manager, fleet, sid) == []
+    assert not (fleet.sessions_dir / sid).exists()
+    assert await fleet.redis.get(f"proxy:{proxy}:sessions") == "0"
+    await asyncio.sleep(1)  # and nothing brings it back
+    assert services(swarm.manager, fleet) == []
+
+
+async def test_dead_proxy_replaces_the_service_with_the_new_proxy_url(
+    fleet: Fleet, swarm: Swarm
+) -> None:
+    sid = (await _link_all(fleet, 1))[0]
+    [old] = services(swarm.manager, fleet, sid)
+    old_url = await fleet.redis.get(f"session:{sid}:proxy")
+    assert _env(old)["PROXY_URL"] == old_url
+    next(p for p in fleet.proxies if p.url == old_url).proc.kill()
+
+    async def moved() -> str | None:
+        url = await fleet.redis.get(f"session:{sid}:proxy")
+        status = (await fleet.status(sid))["status"]
+        return url if url != old_url and status == "connected" else None
+
+    new_url = await eventually(moved, 30, "failover to the other proxy")
+    [new] = services(swarm.manager, fleet, sid)
+    assert new.id != old.id
+    assert _env(new)["PROXY_URL"] == new_url
+    assert len(await fleet.events(sid, "QR_CODE")) == 1  # no new QR
+
+
+def _env(service: Any) -> dict[str, str]:
+    items = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+    return dict(item.split("=", 1) for item in items)
+
+
+async def test_rolling_backup_and_restore_on_the_swarm(fleet: Fleet, swarm: Swarm) -> None:
+    sids = await _link_all(fleet, 4)
+    before = {sid: services(swarm.manager, fleet, sid)[0].id for sid in sids}
+    status, made = await fleet.call("POST", "/api/v1/backups/create")
+    assert status == 201, made
+    assert made["sessions"] == 4 and made["mode"] == "rolling"
+    # docker pause needs the node's engine: only the workers on the manager were frozen
+    on_manager = {sid for sid, node in _nodes(swarm, fleet).items() if node == swarm.manager_node}
+    assert set(made["pausesMs"]) == on_manager and 0 < len(on_manager) < 4, made
+    for sid in sids:  # workers on the manager paused and resumed, the others copied live
+        assert services(swarm.manager, fleet, sid)[0].id == before[sid]
+        assert (await fleet.status(sid))["status"] == "connected"
+    status, _ = await fleet.call("DELETE", f"/api/sessions/{sids[0]}")
+    assert status == 200
+    status, report = await fleet.call(
+        "POST", f"/api/v1/backups/restore/{made['id']}", {"waitSeconds": 40}
+    )
+    assert status == 200, report
+    assert sorted(report["connected"]) == sorted(sids)
+    for sid in sids:
+        assert len(services(swarm.manager, fleet, sid)) == 1
+        assert await fleet.events(sid, "QR_CODE") == []  # no new QR since the restore
+
+
 async def test_node_lost_sessions_come_back_on_the_manager_with_one_grouped_alert(
     fleet: Fleet, swarm: Swarm
 ) -> None:
