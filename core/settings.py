@@ -209,6 +209,13 @@ def _parse(env: Mapping[str, str]) -> Settings:
     )
     if settings.telegram_bot_token and settings.telegram_chat_id is None:
         c.problems.append("TELEGRAM_CHAT_ID must be set when TELEGRAM_BOT_TOKEN is set")
+    if settings.runner == "swarm" and not settings.sessions_dir.is_dir():
+        # Not created here: on a swarm it is a shared mount (NFS, CephFS...) that every node
+        # sees; a folder made on the manager alone would hide a missing mount.
+        c.problems.append(
+            f"SESSIONS_DIR {settings.sessions_dir} does not exist: with RUNNER=swarm it must be "
+            "the same shared path on every node (mount it first)"
+        )
     if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         c.problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
     if c.problems:

@@ -115,6 +115,7 @@ SWARM_OPTIONS = {
     "WORKER_MEMORY_RESERVATION": "32m",
     "WORKER_UNSCHEDULABLE_MS": "5000",
     "PING_TIMEOUT_MS": "20000",
+    "start": False,  # SESSIONS_DIR (the "shared mount") must exist before serve starts
 }
 
 
@@ -148,7 +149,8 @@ def running_task(service: Any) -> dict[str, Any] | None:
 
 @pytest.fixture
 async def fleet(fleet: Fleet, swarm: Swarm) -> AsyncIterator[Fleet]:
-    (fleet.sessions_dir).mkdir(parents=True, exist_ok=True)
+    fleet.sessions_dir.mkdir(parents=True, exist_ok=True)
+    fleet.start()
     try:
         yield fleet
     finally:
