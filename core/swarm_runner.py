@@ -169,6 +169,9 @@ class SwarmRunner:
                 "restart_policy": RestartPolicy(condition="none"),
                 "mode": ServiceMode("replicated", replicas=1),
                 "constraints": list(self.constraints),
+                # A spread preference acts within one service; with one replica each, what
+                # spreads sessions is the scheduler's own choice of the node running the
+                # fewest tasks. Stated anyway, so a service scaled up never stacks on a node.
                 "preferences": [("spread", "node.id")],
                 "user": self.user or _owner(spec.session_dir),
                 "init": True,
@@ -448,6 +451,10 @@ class SwarmRunner:
             for sid, watch in moving.items():
                 if not watch.moving and watch.node and watch.node != node:
                     placed[sid] = watch.node
+        for sid in set(moving) - set(placed):
+            # Not placed in time: from now on it is a task waiting for room like any other.
+            moving[sid].moving = False
+            moving[sid].created = time.monotonic()
         facts: dict[str, object] = {
             "node": node,
             "sessions": len(moving),

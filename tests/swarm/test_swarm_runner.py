@@ -30,8 +30,14 @@ PHONES = [f"97250100000{n}" for n in range(1, 9)]
 
 
 async def _link_all(fleet: Fleet, n: int) -> list[str]:
-    sessions = [await fleet.provision(phone) for phone in PHONES[:n]]
-    for session, phone in zip(sessions, PHONES, strict=False):
+    return await _link_all_from(fleet, 0, n)
+
+
+async def _link_all_from(fleet: Fleet, first: int, n: int) -> list[str]:
+    """Provision and link ``n`` sessions with the phones from ``PHONES[first]`` on."""
+    phones = PHONES[first : first + n]
+    sessions = [await fleet.provision(phone) for phone in phones]
+    for session, phone in zip(sessions, phones, strict=True):
         await fleet.scan(await fleet.qr(session["id"], 60), phone)
     for session in sessions:
         await fleet.wait_status(session["id"], "connected", 60)
@@ -240,16 +246,30 @@ async def test_node_lost_sessions_come_back_on_the_manager_with_one_grouped_aler
         assert f"'movedTo': {{'{swarm.manager_node}': {len(lost)}}}" in alerts[0]
         assert "worker_crashed" not in fleet.log()  # one event, not N crashes
         assert all(sid in sids for sid in lost)
+        await _second_engine_up()
+        # The node back: Swarm spreads the next sessions onto it again.
+        await eventually(lambda: _node_ready(swarm), 30, "the second node ready again")
+        [new] = await _link_all_from(fleet, 4, 1)
+        assert _nodes(swarm, fleet)[new] == swarm.second_node
     finally:
-        up = await asyncio.to_thread(
-            subprocess.run,
-            [str(ROOT / "scripts" / "swarm-engine.sh"), "up"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "SWARM_IMAGES": WORKER_IMAGE},
-        )
-        assert up.returncode == 0, up.stderr
+        await _second_engine_up()
+
+
+async def _second_engine_up() -> None:
+    up = await asyncio.to_thread(
+        subprocess.run,
+        [str(ROOT / "scripts" / "swarm-engine.sh"), "up"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SWARM_IMAGES": WORKER_IMAGE},
+    )
+    assert up.returncode == 0, up.stderr
+
+
+async def _node_ready(swarm: Swarm) -> bool:
+    node = swarm.manager.nodes.get(swarm.second_node)
+    return bool(node.attrs["Status"]["State"] == "ready")
 
 
 async def test_split_brain_settles_on_one_connected_worker_per_session(
