@@ -76,4 +76,8 @@ fi
     echo "scripts/swarm-engine.sh failed (exit $rc)" >&2
     exit "$rc"
 }
-PYTHON="$PWD/.venv/bin/python" pytest -q -p no:cacheprovider -rs -m swarm tests/swarm
+rc=0
+PYTHON="$PWD/.venv/bin/python" pytest -q -p no:cacheprovider -rs -m swarm tests/swarm || rc=$?
+# The tier's fixture takes the swarm down; this also covers a run that never reached it.
+scripts/swarm-engine.sh down 2>/dev/null || true
+exit "$rc"
