@@ -37,6 +37,8 @@ ALERT_ICONS = {
     AlertKind.BACKUP_DONE: "💾",
     AlertKind.BACKUP_FAILED: "🚨",
     AlertKind.RESTORE_DONE: "📦",
+    AlertKind.NODE_LOST: "🖥️",
+    AlertKind.UNSCHEDULABLE: "🈵",
 }
 
 
@@ -342,6 +344,8 @@ def _alert_title(kind: AlertKind) -> str:
         AlertKind.BACKUP_DONE: _("Backup made"),
         AlertKind.BACKUP_FAILED: _("Backup failed"),
         AlertKind.RESTORE_DONE: _("Backup restored"),
+        AlertKind.NODE_LOST: _("Swarm node lost: its sessions moved"),
+        AlertKind.UNSCHEDULABLE: _("No node has room for the worker"),
     }
     return titles.get(kind, kind.value)
 
@@ -370,6 +374,10 @@ def _done_text(done: Done) -> str:
         Done.KEPT_NEWEST_BACKUPS: _("kept the newest archives, deleted older ones."),
         Done.KEPT_PREVIOUS_BACKUPS: _("the sessions run on; the previous archives are untouched."),
         Done.RESTARTED_RESTORED: _("restarted the restored sessions (moves above, if any)."),
+        Done.MOVED_TO_OTHER_NODES: _(
+            "started its sessions on the other nodes; they reconnect with their saved credentials."
+        ),
+        Done.STOPPED_WAITING: _("stopped waiting: make room on a node, then restart it."),
     }
     return texts.get(done, "")
 
@@ -419,6 +427,12 @@ def _alert_facts(alert: Alert) -> str:
         if alert.kind is AlertKind.BACKUP_FAILED:
             # The error's own text is English from the OS or a library: the log has it.
             return _("the disk is full") if f.get("code") == "disk_full" else ""
+        if alert.kind is AlertKind.NODE_LOST:
+            return _("node {node}: {n} session(s) moved, {stuck} not moved").format(
+                node=html.code(html.quote(str(f["node"])[:12])),
+                n=int(f["sessions"]) - int(f.get("notMoved") or 0),
+                stuck=int(f.get("notMoved") or 0),
+            )
         if alert.kind is AlertKind.RESTORE_DONE:
             return _("{n} session(s) from {id}; {connected} connected so far").format(
                 n=int(f["sessions"]),

@@ -37,6 +37,7 @@ class Reason(StrEnum):
     WATCHDOG = "watchdog_restart"
     CRASHED = "worker_crashed"
     CRASH_LOOP = "crash_loop"
+    UNSCHEDULABLE = "unschedulable"  # RUNNER=swarm: no node has room for the worker
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,9 @@ class AlertKind(StrEnum):
     BACKUP_DONE = "backup_done"  # facts: archive, size_bytes, sessions, max_pause_ms, kept
     BACKUP_FAILED = "backup_failed"  # facts: code (a stable error code), error
     RESTORE_DONE = "restore_done"  # facts: backup, sessions, connected; moves if any
+    # RUNNER=swarm. facts: node, sessions, sessionIds, movedTo (node:count,...), notMoved.
+    NODE_LOST = "node_lost"
+    UNSCHEDULABLE = "unschedulable"  # no node has room for the session's worker
 
 
 class Done(StrEnum):
@@ -62,6 +65,8 @@ class Done(StrEnum):
     KEPT_NEWEST_BACKUPS = "kept_newest_backups"
     KEPT_PREVIOUS_BACKUPS = "kept_previous_backups"
     RESTARTED_RESTORED = "restarted_restored"
+    MOVED_TO_OTHER_NODES = "moved_to_other_nodes"
+    STOPPED_WAITING = "stopped_waiting"
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,8 @@ _DONE_EN = {
     Done.KEPT_NEWEST_BACKUPS: "kept the newest backups",
     Done.KEPT_PREVIOUS_BACKUPS: "kept the previous backups; the next try is at the next time",
     Done.RESTARTED_RESTORED: "started the restored workers",
+    Done.MOVED_TO_OTHER_NODES: "started its sessions on the other nodes",
+    Done.STOPPED_WAITING: "gave up waiting; make room, then restart it by hand",
 }
 
 
@@ -159,6 +166,7 @@ def describe(alert: Alert) -> str:
         AlertKind.FAILOVER_IMPOSSIBLE: "{sessions} session(s) have no proxy to move to",
         AlertKind.BACKUP_DONE: "{archive}: {size_bytes} bytes, {sessions} session(s)",
         AlertKind.RESTORE_DONE: "restored {sessions} session(s) from {backup}",
+        AlertKind.NODE_LOST: "node {node} lost with {sessions} session(s); moved to {movedTo}",
     }
     template = templates.get(alert.kind, "")
     try:
@@ -192,6 +200,8 @@ class LogNotifier:
             f" | done: {done}" if done else "",
             f" | moves: {moves}" if moves else "",
         )
+        if alert.facts:
+            log.warning("%s facts: %s", alert.kind.value, alert.facts)
 
 
 class FanoutNotifier:

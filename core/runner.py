@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 # A worker that exits with this code asks for a fresh process (see worker.drivers.base).
 EXIT_RECYCLE = 75
+# Reported by a runner whose worker could not be placed anywhere (a swarm with no room).
+EXIT_UNSCHEDULABLE = 78
 
 # What a worker's fingerprint leaves out: changing these must not replace a running worker.
 # SESSION_PHONE is only a hint for pairing codes, and the record's phone changes when the

@@ -33,7 +33,7 @@ from core.phone import normalize as normalize_phone
 from core.pings import PingBuffer
 from core.proxies import ProxyPool
 from core.proxy_url import ProxyUrl, mask, parse_input
-from core.runner import EXIT_RECYCLE, Runner, WorkerSpec
+from core.runner import EXIT_RECYCLE, EXIT_UNSCHEDULABLE, Runner, WorkerSpec
 from core.settings import Settings
 from core.signing import session_secret
 from core.store import NoSuchSession, ReservationRefused, Store
@@ -51,7 +51,7 @@ def session_log(session_id: str) -> logging.Logger:
 CRASH_WINDOW_S = 300
 CRASH_LIMIT = 5  # crashes within the window before a session is parked as a crash loop
 # Sessions in these states have no worker on purpose; nothing restarts them by itself.
-PARKED_REASONS = frozenset({Reason.CRASH_LOOP, Reason.NO_CAPACITY})
+PARKED_REASONS = frozenset({Reason.CRASH_LOOP, Reason.NO_CAPACITY, Reason.UNSCHEDULABLE})
 
 _REFUSALS: dict[str, tuple[type[Exception], str]] = {
     "phone_limit": (PhoneLimit, "this phone already has the maximum number of sessions"),
@@ -514,6 +514,20 @@ class SessionService:
         if code == EXIT_RECYCLE:
             session_log(session_id).info("recycled its worker process; starting a fresh one")
             await self._start_worker(record.id, record.proxy, record.phone, record.reason)
+            return
+        if code == EXIT_UNSCHEDULABLE:
+            # Restarting would only wait again: parked until the operator makes room.
+            await self.store.set_fields(
+                session_id, status=Status.FAILED, reason=Reason.UNSCHEDULABLE
+            )
+            await self.notifier.notify(
+                Alert(
+                    AlertKind.UNSCHEDULABLE,
+                    session_id,
+                    record.phone,
+                    done=Done.STOPPED_WAITING,
+                )
+            )
             return
         self.metrics.worker_crashes.inc()
         crashes = self._crashes[session_id]

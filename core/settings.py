@@ -72,6 +72,12 @@ class Settings:
     log_format: str = "text"
     # Where proxies may point (PROXY_ALLOW_NETWORKS / PROXY_DENY_NETWORKS); metadata never.
     proxy_policy: ProxyPolicy = ProxyPolicy()
+    # RUNNER=swarm: Docker size syntax; comma-separated Swarm placement constraints.
+    worker_memory_reservation: str = "96m"
+    worker_memory_limit: str = "256m"
+    worker_constraints: tuple[str, ...] = ()
+    # How long a worker Swarm cannot place may wait before the session says so.
+    worker_unschedulable_ms: int = 30_000
 
     @property
     def webhook_url(self) -> str:
@@ -131,6 +137,13 @@ class _Collector:
         value = self.text(name, default)
         if value not in allowed:
             self.problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def size(self, name: str, default: str) -> str:
+        """Docker's size syntax (``96m``, ``1g``, bytes): checked here, parsed by the runner."""
+        value = self.text(name, default).lower()
+        if not re.fullmatch(r"\d+[bkmg]?", value):
+            self.problems.append(f"{name} must be a size like 96m or 1g, got {value!r}")
         return value
 
     def cron(self, name: str, default: str) -> str:
@@ -220,7 +233,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         backup_max_manifest_bytes=c.integer(
             "BACKUP_MAX_MANIFEST_BYTES", 16 * 1024 * 1024, minimum=1024
         ),
-        runner=c.choice("RUNNER", "process", ("process", "docker")),
+        runner=c.choice("RUNNER", "process", ("process", "docker", "swarm")),
         worker_image=c.text("WORKER_IMAGE", "wafleet-worker:latest"),
         worker_network=c.text("WORKER_NETWORK", "host"),
         wa_driver=c.choice("WA_DRIVER", "sim", ("sim", "neonize")),
@@ -239,9 +252,22 @@ def _parse(env: Mapping[str, str]) -> Settings:
         log_level=c.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         log_format=c.choice("LOG_FORMAT", "text", ("text", "json")),
         proxy_policy=policy,
+        worker_memory_reservation=c.size("WORKER_MEMORY_RESERVATION", "96m"),
+        worker_memory_limit=c.size("WORKER_MEMORY_LIMIT", "256m"),
+        worker_constraints=tuple(
+            part.strip() for part in c.text("WORKER_CONSTRAINTS", "").split(",") if part.strip()
+        ),
+        worker_unschedulable_ms=c.integer("WORKER_UNSCHEDULABLE_MS", 30_000, minimum=100),
     )
     if settings.telegram_bot_token and settings.telegram_chat_id is None:
         c.problems.append("TELEGRAM_CHAT_ID must be set when TELEGRAM_BOT_TOKEN is set")
+    if settings.runner == "swarm" and not settings.sessions_dir.is_dir():
+        # Not created here: on a swarm it is a shared mount (NFS, CephFS...) that every node
+        # sees; a folder made on the manager alone would hide a missing mount.
+        c.problems.append(
+            f"SESSIONS_DIR {settings.sessions_dir} does not exist: with RUNNER=swarm it must be "
+            "the same shared path on every node (mount it first)"
+        )
     if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         c.problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
     c.problems.extend(_timing_problems(settings))

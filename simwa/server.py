@@ -15,7 +15,10 @@ server → client
   ``{"op": "paired", "phone", "creds"}`` then ``{"op": "connected", "phone"}`` on a scan;
   ``{"op": "connected", "phone"}`` straight away for valid saved creds;
   ``{"op": "logged_out"}`` for void creds or a logout, then the connection closes;
-  ``{"op": "pairing_code", "code": "ABCD-EFGH"}`` after a ``pair_phone``.
+  ``{"op": "pairing_code", "code": "ABCD-EFGH"}`` after a ``pair_phone``;
+  ``{"op": "replaced"}`` then a close with code ``REPLACED_CLOSE`` when a newer connection of
+  the same paired device takes over (WhatsApp's "stream replaced": the old one must not come
+  back by itself, or two copies of a worker would throw each other off forever).
 
 The control API (``/control/...``) plays the phone: scan a QR, enter a pairing code
 (``POST /control/pair {"code", "phone"}``), logout, drop; and reports what the network saw
@@ -39,6 +42,9 @@ from aiohttp import WSMsgType, web
 log = logging.getLogger("wafleet.simwa")
 
 _PHONE = re.compile(r"[1-9]\d{7,14}")
+# The WebSocket close code of a connection a newer one of the same device replaced
+# (4000-4999 is the application's range).
+REPLACED_CLOSE = 4001
 
 
 @dataclass
@@ -58,6 +64,10 @@ class Device:
     ip_history: list[str] = field(default_factory=list)
     presence_count: int = 0
     self_messages: int = 0
+    # How often it connected, and how often a newer connection replaced a live one: a
+    # reconnect loop between two copies of one worker shows here.
+    connect_count: int = 0
+    replaced_count: int = 0
     ws: web.WebSocketResponse | None = None
 
     def view(self) -> dict[str, Any]:
@@ -70,6 +80,8 @@ class Device:
             "ipHistory": list(self.ip_history),
             "presenceCount": self.presence_count,
             "selfMessages": self.self_messages,
+            "connectCount": self.connect_count,
+            "replacedCount": self.replaced_count,
         }
 
 
@@ -202,9 +214,14 @@ class SimNetwork:
     async def _serve_device(
         self, ws: web.WebSocketResponse, device: Device, ip: str | None
     ) -> None:
-        if device.ws is not None and not device.ws.closed:
-            await device.ws.close()  # one connection per device, the newest wins
-        device.ws = ws
+        old = device.ws
+        device.ws = ws  # one connection per device, the newest wins
+        device.connect_count += 1
+        if old is not None and not old.closed:
+            device.replaced_count += 1
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await old.send_json({"op": "replaced"})
+            await old.close(code=REPLACED_CLOSE, message=b"replaced")
         device.ip = ip
         if ip and (not device.ip_history or device.ip_history[-1] != ip):
             device.ip_history.append(ip)

@@ -24,7 +24,7 @@ from core.backups import BackupService, cron_trigger
 from core.clock import SystemClock
 from core.errors import ConfigError
 from core.metrics import Metrics
-from core.notifier import FanoutNotifier, LogNotifier
+from core.notifier import FanoutNotifier, LogNotifier, Notifier
 from core.process_runner import ProcessRunner
 from core.proxies import ProxyPool
 from core.proxy_probe import Destination
@@ -47,8 +47,24 @@ def instance_id(settings: Settings) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def make_runner(settings: Settings) -> Runner:
+def make_runner(settings: Settings, notifier: Notifier | None = None) -> Runner:
+    """``notifier`` gets what only a runner sees (RUNNER=swarm: a lost node)."""
     grace = settings.worker_stop_grace_ms / 1000
+    if settings.runner == "swarm":
+        from core.swarm_runner import SwarmRunner
+
+        return SwarmRunner(
+            instance=instance_id(settings),
+            image=settings.worker_image,
+            network=settings.worker_network,
+            sessions_dir=settings.sessions_dir,
+            stop_grace_s=grace,
+            memory_reservation=settings.worker_memory_reservation,
+            memory_limit=settings.worker_memory_limit,
+            constraints=settings.worker_constraints,
+            notifier=notifier,
+            unschedulable_after_s=settings.worker_unschedulable_ms / 1000,
+        )
     if settings.runner == "docker":
         from core.docker_runner import DockerRunner
 
@@ -83,7 +99,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             store, notifier, settings.max_sessions_per_proxy, destination, settings.proxy_policy
         )
         await pool.seed(settings.proxy_urls)
-        runner = make_runner(settings)
+        runner = make_runner(settings, notifier)
         cleanup.push_async_callback(runner.close)
         service = SessionService(settings, store, pool, runner, notifier, SystemClock(), metrics)
         backups = BackupService(settings, store, service, runner, notifier, SystemClock())

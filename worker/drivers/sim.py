@@ -28,6 +28,7 @@ from worker.drivers.base import (
     ConnectionLost,
     DriverListener,
     LoggedOut,
+    NoAutoReconnect,
     ProxyFailure,
     QrTimeout,
     auth_files,
@@ -36,6 +37,9 @@ from worker.drivers.base import (
 log = logging.getLogger("wafleet.worker.sim")
 
 CREDS_FILE = "creds.json"
+# simwa's close code for a connection a newer one of the same device replaced (its
+# ``REPLACED_CLOSE``; the worker does not import the simulator).
+REPLACED_CLOSE = 4001
 
 
 class SimDriver:
@@ -138,6 +142,10 @@ class SimDriver:
                 raise LoggedOut("logged_out")
             elif op == "qr_timeout":
                 raise QrTimeout("qr_timeout")
+            elif op == "replaced":
+                raise _replaced()
+        if ws.close_code == REPLACED_CLOSE:
+            raise _replaced()
         raise ConnectionLost("the network closed the connection")
 
     async def send_presence(self) -> None:
@@ -154,3 +162,9 @@ class SimDriver:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
+
+
+def _replaced() -> NoAutoReconnect:
+    """Another copy of this worker connected with the same device (WhatsApp's "stream
+    replaced"): coming back by itself would throw that one off in turn, forever."""
+    return NoAutoReconnect("another client connected with this session", "stream_replaced")

@@ -1,0 +1,496 @@
+"""``RUNNER=swarm``: one Docker Swarm service per session, across the swarm's nodes.
+
+Each worker is a replicated service ``wa_session_<id>`` with one replica, labelled
+``wafleet.session=<id>`` and ``wafleet.instance=<instance>`` on the service and on its
+containers, with the docker runner's environment and the session folder bind-mounted at
+``/app/session``. ``SESSIONS_DIR`` must therefore be the same shared path on every node (NFS,
+CephFS, ...): a task may start on any node and must find the session's credentials there.
+
+Swarm's restart policy is ``none``: wafleet's orchestrator already restarts crashed workers,
+counts crashes and parks crash loops; a Swarm that restarted them as well would fight it (two
+restarts for one crash, crash loops Swarm never gives up on). Swarm still does what only it
+can do: place each task on a node with room (memory reservation), spread sessions over nodes,
+honour ``WORKER_CONSTRAINTS``.
+
+One watcher polls the tasks of the watched services (and the nodes) every ``poll_s``:
+
+- a task that ended (exited, failed, rejected) is reported through the exit callback like the
+  docker runner's ``die`` events, so the orchestrator restarts it;
+- a task left running on a node that went down is rescheduled here (a forced update of its
+  service, so Swarm places a new task on a node that is up) and *not* reported as a crash:
+  the lost node is one event, reported as one grouped ``NODE_LOST`` alert (node, sessions,
+  where they went) once the moved tasks run again;
+- a task Swarm cannot place (no node has room) is removed after ``unschedulable_after_s`` and
+  reported with ``EXIT_UNSCHEDULABLE``, so the session says why instead of pending forever.
+
+``pause`` (rolling backups) freezes the task's container only when it runs on the manager's own
+node: the engine on another node is not reachable from here. Elsewhere it answers False and the
+backup copies that folder without a pause (or use ``BACKUP_MODE=stop-all``).
+
+Every Docker SDK call blocks, so each runs in ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, NotFound
+from docker.types import (
+    Mount,
+    Resources,
+    RestartPolicy,
+    ServiceMode,
+)
+from docker.utils import parse_bytes
+
+from core.docker_runner import (
+    INSTANCE_LABEL,
+    SESSION_LABEL,
+    SESSION_MOUNT,
+    SPEC_LABEL,
+    DockerRunnerError,
+    _owner,
+    _reason,
+    container_name,
+)
+from core.errors import ConfigError
+from core.notifier import Alert, AlertKind, Done, Notifier
+from core.runner import EXIT_UNSCHEDULABLE, ExitCallback, WorkerHandle, WorkerSpec
+from core.tasks import TaskGroup
+
+log = logging.getLogger("wafleet.runner.swarm")
+
+# Task states (Docker's ``TaskState``) by what they mean for the worker.
+ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
+WAITING = frozenset({"new", "pending"})  # not placed on a node yet
+ALIVE = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
+# A sim worker measured ~26 MiB, a neonize worker ~63 MB: room for both, so Swarm never
+# packs more workers on a node than its memory holds.
+DEFAULT_RESERVATION = "96m"
+DEFAULT_LIMIT = "256m"
+NODE_LOST_WAIT_S = 60.0  # how long the grouped alert waits for the moved tasks to run
+
+
+class SwarmRunnerError(DockerRunnerError):
+    """A worker service could not be created or changed."""
+
+
+@dataclass
+class _Watch:
+    """A service whose task we follow."""
+
+    service_id: str
+    created: float = field(default_factory=time.monotonic)
+    node: str | None = None  # where its task last ran
+    moving: bool = False  # rescheduled off a lost node; its new task has not run yet
+
+
+class SwarmRunner:
+    name = "swarm"
+
+    def __init__(
+        self,
+        instance: str,
+        image: str = "wafleet-worker:latest",
+        network: str = "host",
+        *,
+        sessions_dir: Path,
+        stop_grace_s: float = 5.0,
+        memory_reservation: str = DEFAULT_RESERVATION,
+        memory_limit: str = DEFAULT_LIMIT,
+        constraints: tuple[str, ...] = (),
+        notifier: Notifier | None = None,
+        base_url: str | None = None,
+        poll_s: float = 1.0,
+        unschedulable_after_s: float = 30.0,
+        user: str | None = None,
+    ) -> None:
+        """``sessions_dir`` is SESSIONS_DIR: checked here, on the manager, because every
+        node bind-mounts it; ``constraints`` are Swarm placement constraints
+        (``node.labels.wafleet==worker``); ``notifier`` receives the node-loss alert."""
+        if not sessions_dir.is_dir():
+            raise ConfigError(
+                f"SESSIONS_DIR {sessions_dir} does not exist on this manager; with RUNNER=swarm "
+                "it must be the same shared path on every node"
+            )
+        self.instance = instance
+        self.image = image
+        self.network = network
+        self.sessions_dir = sessions_dir
+        self.stop_grace_s = stop_grace_s
+        self.memory_reservation = parse_bytes(memory_reservation)
+        self.memory_limit = parse_bytes(memory_limit)
+        self.constraints = constraints
+        self.notifier = notifier
+        self.base_url = base_url
+        self.poll_s = poll_s
+        self.unschedulable_after_s = unschedulable_after_s
+        self.user = user
+        self._client: Any = None
+        self._client_lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._watched: dict[str, _Watch] = {}
+        self._callbacks: list[ExitCallback] = []
+        self._tasks = TaskGroup()
+        self._watcher: asyncio.Task[None] | None = None
+        self._own_node: str | None = None
+
+    def on_exit(self, callback: ExitCallback) -> None:
+        self._callbacks.append(callback)
+
+    # Runner ---------------------------------------------------------------------------------
+
+    async def start(self, spec: WorkerSpec) -> WorkerHandle:
+        sid = spec.session_id
+        async with self._lock(sid):
+            await self._stop_locked(sid)
+            client = await self._get_client()
+            spec.session_dir.mkdir(parents=True, exist_ok=True)
+            env = dict(spec.env)
+            env["SESSION_DIR"] = SESSION_MOUNT
+            labels = {SESSION_LABEL: sid, INSTANCE_LABEL: self.instance}
+            # Only on the service: reconcile compares it with what Redis says now.
+            service_labels = {**labels, SPEC_LABEL: self.fingerprint(spec)}
+            kwargs: dict[str, Any] = {
+                "name": container_name(sid),
+                "labels": service_labels,
+                "container_labels": labels,
+                "env": [f"{k}={v}" for k, v in env.items()],
+                "mounts": [Mount(SESSION_MOUNT, str(spec.session_dir.resolve()), type="bind")],
+                "networks": [self.network],
+                "resources": Resources(
+                    mem_limit=self.memory_limit, mem_reservation=self.memory_reservation
+                ),
+                "restart_policy": RestartPolicy(condition="none"),
+                "mode": ServiceMode("replicated", replicas=1),
+                "constraints": list(self.constraints),
+                # A spread preference acts within one service; with one replica each, what
+                # spreads sessions is the scheduler's own choice of the node running the
+                # fewest tasks. Stated anyway, so a service scaled up never stacks on a node.
+                "preferences": [("spread", "node.id")],
+                "user": self.user or _owner(spec.session_dir),
+                "init": True,
+                "stop_grace_period": int(self.stop_grace_s * 1e9),
+                "log_driver": "json-file",
+                "log_driver_options": {"max-size": "10m", "max-file": "3"},
+            }
+            try:
+                service = await asyncio.to_thread(client.services.create, self.image, **kwargs)
+            except DockerException as exc:
+                raise SwarmRunnerError(
+                    f"cannot create the service of {sid}: {_reason(exc)}"
+                ) from exc
+            self._watched[sid] = _Watch(service.id)
+            self._ensure_watcher()
+            log.info("started worker %s (service %s)", sid, service.id[:12])
+            return WorkerHandle(sid, service.id)
+
+    def fingerprint(self, spec: WorkerSpec) -> str:
+        # What the service runs matters too: a new WORKER_IMAGE, limits or constraints replace it.
+        return spec.fingerprint(
+            self.image,
+            self.network,
+            str(self.memory_reservation),
+            str(self.memory_limit),
+            ",".join(self.constraints),
+        )
+
+    async def stop(self, session_id: str) -> None:
+        async with self._lock(session_id):
+            await self._stop_locked(session_id)
+
+    async def running(self) -> dict[str, WorkerHandle]:
+        client = await self._get_client()
+        services = await asyncio.to_thread(
+            client.api.services, filters={"label": f"{INSTANCE_LABEL}={self.instance}"}
+        )
+        if not services:
+            return {}
+        tasks = await self._latest_tasks([s["ID"] for s in services])
+        nodes = await self._node_states()
+        handles: dict[str, WorkerHandle] = {}
+        for service in services:
+            sid = (service["Spec"].get("Labels") or {}).get(SESSION_LABEL)
+            task = tasks.get(service["ID"])
+            if not sid or task is None or _state(task) not in ALIVE:
+                continue
+            if nodes.get(task.get("NodeID", "")) != "ready":
+                continue  # on a lost node: not alive as far as we can tell
+            spec_labels = service["Spec"].get("Labels") or {}
+            handles[sid] = WorkerHandle(
+                sid, service["ID"], fingerprint=spec_labels.get(SPEC_LABEL)
+            )
+        return handles
+
+    async def adopt(self, handle: WorkerHandle) -> None:
+        if handle.session_id in self._watched:
+            return
+        client = await self._get_client()
+        try:
+            info = await asyncio.to_thread(client.api.inspect_service, handle.ref)
+        except NotFound:
+            return
+        labels = info["Spec"].get("Labels") or {}
+        if (
+            labels.get(INSTANCE_LABEL) != self.instance
+            or labels.get(SESSION_LABEL) != handle.session_id
+        ):
+            return
+        self._watched[handle.session_id] = _Watch(info["ID"])
+        self._ensure_watcher()
+        log.info("adopted worker %s (service %s)", handle.session_id, info["ID"][:12])
+
+    async def pause(self, session_id: str) -> bool:
+        container = await self._local_container(session_id)
+        if container is None:
+            return False  # not running, or on another node: no pause there
+        client = await self._get_client()
+        try:
+            await asyncio.to_thread(client.api.pause, container)
+        except NotFound:
+            return False
+        except APIError as exc:
+            if exc.status_code == 409:
+                return False
+            raise
+        return True
+
+    async def resume(self, session_id: str) -> None:
+        container = await self._local_container(session_id)
+        if container is None:
+            return
+        client = await self._get_client()
+        try:
+            await asyncio.to_thread(client.api.unpause, container)
+        except NotFound:
+            pass
+        except APIError as exc:
+            if exc.status_code != 409:
+                raise
+
+    async def close(self) -> None:
+        self._watched.clear()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        await self._tasks.cancel()
+        if self._client is not None:
+            await asyncio.to_thread(self._client.close)
+            self._client = None
+
+    # internals ------------------------------------------------------------------------------
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    async def _get_client(self) -> Any:
+        async with self._client_lock:
+            if self._client is None:
+                self._client = await asyncio.to_thread(self._new_client)
+            return self._client
+
+    def _new_client(self) -> Any:
+        if self.base_url is not None:
+            return docker.DockerClient(base_url=self.base_url, version="auto")
+        return docker.from_env(version="auto")
+
+    async def _stop_locked(self, session_id: str) -> None:
+        # Forget it first: the end of a task we stop is not an exit to report.
+        self._watched.pop(session_id, None)
+        client = await self._get_client()
+        name = container_name(session_id)
+        try:
+            info = await asyncio.to_thread(client.api.inspect_service, name)
+        except NotFound:
+            return
+        labels = info["Spec"].get("Labels") or {}
+        if labels.get(INSTANCE_LABEL) != self.instance:
+            raise SwarmRunnerError(
+                f"service {name} belongs to another wafleet instance "
+                f"({labels.get(INSTANCE_LABEL)!r}); not touching it"
+            )
+        with contextlib.suppress(NotFound):
+            await asyncio.to_thread(client.api.remove_service, info["ID"])
+        log.info("stopped worker %s (service %s)", session_id, info["ID"][:12])
+        await self._wait_stopped(session_id)
+
+    async def _wait_stopped(self, session_id: str) -> None:
+        """Until the removed service's container is gone (bounded): its folder may go next.
+
+        Containers are seen on this manager's engine only; one on another node stops within
+        the same grace period, but we cannot watch it from here.
+        """
+        client = await self._get_client()
+        deadline = time.monotonic() + self.stop_grace_s + 5
+        filters = {"label": [f"{INSTANCE_LABEL}={self.instance}", f"{SESSION_LABEL}={session_id}"]}
+        while time.monotonic() < deadline:
+            found = await asyncio.to_thread(client.api.containers, filters=filters)
+            if not found:
+                return
+            await asyncio.sleep(0.2)
+
+    async def _latest_tasks(self, service_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """service id -> its newest task."""
+        client = await self._get_client()
+        tasks = await asyncio.to_thread(client.api.tasks, filters={"service": service_ids})
+        wanted = set(service_ids)
+        latest: dict[str, dict[str, Any]] = {}
+        for task in sorted(tasks, key=_age_key):
+            if task.get("ServiceID") in wanted:  # not a prefix match of another service
+                latest[task["ServiceID"]] = task
+        return latest
+
+    async def _node_states(self) -> dict[str, str]:
+        client = await self._get_client()
+        nodes = await asyncio.to_thread(client.api.nodes)
+        return {n["ID"]: n["Status"]["State"] for n in nodes}
+
+    async def _local_container(self, session_id: str) -> str | None:
+        """The container id of the session's running task, if it runs on this node."""
+        watch = self._watched.get(session_id)
+        if watch is None:
+            return None
+        client = await self._get_client()
+        if self._own_node is None:
+            info = await asyncio.to_thread(client.info)
+            self._own_node = info["Swarm"]["NodeID"]
+        task = (await self._latest_tasks([watch.service_id])).get(watch.service_id)
+        if task is None or _state(task) != "running" or task.get("NodeID") != self._own_node:
+            return None
+        container: str | None = task["Status"].get("ContainerStatus", {}).get("ContainerID")
+        return container
+
+    # the watcher ----------------------------------------------------------------------------
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._watch_loop(), name=f"swarm-watch-{self.instance}"
+            )
+
+    async def _watch_loop(self) -> None:
+        while True:
+            try:
+                await self._poll()
+            except DockerException as exc:
+                log.warning("cannot read the swarm's tasks: %s", _reason(exc))
+            except Exception:
+                log.exception("swarm watcher failed; retrying")
+            await asyncio.sleep(self.poll_s)
+
+    async def _poll(self) -> None:
+        if not self._watched:
+            return
+        watched = dict(self._watched)
+        tasks = await self._latest_tasks([w.service_id for w in watched.values()])
+        nodes = await self._node_states()
+        lost: dict[str, list[str]] = {}
+        for sid, watch in watched.items():
+            task = tasks.get(watch.service_id)
+            if task is None or self._watched.get(sid) is not watch:
+                continue
+            state = _state(task)
+            node = task.get("NodeID") or None
+            if node and nodes.get(node, "down") != "ready" and state not in WAITING:
+                if not watch.moving or node != watch.node:
+                    lost.setdefault(node, []).append(sid)
+                continue
+            if state == "running":
+                watch.node = node
+                watch.moving = False
+            elif state in ENDED:
+                code = task["Status"].get("ContainerStatus", {}).get("ExitCode")
+                self._report(sid, watch, code if isinstance(code, int) else None, task)
+            elif state in WAITING and not watch.moving:
+                waited = time.monotonic() - watch.created
+                if waited > self.unschedulable_after_s:
+                    why = task["Status"].get("Err") or task["Status"].get("Message") or state
+                    log.warning("worker %s cannot be placed after %.0fs: %s", sid, waited, why)
+                    self._tasks.spawn(self._give_up(sid, watch), name=f"unplaceable-{sid}")
+        for node, sids in lost.items():
+            self._tasks.spawn(self._move_off(node, sids), name=f"node-lost-{node[:12]}")
+
+    def _report(self, sid: str, watch: _Watch, code: int | None, task: dict[str, Any]) -> None:
+        if self._watched.get(sid) is not watch:
+            return
+        del self._watched[sid]
+        why = task["Status"].get("Err") or _state(task)
+        log.warning(
+            "worker %s (service %s) ended with %s (%s)", sid, watch.service_id[:12], code, why
+        )
+        for callback in self._callbacks:
+            self._tasks.spawn(callback(sid, code), name=f"exit-{sid}")
+
+    async def _give_up(self, sid: str, watch: _Watch) -> None:
+        """A task no node has room for: remove it and say so (EXIT_UNSCHEDULABLE)."""
+        async with self._lock(sid):
+            if self._watched.get(sid) is not watch:
+                return
+            await self._stop_locked(sid)
+        for callback in self._callbacks:
+            self._tasks.spawn(callback(sid, EXIT_UNSCHEDULABLE), name=f"exit-{sid}")
+
+    async def _move_off(self, node: str, sids: list[str]) -> None:
+        """Reschedule the tasks of a lost node elsewhere, then send one grouped alert."""
+        client = await self._get_client()
+        moving: dict[str, _Watch] = {}
+        for sid in sids:
+            watch = self._watched.get(sid)
+            if watch is None or watch.moving:
+                continue
+            watch.moving = True
+            watch.node = node
+            try:
+                service = await asyncio.to_thread(client.services.get, watch.service_id)
+                await asyncio.to_thread(service.force_update)
+            except DockerException as exc:
+                log.warning("cannot move %s off node %s: %s", sid, node[:12], _reason(exc))
+                continue
+            moving[sid] = watch
+        if not moving:
+            return
+        log.warning("node %s lost: moving %d session(s)", node[:12], len(moving))
+        deadline = time.monotonic() + NODE_LOST_WAIT_S
+        placed: dict[str, str] = {}
+        while time.monotonic() < deadline and len(placed) < len(moving):
+            await asyncio.sleep(self.poll_s)
+            for sid, watch in moving.items():
+                if not watch.moving and watch.node and watch.node != node:
+                    placed[sid] = watch.node
+        for sid in set(moving) - set(placed):
+            # Not placed in time: from now on it is a task waiting for room like any other.
+            moving[sid].moving = False
+            moving[sid].created = time.monotonic()
+        # Flat values, as every alert's facts: lists travel as comma-separated text.
+        facts: dict[str, str | int | float] = {
+            "node": node,
+            "sessions": len(moving),
+            "sessionIds": ",".join(sorted(moving)),
+            "movedTo": ",".join(f"{n}:{k}" for n, k in sorted(Counter(placed.values()).items())),
+            "notMoved": len(set(moving) - set(placed)),
+        }
+        log.warning("node %s lost: %s", node[:12], facts)
+        if self.notifier is not None:
+            await self.notifier.notify(
+                Alert(AlertKind.NODE_LOST, facts=facts, done=Done.MOVED_TO_OTHER_NODES)
+            )
+
+
+def _age_key(task: dict[str, Any]) -> tuple[bool, str]:
+    """Oldest first: the task Swarm wants running last, then by creation time."""
+    created = str(task.get("CreatedAt", "")).rstrip("Z").ljust(30, "0")
+    return (task.get("DesiredState") == "running", created)
+
+
+def _state(task: dict[str, Any]) -> str:
+    return str(task.get("Status", {}).get("State", ""))
