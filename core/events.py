@@ -109,8 +109,3 @@ def check_id(value: object) -> str | None:
     if not isinstance(value, str) or not EVENT_ID.fullmatch(value):
         raise InvalidInput("id must be 8-64 letters, digits, '_' or '-'")
     return value
-
-
-def applied_key(session_id: str, event_id: str) -> str:
-    """Redis key that marks one event of one session as applied (expires)."""
-    return f"wafleet:applied:{session_id}:{event_id}"

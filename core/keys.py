@@ -98,6 +98,11 @@ def phone_of_proxy_key(key: str) -> str:
     return key.split(":")[1]
 
 
+def event_applied(session_id: str, event_id: str) -> str:
+    """Marks one worker event of one session as applied (expires): a repeat is dropped."""
+    return f"wafleet:applied:{session_id}:{event_id}"
+
+
 def bot_outbox() -> str:
     """Stream of alerts waiting for the chat (field ``alert``: the alert's JSON); an entry is
     deleted once sent, so what is left after a crash goes out after the next start."""

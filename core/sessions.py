@@ -263,10 +263,8 @@ class SessionService:
             # Under the lock, so a failover, restart or delete of this session is either
             # wholly before the event or wholly after it.
             record = await self.get(session_id)
-            applied = worker_events.applied_key(session_id, eid) if eid else None
-            # SET NX before applying: of two deliveries of one id, exactly one gets through.
-            if applied is not None and not await self.store.redis.set(
-                applied, now, nx=True, px=worker_events.APPLIED_TTL_MS
+            if eid and not await self.store.claim_event(
+                session_id, eid, now, worker_events.APPLIED_TTL_MS
             ):
                 session_log(session_id).info("ignoring %s event %s: already applied", kind, eid)
                 return
@@ -276,9 +274,8 @@ class SessionService:
                 handler = getattr(self, f"_on_{kind.lower()}")
                 await handler(record, data, now)
             except Exception:
-                if applied is not None:
-                    # Not applied after all: the worker's retry must be able to apply it.
-                    await self.store.redis.delete(applied)
+                if eid:
+                    await self.store.unclaim_event(session_id, eid)
                 raise
 
     async def _on_qr_code(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:

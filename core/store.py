@@ -288,6 +288,18 @@ class Store:
     async def recount(self) -> int:
         return int(await self._recount(keys=[keys.PROXIES, keys.SESSIONS]))
 
+    # worker events: each applied once ------------------------------------------------------
+
+    async def claim_event(self, session_id: str, event_id: str, now: int, ttl_ms: int) -> bool:
+        """True for the first delivery of an event id, False for a repeat: SET NX, so of two
+        deliveries racing each other exactly one gets through."""
+        key = keys.event_applied(session_id, event_id)
+        return bool(await self.redis.set(key, now, nx=True, px=ttl_ms))
+
+    async def unclaim_event(self, session_id: str, event_id: str) -> None:
+        """The event could not be applied after all: its retry must get through."""
+        await self.redis.delete(keys.event_applied(session_id, event_id))
+
     # backups: all a backup or restore reads from or writes to Redis ----------------------
 
     async def sticky_maps(self) -> tuple[dict[str, str], dict[str, str]]:

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.fleet import API_KEY, PHONE, Fleet
+from core.signing import session_secret
+from tests.fleet import API_KEY, PHONE, WEBHOOK_SECRET, Fleet, eventually
+from worker.webhook_client import WebhookClient
 
 NESTED = b"[" * 64 * 1024
 NESTED_OBJECT = b'{"phone": ' + b"[" * 60_000
@@ -196,6 +198,12 @@ async def test_signed_events_with_unusable_text_are_refused_before_any_write(
 ) -> None:
     sid = (await fleet.provision())["id"]
     await fleet.qr(sid)
+
+    async def settled() -> bool:
+        # A provision with a phone also gets a pairing code, right after the QR.
+        return bool(await fleet.redis.exists(f"session:{sid}:pairingCode"))
+
+    await eventually(settled, what="the pairing code")
     before = await fleet.snapshot()
     payload = {"sessionId": sid, "type": kind, "data": data, "timestamp": 1}
     status, answer = await fleet.post_webhook(payload)
@@ -428,3 +436,24 @@ def test_proxy_urls_that_cannot_reach_a_worker_intact_are_refused_without_the_pa
     with pytest.raises(ValueError) as caught:
         ProxyUrl.parse(url)
     assert "pw" not in str(caught.value)
+
+
+async def test_a_worker_reason_with_a_newline_still_reaches_serve(fleet: Fleet) -> None:
+    """The door refuses control characters; the worker's own client must not lose an event
+    over library text it quotes (a 400 is never retried): it sends the text cleaned."""
+    session = await fleet.provision()
+    sid = session["id"]
+    await fleet.qr(sid)
+    client = WebhookClient(fleet.api + "/webhook", sid, session_secret(WEBHOOK_SECRET, sid))
+    await client.start()
+    try:
+        client.send(
+            "DISCONNECTED", {"code": "connection_lost", "reason": "EOF\r\nread tcp\x00 \ud800x"}
+        )
+        await client.flush(10)
+    finally:
+        await client.close()
+    status = await fleet.wait_status(sid, "disconnected")
+    assert status["reason"] == "connection_lost"
+    (event,) = await fleet.events(sid, "DISCONNECTED")
+    assert event["data"]["reason"] == "EOF  read tcp   x"

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from collections import deque
@@ -23,6 +24,8 @@ from worker.http_post import HttpError, HttpPoster
 log = logging.getLogger("wafleet.worker.webhook")
 
 BUFFER_SIZE = 500
+# What the orchestrator refuses in any string (core/text.py): C0/C1 controls and surrogates.
+_UNSENDABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 RETRY_BASE_S, RETRY_CAP_S = 0.2, 5.0
 
 
@@ -56,7 +59,7 @@ class WebhookClient:
                 "id": uuid.uuid4().hex,
                 "sessionId": self.session_id,
                 "type": kind,
-                "data": data,
+                "data": sendable(data),
                 "timestamp": time.time_ns() // 1_000_000,
             }
         )
@@ -114,3 +117,19 @@ class WebhookClient:
         text = answer.body[:200].decode(errors="replace")
         log.error("webhook refused %s (%d): %s", event["type"], answer.status, text)
         return "dropped"
+
+
+def sendable(value: Any) -> Any:
+    """``value`` with every control character and lone surrogate in its strings made a space.
+
+    Reasons quote library text (an exception, a server's message) that may hold a newline;
+    the orchestrator refuses such a string with a 400 and a 400 is never retried, so the
+    event would be lost: the worker cleans what it did not write itself instead.
+    """
+    if isinstance(value, str):
+        return _UNSENDABLE.sub(" ", value)
+    if isinstance(value, dict):
+        return {sendable(k): sendable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [sendable(v) for v in value]
+    return value
