@@ -22,7 +22,11 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "missing or wrong API key",
         404: "not found",
         409: "conflict: busy (a restore runs), phone_limit, qr_unavailable, in use",
-        503: "no_proxy_capacity: no proxy has a free slot",
+        500: "restore_failed: the restore failed after the swap and the previous fleet "
+        "was put back",
+        503: "redis_unavailable: the state store is unreachable (any route), or "
+        "no_proxy_capacity: no proxy has a free slot",
+        507: "disk_full: no space left for the archive",
     }
     return {str(c): _json(_ERROR, text[c]) for c in codes}
 
@@ -34,8 +38,10 @@ _PROXY_EXAMPLE = "socks5h://user:pass@127.0.0.1:1080"
 
 
 def _op(summary: str, ok: dict[str, Any], *errors: int, **extra: Any) -> dict[str, Any]:
-    """Every API route can answer 401; a route with a path id or a body can answer 400
-    (path ids and bodies pass core/text.py's rule, bodies must be JSON objects)."""
+    """Every API route can answer 401, and 503 while Redis is down; a route with a path id or
+    a body can answer 400 (path ids and bodies pass core/text.py's rule, bodies must be JSON
+    objects)."""
+    errors = (503, *errors)
     if "parameters" in extra or "requestBody" in extra:
         errors = (400, *errors)
     responses = {**ok, **_errors(401, *sorted(set(errors)))}
@@ -315,6 +321,7 @@ SPEC: dict[str, Any] = {
                     )
                 },
                 409,
+                507,
                 requestBody=_body({}),
             )
         },
@@ -347,6 +354,8 @@ SPEC: dict[str, Any] = {
                 400,
                 404,
                 409,
+                500,
+                507,
                 parameters=_ID,
                 requestBody=_body(
                     {

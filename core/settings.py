@@ -24,8 +24,6 @@ MIN_SECRET_LEN = 16
 # older than PING_TIMEOUT_MS. Below this many intervals, one late or lost ping (a slow
 # reconnect, a busy orchestrator) restarts a healthy worker, in a loop.
 MIN_PINGS_PER_TIMEOUT = 3
-# crontab's numeric weekdays (0 and 7 = Sunday), as names: APScheduler alone reads 0 as Monday.
-_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass(frozen=True)
@@ -304,16 +302,11 @@ def _timing_problems(s: Settings) -> list[str]:
 
 
 def _cron_problem(fields: list[str]) -> str | None:
-    """Why APScheduler would refuse these crontab fields, or None."""
-    from apscheduler.triggers.cron import CronTrigger  # only serve's start needs it
+    """Why these crontab fields cannot run, or None: the scheduler's own parser decides."""
+    from core.cron import cron_trigger  # APScheduler: only serve's start needs it
 
-    second = "0"
-    if len(fields) == 6:
-        second, *fields = fields
-    minute, hour, day, month, dow = fields
-    dow = re.sub(r"(?<![/\d])\d+", lambda m: _WEEKDAYS[int(m.group()) % 8], dow)
     try:
-        CronTrigger(second=second, minute=minute, hour=hour, day=day, month=month, day_of_week=dow)
+        cron_trigger(" ".join(fields))
     except ValueError as exc:
         return str(exc)
     return None

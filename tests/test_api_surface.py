@@ -104,6 +104,12 @@ def test_openapi_lists_the_refusals_each_route_can_answer() -> None:
     assert {"400", "401", "404", "409", "503"} <= statuses("/api/sessions/{id}/qr", "post")
     assert {"400", "401", "409", "503"} <= statuses("/api/sessions/provision", "post")
     assert {"400", "401", "404", "409"} <= statuses("/api/sessions/{id}", "delete")
+    for path, methods in paths.items():  # Redis down: every API route answers 503
+        for method, operation in methods.items():
+            if path.startswith("/api/") and path != "/api/openapi.json":
+                assert "503" in operation["responses"], (method, path)
+    assert "507" in statuses("/api/v1/backups/create", "post")
+    assert {"500", "507"} <= statuses("/api/v1/backups/restore/{id}", "post")
     for path in ("/api/sessions/provision", "/api/v1/proxies"):
         schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert schema["additionalProperties"] is False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import zxingcpp
 from PIL import Image
 
 from core import qr, signing
+from core.cron import cron_trigger
 from core.errors import ConfigError, InvalidInput
 from core.logs import RedactingFilter, redact
 from core.phone import normalize
@@ -167,3 +169,36 @@ def test_worker_spec_fingerprint_follows_what_the_worker_runs_with() -> None:
     assert spec.fingerprint() != moved.fingerprint()
     assert spec.fingerprint("image:a") != spec.fingerprint("image:b")
     assert "p@127" not in spec.fingerprint()  # a digest, never the values
+
+
+@pytest.mark.parametrize(
+    ("line", "fires_on"),
+    [
+        ("0 3 * * 0-6", {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"}),  # crontab's week
+        ("0 3 * * 0", {"Sun"}),
+        ("0 3 * * 7", {"Sun"}),
+        ("0 3 * * 1-5", {"Mon", "Tue", "Wed", "Thu", "Fri"}),
+        ("0 3 * * 5-7", {"Fri", "Sat", "Sun"}),
+        ("0 3 * * */2", {"Sun", "Tue", "Thu", "Sat"}),  # crontab counts from Sunday
+        ("0 3 * * sat,1", {"Sat", "Mon"}),
+    ],
+)
+def test_cron_weekdays_mean_what_crontab_means(line: str, fires_on: set[str]) -> None:
+    trigger = cron_trigger(line, UTC)
+    fired: set[str] = set()
+    when = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # a Wednesday
+    for _ in range(14):
+        nxt = trigger.get_next_fire_time(None, when)
+        assert nxt is not None
+        fired.add(nxt.strftime("%a"))
+        when = nxt + timedelta(seconds=1)
+    assert fired == fires_on
+
+
+@pytest.mark.parametrize("line", ["0 3 * * 6-2", "0 3 * * 9", "0 3 * * *-2", "0 3 * *"])
+def test_a_cron_line_that_cannot_run_is_refused_at_start(line: str) -> None:
+    with pytest.raises(ValueError):
+        cron_trigger(line, UTC)
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({**_BASE_ENV, "BACKUP_CRON": line})
+    assert "BACKUP_CRON" in str(refused.value)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from core.backups.errors import BackupBusy, BackupNotFound, BadArchive, DiskFull, RestoreFailed
 from core.backups.records import BackupInfo, BackupResult, Reassigned, RestoreReport
-from core.backups.schedule import cron_trigger
 from core.backups.service import RESTORE_WAIT_S, BackupService, Progress
+from core.cron import cron_trigger
 
 __all__ = [
     "RESTORE_WAIT_S",
