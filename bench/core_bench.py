@@ -95,7 +95,7 @@ async def time_failover(fleet: Fleet, runs: int) -> list[float]:
     for n in range(runs):
         phone = f"97250{n:07d}"
         sid = (await fleet.link(phone))["id"]
-        old = await fleet.redis.get(f"session:{sid}:proxy")
+        old = await fleet.text(f"session:{sid}:proxy")
         proxy = next(p for p in fleet.proxies if p.url == old)
         start = time.perf_counter()
         proxy.proc.kill()

@@ -87,13 +87,14 @@ async def provision_to_qr(fleet: Fleet, phone: str) -> tuple[str, float]:
 
 
 async def kill_to_connected(fleet: Fleet, sid: str) -> float:
-    old = await fleet.redis.get(f"session:{sid}:lock")
+    old = await fleet.text(f"session:{sid}:lock")
+    assert old is not None, f"{sid} has no container"
     t0 = time.perf_counter()
     await docker("kill", old)
 
     async def back() -> bool:
-        lock = await fleet.redis.get(f"session:{sid}:lock")
-        status = await fleet.redis.get(f"session:{sid}:status")
+        lock = await fleet.text(f"session:{sid}:lock")
+        status = await fleet.text(f"session:{sid}:status")
         return lock not in (None, old) and status == "connected"
 
     await poll(back, 15, f"{sid} connected in a new container")

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -36,11 +36,11 @@ async def eventually(
 ) -> T:
     """Poll ``check`` until it returns something other than None/False."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = await check()
         if last not in (None, False):
-            return last  # type: ignore[return-value]
+            return last
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
@@ -117,14 +117,16 @@ class Fleet:
 
     async def provision(self, phone: str | None = PHONE, **extra: Any) -> dict[str, Any]:
         body = {"phone": phone, **extra} if phone else extra
-        status, session = await self.call("POST", "/api/sessions/provision", body)
-        assert status == 201, session
-        return session  # type: ignore[no-any-return]
+        status, answer = await self.call("POST", "/api/sessions/provision", body)
+        assert status == 201, answer
+        session: dict[str, Any] = answer
+        return session
 
     async def status(self, sid: str) -> dict[str, Any]:
-        status, body = await self.call("GET", f"/api/sessions/{sid}/status")
-        assert status == 200, body
-        return body  # type: ignore[no-any-return]
+        status, answer = await self.call("GET", f"/api/sessions/{sid}/status")
+        assert status == 200, answer
+        body: dict[str, Any] = answer
+        return body
 
     async def wait_status(self, sid: str, wanted: str, timeout: float = 15.0) -> dict[str, Any]:
         async def check() -> dict[str, Any] | None:
@@ -167,7 +169,22 @@ class Fleet:
             devices = await r.json()
         found = [d for d in devices if d["sessionId"] == sid and not d["loggedOut"]]
         assert found, f"no device for {sid} at the network: {devices}"
-        return found[-1]  # type: ignore[no-any-return]
+        device: dict[str, Any] = found[-1]
+        return device
+
+    # redis ------------------------------------------------------------------------------
+
+    async def text(self, key: str) -> str | None:
+        """The string at ``key``, typed as what the fleet's client returns.
+
+        redis-py types every reply ``bytes | str`` whatever the client; ``redis`` here is made
+        with ``decode_responses=True`` (``conftest.redis_client``), so a value is a ``str``.
+        """
+        return cast("str | None", await self.redis.get(key))
+
+    async def members(self, key: str) -> set[str]:
+        """The set at ``key``, decoded like :meth:`text`."""
+        return cast("set[str]", await self.redis.smembers(key))
 
     # webhook ----------------------------------------------------------------------------
 
@@ -193,7 +210,8 @@ class Fleet:
     async def snapshot(self) -> dict[str, Any]:
         """Every key and value in Redis: to prove a refused request changed nothing."""
         state: dict[str, Any] = {}
-        for key in sorted(await self.redis.keys("*")):
+        keys = cast("list[str]", await self.redis.keys("*"))  # decoded, as in text()
+        for key in sorted(keys):
             kind = await self.redis.type(key)
             if kind == "string":
                 value: Any = await self.redis.get(key)

@@ -74,9 +74,10 @@ def listing(fleet: Fleet) -> dict[str, str]:
 
 
 async def create(fleet: Fleet) -> dict[str, Any]:
-    status, made = await fleet.call("POST", "/api/v1/backups/create")
-    assert status == 201, made
-    return made  # type: ignore[no-any-return]
+    status, answer = await fleet.call("POST", "/api/v1/backups/create")
+    assert status == 201, answer
+    made: dict[str, Any] = answer
+    return made
 
 
 async def restore(fleet: Fleet, backup_id: str, wait: float = 30) -> tuple[int, Any]:

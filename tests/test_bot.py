@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -172,7 +172,11 @@ async def test_a_dead_proxy_under_three_sessions_is_one_grouped_alert(
     for sid in sids:
         await fleet.wait_status(sid, "connected")
         # their QR photos went to the alert chat (no one asked in a private chat)
-        await telegram.wait_call("editMessageMedia", lambda c, s=sid: s in c.text)
+
+        def shows(c: Call, s: str = sid) -> bool:
+            return s in c.text
+
+        await telegram.wait_call("editMessageMedia", shows)
     mark = len(telegram.calls)
     dead.proc.kill()
 
@@ -665,7 +669,9 @@ async def test_an_alert_raised_just_before_serve_is_killed_arrives_after_it_rest
         return c.chat == CHAT and "Logged out" in c.text and sid in c.text
 
     async def queued() -> bool:
-        entries = await fleet.redis.xrange("wafleet:bot:outbox")
+        reply = await fleet.redis.xrange("wafleet:bot:outbox")
+        # decoded (decode_responses=True), but redis-py types every reply bytes | str
+        entries = cast("list[tuple[str, dict[str, str]]]", reply)
         return any('"logged_out"' in fields.get("alert", "") for _, fields in entries)
 
     assert await fleet.control("logout", phone="972501234567") == 200

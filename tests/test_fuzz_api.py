@@ -84,6 +84,6 @@ async def test_schemathesis_finds_no_undocumented_status_and_no_schema_violation
     assert proc.returncode == 0, text[-6000:]
     # Whatever it added, every proxy in the pool points at this machine.
     loopback = ipaddress.ip_network("127.0.0.0/8")
-    for url in await fleet.redis.smembers("wafleet:proxies"):
+    for url in await fleet.members("wafleet:proxies"):
         host = ProxyUrl.parse(url).host
         assert host == "localhost" or ipaddress.ip_address(host) in loopback, host

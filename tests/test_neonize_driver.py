@@ -55,6 +55,8 @@ from neonize.events import (
 from neonize.proto.Neonize_pb2 import JID, ConnectFailureReason, Device
 from neonize.utils.enum import Presence
 
+from core.proxy_probe import probe
+from core.proxy_url import ProxyUrl
 from worker.config import WorkerConfig
 from worker.drivers import make_driver
 from worker.drivers import neonize_driver as nd
@@ -287,7 +289,7 @@ def _probe_only(driver: nd.NeonizeDriver) -> Callable[[], Any]:
     """The pre-flight without its TCP connect: let the Go core meet the failure itself."""
 
     async def preflight() -> None:
-        assert await nd.probe(driver.proxy) is None
+        assert await probe(driver.proxy) is None
 
     return preflight
 
@@ -334,7 +336,7 @@ async def _noop() -> None:
 
 
 def test_core_gets_a_socks5_url() -> None:
-    proxy = nd.ProxyUrl.parse("socks5h://us%40er:p%3Ass@proxy.example:1080")
+    proxy = ProxyUrl.parse("socks5h://us%40er:p%3Ass@proxy.example:1080")
     assert nd.core_address(proxy) == "socks5://us%40er:p%3Ass@proxy.example:1080"
 
 

@@ -154,10 +154,11 @@ async def test_a_resent_failover_script_moves_the_session_once(store: Store) -> 
     sid, old = await store.reserve("", P1, 4, 4, 1)
     await store.add_proxy(P3)
     await store.set_proxy_status(old, ProxyStatus.BAD)
-    call = {"keys": ["wafleet:sessions", f"session:{sid}:proxy"], "args": [sid, 4, old]}
-    first = await store._failover(**call)
+    keys = ["wafleet:sessions", f"session:{sid}:proxy"]
+    args: list[str | int] = [sid, 4, old]
+    first = await store._failover(keys=keys, args=args)
     assert first == P2
-    assert await store._failover(**call) == P2  # the resend: already moved, stays
+    assert await store._failover(keys=keys, args=args) == P2  # the resend: already moved, stays
     assert await store.redis.mget(
         f"proxy:{P1}:sessions", f"proxy:{P2}:sessions", f"proxy:{P3}:sessions"
     ) == ["0", "1", "0"]

@@ -100,7 +100,7 @@ class _Recording(dict[str, str]):
         super().__init__(values)
         self.asked: set[str] = set()
 
-    def get(self, name: str, default: object = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: object = None) -> Any:
         self.asked.add(name)
         return super().get(name, default)
 

@@ -75,7 +75,7 @@ async def test_provision_starts_one_labelled_isolated_container_that_links(
     assert await fleet.redis.get(f"session:{sid}:lock") == container.id
 
     env = env_of(container)
-    proxy = await fleet.redis.get(f"session:{sid}:proxy")
+    proxy = await fleet.text(f"session:{sid}:proxy")
     assert env["SESSION_ID"] == sid
     assert env["PROXY_URL"] == proxy and proxy.startswith("socks5h://")
     assert env["WEBHOOK_URL"] == f"{fleet.api}/webhook"
@@ -150,7 +150,11 @@ async def test_serve_restarted_adopts_containers_none_duplicated_none_lost(
     restarted_at = time.time_ns() // 1_000_000
     for sid in ids:
         await fleet.wait_status(sid, "connected")
-        await eventually(lambda sid=sid: _pinged_since(fleet, sid, restarted_at))
+
+        async def pinged(sid: str = sid) -> bool:
+            return await _pinged_since(fleet, sid, restarted_at)
+
+        await eventually(pinged)
     assert {sid: only(docker_client, fleet, sid).id for sid in ids} == ids  # adopted
     assert "2 adopted, 0 started, 0 orphan(s) removed" in fleet.log()
 
@@ -217,7 +221,7 @@ async def test_delete_removes_container_and_folder_and_releases_the_slot(
 ) -> None:
     sid = (await fleet.link())["id"]
     container = only(docker_client, fleet, sid)
-    proxy = await fleet.redis.get(f"session:{sid}:proxy")
+    proxy = await fleet.text(f"session:{sid}:proxy")
     assert await fleet.redis.get(f"proxy:{proxy}:sessions") == "1"
     status, body = await fleet.call("DELETE", f"/api/sessions/{sid}")
     assert (status, body) == (200, {"deleted": sid})
@@ -239,14 +243,14 @@ async def test_dead_proxy_moves_the_session_to_a_new_container_on_the_new_proxy(
 ) -> None:
     sid = (await fleet.link())["id"]
     old = only(docker_client, fleet, sid)
-    old_url = await fleet.redis.get(f"session:{sid}:proxy")
+    old_url = await fleet.text(f"session:{sid}:proxy")
     assert env_of(old)["PROXY_URL"] == old_url
     first_ip = (await fleet.device(sid))["ip"]
     dead = next(p for p in fleet.proxies if p.url == old_url)
     dead.proc.kill()
 
     async def moved() -> str | None:
-        url = await fleet.redis.get(f"session:{sid}:proxy")
+        url = await fleet.text(f"session:{sid}:proxy")
         status = (await fleet.status(sid))["status"]
         return url if url != old_url and status == "connected" else None
 
@@ -354,5 +358,5 @@ async def test_a_container_left_paused_by_a_backup_is_adopted_and_resumed(
 
 
 async def _pinged_since(fleet: Fleet, sid: str, since_ms: int) -> bool:
-    last = await fleet.redis.get(f"session:{sid}:lastPing")
+    last = await fleet.text(f"session:{sid}:lastPing")
     return last is not None and int(last) > since_ms

@@ -152,7 +152,7 @@ async def test_delete_removes_the_service_and_folder_and_releases_the_slot(
     fleet: Fleet, swarm: Swarm
 ) -> None:
     sid = (await _link_all(fleet, 1))[0]
-    proxy = await fleet.redis.get(f"session:{sid}:proxy")
+    proxy = await fleet.text(f"session:{sid}:proxy")
     status, body = await fleet.call("DELETE", f"/api/sessions/{sid}")
     assert (status, body) == (200, {"deleted": sid})
     assert services(swarm.manager, fleet, sid) == []
@@ -167,12 +167,12 @@ async def test_dead_proxy_replaces_the_service_with_the_new_proxy_url(
 ) -> None:
     sid = (await _link_all(fleet, 1))[0]
     [old] = services(swarm.manager, fleet, sid)
-    old_url = await fleet.redis.get(f"session:{sid}:proxy")
+    old_url = await fleet.text(f"session:{sid}:proxy")
     assert _env(old)["PROXY_URL"] == old_url
     next(p for p in fleet.proxies if p.url == old_url).proc.kill()
 
     async def moved() -> str | None:
-        url = await fleet.redis.get(f"session:{sid}:proxy")
+        url = await fleet.text(f"session:{sid}:proxy")
         status = (await fleet.status(sid))["status"]
         return url if url != old_url and status == "connected" else None
 
