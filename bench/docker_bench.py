@@ -31,7 +31,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.docker_runner import INSTANCE_LABEL  # noqa: E402
+from core.docker_engine import INSTANCE_LABEL  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from tests.conftest import fleet_env  # noqa: E402
 from tests.fleet import Fleet  # noqa: E402

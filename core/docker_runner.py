@@ -20,29 +20,28 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import LogConfig
 
+from core.docker_engine import (
+    INSTANCE_LABEL,
+    SESSION_LABEL,
+    SESSION_MOUNT,
+    SPEC_LABEL,
+    EngineClient,
+    container_name,
+    engine_reason,
+    folder_owner,
+)
 from core.runner import ExitCallback, WorkerHandle, WorkerSpec
 from core.tasks import TaskGroup
 
 log = logging.getLogger("wafleet.runner.docker")
 
-SESSION_LABEL = "wafleet.session"
-INSTANCE_LABEL = "wafleet.instance"
-SPEC_LABEL = "wafleet.spec"  # the WorkerSpec's fingerprint (see SessionService.reconcile)
-CONTAINER_PREFIX = "wa_session_"
-SESSION_MOUNT = "/app/session"
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
-
-
-def container_name(session_id: str) -> str:
-    return f"{CONTAINER_PREFIX}{session_id}"
 
 
 class DockerRunnerError(RuntimeError):
@@ -81,8 +80,7 @@ class DockerRunner:
         self.base_url = base_url
         self.user = user
         self.command = command
-        self._client: Any = None
-        self._client_lock = asyncio.Lock()
+        self._engine = EngineClient(base_url)
         self._locks: dict[str, asyncio.Lock] = {}
         # session id -> container id of the workers whose exit we report.
         self._watched: dict[str, str] = {}
@@ -103,7 +101,7 @@ class DockerRunner:
         sid = spec.session_id
         async with self._lock(sid):
             await self._stop_locked(sid)
-            client = await self._get_client()
+            client = await self._engine.get()
             self._ensure_events()
             spec.session_dir.mkdir(parents=True, exist_ok=True)
             env = dict(spec.env)
@@ -127,7 +125,7 @@ class DockerRunner:
                 ),
                 # tini as PID 1: SIGTERM from ``docker stop`` reaches the worker's handlers.
                 "init": True,
-                "user": self.user or _owner(spec.session_dir),
+                "user": self.user or folder_owner(spec.session_dir),
                 "detach": True,
             }
             if self.command is not None:
@@ -137,7 +135,7 @@ class DockerRunner:
                 container = await asyncio.to_thread(client.containers.create, self.image, **kwargs)
             except DockerException as exc:
                 raise DockerRunnerError(
-                    f"cannot create the container of {sid}: {_reason(exc)}"
+                    f"cannot create the container of {sid}: {engine_reason(exc)}"
                 ) from exc
             cid: str = container.id
             # Watched before it starts, so even an immediate death is reported.
@@ -149,7 +147,7 @@ class DockerRunner:
                 with contextlib.suppress(DockerException):
                     await asyncio.to_thread(container.remove, force=True)
                 raise DockerRunnerError(
-                    f"cannot start the container of {sid}: {_reason(exc)}"
+                    f"cannot start the container of {sid}: {engine_reason(exc)}"
                 ) from exc
             log.info("started worker %s (container %s)", sid, cid[:12])
             return WorkerHandle(sid, cid)
@@ -160,7 +158,7 @@ class DockerRunner:
 
     async def pause(self, session_id: str) -> bool:
         # The cgroup freezer: the container's processes stop, its sockets stay open.
-        client = await self._get_client()
+        client = await self._engine.get()
         try:
             await asyncio.to_thread(client.api.pause, container_name(session_id))
         except NotFound:
@@ -172,7 +170,7 @@ class DockerRunner:
         return True
 
     async def resume(self, session_id: str) -> None:
-        client = await self._get_client()
+        client = await self._engine.get()
         try:
             await asyncio.to_thread(client.api.unpause, container_name(session_id))
         except NotFound:
@@ -186,7 +184,7 @@ class DockerRunner:
         return spec.fingerprint(self.image, self.network, repr(self.command))
 
     async def running(self) -> dict[str, WorkerHandle]:
-        client = await self._get_client()
+        client = await self._engine.get()
         # Paused ones too: a rolling backup that died with ``serve`` leaves its worker frozen,
         # alive and connected; it is adopted and resumed, not replaced.
         found = await asyncio.to_thread(
@@ -213,7 +211,7 @@ class DockerRunner:
         sid = handle.session_id
         if sid in self._watched:
             return
-        client = await self._get_client()
+        client = await self._engine.get()
         try:
             info = await asyncio.to_thread(client.api.inspect_container, handle.ref)
         except NotFound:
@@ -235,30 +233,17 @@ class DockerRunner:
             await asyncio.to_thread(self._events_thread.join, 10)
             self._events_thread = None
         await self._tasks.cancel()
-        if self._client is not None:
-            await asyncio.to_thread(self._client.close)
-            self._client = None
+        await self._engine.close()
 
     # internals ------------------------------------------------------------------------------
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())
 
-    async def _get_client(self) -> Any:
-        async with self._client_lock:
-            if self._client is None:
-                self._client = await asyncio.to_thread(self._new_client)
-            return self._client
-
-    def _new_client(self) -> Any:
-        if self.base_url is not None:
-            return docker.DockerClient(base_url=self.base_url, version="auto")
-        return docker.from_env(version="auto")
-
     async def _stop_locked(self, session_id: str) -> None:
         # Forget it first: the ``die`` event of a container we stop is not an exit to report.
         self._watched.pop(session_id, None)
-        client = await self._get_client()
+        client = await self._engine.get()
         name = container_name(session_id)
         try:
             info = await asyncio.to_thread(client.api.inspect_container, name)
@@ -308,7 +293,7 @@ class DockerRunner:
         while not self._closing.is_set():
             client: Any = None
             try:
-                client = self._new_client()
+                client = self._engine.new()
                 stream = client.events(decode=True, filters=filters)
                 with self._stream_lock:
                     self._stream = stream
@@ -348,7 +333,7 @@ class DockerRunner:
 
     async def _reconcile(self) -> None:
         """Report watched containers that are no longer running."""
-        client = await self._get_client()
+        client = await self._engine.get()
         for sid, cid in list(self._watched.items()):
             try:
                 info = await asyncio.to_thread(client.api.inspect_container, cid)
@@ -356,7 +341,7 @@ class DockerRunner:
                 self._report(sid, cid, None)
                 continue
             except DockerException as exc:
-                log.warning("cannot inspect worker %s: %s", sid, _reason(exc))
+                log.warning("cannot inspect worker %s: %s", sid, engine_reason(exc))
                 continue
             state = info["State"]
             # Only a finished container is dead: one still "created" is about to start
@@ -390,14 +375,3 @@ async def _notify(callback: ExitCallback, sid: str, code: int | None) -> None:
 
 def _iter(stream: Any) -> Iterator[dict[str, Any]]:
     yield from stream
-
-
-def _owner(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_uid}:{st.st_gid}"
-
-
-def _reason(exc: DockerException) -> str:
-    if isinstance(exc, APIError):
-        return str(exc.explanation or exc)
-    return str(exc)

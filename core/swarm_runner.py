@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import (
     Mount,
@@ -51,16 +50,17 @@ from docker.types import (
 )
 from docker.utils import parse_bytes
 
-from core.docker_runner import (
+from core.docker_engine import (
     INSTANCE_LABEL,
     SESSION_LABEL,
     SESSION_MOUNT,
     SPEC_LABEL,
-    DockerRunnerError,
-    _owner,
-    _reason,
+    EngineClient,
     container_name,
+    engine_reason,
+    folder_owner,
 )
+from core.docker_runner import DockerRunnerError
 from core.errors import ConfigError
 from core.notifier import Alert, AlertKind, Done, Notifier
 from core.runner import EXIT_UNSCHEDULABLE, ExitCallback, WorkerHandle, WorkerSpec
@@ -134,8 +134,7 @@ class SwarmRunner:
         self.poll_s = poll_s
         self.unschedulable_after_s = unschedulable_after_s
         self.user = user
-        self._client: Any = None
-        self._client_lock = asyncio.Lock()
+        self._engine = EngineClient(base_url)
         self._locks: dict[str, asyncio.Lock] = {}
         self._watched: dict[str, _Watch] = {}
         self._callbacks: list[ExitCallback] = []
@@ -152,7 +151,7 @@ class SwarmRunner:
         sid = spec.session_id
         async with self._lock(sid):
             await self._stop_locked(sid)
-            client = await self._get_client()
+            client = await self._engine.get()
             spec.session_dir.mkdir(parents=True, exist_ok=True)
             env = dict(spec.env)
             env["SESSION_DIR"] = SESSION_MOUNT
@@ -176,7 +175,7 @@ class SwarmRunner:
                 # spreads sessions is the scheduler's own choice of the node running the
                 # fewest tasks. Stated anyway, so a service scaled up never stacks on a node.
                 "preferences": [("spread", "node.id")],
-                "user": self.user or _owner(spec.session_dir),
+                "user": self.user or folder_owner(spec.session_dir),
                 "init": True,
                 "stop_grace_period": int(self.stop_grace_s * 1e9),
                 "log_driver": "json-file",
@@ -186,7 +185,7 @@ class SwarmRunner:
                 service = await asyncio.to_thread(client.services.create, self.image, **kwargs)
             except DockerException as exc:
                 raise SwarmRunnerError(
-                    f"cannot create the service of {sid}: {_reason(exc)}"
+                    f"cannot create the service of {sid}: {engine_reason(exc)}"
                 ) from exc
             self._watched[sid] = _Watch(service.id)
             self._ensure_watcher()
@@ -208,7 +207,7 @@ class SwarmRunner:
             await self._stop_locked(session_id)
 
     async def running(self) -> dict[str, WorkerHandle]:
-        client = await self._get_client()
+        client = await self._engine.get()
         services = await asyncio.to_thread(
             client.api.services, filters={"label": f"{INSTANCE_LABEL}={self.instance}"}
         )
@@ -233,7 +232,7 @@ class SwarmRunner:
     async def adopt(self, handle: WorkerHandle) -> None:
         if handle.session_id in self._watched:
             return
-        client = await self._get_client()
+        client = await self._engine.get()
         try:
             info = await asyncio.to_thread(client.api.inspect_service, handle.ref)
         except NotFound:
@@ -252,7 +251,7 @@ class SwarmRunner:
         container = await self._local_container(session_id)
         if container is None:
             return False  # not running, or on another node: no pause there
-        client = await self._get_client()
+        client = await self._engine.get()
         try:
             await asyncio.to_thread(client.api.pause, container)
         except NotFound:
@@ -267,7 +266,7 @@ class SwarmRunner:
         container = await self._local_container(session_id)
         if container is None:
             return
-        client = await self._get_client()
+        client = await self._engine.get()
         try:
             await asyncio.to_thread(client.api.unpause, container)
         except NotFound:
@@ -284,30 +283,17 @@ class SwarmRunner:
                 await self._watcher
             self._watcher = None
         await self._tasks.cancel()
-        if self._client is not None:
-            await asyncio.to_thread(self._client.close)
-            self._client = None
+        await self._engine.close()
 
     # internals ------------------------------------------------------------------------------
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())
 
-    async def _get_client(self) -> Any:
-        async with self._client_lock:
-            if self._client is None:
-                self._client = await asyncio.to_thread(self._new_client)
-            return self._client
-
-    def _new_client(self) -> Any:
-        if self.base_url is not None:
-            return docker.DockerClient(base_url=self.base_url, version="auto")
-        return docker.from_env(version="auto")
-
     async def _stop_locked(self, session_id: str) -> None:
         # Forget it first: the end of a task we stop is not an exit to report.
         self._watched.pop(session_id, None)
-        client = await self._get_client()
+        client = await self._engine.get()
         name = container_name(session_id)
         try:
             info = await asyncio.to_thread(client.api.inspect_service, name)
@@ -330,7 +316,7 @@ class SwarmRunner:
         Containers are seen on this manager's engine only; one on another node stops within
         the same grace period, but we cannot watch it from here.
         """
-        client = await self._get_client()
+        client = await self._engine.get()
         deadline = time.monotonic() + self.stop_grace_s + 5
         filters = {"label": [f"{INSTANCE_LABEL}={self.instance}", f"{SESSION_LABEL}={session_id}"]}
         while time.monotonic() < deadline:
@@ -341,7 +327,7 @@ class SwarmRunner:
 
     async def _latest_tasks(self, service_ids: list[str]) -> dict[str, dict[str, Any]]:
         """service id -> its newest task."""
-        client = await self._get_client()
+        client = await self._engine.get()
         tasks = await asyncio.to_thread(client.api.tasks, filters={"service": service_ids})
         wanted = set(service_ids)
         latest: dict[str, dict[str, Any]] = {}
@@ -351,7 +337,7 @@ class SwarmRunner:
         return latest
 
     async def _node_states(self) -> dict[str, str]:
-        client = await self._get_client()
+        client = await self._engine.get()
         nodes = await asyncio.to_thread(client.api.nodes)
         return {n["ID"]: n["Status"]["State"] for n in nodes}
 
@@ -360,7 +346,7 @@ class SwarmRunner:
         watch = self._watched.get(session_id)
         if watch is None:
             return None
-        client = await self._get_client()
+        client = await self._engine.get()
         if self._own_node is None:
             info = await asyncio.to_thread(client.info)
             self._own_node = info["Swarm"]["NodeID"]
@@ -383,7 +369,7 @@ class SwarmRunner:
             try:
                 await self._poll()
             except DockerException as exc:
-                log.warning("cannot read the swarm's tasks: %s", _reason(exc))
+                log.warning("cannot read the swarm's tasks: %s", engine_reason(exc))
             except Exception:
                 log.exception("swarm watcher failed; retrying")
             await asyncio.sleep(self.poll_s)
@@ -442,7 +428,7 @@ class SwarmRunner:
 
     async def _move_off(self, node: str, sids: list[str]) -> None:
         """Reschedule the tasks of a lost node elsewhere, then send one grouped alert."""
-        client = await self._get_client()
+        client = await self._engine.get()
         moving: dict[str, _Watch] = {}
         for sid in sids:
             watch = self._watched.get(sid)
@@ -454,7 +440,7 @@ class SwarmRunner:
                 service = await asyncio.to_thread(client.services.get, watch.service_id)
                 await asyncio.to_thread(service.force_update)
             except DockerException as exc:
-                log.warning("cannot move %s off node %s: %s", sid, node[:12], _reason(exc))
+                log.warning("cannot move %s off node %s: %s", sid, node[:12], engine_reason(exc))
                 continue
             moving[sid] = watch
         if not moving:

@@ -29,7 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.docker_runner import DockerRunner, container_name  # noqa: E402
+from core.docker_engine import container_name  # noqa: E402
+from core.docker_runner import DockerRunner  # noqa: E402
 from core.runner import WorkerSpec  # noqa: E402
 
 IDLE = [

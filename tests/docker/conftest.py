@@ -26,7 +26,7 @@ from typing import Any
 import docker
 import pytest
 
-from core.docker_runner import INSTANCE_LABEL, SESSION_LABEL
+from core.docker_engine import INSTANCE_LABEL, SESSION_LABEL
 from core.settings import Settings
 from tests.fleet import Fleet
 from wafleet.serve import instance_id

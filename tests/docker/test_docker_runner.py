@@ -15,7 +15,7 @@ from typing import Any
 import docker
 import pytest
 
-from core.docker_runner import INSTANCE_LABEL, SESSION_LABEL, SESSION_MOUNT
+from core.docker_engine import INSTANCE_LABEL, SESSION_LABEL, SESSION_MOUNT
 from core.signing import session_secret
 from tests.docker.conftest import (
     DOCKER_OPTIONS,

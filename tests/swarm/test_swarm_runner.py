@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from core.docker_runner import INSTANCE_LABEL, SESSION_LABEL
+from core.docker_engine import INSTANCE_LABEL, SESSION_LABEL
 from tests.fleet import Fleet, eventually
 from tests.swarm.conftest import (
     ROOT,
