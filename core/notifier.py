@@ -200,8 +200,6 @@ class LogNotifier:
             f" | done: {done}" if done else "",
             f" | moves: {moves}" if moves else "",
         )
-        if alert.facts:
-            log.warning("%s facts: %s", alert.kind.value, alert.facts)
 
 
 class FanoutNotifier:

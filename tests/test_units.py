@@ -17,6 +17,7 @@ from core import qr, signing
 from core.cron import cron_trigger
 from core.errors import ConfigError, InvalidInput
 from core.logs import RedactingFilter, redact
+from core.notifier import Alert, AlertKind, LogNotifier
 from core.phone import normalize
 from core.proxy_url import ProxyUrl
 from core.runner import WorkerSpec
@@ -202,3 +203,12 @@ def test_a_cron_line_that_cannot_run_is_refused_at_start(line: str) -> None:
     with pytest.raises(ConfigError) as refused:
         Settings.from_env({**_BASE_ENV, "BACKUP_CRON": line})
     assert "BACKUP_CRON" in str(refused.value)
+
+
+async def test_the_log_never_carries_a_pairing_code(caplog: pytest.LogCaptureFixture) -> None:
+    """A pairing code links the number to whoever types it in: like a QR, never logged."""
+    alert = Alert(AlertKind.PAIRING_CODE, "worker_1", "972501234567", facts={"code": "ZX9Q-W7KT"})
+    with caplog.at_level(logging.INFO):
+        await LogNotifier().notify(alert)
+    assert "worker_1" in caplog.text
+    assert "ZX9Q-W7KT" not in caplog.text

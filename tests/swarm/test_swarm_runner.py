@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from core.docker_engine import INSTANCE_LABEL, SESSION_LABEL
+from core.docker_engine import INSTANCE_LABEL, SESSION_LABEL, SPEC_LABEL
 from tests.fleet import Fleet, eventually
 from tests.swarm.conftest import (
     ROOT,
@@ -68,7 +68,9 @@ async def test_sessions_are_spread_over_both_nodes_with_labels_env_mount_and_mem
         assert spec["Name"] == f"wa_session_{sid}"
         assert spec["Mode"] == {"Replicated": {"Replicas": 1}}
         labels = {SESSION_LABEL: sid, INSTANCE_LABEL: instance_of(fleet)}
-        assert spec["Labels"] == labels
+        # The service also carries its spec's fingerprint, which reconcile compares.
+        assert {k: v for k, v in spec["Labels"].items() if k != SPEC_LABEL} == labels
+        assert len(spec["Labels"][SPEC_LABEL]) == 24
         container = spec["TaskTemplate"]["ContainerSpec"]
         assert container["Labels"] == labels
         assert container["Image"].startswith(WORKER_IMAGE)
