@@ -75,9 +75,25 @@ down() {
 }
 
 pkill_shims() {
-    # Only the shims of the second engine: their command line names its exec root.
-    local pid
+    # Only the shims of the second engine: their command line names its exec root. A
+    # container's init goes first: its PID namespace dies with it, workers included (a shim
+    # killed alone leaves them running, reparented to init).
+    local pid child
     for pid in $(pgrep -f "containerd-shim.*$EXEC_ROOT" || true); do
+        for child in $(pgrep -P "$pid" || true); do
+            kill -KILL "$child" 2>/dev/null || true
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    # Container inits already orphaned (an earlier run, a shim that died): parent 1, and a
+    # container id the main engine does not know. The main engine's own have a shim parent.
+    local cid
+    for pid in $(pgrep -x docker-init || true); do
+        [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" = 1 ] || continue
+        cid=$(grep -o -m1 'docker/[0-9a-f]\{64\}' "/proc/$pid/cgroup" 2>/dev/null | cut -d/ -f2)
+        if [ -n "$cid" ] && docker inspect "$cid" >/dev/null 2>&1; then
+            continue
+        fi
         kill -KILL "$pid" 2>/dev/null || true
     done
     for pid in $(pgrep -f "containerd --config $EXEC_ROOT" || true); do
