@@ -84,5 +84,6 @@ async def dashboard_stats(request: web.Request) -> web.Response:
                 "bad": stats.proxies_bad,
             },
             "capacity": {"free": stats.free_slots, "total": stats.total_slots},
+            "starting": serialize.starting(request.app[SERVICE].starting),
         }
     )
