@@ -175,8 +175,9 @@ async def test_a_reconcile_of_200_missing_workers(rig: Rig) -> None:
 
 @pytest.mark.parametrize("fleet_options", [{"WORKER_START_CONCURRENCY": "2"}])
 async def test_after_a_reboot_linked_sessions_come_back_connected_first(fleet: Fleet) -> None:
-    linked = [(await fleet.link(f"97250111000{i}"))["id"] for i in range(2)]
+    # Provisioned last, so the store's own order would bring them back last.
     waiting = [(await fleet.provision(f"97250222000{i}"))["id"] for i in range(3)]
+    linked = [(await fleet.link(f"97250111000{i}"))["id"] for i in range(2)]
     fleet.kill()
     fleet.kill_workers()  # the host rebooted: serve and every worker are gone
 
