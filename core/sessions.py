@@ -674,11 +674,12 @@ class SessionService:
         return report
 
     async def start_many(
-        self, records: list[SessionRecord], reason: str | None = None
+        self, records: list[SessionRecord], reason: str | None = None, announce: bool = True
     ) -> list[str]:
         """Start the workers of ``records`` (a reconcile's missing ones, a restore's), at most
         ``WORKER_START_CONCURRENCY`` at once, connected sessions first; the ids started, in
-        the order their starts began. ``reason`` None keeps each record's own reason.
+        the order their starts began. ``reason`` None keeps each record's own reason;
+        ``announce`` False leaves the closing alert to a caller that sends its own (a restore).
 
         Each start re-reads its session under the session's lock: one deleted or parked
         while it waited in the queue is skipped, not brought back.
@@ -718,6 +719,8 @@ class SessionService:
             progress.total,
             progress.failed,
         )
+        if not announce:
+            return started
         await self.notifier.notify(
             Alert(
                 AlertKind.BULK_START_DONE,

@@ -22,10 +22,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from api import serialize
+from bot import texts
+from bot.i18n import build_i18n
 from core import session_files
+from core.bulk_start import BulkStart
 from core.clock import ManualClock
+from core.fleet_stats import FleetStats
 from core.metrics import Metrics
-from core.notifier import AlertKind
+from core.notifier import Alert, AlertKind
 from core.process_runner import ProcessRunner, find_workers
 from core.proxies import ProxyPool
 from core.runner import WorkerHandle, WorkerSpec
@@ -197,3 +201,19 @@ async def test_after_a_reboot_linked_sessions_come_back_connected_first(fleet: F
     assert set(order[:2]) == set(linked), order
     status, stats = await fleet.call("GET", "/api/v1/dashboard/stats")
     assert status == 200 and stats["starting"] is None  # nothing starting any more
+
+
+def test_the_chat_words_a_bulk_start_in_both_languages() -> None:
+    done = Alert(AlertKind.BULK_START_DONE, facts={"total": 200, "started": 198, "failed": 2})
+    fleet = FleetStats({"pending": 3}, [], 0, 0)
+    i18n = build_i18n()
+    with i18n.context(), i18n.use_locale("en"):
+        assert "198 of 200 started, 2 failed" in "\n".join(texts.alert_burst([done]))
+        line = texts.stats(fleet, BulkStart(total=200, started=120)).splitlines()[-1]
+        assert line == "Starting workers: 120 of 200 started, 80 to go"
+        assert "Starting" not in texts.stats(fleet)  # only while a bulk start runs
+    with i18n.context(), i18n.use_locale("he"):
+        said = "\n".join(texts.alert_burst([done]))
+        assert re.search(r"[\u0590-\u05FF]", said) and "198" in said and "200" in said
+        line = texts.stats(fleet, BulkStart(total=200, started=120)).splitlines()[-1]
+        assert re.search(r"[\u0590-\u05FF]", line) and "120" in line and "80" in line

@@ -434,7 +434,7 @@ class BackupService:
         await say(f"starting {len(rebuilt.startable)} worker(s)")
         # Bounded and connected-first, like a reconcile: a restore of hundreds starts them all.
         records = [r for r in await self.store.list_sessions() if r.id in rebuilt.startable]
-        await self.service.start_many(records, Reason.STARTING)
+        await self.service.start_many(records, Reason.STARTING, announce=False)
         await say(f"waiting up to {wait_s:.0f} s for the sessions to connect")
         connected = await self._wait_connected(rebuilt.startable, wait_s)
         ids = [s.id for s in plan.sessions]
