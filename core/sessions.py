@@ -677,9 +677,11 @@ class SessionService:
         self, records: list[SessionRecord], reason: str | None = None, announce: bool = True
     ) -> list[str]:
         """Start the workers of ``records`` (a reconcile's missing ones, a restore's), at most
-        ``WORKER_START_CONCURRENCY`` at once, connected sessions first; the ids started, in
-        the order their starts began. ``reason`` None keeps each record's own reason;
-        ``announce`` False leaves the closing alert to a caller that sends its own (a restore).
+        ``WORKER_START_CONCURRENCY`` at once, connected sessions first; the ids started.
+        ``reason`` None keeps each record's own reason. The chat hears of it when it ends,
+        only when it was more than one round of starts (a worker or two missing after a
+        restart of ``serve`` is no news), and not when ``announce`` is False: a restore
+        sends its own report.
 
         Each start re-reads its session under the session's lock: one deleted or parked
         while it waited in the queue is skipped, not brought back.
@@ -695,10 +697,10 @@ class SessionService:
                     record.status == Status.FAILED and record.reason in PARKED_REASONS
                 ):
                     return
-                started.append(record.id)
                 await self._start_worker(
                     record.id, record.proxy, record.phone, reason or record.reason
                 )
+                started.append(record.id)
 
         progress = bulk_start.BulkStart(total=len(records))
         self.starting = progress
@@ -719,7 +721,7 @@ class SessionService:
             progress.total,
             progress.failed,
         )
-        if not announce:
+        if not announce or progress.total <= self.settings.worker_start_concurrency:
             return started
         await self.notifier.notify(
             Alert(
