@@ -37,6 +37,7 @@ from core.sessions import SessionService
 from core.settings import Settings
 from core.store import Store
 from tests.fleet import API_KEY, WEBHOOK_SECRET, Fleet, eventually
+from tests.test_backups import create, link_many, restore
 from tests.test_session_service import Alerts
 from wafleet import devstack
 
@@ -217,3 +218,16 @@ def test_the_chat_words_a_bulk_start_in_both_languages() -> None:
         assert re.search(r"[\u0590-\u05FF]", said) and "198" in said and "200" in said
         line = texts.stats(fleet, BulkStart(total=200, started=120)).splitlines()[-1]
         assert re.search(r"[\u0590-\u05FF]", line) and "120" in line and "80" in line
+
+
+@pytest.mark.parametrize("fleet_options", [{"WORKER_START_CONCURRENCY": "1"}])
+async def test_a_restore_starts_its_workers_through_the_bounded_start(fleet: Fleet) -> None:
+    sids = await link_many(fleet, ["972503330001", "972503330002", "972503330003"])
+    backup = await create(fleet)
+    status, report = await restore(fleet, backup["id"])
+    assert status == 200, report
+    assert sorted(report["connected"]) == sorted(sids)
+    assert set(fleet.workers()) == set(sids)
+    # serve itself started none of them (all were provisioned): these lines are the restore's
+    assert "starting 3 worker(s), 1 at a time, connected ones first" in fleet.log()
+    assert "bulk start done: 3 of 3 started, 0 failed" in fleet.log()
