@@ -227,14 +227,14 @@ SPEC: dict[str, Any] = {
         "/api/v1/dashboard/stats": {
             "get": _op(
                 "Counts by status, the pool's capacity, and the progress of a bulk start of "
-                "workers (after a reboot or a restore; null when none runs)",
+                "workers (after a reboot or a restore; absent when none runs)",
                 {
                     "200": _json(
                         {
                             "type": "object",
                             "properties": {
                                 "starting": {
-                                    "type": ["object", "null"],
+                                    "type": "object",
                                     "properties": {
                                         "total": {"type": "integer"},
                                         "started": {"type": "integer"},

@@ -206,7 +206,7 @@ async def test_after_a_reboot_linked_sessions_come_back_connected_first(fleet: F
     order = re.findall(r"wafleet\.session\.(\S+): worker started", after)
     assert set(order[:2]) == set(linked), order
     status, stats = await fleet.call("GET", "/api/v1/dashboard/stats")
-    assert status == 200 and stats["starting"] is None  # nothing starting any more
+    assert status == 200 and "starting" not in stats  # nothing starting any more
 
 
 def test_the_chat_words_a_bulk_start_in_both_languages() -> None:
