@@ -226,8 +226,26 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/dashboard/stats": {
             "get": _op(
-                "Counts by status and the pool's capacity",
-                {"200": _json({"type": "object"}, "stats")},
+                "Counts by status, the pool's capacity, and the progress of a bulk start of "
+                "workers (after a reboot or a restore; absent when none runs)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "starting": {
+                                    "type": "object",
+                                    "properties": {
+                                        "total": {"type": "integer"},
+                                        "started": {"type": "integer"},
+                                        "pending": {"type": "integer"},
+                                    },
+                                }
+                            },
+                        },
+                        "stats",
+                    )
+                },
             )
         },
         "/api/v1/proxies": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.bulk_start import BulkStart
 from core.models import ProxyRecord, SessionRecord
 from core.proxy_url import ProxyUrl
 
@@ -41,3 +42,10 @@ def _proxy_id(url: str) -> str | None:
         return ProxyUrl.parse(url).id
     except ValueError:
         return None
+
+
+def starting(progress: BulkStart | None) -> dict[str, int] | None:
+    """A bulk start's progress for the dashboard; None when no bulk start runs."""
+    if progress is None:
+        return None
+    return {"total": progress.total, "started": progress.started, "pending": progress.pending}

@@ -75,14 +75,16 @@ async def dashboard_sessions(request: web.Request) -> web.Response:
 @routes.get("/api/v1/dashboard/stats")
 async def dashboard_stats(request: web.Request) -> web.Response:
     stats = await request.app[POOL].stats()
-    return web.json_response(
-        {
-            "sessions": {"total": stats.sessions, "byStatus": stats.by_status},
-            "proxies": {
-                "total": len(stats.proxies),
-                "active": stats.proxies_active,
-                "bad": stats.proxies_bad,
-            },
-            "capacity": {"free": stats.free_slots, "total": stats.total_slots},
-        }
-    )
+    body: dict[str, object] = {
+        "sessions": {"total": stats.sessions, "byStatus": stats.by_status},
+        "proxies": {
+            "total": len(stats.proxies),
+            "active": stats.proxies_active,
+            "bad": stats.proxies_bad,
+        },
+        "capacity": {"free": stats.free_slots, "total": stats.total_slots},
+    }
+    starting = serialize.starting(request.app[SERVICE].starting)
+    if starting is not None:  # only while a bulk start of workers runs
+        body["starting"] = starting
+    return web.json_response(body)

@@ -14,6 +14,7 @@ from aiogram.types import BotCommand
 from aiogram.utils.i18n import gettext as _
 
 from core.backups import BackupInfo, BackupResult, RestoreReport
+from core.bulk_start import BulkStart
 from core.errors import WafleetError
 from core.fleet_stats import FleetStats
 from core.models import ProxyRecord, ProxyStatus, SessionRecord, Status
@@ -39,6 +40,7 @@ ALERT_ICONS = {
     AlertKind.RESTORE_DONE: "📦",
     AlertKind.NODE_LOST: "🖥️",
     AlertKind.UNSCHEDULABLE: "🈵",
+    AlertKind.BULK_START_DONE: "🚀",
 }
 
 
@@ -247,7 +249,7 @@ def proxy_removed(masked: str) -> str:
     return _("➖ Removed {proxy} from the pool.").format(proxy=html.code(html.quote(masked)))
 
 
-def stats(fleet: FleetStats) -> str:
+def stats(fleet: FleetStats, starting: BulkStart | None = None) -> str:
     lines = [_("Sessions: {n}").format(n=fleet.sessions)]
     lines += [
         f"• {status_name(s)}: {fleet.by_status[s]}" for s in Status if fleet.by_status.get(s)
@@ -260,6 +262,12 @@ def stats(fleet: FleetStats) -> str:
     lines.append(
         _("Free slots: {free} of {total}").format(free=fleet.free_slots, total=fleet.total_slots)
     )
+    if starting is not None:
+        lines.append(
+            _("Starting workers: {started} of {total} started, {pending} to go").format(
+                started=starting.started, total=starting.total, pending=starting.pending
+            )
+        )
     return "\n".join(lines)
 
 
@@ -346,6 +354,7 @@ def _alert_title(kind: AlertKind) -> str:
         AlertKind.RESTORE_DONE: _("Backup restored"),
         AlertKind.NODE_LOST: _("Swarm node lost: its sessions moved"),
         AlertKind.UNSCHEDULABLE: _("No node has room for the worker"),
+        AlertKind.BULK_START_DONE: _("Workers started"),
     }
     return titles.get(kind, kind.value)
 
@@ -432,6 +441,10 @@ def _alert_facts(alert: Alert) -> str:
                 node=html.code(html.quote(str(f["node"])[:12])),
                 n=int(f["sessions"]) - int(f.get("notMoved") or 0),
                 stuck=int(f.get("notMoved") or 0),
+            )
+        if alert.kind is AlertKind.BULK_START_DONE:
+            return _("{started} of {total} started, {failed} failed").format(
+                started=int(f["started"]), total=int(f["total"]), failed=int(f["failed"])
             )
         if alert.kind is AlertKind.RESTORE_DONE:
             return _("{n} session(s) from {id}; {connected} connected so far").format(

@@ -42,6 +42,7 @@ class AlertKind(StrEnum):
     # RUNNER=swarm. facts: node, sessions, sessionIds, movedTo (node:count,...), notMoved.
     NODE_LOST = "node_lost"
     UNSCHEDULABLE = "unschedulable"  # no node has room for the session's worker
+    BULK_START_DONE = "bulk_start_done"  # facts: total, started, failed (reconcile, restore)
 
 
 class Done(StrEnum):
@@ -166,6 +167,7 @@ def describe(alert: Alert) -> str:
         AlertKind.FAILOVER_IMPOSSIBLE: "{sessions} session(s) have no proxy to move to",
         AlertKind.BACKUP_DONE: "{archive}: {size_bytes} bytes, {sessions} session(s)",
         AlertKind.RESTORE_DONE: "restored {sessions} session(s) from {backup}",
+        AlertKind.BULK_START_DONE: "started {started} of {total} worker(s), {failed} failed",
         AlertKind.NODE_LOST: "node {node} lost with {sessions} session(s); moved to {movedTo}",
     }
     template = templates.get(alert.kind, "")

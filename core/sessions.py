@@ -14,8 +14,8 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from core import bulk_start, session_files
 from core import events as worker_events
-from core import session_files
 from core.clock import Clock
 from core.errors import (
     Busy,
@@ -91,6 +91,7 @@ class SessionService:
         self._proxy_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._provisioned_at: dict[str, float] = {}
         self._crashes: defaultdict[str, deque[float]] = defaultdict(deque)
+        self.starting: bulk_start.BulkStart | None = None  # a bulk start running now
         runner.on_exit(self.handle_worker_exit)
         pool.on_recovered(self.retry_parked)
 
@@ -617,6 +618,7 @@ class SessionService:
             "replaced": [],
         }
         known = set()
+        missing: list[SessionRecord] = []
         for record in await self.store.list_sessions():
             known.add(record.id)
             handle = running.get(record.id)
@@ -654,9 +656,8 @@ class SessionService:
                 await self.store.set_fields(record.id, lock=handle.ref)
                 report["adopted"].append(record.id)
             elif not parked:
-                async with self._session_lock(record.id):
-                    await self._start_worker(record.id, record.proxy, record.phone, record.reason)
-                report["started"].append(record.id)
+                missing.append(record)
+        report["started"] = await self.start_many(missing)
         for orphan in sorted(set(running) - known):
             await self.runner.stop(orphan)
             report["removed"].append(orphan)
@@ -671,6 +672,69 @@ class SessionService:
             len(report["replaced"]),
         )
         return report
+
+    async def start_many(
+        self, records: list[SessionRecord], reason: str | None = None, announce: bool = True
+    ) -> list[str]:
+        """Start the workers of ``records`` (a reconcile's missing ones, a restore's), at most
+        ``WORKER_START_CONCURRENCY`` at once, connected sessions first; the ids started.
+        ``reason`` None keeps each record's own reason. The chat hears of it when it ends,
+        only when it was more than one round of starts (a worker or two missing after a
+        restart of ``serve`` is no news), and not when ``announce`` is False: a restore
+        sends its own report.
+
+        Each start re-reads its session under the session's lock: one deleted or parked
+        while it waited in the queue is skipped, not brought back.
+        """
+        started: list[str] = []
+        if not records:
+            return started
+
+        async def start_one(listed: SessionRecord) -> None:
+            async with self._session_lock(listed.id):
+                record = await self.store.get_session(listed.id)
+                if record is None or (
+                    record.status == Status.FAILED and record.reason in PARKED_REASONS
+                ):
+                    return
+                await self._start_worker(
+                    record.id, record.proxy, record.phone, reason or record.reason
+                )
+                started.append(record.id)
+
+        progress = bulk_start.BulkStart(total=len(records))
+        self.starting = progress
+        log.info(
+            "starting %d worker(s), %d at a time, connected ones first",
+            len(records),
+            self.settings.worker_start_concurrency,
+        )
+        try:
+            await bulk_start.run(
+                records, start_one, self.settings.worker_start_concurrency, progress
+            )
+        finally:
+            self.starting = None
+        log.info(
+            "bulk start done: %d of %d started, %d failed",
+            progress.started,
+            progress.total,
+            progress.failed,
+        )
+        if not announce or progress.total <= self.settings.worker_start_concurrency:
+            return started
+        await self.notifier.notify(
+            Alert(
+                AlertKind.BULK_START_DONE,
+                facts={
+                    "total": progress.total,
+                    "started": progress.started,
+                    "failed": progress.failed,
+                },
+                done=Done.NOTHING,
+            )
+        )
+        return started
 
     # internals --------------------------------------------------------------------------
 

@@ -76,6 +76,8 @@ class Settings:
     worker_constraints: tuple[str, ...] = ()
     # How long a worker Swarm cannot place may wait before the session says so.
     worker_unschedulable_ms: int = 30_000
+    # How many workers a bulk start (reconcile, restore) starts at once: 8 suits 2 cores.
+    worker_start_concurrency: int = 8
 
     @property
     def webhook_url(self) -> str:
@@ -256,6 +258,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
             part.strip() for part in c.text("WORKER_CONSTRAINTS", "").split(",") if part.strip()
         ),
         worker_unschedulable_ms=c.integer("WORKER_UNSCHEDULABLE_MS", 30_000, minimum=100),
+        worker_start_concurrency=c.integer("WORKER_START_CONCURRENCY", 8, minimum=1),
     )
     if settings.telegram_bot_token and settings.telegram_chat_id is None:
         c.problems.append("TELEGRAM_CHAT_ID must be set when TELEGRAM_BOT_TOKEN is set")

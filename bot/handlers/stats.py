@@ -8,10 +8,11 @@ from aiogram.types import Message
 
 from bot import texts
 from core.proxies import ProxyPool
+from core.sessions import SessionService
 
 
-async def stats(message: Message, pool: ProxyPool) -> None:
-    await message.answer(texts.stats(await pool.stats()))
+async def stats(message: Message, pool: ProxyPool, service: SessionService) -> None:
+    await message.answer(texts.stats(await pool.stats(), service.starting))
 
 
 def build_router() -> Router:

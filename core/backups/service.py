@@ -432,11 +432,9 @@ class BackupService:
         self, info: BackupInfo, plan: Plan, rebuilt: _Rebuilt, say: Progress, wait_s: float
     ) -> RestoreReport:
         await say(f"starting {len(rebuilt.startable)} worker(s)")
-        for sid in rebuilt.startable:
-            try:
-                await self.service.restart(sid, Reason.STARTING)
-            except Exception:
-                log.exception("could not start the restored session %s", sid)
+        # Bounded and connected-first, like a reconcile: a restore of hundreds starts them all.
+        records = [r for r in await self.store.list_sessions() if r.id in rebuilt.startable]
+        await self.service.start_many(records, Reason.STARTING, announce=False)
         await say(f"waiting up to {wait_s:.0f} s for the sessions to connect")
         connected = await self._wait_connected(rebuilt.startable, wait_s)
         ids = [s.id for s in plan.sessions]
