@@ -543,7 +543,7 @@ async def test_a_stuck_core_never_blocks_the_loop(
     await core.event(ConnectedEv(status=True))
     await listener.wait_for(1)
     assert driver._attempt is not None
-    driver._attempt.client.send_presence = lambda *a: time.sleep(1.5)
+    driver._attempt.client.send_presence = lambda *a: time.sleep(1.5)  # type: ignore[method-assign]
     ticks = 0
 
     async def ticker() -> None:
