@@ -56,6 +56,7 @@ from python_socks.async_.asyncio import Proxy as SocksProxy
 
 from core.proxy_probe import probe
 from core.proxy_url import ProxyUrl
+from worker.drivers import neonize_slim
 from worker.drivers.base import (
     ConnectionLost,
     Disconnect,
@@ -230,6 +231,8 @@ class NeonizeDriver:
         self._attempt: _Attempt | None = None
         self._me: str | None = None
         self._connected = False
+        # the Go runtime has started (loading the library did it): its start-up pages can go
+        neonize_slim.drop_clean_library_pages(neonize_slim.GO_LIBRARY)
 
     # building ---------------------------------------------------------------------------
 
