@@ -148,6 +148,41 @@ def test_the_light_loader_yields_neonizes_own_classes() -> None:
     assert light["log_whatsmeow"] == "neonize.utils.log.log_whatsmeow"
 
 
+_GO_PAGES = """
+import json, pathlib, re
+from worker.drivers import neonize_driver, neonize_slim
+
+def library_kb():
+    rss = dirty = 0
+    current = False
+    for line in open("/proc/self/smaps"):
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            current = line.rstrip().endswith(str(neonize_slim.GO_LIBRARY))
+        elif current and line.startswith("Rss:"):
+            rss += int(line.split()[1])
+        elif current and line.startswith("Private_Dirty:"):
+            dirty += int(line.split()[1])
+    return rss, dirty
+
+before = library_kb()
+neonize_driver.NeonizeDriver("w", pathlib.Path("/nonexistent"), "socks5h://127.0.0.1:1", None)
+after = library_kb()
+print(json.dumps({"before": before, "after": after,
+                  "go": neonize_slim.gocode.GetVersion().decode()}))
+"""
+
+
+def test_an_idle_driver_keeps_few_of_the_go_librarys_pages() -> None:
+    done = _fresh_worker(_GO_PAGES)
+    assert done.returncode == 0, done.stderr
+    pages = json.loads(done.stdout)
+    (rss_before, dirty_before), (rss_after, dirty_after) = pages["before"], pages["after"]
+    assert rss_before > 10_000  # the Go runtime's start-up read most of the library...
+    assert rss_after < 4_000  # ...and the driver let go of those pages
+    assert dirty_after == dirty_before  # the relocated, written pages are kept as they were
+    assert pages["go"] == "0.5.2"  # and the library still answers
+
+
 def test_the_light_loader_refuses_another_neonize_version() -> None:
     done = _fresh_worker(
         "import importlib.metadata as m\n"
