@@ -183,10 +183,14 @@ def test_an_idle_driver_keeps_few_of_the_go_librarys_pages() -> None:
     assert pages["go"] == "0.5.2"  # and the library still answers
 
 
-def test_the_light_loader_refuses_another_neonize_version() -> None:
+def test_the_light_loader_refuses_another_neonize_version(tmp_path: Path) -> None:
+    """An upgraded neonize (here a package that declares 0.6.0, found first on the path)
+    stops the worker at import with a clear message, before any of it runs."""
+    fake = tmp_path / "neonize"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('raise SystemExit("ran")\n__version__ = "0.6.0"\n')
     done = _fresh_worker(
-        "import importlib.metadata as m\n"
-        "m.version = lambda name: '0.6.0'\n"
+        f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\n"
         "import worker.drivers.neonize_driver\n"
     )
     assert done.returncode != 0

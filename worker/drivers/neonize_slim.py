@@ -22,18 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import importlib.machinery
-import importlib.metadata
 import importlib.util
 import re
 import sys
 import types
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 NEONIZE_VERSION = "0.5.2"
 # what neonize's package __init__ would load and the worker must not pay for
+_VERSION = re.compile(r"""^__version__ = ["']([^"']+)["']""", re.MULTILINE)
 HEAVY_PACKAGES = ("bs4", "requests", "httpx", "PIL", "phonenumbers", "linkpreview")
 
 
@@ -57,19 +59,29 @@ def _refuse_download() -> None:
     )
 
 
+def _declared_version(root: Path) -> str:
+    """The ``__version__`` neonize's ``__init__`` declares, read rather than run (and not
+    through ``importlib.metadata``, which costs a worker 2 MB for this one string)."""
+    try:
+        found = _VERSION.search((root / "__init__.py").read_text())
+    except OSError:
+        found = None
+    return found.group(1) if found else "unknown"
+
+
 def install() -> None:
     """Register the light ``neonize`` parents; a no-op once neonize is imported either way."""
     if "neonize" in sys.modules:
         return
-    installed = importlib.metadata.version("neonize")
-    if installed != NEONIZE_VERSION:
-        raise NeonizeVersionError(
-            f"neonize {installed} is installed, the driver needs {NEONIZE_VERSION}"
-        )
     spec = importlib.util.find_spec("neonize")  # finds the folder, runs nothing
     if spec is None or not spec.submodule_search_locations:
         raise NeonizeVersionError("neonize is not installed as a package")
     root = Path(next(iter(spec.submodule_search_locations)))
+    installed = _declared_version(root)
+    if installed != NEONIZE_VERSION:
+        raise NeonizeVersionError(
+            f"neonize {installed} is installed, the driver needs {NEONIZE_VERSION}"
+        )
     package = _package("neonize", root)
     package.__version__ = installed  # type: ignore[attr-defined]
     utils = _package("neonize.utils", root / "utils")
@@ -83,6 +95,24 @@ def install() -> None:
     package.download = download  # type: ignore[attr-defined]
 
 
+@contextlib.contextmanager
+def _without_segno() -> Iterator[None]:
+    """Import ``neonize.events`` without segno (1.3 MB): it only draws QR codes in a terminal,
+    for neonize's default QR handler, which the driver replaces. A placeholder stands in
+    while the module is imported, then leaves ``sys.modules`` so a real ``import segno``
+    elsewhere in this process still gets the real one."""
+    if "segno" in sys.modules or "neonize.events" in sys.modules:
+        yield
+        return
+    placeholder = types.ModuleType("segno")
+    sys.modules["segno"] = placeholder
+    try:
+        yield
+    finally:
+        if sys.modules.get("segno") is placeholder:
+            del sys.modules["segno"]
+
+
 install()
 
 from neonize._binder import (
@@ -92,6 +122,9 @@ from neonize._binder import (
     func_string,
     gocode,
 )
+
+with _without_segno():
+    importlib.import_module("neonize.events")
 from neonize.events import (
     ClientOutdatedEv,
     ConnectedEv,
