@@ -62,6 +62,7 @@ from neonize.proto.Neonize_pb2 import (
     PairPhoneReturnFunction,
     SendMessageReturnFunction,
 )
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.utils.enum import ClientName, ClientType, Presence
 
 from core.proxy_probe import probe
@@ -614,6 +615,30 @@ async def test_connected_then_keepalive_then_drop(
     assert type(lost) is ConnectionLost and "connection to WhatsApp was lost" in str(lost)
     await driver.send_presence()  # not connected any more: nothing reaches the Go core
     assert len(core.sent) == 2
+
+
+async def test_self_message_reaches_the_go_core_as_a_whole_jid(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JID is proto2 with required fields: a JID of User and Server alone cannot be
+    serialised, so every self-message failed before reaching Go (EncodeError)."""
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.status("success")
+    await core.event(ConnectedEv(status=True))
+    await listener.wait_for(1)
+    go = RecordingCore()
+    assert driver._attempt is not None
+    driver._attempt.client = slim.SlimClient("/x/neonize.db", uuid="worker_1#1", core=go)
+    driver._attempt.client._stop_finalizer.detach()
+    await driver.send_self_message("🔄", 86_400)
+    name, (_uuid, to, _size, sent, _sent_size) = go.calls[0]
+    assert name == "SendMessage"
+    jid = JID.FromString(to)
+    assert (jid.User, jid.Server, jid.Device) == (ME, "s.whatsapp.net", 0)
+    assert WAMessage.FromString(sent).extendedTextMessage.contextInfo.expiration == 86_400
+    await core.event(DisconnectedEv(status=True))
+    await _outcome(task)
 
 
 async def test_repeated_keepalive_timeouts_are_a_drop(

@@ -561,7 +561,7 @@ class NeonizeDriver:
             return
         await self._call(
             self._attempt_client().send_message,
-            JID(User=self._me, Server=USER_SERVER),
+            own_jid(self._me),
             self_message(text, ephemeral_s),
         )
 
@@ -573,6 +573,13 @@ class NeonizeDriver:
     async def close(self) -> None:
         self._connected = False
         await self._stop_core()
+
+
+def own_jid(phone: str) -> JID:
+    """The account's own user JID, whole: JID is proto2 and RawAgent, Device and Integrator
+    are required, so a JID of User and Server alone cannot be serialised (neonize's
+    ``build_jid`` fills them the same way)."""
+    return JID(User=phone, Server=USER_SERVER, RawAgent=0, Device=0, Integrator=0, IsEmpty=False)
 
 
 def self_message(text: str, ephemeral_s: int) -> WAMessage:
