@@ -3,7 +3,7 @@
 Starts real ``wafleet worker`` processes with ``WA_DRIVER=neonize`` whose WhatsApp is
 unreachable, samples each one's RSS (``/proc/PID/status``) every few seconds, and prints one
 table: the steady RSS (median, min, max over runs of each run's last sample) and its growth
-over the run, for four variants run side by side:
+over the run, for six variants run side by side:
 
 - ``before``: neonize imported whole and the Go library's pages kept (the worker before
   issue 11); ``after``: the worker as it is (``neonize_slim`` loads only what the driver
@@ -34,6 +34,7 @@ from pathlib import Path
 from aiohttp import web
 
 USER, PASSWORD = "bench", "bench-secret"
+SEEN = {"connects refused": 0, "webhook posts": 0}  # proof the workers ran as described
 # the levers, switched off by what runs before the worker's own entry point
 WHOLE_PACKAGE = "import neonize\n"  # the package __init__ first: neonize_slim then uses it
 KEEP_PAGES = (  # the Go library's start-up pages stay mapped
@@ -50,6 +51,7 @@ class Variant:
     arena_max: str | None
     finals_kb: list[int] = field(default_factory=list)
     growth_kb: list[int] = field(default_factory=list)
+    anon_kb: list[int] = field(default_factory=list)
 
 
 async def refusing_socks5(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -68,6 +70,7 @@ async def refusing_socks5(reader: asyncio.StreamReader, writer: asyncio.StreamWr
         else:
             writer.write(b"\x05\x00")
         await reader.readexactly(4)  # VER CMD RSV ATYP: whatever it asks, it is refused
+        SEEN["connects refused"] += 1
         writer.write(b"\x05\x05\x00\x01" + bytes(6))
         await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -77,15 +80,18 @@ async def refusing_socks5(reader: asyncio.StreamReader, writer: asyncio.StreamWr
 
 
 async def webhook(_request: web.Request) -> web.Response:
+    SEEN["webhook posts"] += 1
     return web.json_response({"ok": True})
 
 
-def rss_kb(pid: int) -> int | None:
+def rss_kb(pid: int, key: str = "VmRSS") -> int | None:
+    """One memory figure of a live process (``VmRSS``: all resident; ``RssAnon``: the part
+    that is the process's own, not file pages the page cache could share)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
-    found = re.search(r"VmRSS:\s+(\d+) kB", status)
+    found = re.search(rf"{key}:\s+(\d+) kB", status)
     return int(found.group(1)) if found else None
 
 
@@ -112,7 +118,7 @@ async def one_run(
         variant.code,
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL if not os.environ.get("RSS_BENCH_LOGS") else None,
     )
     samples: list[int] = []
     try:
@@ -126,6 +132,7 @@ async def one_run(
                     f"{variant.name}: the worker exited after {len(samples)} samples"
                 )
             samples.append(kb)
+        variant.anon_kb.append(rss_kb(process.pid, "RssAnon") or 0)
     finally:
         if process.returncode is None:
             process.terminate()
@@ -178,12 +185,16 @@ async def main() -> None:
         await runner.cleanup()
 
     print(f"idle neonize worker RSS, MB ({args.runs} runs of {args.seconds:.0f} s)")
-    print(f"{'variant':<22}{'median':>8}{'min':>8}{'max':>8}{'growth':>9}")
+    print(f"{'variant':<22}{'median':>8}{'min':>8}{'max':>8}{'growth':>9}{'anon':>8}")
     for v in variants:
         print(
             f"{v.name:<22}{mb(statistics.median(v.finals_kb)):>8}{mb(min(v.finals_kb)):>8}"
             f"{mb(max(v.finals_kb)):>8}{mb(statistics.median(v.growth_kb)):>9}"
+            f"{mb(statistics.median(v.anon_kb)):>8}"
         )
+    print(", ".join(f"{what}: {count}" for what, count in SEEN.items()))
+    print("median/min/max: RSS at the end of each run; growth: from the second sample to the")
+    print("last (median); anon: RssAnon at the end (median), the part no other process shares")
 
 
 if __name__ == "__main__":
