@@ -1,8 +1,8 @@
 """The slice of neonize 0.5.2 the driver uses, loaded without neonize's package ``__init__``.
 
 Why: ``import neonize`` runs ``neonize/__init__.py``, which imports ``neonize.client``, which
-imports PIL, linkpreview, libmagic, phonenumbers, requests, httpx, bs4 and more for media,
-stickers and link previews this worker never sends: ~20 MB of RSS in every worker. The driver
+imports PIL, linkpreview, phonenumbers, requests, httpx, bs4 and more for media, stickers
+and link previews this worker never sends: ~18 MB of RSS in every worker. The driver
 needs only the Go library loader (``neonize._binder``), the event table (``neonize.events``),
 the protobuf types, the log bridge and three enums; and of ``NewClient`` four calls.
 
@@ -34,9 +34,7 @@ from pathlib import Path
 from typing import Any
 
 NEONIZE_VERSION = "0.5.2"
-# what neonize's package __init__ would load and the worker must not pay for
 _VERSION = re.compile(r"""^__version__ = ["']([^"']+)["']""", re.MULTILINE)
-HEAVY_PACKAGES = ("bs4", "requests", "httpx", "PIL", "phonenumbers", "linkpreview")
 
 
 class NeonizeVersionError(RuntimeError):
