@@ -32,6 +32,10 @@ and checked against the installed library where it can be done offline:
   web.whatsapp.com:443 through the proxy) and starts the Go core only when WhatsApp is
   reachable; a worker retrying a dead proxy or a dead network stays flat.
 
+neonize itself comes through ``neonize_slim``: its package ``__init__`` (PIL, requests,
+phonenumbers, ...) never runs, and ``SlimClient`` stands in for ``NewClient`` with the same
+Go calls. Each driver also drops the Go library's start-up pages from the process (~15 MB).
+
 The asyncio loop never waits on the Go core without a deadline: blocking calls run in
 daemon threads and their results, like every callback from Go, come back through
 ``loop.call_soon_threadsafe``. Only the events below are subscribed, so messages and
