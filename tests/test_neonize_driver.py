@@ -27,9 +27,12 @@ with warnings.catch_warnings():
 
 import asyncio
 import ctypes
+import json
 import shutil
 import socket
+import sys
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,14 +55,22 @@ from neonize.events import (
     StreamReplacedEv,
     TemporaryBanEv,
 )
-from neonize.proto.Neonize_pb2 import JID, ConnectFailureReason, Device
-from neonize.utils.enum import Presence
+from neonize.proto.Neonize_pb2 import (
+    JID,
+    ConnectFailureReason,
+    Device,
+    PairPhoneReturnFunction,
+    SendMessageReturnFunction,
+)
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
+from neonize.utils.enum import ClientName, ClientType, Presence
 
 from core.proxy_probe import probe
 from core.proxy_url import ProxyUrl
 from worker.config import WorkerConfig
 from worker.drivers import make_driver
 from worker.drivers import neonize_driver as nd
+from worker.drivers import neonize_slim as slim
 from worker.drivers.base import (
     ConnectionLost,
     Disconnect,
@@ -77,6 +88,185 @@ def test_pinned_neonize() -> None:
     # The driver calls the Go core's Neonize() itself: its ABI is the one of 0.5.2.
     assert neonize.__version__ == nd.NEONIZE_VERSION == "0.5.2"
     assert len(gocode.Neonize.argtypes) == 17
+
+
+# the light loader (worker/drivers/neonize_slim.py) -------------------------------------------
+
+_IN_A_FRESH_WORKER = """
+import json, sys, types
+from worker.drivers import neonize_driver, neonize_slim
+names = {}
+for name in neonize_slim.__all__:
+    obj = getattr(neonize_slim, name)
+    if isinstance(obj, type) or isinstance(obj, types.FunctionType):
+        names[name] = obj.__module__ + "." + obj.__qualname__
+print(json.dumps({
+    "modules": sorted(sys.modules),
+    "names": names,
+    "go": neonize_slim.gocode.GetVersion().decode(),
+    "argtypes": len(neonize_slim.gocode.Neonize.argtypes),
+    "client": type(neonize_driver.NeonizeDriver("w", __import__("pathlib").Path("/nonexistent"),
+        "socks5h://127.0.0.1:1", None).build_client()).__name__,
+}))
+"""
+
+
+def _fresh_worker(code: str) -> subprocess.CompletedProcess[str]:
+    """A new interpreter: what a worker process loads, untouched by this test's imports."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_the_driver_loads_none_of_neonizes_heavy_imports() -> None:
+    done = _fresh_worker(_IN_A_FRESH_WORKER)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout)
+    tops = {name.split(".")[0] for name in loaded["modules"]}
+    for heavy in ("bs4", "requests", "httpx", "PIL", "phonenumbers", "linkpreview", "tqdm"):
+        assert heavy not in tops, f"{heavy} is loaded by the neonize driver"
+    assert "neonize.client" not in loaded["modules"]  # the module that pulls them all in
+    # the Go library loaded through the light path is the pinned one, with the same ABI
+    assert loaded["go"] == "0.5.2"
+    assert loaded["argtypes"] == len(gocode.Neonize.argtypes) == 17
+    assert loaded["client"] == "SlimClient"
+
+
+def test_the_light_loader_yields_neonizes_own_classes() -> None:
+    """Every name the driver takes from neonize is the very class/function the full package
+    has (same module, same name): only the package ``__init__`` is skipped."""
+    done = _fresh_worker(_IN_A_FRESH_WORKER)
+    assert done.returncode == 0, done.stderr
+    light = json.loads(done.stdout)["names"]
+    full = {}
+    for name in slim.__all__:
+        obj = getattr(slim, name)  # here neonize was imported whole, so these are its own
+        if isinstance(obj, type | types.FunctionType):
+            full[name] = f"{obj.__module__}.{obj.__qualname__}"
+    assert light == full
+    assert light["ConnectedEv"] == "Neonize_pb2.Connected"  # protoc names the module so
+    assert light["Event"] == "neonize.events.Event"
+    assert light["log_whatsmeow"] == "neonize.utils.log.log_whatsmeow"
+
+
+_GO_PAGES = """
+import json, pathlib, re
+from worker.drivers import neonize_driver, neonize_slim
+
+def library_kb():
+    rss = dirty = 0
+    current = False
+    for line in open("/proc/self/smaps"):
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            current = line.rstrip().endswith(str(neonize_slim.GO_LIBRARY))
+        elif current and line.startswith("Rss:"):
+            rss += int(line.split()[1])
+        elif current and line.startswith("Private_Dirty:"):
+            dirty += int(line.split()[1])
+    return rss, dirty
+
+before = library_kb()
+neonize_driver.NeonizeDriver("w", pathlib.Path("/nonexistent"), "socks5h://127.0.0.1:1", None)
+after = library_kb()
+print(json.dumps({"before": before, "after": after,
+                  "go": neonize_slim.gocode.GetVersion().decode()}))
+"""
+
+
+def test_an_idle_driver_keeps_few_of_the_go_librarys_pages() -> None:
+    done = _fresh_worker(_GO_PAGES)
+    assert done.returncode == 0, done.stderr
+    pages = json.loads(done.stdout)
+    (rss_before, dirty_before), (rss_after, dirty_after) = pages["before"], pages["after"]
+    assert rss_before > 10_000  # the Go runtime's start-up read most of the library...
+    assert rss_after < 4_000  # ...and the driver let go of those pages
+    assert dirty_after == dirty_before  # the relocated, written pages are kept as they were
+    assert pages["go"] == "0.5.2"  # and the library still answers
+
+
+def test_the_light_loader_refuses_another_neonize_version(tmp_path: Path) -> None:
+    """An upgraded neonize (here a package that declares 0.6.0, found first on the path)
+    stops the worker at import with a clear message, before any of it runs."""
+    fake = tmp_path / "neonize"
+    fake.mkdir()
+    (fake / "__init__.py").write_text('raise SystemExit("ran")\n__version__ = "0.6.0"\n')
+    done = _fresh_worker(
+        f"import sys\nsys.path.insert(0, {str(tmp_path)!r})\n"
+        "import worker.drivers.neonize_driver\n"
+    )
+    assert done.returncode != 0
+    assert "NeonizeVersionError: neonize 0.6.0 is installed, the driver needs 0.5.2" in (
+        done.stderr
+    )
+
+
+class RecordingCore:
+    """Stands in for the Go library: records each call and answers what Go would."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.fail = fail
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            self.calls.append((name, args))
+            return self._answer(name)
+
+        return call
+
+    def _answer(self, name: str) -> Any:
+        error = "refused" if self.fail else ""
+        if name == "GetMe":
+            return Device(JID=_jid()).SerializePartialToString()
+        if name == "PairPhone":
+            return PairPhoneReturnFunction(Code="ABCD-1234", Error=error).SerializeToString()
+        if name == "SendPresence":
+            return error.encode()
+        if name == "SendMessage":
+            return SendMessageReturnFunction(Error=error).SerializeToString()
+        return None
+
+
+def _jid() -> JID:
+    return JID(User=ME, Server="s.whatsapp.net", RawAgent=0, Device=0, Integrator=0, IsEmpty=False)
+
+
+def _drive(client: Any) -> list[Any]:
+    """The four calls the driver makes, as it makes them; what each returns or raises."""
+    results: list[Any] = []
+    calls: list[Callable[[], Any]] = [
+        client.get_me,
+        lambda: client.PairPhone(ME, True, ClientName.LINUX, ClientType.CHROME),
+        lambda: client.send_presence(Presence.AVAILABLE),
+        lambda: client.send_message(_jid(), nd.self_message("hi", 60)),
+    ]
+    for call in calls:
+        try:
+            results.append(call())
+        except Exception as exc:
+            results.append((type(exc), str(exc)))
+    return results
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["answers", "errors"])
+def test_slim_client_makes_the_go_calls_of_neonizes_newclient(fail: bool) -> None:
+    props = nd.DEVICE_PROPS
+    theirs, ours = RecordingCore(fail), RecordingCore(fail)
+    full = neonize.client.NewClient("/x/neonize.db", props=props, uuid="worker_1#1")
+    full._stop_finalizer.detach()
+    full._NewClient__client = theirs  # NewClient's private handle on the Go library
+    light = slim.SlimClient("/x/neonize.db", props=props, uuid="worker_1#1", core=ours)
+    light._stop_finalizer.detach()
+    assert _drive(light) == _drive(full)
+    assert ours.calls == theirs.calls
+    assert [name for name, _ in ours.calls] == [
+        "GetMe",
+        "PairPhone",
+        "SendPresence",
+        "SendMessage",
+    ]
+    assert light.uuid == full.uuid == b"worker_1#1"
+    assert light.name == full.name
 
 
 # fixtures -----------------------------------------------------------------------------------
@@ -427,6 +617,30 @@ async def test_connected_then_keepalive_then_drop(
     assert len(core.sent) == 2
 
 
+async def test_self_message_reaches_the_go_core_as_a_whole_jid(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JID is proto2 with required fields: a JID of User and Server alone cannot be
+    serialised, so every self-message failed before reaching Go (EncodeError)."""
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.status("success")
+    await core.event(ConnectedEv(status=True))
+    await listener.wait_for(1)
+    go = RecordingCore()
+    assert driver._attempt is not None
+    driver._attempt.client = slim.SlimClient("/x/neonize.db", uuid="worker_1#1", core=go)
+    driver._attempt.client._stop_finalizer.detach()
+    await driver.send_self_message("🔄", 86_400)
+    name, (_uuid, to, _size, sent, _sent_size) = go.calls[0]
+    assert name == "SendMessage"
+    jid = JID.FromString(to)
+    assert (jid.User, jid.Server, jid.Device) == (ME, "s.whatsapp.net", 0)
+    assert WAMessage.FromString(sent).extendedTextMessage.contextInfo.expiration == 86_400
+    await core.event(DisconnectedEv(status=True))
+    await _outcome(task)
+
+
 async def test_repeated_keepalive_timeouts_are_a_drop(
     driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -543,7 +757,7 @@ async def test_a_stuck_core_never_blocks_the_loop(
     await core.event(ConnectedEv(status=True))
     await listener.wait_for(1)
     assert driver._attempt is not None
-    driver._attempt.client.send_presence = lambda *a: time.sleep(1.5)
+    driver._attempt.client.send_presence = lambda *a: time.sleep(1.5)  # type: ignore[method-assign]
     ticks = 0
 
     async def ticker() -> None:

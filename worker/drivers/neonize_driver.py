@@ -32,6 +32,10 @@ and checked against the installed library where it can be done offline:
   web.whatsapp.com:443 through the proxy) and starts the Go core only when WhatsApp is
   reachable; a worker retrying a dead proxy or a dead network stays flat.
 
+neonize itself comes through ``neonize_slim``: its package ``__init__`` (PIL, requests,
+phonenumbers, ...) never runs, and ``SlimClient`` stands in for ``NewClient`` with the same
+Go calls. Each driver also drops the Go library's start-up pages from the process (~15 MB).
+
 The asyncio loop never waits on the Go core without a deadline: blocking calls run in
 daemon threads and their results, like every callback from Go, come back through
 ``loop.call_soon_threadsafe``. Only the events below are subscribed, so messages and
@@ -51,43 +55,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from neonize._binder import (
-    ProxySettings,
-    func_callback_bytes,
-    func_callback_bytes2,
-    func_string,
-    gocode,
-)
-from neonize.client import NewClient
-from neonize.events import (
-    ClientOutdatedEv,
-    ConnectedEv,
-    ConnectFailureEv,
-    DisconnectedEv,
-    KeepAliveRestoredEv,
-    KeepAliveTimeoutEv,
-    LoggedOutEv,
-    PairStatusEv,
-    StreamErrorEv,
-    StreamReplacedEv,
-    TemporaryBanEv,
-)
-from neonize.proto.Neonize_pb2 import JID, ConnectFailureReason
-from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (
-    ContextInfo,
-    ExtendedTextMessage,
-)
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (
-    Message as WAMessage,
-)
-from neonize.utils import log_whatsmeow
-from neonize.utils.enum import ClientName, ClientType, Presence
 from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, ProxyType
 from python_socks.async_.asyncio import Proxy as SocksProxy
 
 from core.proxy_probe import probe
 from core.proxy_url import ProxyUrl
+from worker.drivers import neonize_slim
 from worker.drivers.base import (
     ConnectionLost,
     Disconnect,
@@ -97,10 +70,39 @@ from worker.drivers.base import (
     ProxyFailure,
     QrTimeout,
 )
+from worker.drivers.neonize_slim import (
+    JID,
+    ClientName,
+    ClientOutdatedEv,
+    ClientType,
+    ConnectedEv,
+    ConnectFailureEv,
+    ConnectFailureReason,
+    ContextInfo,
+    DeviceProps,
+    DisconnectedEv,
+    ExtendedTextMessage,
+    KeepAliveRestoredEv,
+    KeepAliveTimeoutEv,
+    LoggedOutEv,
+    PairStatusEv,
+    Presence,
+    ProxySettings,
+    SlimClient,
+    StreamErrorEv,
+    StreamReplacedEv,
+    TemporaryBanEv,
+    func_callback_bytes,
+    func_callback_bytes2,
+    func_string,
+    gocode,
+    log_whatsmeow,
+)
+from worker.drivers.neonize_slim import NEONIZE_VERSION as NEONIZE_VERSION  # the pinned one
+from worker.drivers.neonize_slim import Message as WAMessage
 
 log = logging.getLogger("wafleet.worker.neonize")
 
-NEONIZE_VERSION = "0.5.2"
 DB_FILE = "neonize.db"
 DB_SUFFIXES = ("", "-wal", "-shm", "-journal")
 USER_SERVER = "s.whatsapp.net"
@@ -180,7 +182,7 @@ class _Attempt:
     attempt stays referenced by its (daemon) thread until ``Neonize`` returns.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, client: NewClient) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: SlimClient) -> None:
         self.loop = loop
         self.client = client
         self.uuid: str = client.uuid.decode()
@@ -206,7 +208,7 @@ class _Attempt:
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is listening
             self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, payload))
 
-    def _forward(self, _client: NewClient, message: Any) -> None:
+    def _forward(self, _client: SlimClient, message: Any) -> None:
         self.post("event", message)
 
     def _on_qr(self, _uuid: int | None, code: int | None) -> None:
@@ -233,12 +235,14 @@ class NeonizeDriver:
         self._attempt: _Attempt | None = None
         self._me: str | None = None
         self._connected = False
+        # the Go runtime has started (loading the library did it): its start-up pages can go
+        neonize_slim.drop_clean_library_pages(neonize_slim.GO_LIBRARY)
 
     # building ---------------------------------------------------------------------------
 
-    def build_client(self) -> NewClient:
+    def build_client(self) -> SlimClient:
         """A fresh neonize client for the next attempt; touches neither network nor disk."""
-        client = NewClient(str(self.db_path), props=DEVICE_PROPS, uuid=self._next_uuid())
+        client = SlimClient(str(self.db_path), props=DEVICE_PROPS, uuid=self._next_uuid())
         # neonize would Stop(uuid) from the garbage collector, outside our lock: we stop it.
         client._stop_finalizer.detach()
         return client
@@ -476,7 +480,7 @@ class NeonizeDriver:
         device = await self._call(self._attempt_client().get_me)
         return str(device.JID.User or self.phone or "")
 
-    def _attempt_client(self) -> NewClient:
+    def _attempt_client(self) -> SlimClient:
         if self._attempt is None:
             raise RuntimeError("no connection attempt is running")
         return self._attempt.client
@@ -561,7 +565,7 @@ class NeonizeDriver:
             return
         await self._call(
             self._attempt_client().send_message,
-            JID(User=self._me, Server=USER_SERVER),
+            own_jid(self._me),
             self_message(text, ephemeral_s),
         )
 
@@ -573,6 +577,13 @@ class NeonizeDriver:
     async def close(self) -> None:
         self._connected = False
         await self._stop_core()
+
+
+def own_jid(phone: str) -> JID:
+    """The account's own user JID, whole: JID is proto2 and RawAgent, Device and Integrator
+    are required, so a JID of User and Server alone cannot be serialised (neonize's
+    ``build_jid`` fills them the same way)."""
+    return JID(User=phone, Server=USER_SERVER, RawAgent=0, Device=0, Integrator=0, IsEmpty=False)
 
 
 def self_message(text: str, ephemeral_s: int) -> WAMessage:
