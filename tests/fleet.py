@@ -122,6 +122,20 @@ class Fleet:
         session: dict[str, Any] = answer
         return session
 
+    async def provision_settled(self, phone: str | None = PHONE) -> str:
+        """Provision and wait until the worker's first events are in: its QR and, with a
+        phone, its pairing code. A test comparing Redis snapshots starts from here, so no
+        event of the new worker lands between its two snapshots."""
+        sid = str((await self.provision(phone))["id"])
+        await self.qr(sid)
+        if phone:
+
+            async def has_code() -> bool:
+                return bool(await self.redis.exists(f"session:{sid}:pairingCode"))
+
+            await eventually(has_code, what=f"the pairing code of {sid}")
+        return sid
+
     async def status(self, sid: str) -> dict[str, Any]:
         status, answer = await self.call("GET", f"/api/sessions/{sid}/status")
         assert status == 200, answer

@@ -86,7 +86,7 @@ async def test_rest_refusals_change_nothing(
 @pytest.mark.parametrize("fleet_options", [{"MAX_SESSIONS_PER_PHONE": "2"}])
 async def test_phone_limit_and_removing_a_busy_proxy_are_conflicts(fleet: Fleet) -> None:
     for _ in range(2):
-        await fleet.provision("972509999999")
+        await fleet.provision_settled("972509999999")
     before = await fleet.snapshot()
     status, body = await fleet.call("POST", "/api/sessions/provision", {"phone": "972509999999"})
     assert (status, body["error"]["code"]) == (409, "phone_limit")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from core.signing import session_secret
-from tests.fleet import API_KEY, PHONE, WEBHOOK_SECRET, Fleet, eventually
+from tests.fleet import API_KEY, PHONE, WEBHOOK_SECRET, Fleet
 from worker.webhook_client import WebhookClient
 
 NESTED = b"[" * 64 * 1024
@@ -74,7 +74,7 @@ async def test_deeply_nested_json_is_a_400_or_401_not_a_500(
 
 
 async def test_deeply_nested_webhook_is_refused_before_it_is_parsed(fleet: Fleet) -> None:
-    await fleet.provision()
+    await fleet.provision_settled()
     before = await fleet.snapshot()
     nested_with_id = b'{"sessionId": "worker_1", "data": ' + b"[" * 60_000
     for body in (NESTED, nested_with_id):
@@ -196,14 +196,7 @@ async def test_every_rest_string_field_obeys_the_same_rule(fleet: Fleet, bad: st
 async def test_signed_events_with_unusable_text_are_refused_before_any_write(
     fleet: Fleet, kind: str, data: dict[str, Any]
 ) -> None:
-    sid = (await fleet.provision())["id"]
-    await fleet.qr(sid)
-
-    async def settled() -> bool:
-        # A provision with a phone also gets a pairing code, right after the QR.
-        return bool(await fleet.redis.exists(f"session:{sid}:pairingCode"))
-
-    await eventually(settled, what="the pairing code")
+    sid = await fleet.provision_settled()
     before = await fleet.snapshot()
     payload = {"sessionId": sid, "type": kind, "data": data, "timestamp": 1}
     status, answer = await fleet.post_webhook(payload)
@@ -239,8 +232,7 @@ async def test_phones_in_other_digit_systems_are_refused(fleet: Fleet, phone: st
 
 
 async def test_a_connected_event_with_foreign_digits_is_refused(fleet: Fleet) -> None:
-    sid = (await fleet.provision())["id"]
-    await fleet.qr(sid)
+    sid = await fleet.provision_settled()
     before = await fleet.snapshot()
     payload = {"sessionId": sid, "type": "CONNECTED", "data": {"phoneNumber": "٩٧٢٥٠١٢٣٤٥٦٧"}}
     status, _ = await fleet.post_webhook(payload)
