@@ -17,6 +17,9 @@ from core.phone import normalize as normalize_phone
 MAX_TEXT = 2048
 # An event id: what the worker gives each event so the orchestrator applies it once.
 EVENT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+# A worker process's boot id (random per process start): the only thing that tells two copies
+# of one Swarm task apart, since both run with the same environment.
+BOOT_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 # How long an applied id is remembered: well beyond the 5-minute signature window, and
 # beyond the time a worker buffers events while the orchestrator is away.
 APPLIED_TTL_MS = 24 * 3600 * 1000
@@ -99,7 +102,32 @@ def check(kind: object, data: object) -> tuple[str, dict[str, Any]]:
     if not isinstance(data, dict):
         raise InvalidInput("data must be a JSON object")
     text.check_tree(data, "data")
+    boot = data.get("bootId")
+    if boot is not None and (not isinstance(boot, str) or not BOOT_ID.fullmatch(boot)):
+        raise InvalidInput("data.bootId must be 8-64 letters, digits, '_' or '-'")
     return kind, CHECKS[kind](data)
+
+
+def boot_id(data: dict[str, Any]) -> str | None:
+    """The sending process's boot id (checked by ``check``), or None from an older worker."""
+    value = data.get("bootId")
+    return value if isinstance(value, str) else None
+
+
+def stale_disconnect(data: dict[str, Any], status: str, connected_boot: str | None) -> bool:
+    """True for a ``DISCONNECTED`` from another process than the one now connected.
+
+    After a split brain two copies of a worker run; the newer connection replaces the older
+    one, whose "stream replaced" can reach ``serve`` after the newer copy's ``CONNECTED``.
+    Applied, it would show the session disconnected although a worker is connected. A worker
+    reports ``DISCONNECTED`` only for a connection it held, so one from a process other than
+    the last to report ``CONNECTED``, while the session is connected, is about a connection
+    that was already superseded. Events without boot ids (older workers) are applied as before.
+    """
+    if status != "connected" or connected_boot is None:
+        return False
+    sender = boot_id(data)
+    return sender is not None and sender != connected_boot
 
 
 def check_id(value: object) -> str | None:

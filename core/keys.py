@@ -11,7 +11,8 @@ PROXIES = "wafleet:proxies"  # set of full proxy URLs
 SESSION_SEQ = "wafleet:session_seq"  # counter behind worker_<n>
 
 SESSION_FIELDS = ("status", "phone", "proxy", "qr", "lock", "created", "lastPing")
-EXTRA_SESSION_FIELDS = ("reason", "qrExpires", "pairingCode", "connectedAt")
+# bootId: the worker process that last reported CONNECTED (core/events.stale_disconnect).
+EXTRA_SESSION_FIELDS = ("reason", "qrExpires", "pairingCode", "connectedAt", "bootId")
 
 # The formats of the per-id keys. Python builds keys with the functions below; the Lua scripts
 # get the same formats (``LUA_FORMATS``) for the keys they can only name once they have read a

@@ -54,6 +54,7 @@ class SessionRecord:
     qr_expires: int | None = None
     pairing_code: str | None = field(default=None, repr=False)
     connected_at: int | None = None
+    boot_id: str | None = None  # the worker process that last reported CONNECTED
 
     @property
     def proxy_masked(self) -> str:

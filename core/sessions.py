@@ -310,6 +310,7 @@ class SessionService:
         except NoSuchSession:
             raise NotFound(f"no session {record.id!r}") from None
         self._crashes.pop(record.id, None)
+        await self.store.set_fields(record.id, bootId=worker_events.boot_id(data))
         path = session_files.folder(self.settings.sessions_dir, record.id)
         await asyncio.to_thread(
             session_files.write_meta, path, record.id, phone, record.proxy, record.created
@@ -341,6 +342,14 @@ class SessionService:
         self, record: SessionRecord, data: dict[str, Any], now: int
     ) -> None:
         code = str(data.get("code") or Reason.CONNECTION_LOST)
+        if worker_events.stale_disconnect(data, record.status, record.boot_id):
+            session_log(record.id).info(
+                "ignoring DISCONNECTED (%s) from worker boot %s: boot %s is connected",
+                code,
+                worker_events.boot_id(data),
+                record.boot_id,
+            )
+            return
         await self.store.set_fields(record.id, status=Status.DISCONNECTED, reason=code)
         await self.notifier.notify(
             Alert(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 import sys
 
@@ -20,7 +21,11 @@ log = logging.getLogger("wafleet.worker")
 
 async def run_worker(config: WorkerConfig) -> None:
     driver = make_driver(config)
-    webhook = WebhookClient(config.webhook_url, config.session_id, config.webhook_secret)
+    # Random per process start: the one thing two copies of a Swarm task do not share.
+    boot_id = secrets.token_hex(8)
+    webhook = WebhookClient(
+        config.webhook_url, config.session_id, config.webhook_secret, boot_id=boot_id
+    )
     await webhook.start()
     loop = SessionLoop(
         driver,
@@ -35,7 +40,7 @@ async def run_worker(config: WorkerConfig) -> None:
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     session = asyncio.create_task(loop.run(), name="session")
     stopper = asyncio.create_task(stop.wait(), name="stop")
-    log.info("worker %s started (driver %s)", config.session_id, config.driver)
+    log.info("worker %s started (driver %s, boot %s)", config.session_id, config.driver, boot_id)
     try:
         await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:

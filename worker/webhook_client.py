@@ -3,6 +3,11 @@
 Events queue in a bounded buffer and go out in order. If the orchestrator is away (being
 restarted, say), the buffer keeps the latest events instead of losing them, and only the
 newest ``PING`` is kept: an old ping carries no information.
+
+Every event's ``data`` carries the process's ``bootId`` (random per process start). Two
+copies of one Swarm task run with the same environment, so only the boot id tells the
+orchestrator which copy an event came from: a "stream replaced" from the copy that lost
+must not mark the session disconnected while the newer copy is connected.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ RETRY_BASE_S, RETRY_CAP_S = 0.2, 5.0
 
 
 class WebhookClient:
-    def __init__(self, url: str, session_id: str, secret: str) -> None:
+    def __init__(self, url: str, session_id: str, secret: str, boot_id: str | None = None) -> None:
         self.url = url
         self.session_id = session_id
         self.secret = secret
+        self.boot_id = boot_id
         self._queue: deque[dict[str, Any]] = deque(maxlen=BUFFER_SIZE)
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -50,6 +56,8 @@ class WebhookClient:
             for queued in list(self._queue):
                 if queued["type"] == "PING":
                     self._queue.remove(queued)
+        if self.boot_id is not None:
+            data = {**data, "bootId": self.boot_id}
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
             log.warning("webhook buffer full: dropping the oldest event")
