@@ -23,9 +23,14 @@ One watcher polls the tasks of the watched services (and the nodes) every ``poll
 - a task Swarm cannot place (no node has room) is removed after ``unschedulable_after_s`` and
   reported with ``EXIT_UNSCHEDULABLE``, so the session says why instead of pending forever.
 
-``pause`` (rolling backups) freezes the task's container only when it runs on the manager's own
-node: the engine on another node is not reachable from here. Elsewhere it answers False and the
-backup copies that folder without a pause (or use ``BACKUP_MODE=stop-all``).
+``pause`` (rolling backups) must leave the session's files still while they are copied. A task on
+the manager's own node is frozen with ``docker pause`` (milliseconds, its connection stays open).
+There is no cross-node ``docker pause``: the engine of another node is not reachable from here,
+only the swarm's API is. So a task elsewhere is *stopped*: its service is scaled to 0 replicas
+and ``pause`` returns once Swarm reports the task shut down (the container has exited), and
+``resume`` scales it back to 1 and returns once the new task runs. That session is offline
+for the copy plus a worker start and a reconnect (seconds, measured in
+``bench/swarm_bench.py``), one session at a time; the watcher ignores the stop it asked for.
 
 Every Docker SDK call blocks, so each runs in ``asyncio.to_thread``.
 """
@@ -77,6 +82,7 @@ ALIVE = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "ru
 DEFAULT_RESERVATION = "96m"
 DEFAULT_LIMIT = "256m"
 NODE_LOST_WAIT_S = 60.0  # how long the grouped alert waits for the moved tasks to run
+RESCALE_WAIT_S = 30.0  # how long ``resume`` waits for a task scaled back to 1 to run
 
 
 class SwarmRunnerError(DockerRunnerError):
@@ -91,6 +97,7 @@ class _Watch:
     created: float = field(default_factory=time.monotonic)
     node: str | None = None  # where its task last ran
     moving: bool = False  # rescheduled off a lost node; its new task has not run yet
+    scaled_down: bool = False  # scaled to 0 by ``pause`` (a backup), not an exit to report
 
 
 class SwarmRunner:
@@ -248,9 +255,17 @@ class SwarmRunner:
         log.info("adopted worker %s (service %s)", handle.session_id, info["ID"][:12])
 
     async def pause(self, session_id: str) -> bool:
-        container = await self._local_container(session_id)
-        if container is None:
-            return False  # not running, or on another node: no pause there
+        """Freeze a task on this node; stop one elsewhere (scale to 0). False: none runs."""
+        async with self._lock(session_id):
+            watch = self._watched.get(session_id)
+            task = await self._running_task(watch)
+            if watch is None or task is None:
+                return False
+            if task.get("NodeID") != await self._own_node_id():
+                return await self._scale_down(session_id, watch, task)
+            container = task["Status"].get("ContainerStatus", {}).get("ContainerID")
+        if not container:
+            return False
         client = await self._engine.get()
         try:
             await asyncio.to_thread(client.api.pause, container)
@@ -263,6 +278,11 @@ class SwarmRunner:
         return True
 
     async def resume(self, session_id: str) -> None:
+        watch = self._watched.get(session_id)
+        if watch is not None and watch.scaled_down:
+            async with self._lock(session_id):
+                await self._scale_up(session_id, watch)
+            return
         container = await self._local_container(session_id)
         if container is None:
             return
@@ -341,20 +361,91 @@ class SwarmRunner:
         nodes = await asyncio.to_thread(client.api.nodes)
         return {n["ID"]: n["Status"]["State"] for n in nodes}
 
-    async def _local_container(self, session_id: str) -> str | None:
-        """The container id of the session's running task, if it runs on this node."""
-        watch = self._watched.get(session_id)
+    async def _own_node_id(self) -> str:
+        if self._own_node is None:
+            client = await self._engine.get()
+            info = await asyncio.to_thread(client.info)
+            self._own_node = str(info["Swarm"]["NodeID"])
+        return self._own_node
+
+    async def _running_task(self, watch: _Watch | None) -> dict[str, Any] | None:
+        """The newest task of a watched service, if it is running."""
         if watch is None:
             return None
-        client = await self._engine.get()
-        if self._own_node is None:
-            info = await asyncio.to_thread(client.info)
-            self._own_node = info["Swarm"]["NodeID"]
         task = (await self._latest_tasks([watch.service_id])).get(watch.service_id)
-        if task is None or _state(task) != "running" or task.get("NodeID") != self._own_node:
+        return task if task is not None and _state(task) == "running" else None
+
+    async def _local_container(self, session_id: str) -> str | None:
+        """The container id of the session's running task, if it runs on this node."""
+        task = await self._running_task(self._watched.get(session_id))
+        if task is None or task.get("NodeID") != await self._own_node_id():
             return None
         container: str | None = task["Status"].get("ContainerStatus", {}).get("ContainerID")
         return container
+
+    async def _scale(self, service_id: str, replicas: int) -> None:
+        client = await self._engine.get()
+        service = await asyncio.to_thread(client.services.get, service_id)
+        await asyncio.to_thread(service.scale, replicas)
+
+    async def _scale_down(self, sid: str, watch: _Watch, task: dict[str, Any]) -> bool:
+        """Stop a task on another node for a backup: scale to 0, until its container exited.
+
+        True once Swarm reports the task ended. If it does not within the stop grace (its
+        node unreachable, say), the service goes back to 1 replica and the answer is False:
+        the folder is then copied without a pause, as the caller is told.
+        """
+        watch.scaled_down = True
+        try:
+            await self._scale(watch.service_id, 0)
+        except DockerException as exc:
+            watch.scaled_down = False
+            log.warning("cannot stop %s for a backup: %s", sid, engine_reason(exc))
+            return False
+        deadline = time.monotonic() + self.stop_grace_s + 10
+        while time.monotonic() < deadline:
+            now = await self._task(task["ID"])
+            if now is None or _state(now) in ENDED:
+                log.info("worker %s stopped for a backup (scaled to 0)", sid)
+                return True
+            await asyncio.sleep(0.2)
+        log.warning("worker %s did not stop for a backup in time; copying it live", sid)
+        await self._scale_up(sid, watch)
+        return False
+
+    async def _scale_up(self, sid: str, watch: _Watch) -> None:
+        """Back to 1 replica after a backup; returns once the new task runs (bounded)."""
+        try:
+            await self._scale(watch.service_id, 1)
+        except DockerException as exc:
+            # Left to the watcher: the ended task is reported as an exit, and restarted.
+            log.warning("cannot scale %s back to 1: %s", sid, engine_reason(exc))
+            watch.scaled_down = False
+            return
+        deadline = time.monotonic() + RESCALE_WAIT_S
+        while time.monotonic() < deadline:
+            task = (await self._latest_tasks([watch.service_id])).get(watch.service_id)
+            # Running; or ended already, which the watcher reports as an exit.
+            if (
+                task is not None
+                and task.get("DesiredState") == "running"
+                and (_state(task) == "running" or _state(task) in ENDED)
+            ):
+                break
+            await asyncio.sleep(0.2)
+        else:
+            log.warning("worker %s not running %.0fs after the backup", sid, RESCALE_WAIT_S)
+        watch.created = time.monotonic()  # a task still pending now waits its own bound
+        watch.scaled_down = False
+        log.info("worker %s started again after the backup", sid)
+
+    async def _task(self, task_id: str) -> dict[str, Any] | None:
+        client = await self._engine.get()
+        try:
+            task: dict[str, Any] = await asyncio.to_thread(client.api.inspect_task, task_id)
+        except NotFound:
+            return None
+        return task
 
     # the watcher ----------------------------------------------------------------------------
 
@@ -383,7 +474,7 @@ class SwarmRunner:
         lost: dict[str, list[str]] = {}
         for sid, watch in watched.items():
             task = tasks.get(watch.service_id)
-            if task is None or self._watched.get(sid) is not watch:
+            if task is None or self._watched.get(sid) is not watch or watch.scaled_down:
                 continue
             state = _state(task)
             node = task.get("NodeID") or None

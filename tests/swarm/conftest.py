@@ -115,6 +115,7 @@ SWARM_OPTIONS = {
     "WORKER_MEMORY_RESERVATION": "32m",
     "WORKER_UNSCHEDULABLE_MS": "5000",
     "PING_TIMEOUT_MS": "20000",
+    "proxies": 3,  # 12 slots: the tests' 8 sessions, and one more once a lost node is back
     "start": False,  # SESSIONS_DIR (the "shared mount") must exist before serve starts
 }
 
