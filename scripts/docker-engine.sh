@@ -3,17 +3,19 @@
 # base image wafleet-base:bookworm exists. Idempotent: every step is skipped when done.
 #
 #   sudo scripts/docker-engine.sh            # install, start dockerd, build the base image
+#   sudo scripts/docker-engine.sh redis      # ... and the Redis image of deploy/wafleet-stack.yml
 #
 # Environment (all optional):
 #   DOCKERD_LOG      dockerd's log            (default /tmp/dockerd.log)
 #   DOCKERD_PIDFILE  dockerd's pidfile        (default /var/run/docker.pid)
 #   BASE_IMAGE       base image tag           (default wafleet-base:bookworm)
+#   REDIS_IMAGE      Redis image tag          (default wafleet-redis:bookworm; `redis` only)
 #   DEBIAN_MIRROR    mirror for debootstrap   (default: the one apt uses)
 #   ENGINE_TIMEOUT   seconds to wait for dockerd (default 60)
 #
 # Exit codes: 0 ready; 1 unexpected failure; 2 not root / not Debian-like;
 #             3 the engine could not start (see the message and DOCKERD_LOG);
-#             4 the base image could not be built.
+#             4 an image could not be built.
 #
 # Networking: dockerd runs with --bridge=none --iptables=false, so containers use the host's
 # network (`--network host`) and nothing here creates bridges, NAT rules or addresses.
@@ -22,6 +24,7 @@ set -euo pipefail
 DOCKERD_LOG=${DOCKERD_LOG:-/tmp/dockerd.log}
 DOCKERD_PIDFILE=${DOCKERD_PIDFILE:-/var/run/docker.pid}
 BASE_IMAGE=${BASE_IMAGE:-wafleet-base:bookworm}
+REDIS_IMAGE=${REDIS_IMAGE:-wafleet-redis:bookworm}
 ENGINE_TIMEOUT=${ENGINE_TIMEOUT:-60}
 SUITE=bookworm
 INCLUDE_PKGS=python3,python3-venv,ca-certificates,libmagic1
@@ -84,10 +87,21 @@ else
     log "Docker Engine is up: $(docker info --format '{{.ServerVersion}} storage={{.Driver}} cgroup={{.CgroupVersion}}')"
 fi
 
-# --- 3. the base image -------------------------------------------------------------------
-if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+# --- 3. the images ------------------------------------------------------------------------
+WANT_REDIS=0
+case "${1:-}" in
+    "") ;;
+    redis) WANT_REDIS=1 ;;
+    *) die 1 "usage: $0 [redis]" ;;
+esac
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+if have_image "$BASE_IMAGE"; then
     log "base image $BASE_IMAGE already exists"
-    exit 0
+    if [ "$WANT_REDIS" = 0 ]; then exit 0; fi
+    if have_image "$REDIS_IMAGE"; then
+        log "Redis image $REDIS_IMAGE already exists"
+        exit 0
+    fi
 fi
 
 # The Debian mirror apt uses for the main suite (deb822 .sources or one-line .list files).
@@ -128,32 +142,59 @@ case "$MIRROR" in
     *) die 4 "unsupported mirror URI '$MIRROR'; set DEBIAN_MIRROR to an http(s) mirror" ;;
 esac
 
-workdir=$(mktemp -d /var/tmp/wafleet-base.XXXXXX)
+workdir=$(mktemp -d /var/tmp/wafleet-image.XXXXXX)
 trap 'rm -rf "$workdir"' EXIT
-rootfs=$workdir/rootfs
-log "debootstrap --variant=minbase $SUITE from $MIRROR (about a minute)"
-if ! debootstrap --variant=minbase --include="$INCLUDE_PKGS" "$SUITE" "$rootfs" "$MIRROR" \
-    >"$workdir/debootstrap.log" 2>&1; then
-    tail -n 30 "$workdir/debootstrap.log" >&2 || true
-    die 4 "debootstrap failed (last lines above)"
+
+# A root file system from debootstrap with the given packages, slimmed, in "$workdir/$1".
+bootstrap() {
+    local name=$1 include=$2 rootfs=$workdir/$1
+    log "debootstrap --variant=minbase $SUITE --include=$include from $MIRROR (about a minute)"
+    if ! debootstrap --variant=minbase --include="$include" "$SUITE" "$rootfs" "$MIRROR" \
+        >"$workdir/$name.log" 2>&1; then
+        tail -n 30 "$workdir/$name.log" >&2 || true
+        die 4 "debootstrap of $name failed (last lines above)"
+    fi
+    # Slim it down: package lists, caches and docs are not needed at run time.
+    rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
+        "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/usr/share/doc/* \
+        "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/var/log/*.log
+    # Point apt inside the image at the same mirror (for operators who extend it).
+    printf 'deb %s %s main\n' "$MIRROR" "$SUITE" >"$rootfs/etc/apt/sources.list"
+}
+
+# `docker import` of "$workdir/$1" as image $2; the rest are --change instructions.
+import_rootfs() {
+    local name=$1 tag=$2
+    shift 2
+    local changes=(--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+        --change 'ENV LANG=C.UTF-8')
+    local c
+    for c in "$@"; do changes+=(--change "$c"); done
+    log "importing the root file system as $tag"
+    tar -C "$workdir/$name" --numeric-owner -c . | docker import "${changes[@]}" - "$tag" \
+        >/dev/null || die 4 "docker import of $tag failed"
+}
+
+if ! have_image "$BASE_IMAGE"; then
+    bootstrap base "$INCLUDE_PKGS"
+    import_rootfs base "$BASE_IMAGE" 'CMD ["bash"]'
+    docker run --rm --network host "$BASE_IMAGE" python3 -c 'import sys, venv; print(sys.version)' >&2 ||
+        die 4 "the base image was built but python3 does not run in it"
+    log "base image $BASE_IMAGE ready ($(docker image inspect --format '{{.Size}}' "$BASE_IMAGE") bytes)"
 fi
 
-# Slim it down: package lists, caches and docs are not needed at run time.
-rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin \
-    "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/usr/share/doc/* \
-    "$rootfs"/usr/share/man/* "$rootfs"/usr/share/info/* "$rootfs"/var/log/*.log
-# Point apt inside the image at the same mirror (for operators who extend it).
-printf 'deb %s %s main\n' "$MIRROR" "$SUITE" >"$rootfs/etc/apt/sources.list"
-
-log "importing the root file system as $BASE_IMAGE"
-tar -C "$rootfs" --numeric-owner -c . |
-    docker import \
-        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'ENV LANG=C.UTF-8' \
-        --change 'CMD ["bash"]' \
-        - "$BASE_IMAGE" >/dev/null ||
-    die 4 "docker import failed"
-
-docker run --rm --network host "$BASE_IMAGE" python3 -c 'import sys, venv; print(sys.version)' >&2 ||
-    die 4 "the base image was built but python3 does not run in it"
-log "base image $BASE_IMAGE ready ($(docker image inspect --format '{{.Size}}' "$BASE_IMAGE") bytes)"
+# The Redis of deploy/wafleet-stack.yml, made the same way: no registry is needed. It runs as
+# the package's `redis` user; /data (the AOF's volume) belongs to it, so a fresh named volume
+# mounted there is writable (Docker copies the mount point's owner into an empty volume).
+if [ "$WANT_REDIS" = 1 ] && ! have_image "$REDIS_IMAGE"; then
+    bootstrap redis redis-server
+    rootfs=$workdir/redis
+    rm -rf "$rootfs"/usr/share/locale/*
+    mkdir -p "$rootfs/data"
+    chown "$(chroot "$rootfs" id -u redis):$(chroot "$rootfs" id -g redis)" "$rootfs/data"
+    import_rootfs redis "$REDIS_IMAGE" 'USER redis' 'WORKDIR /data' 'VOLUME /data' \
+        'CMD ["redis-server", "--appendonly", "yes", "--dir", "/data", "--bind", "127.0.0.1"]'
+    docker run --rm --network none "$REDIS_IMAGE" redis-server --version >&2 ||
+        die 4 "the Redis image was built but redis-server does not run in it"
+    log "Redis image $REDIS_IMAGE ready ($(docker image inspect --format '{{.Size}}' "$REDIS_IMAGE") bytes)"
+fi
