@@ -44,13 +44,15 @@ command -v apt-get >/dev/null || die 2 "apt-get not found: this script is for De
 need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+# Compose v1 (Debian's): the Docker tier checks docker-compose.yml with `docker-compose config`.
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${need[@]}"
 else
-    log "docker.io and debootstrap already installed"
+    log "docker.io, debootstrap and docker-compose already installed"
 fi
 
 # --- 2. the engine -----------------------------------------------------------------------
