@@ -227,12 +227,14 @@ SPEC: dict[str, Any] = {
         "/api/v1/dashboard/stats": {
             "get": _op(
                 "Counts by status, the pool's capacity, and the progress of a bulk start of "
-                "workers (after a reboot or a restore; absent when none runs)",
+                "workers (after a reboot or a restore; absent when none runs); "
+                "`reconciling: true` while serve's start-up reconcile runs",
                 {
                     "200": _json(
                         {
                             "type": "object",
                             "properties": {
+                                "reconciling": {"type": "boolean"},
                                 "starting": {
                                     "type": "object",
                                     "properties": {
@@ -240,7 +242,7 @@ SPEC: dict[str, Any] = {
                                         "started": {"type": "integer"},
                                         "pending": {"type": "integer"},
                                     },
-                                }
+                                },
                             },
                         },
                         "stats",
@@ -449,7 +451,10 @@ SPEC: dict[str, Any] = {
                 "summary": "Liveness and Redis",
                 "security": [],
                 "responses": {
-                    "200": {"description": "ok"},
+                    "200": {
+                        "description": "ok; `reconciling` is true while the start-up "
+                        "reconcile still adopts and starts workers"
+                    },
                     "503": {"description": "Redis unreachable"},
                 },
             }

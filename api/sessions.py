@@ -84,7 +84,10 @@ async def dashboard_stats(request: web.Request) -> web.Response:
         },
         "capacity": {"free": stats.free_slots, "total": stats.total_slots},
     }
-    starting = serialize.starting(request.app[SERVICE].starting)
+    service = request.app[SERVICE]
+    if service.reconciling:  # only while serve's start-up reconcile runs
+        body["reconciling"] = True
+    starting = serialize.starting(service.starting)
     if starting is not None:  # only while a bulk start of workers runs
         body["starting"] = starting
     return web.json_response(body)
