@@ -212,16 +212,36 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/dashboard/sessions": {
             "get": _op(
-                "Every session",
+                "The sessions, a page at a time in id order (worker_2 before worker_10): "
+                "`limit` sessions (default 500, at most 1000) after `cursor`; `next` is the "
+                "cursor of the following page, null on the last one; `total` counts them all",
                 {
                     "200": _json(
                         {
                             "type": "object",
-                            "properties": {"sessions": {"type": "array", "items": _SESSION}},
+                            "properties": {
+                                "sessions": {"type": "array", "items": _SESSION},
+                                "total": {"type": "integer"},
+                                "next": {"type": "string", "nullable": True},
+                            },
                         },
-                        "sessions",
+                        "one page of sessions",
                     )
                 },
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^worker_[0-9]{1,12}$"},
+                    },
+                ],
             )
         },
         "/api/v1/dashboard/stats": {

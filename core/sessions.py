@@ -141,6 +141,12 @@ class SessionService:
     async def all_sessions(self) -> list[SessionRecord]:
         return await self.store.list_sessions()
 
+    async def session_page(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None, int]:
+        """One page of the listing, in id order: see ``Store.session_page``."""
+        return await self.store.session_page(after, limit)
+
     async def qr(self, session_id: str) -> str:
         record = await self.get(session_id)
         if record.qr:
