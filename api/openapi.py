@@ -212,27 +212,49 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/dashboard/sessions": {
             "get": _op(
-                "Every session",
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {"sessions": {"type": "array", "items": _SESSION}},
-                        },
-                        "sessions",
-                    )
-                },
-            )
-        },
-        "/api/v1/dashboard/stats": {
-            "get": _op(
-                "Counts by status, the pool's capacity, and the progress of a bulk start of "
-                "workers (after a reboot or a restore; absent when none runs)",
+                "The sessions, a page at a time in id order (worker_2 before worker_10): "
+                "`limit` sessions (default 500, at most 1000) after `cursor`; `next` is the "
+                "cursor of the following page, null on the last one; `total` counts them all",
                 {
                     "200": _json(
                         {
                             "type": "object",
                             "properties": {
+                                "sessions": {"type": "array", "items": _SESSION},
+                                "total": {"type": "integer"},
+                                "next": {"type": "string", "nullable": True},
+                            },
+                        },
+                        "one page of sessions",
+                    )
+                },
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^worker_[0-9]{1,12}$"},
+                    },
+                ],
+            )
+        },
+        "/api/v1/dashboard/stats": {
+            "get": _op(
+                "Counts by status, the pool's capacity, and the progress of a bulk start of "
+                "workers (after a reboot or a restore; absent when none runs); "
+                "`reconciling: true` while serve's start-up reconcile runs",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "reconciling": {"type": "boolean"},
                                 "starting": {
                                     "type": "object",
                                     "properties": {
@@ -240,7 +262,7 @@ SPEC: dict[str, Any] = {
                                         "started": {"type": "integer"},
                                         "pending": {"type": "integer"},
                                     },
-                                }
+                                },
                             },
                         },
                         "stats",
@@ -449,7 +471,10 @@ SPEC: dict[str, Any] = {
                 "summary": "Liveness and Redis",
                 "security": [],
                 "responses": {
-                    "200": {"description": "ok"},
+                    "200": {
+                        "description": "ok; `reconciling` is true while the start-up "
+                        "reconcile still adopts and starts workers"
+                    },
                     "503": {"description": "Redis unreachable"},
                 },
             }

@@ -21,8 +21,16 @@ async def healthz(request: web.Request) -> web.Response:
         await request.app[STORE].redis.ping()
     except Exception as exc:  # health must answer, whatever is broken
         return web.json_response({"ok": False, "redis": type(exc).__name__}, status=503)
+    service = request.app[SERVICE]
+    # "reconciling": serve answers already, but is still adopting and starting the workers
+    # that Redis knows (a readiness probe or a script can wait for it to turn false).
     return web.json_response(
-        {"ok": True, "redis": "ok", "runner": request.app[SERVICE].runner.name}
+        {
+            "ok": True,
+            "redis": "ok",
+            "runner": service.runner.name,
+            "reconciling": service.reconciling,
+        }
     )
 
 

@@ -7,9 +7,15 @@ from aiohttp import web
 from api import serialize
 from api.body import json_object
 from api.context import POOL, SERVICE
+from api.webhook import SESSION_ID
 from core import qr as qr_render
+from core.errors import InvalidInput
 
 routes = web.RouteTableDef()
+
+# A page of the dashboard's listing: bounded, so an answer stays small at 10,000 sessions.
+DEFAULT_PAGE = 500
+MAX_PAGE = 1000
 
 
 def _now(request: web.Request) -> int:
@@ -67,9 +73,38 @@ async def delete(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/dashboard/sessions")
 async def dashboard_sessions(request: web.Request) -> web.Response:
+    after, limit = _page_query(request)
+    records, cursor, total = await request.app[SERVICE].session_page(after, limit)
     now = _now(request)
-    records = await request.app[SERVICE].all_sessions()
-    return web.json_response({"sessions": [serialize.session(r, now) for r in records]})
+    return web.json_response(
+        {
+            "sessions": [serialize.session(r, now) for r in records],
+            "total": total,
+            "next": cursor,
+        }
+    )
+
+
+def _page_query(request: web.Request) -> tuple[str | None, int]:
+    """``?limit=`` (1 to ``MAX_PAGE``, default ``DEFAULT_PAGE``) and ``?cursor=`` (the
+    ``next`` of the page before: a session id). Anything else is refused, not ignored."""
+    query = request.rel_url.query
+    unknown = sorted(set(query) - {"limit", "cursor"})
+    if unknown:
+        raise InvalidInput(f"unknown query parameter(s): {', '.join(unknown)}; use limit, cursor")
+    if len(query.getall("limit", [])) > 1 or len(query.getall("cursor", [])) > 1:
+        raise InvalidInput("give limit and cursor at most once each")
+    raw_limit = query.get("limit")
+    limit = DEFAULT_PAGE
+    if raw_limit is not None:
+        digits = raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 4
+        if not digits or not 1 <= int(raw_limit) <= MAX_PAGE:
+            raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE}")
+        limit = int(raw_limit)
+    cursor = query.get("cursor")
+    if cursor is not None and not SESSION_ID.fullmatch(cursor):
+        raise InvalidInput("cursor must be the next of the page before (a session id, worker_<n>)")
+    return cursor, limit
 
 
 @routes.get("/api/v1/dashboard/stats")
@@ -84,7 +119,10 @@ async def dashboard_stats(request: web.Request) -> web.Response:
         },
         "capacity": {"free": stats.free_slots, "total": stats.total_slots},
     }
-    starting = serialize.starting(request.app[SERVICE].starting)
+    service = request.app[SERVICE]
+    if service.reconciling:  # only while serve's start-up reconcile runs
+        body["reconciling"] = True
+    starting = serialize.starting(service.starting)
     if starting is not None:  # only while a bulk start of workers runs
         body["starting"] = starting
     return web.json_response(body)

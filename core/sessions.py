@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from typing import Any
 
 from core import bulk_start, session_files
@@ -92,6 +92,10 @@ class SessionService:
         self._provisioned_at: dict[str, float] = {}
         self._crashes: defaultdict[str, deque[float]] = defaultdict(deque)
         self.starting: bulk_start.BulkStart | None = None  # a bulk start running now
+        # While a reconcile runs (serve answers requests meanwhile): the sessions whose worker
+        # something else started, or which were provisioned or deleted, since it began. Its
+        # picture of Redis and of the runner is older than theirs, so it leaves them alone.
+        self._acted_on: set[str] | None = None
         runner.on_exit(self.handle_worker_exit)
         pool.on_recovered(self.retry_parked)
 
@@ -99,11 +103,22 @@ class SessionService:
     async def maintenance(self, what: str) -> AsyncIterator[None]:
         """While the whole fleet is being replaced (a restore), nothing else may start, move
         or delete a worker: operators get a 409, the watchdog and crash handling wait."""
+        if self.reconciling:
+            raise Busy("the start-up reconcile is in progress: try again when it ends")
         self._maintenance = what
         try:
             yield
         finally:
             self._maintenance = None
+
+    @property
+    def reconciling(self) -> bool:
+        """True while a reconcile compares Redis with what runs (serve already answers)."""
+        return self._acted_on is not None
+
+    def _acted(self, session_id: str) -> None:
+        if self._acted_on is not None:
+            self._acted_on.add(session_id)
 
     def _refuse_during_maintenance(self) -> None:
         if self._maintenance is not None:
@@ -125,6 +140,12 @@ class SessionService:
 
     async def all_sessions(self) -> list[SessionRecord]:
         return await self.store.list_sessions()
+
+    async def session_page(
+        self, after: str | None, limit: int
+    ) -> tuple[list[SessionRecord], str | None, int]:
+        """One page of the listing, in id order: see ``Store.session_page``."""
+        return await self.store.session_page(after, limit)
 
     async def qr(self, session_id: str) -> str:
         record = await self.get(session_id)
@@ -167,6 +188,7 @@ class SessionService:
                 await self.store.remove_proxy(requested.url)  # leave the pool as it was
             kind, message = _REFUSALS.get(refused.why, (Conflict, refused.why))
             raise kind(message) from None
+        self._acted(session_id)  # before its worker starts: a reconcile must not start it too
         path = session_files.folder(self.settings.sessions_dir, session_id)
         try:
             async with self._session_lock(session_id):
@@ -230,6 +252,7 @@ class SessionService:
         self._refuse_during_maintenance()
         async with self._session_lock(session_id):
             await self.get(session_id)
+            self._acted(session_id)
             await self.runner.stop(session_id)
             self.pings.forget(session_id)
             await self.store.release(session_id)
@@ -618,7 +641,20 @@ class SessionService:
         still has the dead proxy in its environment, pings happily, and would never be
         replaced. A worker frozen by a rolling backup is resumed: that backup died with the
         ``serve`` that paused it.
+
+        ``serve`` answers requests while this runs (so REST can show the bulk start's
+        progress). Each decision is taken under the session's lock on a fresh read, and a
+        session that anything else started, provisioned or deleted since the reconcile began
+        is left alone: that action saw newer state than the reconcile's snapshots.
         """
+        acted_on: set[str] = set()
+        self._acted_on = acted_on  # before the snapshots, so nothing slips between
+        try:
+            return await self._reconcile(acted_on)
+        finally:
+            self._acted_on = None
+
+    async def _reconcile(self, acted_on: set[str]) -> dict[str, list[str]]:
         running = await self.runner.running()
         report: dict[str, list[str]] = {
             "adopted": [],
@@ -628,12 +664,19 @@ class SessionService:
         }
         known = set()
         missing: list[SessionRecord] = []
-        for record in await self.store.list_sessions():
-            known.add(record.id)
-            handle = running.get(record.id)
-            parked = record.status == Status.FAILED and record.reason in PARKED_REASONS
-            slog = session_log(record.id)
-            if handle is not None:
+        for listed in await self.store.list_sessions():
+            known.add(listed.id)
+            handle = running.get(listed.id)
+            slog = session_log(listed.id)
+            async with self._session_lock(listed.id):
+                record = await self.store.get_session(listed.id)
+                if record is None or record.id in acted_on:
+                    continue  # deleted, or started by a request or an event meanwhile
+                parked = record.status == Status.FAILED and record.reason in PARKED_REASONS
+                if handle is None:
+                    if not parked:
+                        missing.append(record)
+                    continue
                 wanted = self.runner.fingerprint(
                     self.worker_spec(record.id, record.proxy, record.phone)
                 )
@@ -643,19 +686,16 @@ class SessionService:
                         "worker settings); replacing it"
                     )
                     path = session_files.folder(self.settings.sessions_dir, record.id)
-                    async with self._session_lock(record.id):
-                        # The cut-short change may not have reached session.json either.
-                        await asyncio.to_thread(
-                            session_files.write_meta,
-                            path,
-                            record.id,
-                            record.phone,
-                            record.proxy,
-                            record.created,
-                        )
-                        await self._start_worker(
-                            record.id, record.proxy, record.phone, record.reason
-                        )
+                    # The cut-short change may not have reached session.json either.
+                    await asyncio.to_thread(
+                        session_files.write_meta,
+                        path,
+                        record.id,
+                        record.phone,
+                        record.proxy,
+                        record.created,
+                    )
+                    await self._start_worker(record.id, record.proxy, record.phone, record.reason)
                     report["replaced"].append(record.id)
                     continue
                 await self.runner.adopt(handle)
@@ -664,11 +704,13 @@ class SessionService:
                     await self.runner.resume(record.id)
                 await self.store.set_fields(record.id, lock=handle.ref)
                 report["adopted"].append(record.id)
-            elif not parked:
-                missing.append(record)
-        report["started"] = await self.start_many(missing)
+        report["started"] = await self.start_many(missing, skip=acted_on)
         for orphan in sorted(set(running) - known):
-            await self.runner.stop(orphan)
+            async with self._session_lock(orphan):
+                # Provisioned after the listing, its worker started before the runner's list.
+                if orphan in acted_on or await self.store.get_session(orphan) is not None:
+                    continue
+                await self.runner.stop(orphan)
             report["removed"].append(orphan)
         fixed = await self.store.recount()
         log.info(
@@ -683,7 +725,11 @@ class SessionService:
         return report
 
     async def start_many(
-        self, records: list[SessionRecord], reason: str | None = None, announce: bool = True
+        self,
+        records: list[SessionRecord],
+        reason: str | None = None,
+        announce: bool = True,
+        skip: Collection[str] = (),
     ) -> list[str]:
         """Start the workers of ``records`` (a reconcile's missing ones, a restore's), at most
         ``WORKER_START_CONCURRENCY`` at once, connected sessions first; the ids started.
@@ -693,7 +739,8 @@ class SessionService:
         sends its own report.
 
         Each start re-reads its session under the session's lock: one deleted or parked
-        while it waited in the queue is skipped, not brought back.
+        while it waited in the queue is skipped, not brought back, and so is one in ``skip``
+        (a reconcile's: sessions whose worker a request or an event started meanwhile).
         """
         started: list[str] = []
         if not records:
@@ -702,8 +749,10 @@ class SessionService:
         async def start_one(listed: SessionRecord) -> None:
             async with self._session_lock(listed.id):
                 record = await self.store.get_session(listed.id)
-                if record is None or (
-                    record.status == Status.FAILED and record.reason in PARKED_REASONS
+                if (
+                    record is None
+                    or record.id in skip
+                    or (record.status == Status.FAILED and record.reason in PARKED_REASONS)
                 ):
                     return
                 await self._start_worker(
@@ -750,6 +799,7 @@ class SessionService:
     async def _start_worker(
         self, session_id: str, proxy: str, phone: str | None, reason: str | None = None
     ) -> None:
+        self._acted(session_id)
         now = self.clock.now_ms()
         # A fresh start earns a full ping timeout before the watchdog looks at it again.
         await self.store.set_fields(

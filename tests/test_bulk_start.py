@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ class StartRecorder:
     began: list[str] = field(default_factory=list)
     # (started, pending) of the service's bulk start as each start began: what REST shows.
     progress: list[dict[str, int] | None] = field(default_factory=list)
+    # Starts of these sessions wait for ``release`` (a slow start, held on purpose).
+    held: set[str] = field(default_factory=set)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -66,6 +70,8 @@ class StartRecorder:
         if self.service is not None:
             self.progress.append(serialize.starting(self.service.starting))
         try:
+            if spec.session_id in self.held:
+                await self.release.wait()
             return await self.inner.start(spec)
         finally:
             self.in_flight -= 1
@@ -195,7 +201,7 @@ async def test_after_a_reboot_linked_sessions_come_back_connected_first(fleet: F
         return not fleet.workers()
 
     await eventually(none_left, 10, "every worker gone")
-    fleet.start()  # listens only after the reconcile: its bulk start is over
+    fleet.start()  # returns once the reconcile is over: its bulk start is over
     for sid in linked:  # with their saved credentials: nobody scans a QR again
         await fleet.wait_status(sid, "connected", 30)
     assert set(fleet.workers()) == set(linked + waiting)
@@ -236,3 +242,98 @@ async def test_a_restore_starts_its_workers_through_the_bounded_start(fleet: Fle
     # serve itself started none of them (all were provisioned): these lines are the restore's
     assert "starting 3 worker(s), 1 at a time, connected ones first" in fleet.log()
     assert "bulk start done: 3 of 3 started, 0 failed" in fleet.log()
+
+
+async def test_requests_during_a_reconcile_are_not_undone_by_it(rig: Rig) -> None:
+    """serve answers while it reconciles: what a request did meanwhile stands."""
+    ids = await _seed(rig, 12)
+    rig.runner.held = set(ids[:BOUND])  # every starter busy: the other 8 wait in the queue
+    reconcile = asyncio.create_task(rig.service.reconcile())
+
+    async def all_starters_busy() -> bool:
+        return rig.runner.in_flight == BOUND
+
+    await eventually(all_starters_busy, 30, "the reconcile's starters all busy")
+    assert rig.service.reconciling
+    restarted, deleted = ids[-2], ids[-1]  # still queued
+    await rig.service.restart(restarted)  # its worker runs now, on the operator's request
+    await rig.service.delete(deleted)
+    provisioned = (await rig.service.provision("972507770001")).id
+    rig.runner.release.set()
+    report = await reconcile
+
+    assert not rig.service.reconciling
+    # Each started once: the reconcile did not start again what the operator just started,
+    # did not bring back what was deleted, and did not take the new session for an orphan.
+    assert rig.runner.began.count(restarted) == 1, rig.runner.began
+    assert deleted not in rig.runner.began
+    assert rig.runner.began.count(provisioned) == 1
+    assert sorted(report["started"]) == sorted(ids[:-2])
+    assert report["removed"] == []
+    wanted = set(ids[:-1]) | {provisioned}
+
+    async def all_running() -> bool:
+        return set(find_workers(rig.instance)) == wanted
+
+    await eventually(all_running, 60, "every session's worker running, the deleted one's not")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "fleet_options",
+    [{"start": False, "WORKER_START_CONCURRENCY": "1", "MAX_SESSIONS_PER_PROXY": "100"}],
+)
+async def test_serve_answers_with_the_progress_while_it_reconciles(fleet: Fleet) -> None:
+    """After a reboot serve starts many workers; REST must tell how far it got meanwhile."""
+    n = 40
+    store = Store(fleet.redis)
+    for proxy in fleet.proxies:
+        await store.add_proxy(proxy.url)
+    settings = Settings.from_env(fleet.env)
+    ids = []
+    for _ in range(n):  # in Redis and on disk, no worker: the host just rebooted
+        now = int(time.time() * 1000)
+        sid, proxy_url = await store.reserve("", "", 100, 4, now)
+        path = session_files.folder(settings.sessions_dir, sid)
+        await asyncio.to_thread(session_files.write_meta, path, sid, None, proxy_url, now)
+        ids.append(sid)
+    fleet.port = devstack.free_port()
+    fleet.serve = devstack.start_serve(fleet.workdir, fleet.env, fleet.port, reconciled=None)
+
+    async def midway() -> dict[str, Any] | None:
+        status, stats = await fleet.call("GET", "/api/v1/dashboard/stats")
+        assert status == 200, stats
+        starting = stats.get("starting")
+        return stats if starting and 0 < starting["started"] < n - 2 else None
+
+    stats = await eventually(midway, 60, "the bulk start's progress, midway")
+    assert stats["reconciling"] is True
+    assert stats["starting"]["total"] == n
+    assert stats["starting"]["pending"] == n - stats["starting"]["started"]
+    assert stats["sessions"]["total"] == n
+    status, listing = await fleet.call("GET", "/api/v1/dashboard/sessions")
+    assert status == 200 and len(listing["sessions"]) == n
+    _, health = await fleet.call("GET", "/healthz", headers={"X-API-Key": ""})
+    assert health["reconciling"] is True
+    # Requests meanwhile: a delete of one still queued (started last: never linked, highest
+    # id) and a new session; the reconcile neither brings the first back nor stops the second.
+    deleted = ids[-1]
+    status, _ = await fleet.call("DELETE", f"/api/sessions/{deleted}")
+    assert status == 200
+    provisioned = (await fleet.provision("972507770002"))["id"]
+
+    async def done() -> dict[str, Any] | None:
+        _, health = await fleet.call("GET", "/healthz", headers={"X-API-Key": ""})
+        return health if health["reconciling"] is False else None
+
+    await eventually(done, 120, "the reconcile over")
+    status, stats = await fleet.call("GET", "/api/v1/dashboard/stats")
+    assert status == 200 and "starting" not in stats and "reconciling" not in stats
+    assert f"reconciled: 0 adopted, {n - 1} started, 0 orphan(s) removed" in fleet.log()
+    wanted = set(ids[:-1]) | {provisioned}
+
+    async def all_running() -> bool:
+        return set(fleet.workers()) == wanted
+
+    await eventually(all_running, 60, "every session's worker running, the deleted one's not")
+    await fleet.wait_status(provisioned, "qr_ready", 30)

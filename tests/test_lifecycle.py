@@ -205,7 +205,7 @@ async def test_serve_killed_and_restarted_adopts_every_worker(fleet: Fleet) -> N
     pids = fleet.workers()
     fleet.kill()  # SIGKILL: no chance to clean up (returns once serve is gone)
     assert fleet.workers() == pids  # workers outlive serve
-    fleet.start()  # listens only after the reconcile: whatever it started runs already
+    fleet.start()  # returns once the reconcile is over: whatever it started runs already
     assert fleet.workers() == pids  # adopted, not duplicated
     restarted_at = time.time_ns() // 1_000_000
     for sid in (first, second):

@@ -8,6 +8,7 @@ different IP per proxy, as WhatsApp would.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,8 +217,30 @@ def serve_env(
     }
 
 
-def start_serve(workdir: Path, env: dict[str, str], port: int) -> Proc:
+def start_serve(
+    workdir: Path, env: dict[str, str], port: int, reconciled: float | None = 300.0
+) -> Proc:
+    """``reconciled``: also wait (that many seconds) until the start-up reconcile is over
+    (serve answers while it runs); None returns as soon as serve listens."""
     full = {**os.environ, **env, "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port)}
     proc = spawn("serve", [sys.executable, "-m", "wafleet", "serve"], workdir / "serve.log", full)
     wait_port("127.0.0.1", port, timeout=20, proc=proc.popen)
+    if reconciled is not None:
+        wait_reconciled(port, reconciled, proc.popen)
     return proc
+
+
+def wait_reconciled(
+    port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll ``/healthz`` until serve says its start-up reconcile is over."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"serve exited with {proc.returncode} during its reconcile")
+        url = f"http://127.0.0.1:{port}/healthz"
+        with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=2) as r:
+            if json.loads(r.read()).get("reconciling") is False:
+                return
+        time.sleep(0.05)
+    raise StackError(f"serve on port {port} still reconciling after {timeout} s")

@@ -1,8 +1,11 @@
 """``wafleet serve``: the composition root. Builds every part, injects them, runs them.
 
-Start order matters: the reconcile first (so no request races it; adopted workers buffer
-their events and resend them), then HTTP, the watchdog and the prober. Stopping leaves
-every worker running, so a restart of ``serve`` loses no session.
+Start order matters: HTTP first, so REST shows the progress of the start-up reconcile (a
+bulk start of hundreds of workers takes minutes), then the reconcile, and the watchdog only
+after it (workers still waiting in its queue have old pings). Requests and worker events
+during the reconcile are safe: it decides each session under that session's lock and leaves
+alone what a request or an event acted on since it began. Stopping leaves every worker
+running, so a restart of ``serve`` loses no session.
 """
 
 from __future__ import annotations
@@ -132,9 +135,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             coalesce=True,
             misfire_grace_time=3600,
         )
-        # Reconcile before taking requests, so a provision cannot race the adoption pass.
-        # Adopted workers buffer their events meanwhile and resend them.
-        await service.reconcile()
+        background.spawn(service.pings.run(), name="ping-flusher")  # PINGs come at once
         site = web.TCPSite(web_runner, settings.http_host, settings.http_port)
         await site.start()
         log.info(
@@ -143,13 +144,22 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             settings.http_port,
             runner.name,
         )
-        background.spawn(
-            run_watchdog(service, settings.watchdog_interval_ms / 1000), name="watchdog"
-        )
+        failed: list[BaseException] = []
+
+        async def reconcile_then_watch() -> None:
+            try:
+                await service.reconcile()
+            except Exception as exc:  # serve without a reconcile would lose sessions
+                log.exception("the start-up reconcile failed; stopping")
+                failed.append(exc)
+                stop.set()
+                return
+            await run_watchdog(service, settings.watchdog_interval_ms / 1000)
+
+        background.spawn(reconcile_then_watch(), name="reconcile+watchdog")
         background.spawn(
             pool.run_prober(settings.proxy_probe_interval_ms / 1000), name="proxy-prober"
         )
-        background.spawn(service.pings.run(), name="ping-flusher")
         scheduler.start()
         cleanup.callback(scheduler.shutdown, wait=False)
         log.info("backups: %s, cron %r (%s)", settings.backup_mode, settings.backup_cron, trigger)
@@ -162,4 +172,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        if failed:
+            raise failed[0]
         log.info("stopping; workers keep running and are adopted at the next start")
