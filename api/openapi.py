@@ -10,6 +10,17 @@ routes = web.RouteTableDef()
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _SESSION = {"$ref": "#/components/schemas/Session"}
+_NODE = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "hostname + short id, or its wafleet label"},
+        "id": {"type": "string"},
+        "state": {"type": "string", "description": "ready, down, unknown, disconnected"},
+        "availability": {"type": "string", "description": "active, pause, drain"},
+        "sessions": {"type": "integer"},
+        "sessionIds": {"type": "array", "items": {"type": "string"}},
+    },
+}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -226,13 +237,15 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/dashboard/stats": {
             "get": _op(
-                "Counts by status, the pool's capacity, and the progress of a bulk start of "
-                "workers (after a reboot or a restore; absent when none runs)",
+                "Counts by status, the pool's capacity, the runner's nodes with their sessions, "
+                "and the progress of a bulk start of workers (after a reboot or a restore; "
+                "absent when none runs)",
                 {
                     "200": _json(
                         {
                             "type": "object",
                             "properties": {
+                                "nodes": {"type": "array", "items": _NODE},
                                 "starting": {
                                     "type": "object",
                                     "properties": {
@@ -240,10 +253,25 @@ SPEC: dict[str, Any] = {
                                         "started": {"type": "integer"},
                                         "pending": {"type": "integer"},
                                     },
-                                }
+                                },
                             },
                         },
                         "stats",
+                    )
+                },
+            )
+        },
+        "/api/v1/nodes": {
+            "get": _op(
+                "Where the workers run: this host for RUNNER=process/docker, every swarm node "
+                "(sessions or not) for RUNNER=swarm",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"nodes": {"type": "array", "items": _NODE}},
+                        },
+                        "nodes",
                     )
                 },
             )

@@ -7,6 +7,7 @@ from aiohttp import web
 from api import serialize
 from api.body import json_object
 from api.context import POOL, SERVICE
+from core import fleet_stats
 from core import qr as qr_render
 
 routes = web.RouteTableDef()
@@ -74,7 +75,9 @@ async def dashboard_sessions(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/dashboard/stats")
 async def dashboard_stats(request: web.Request) -> web.Response:
-    stats = await request.app[POOL].stats()
+    stats = await fleet_stats.with_nodes(
+        await request.app[POOL].stats(), request.app[SERVICE].runner
+    )
     body: dict[str, object] = {
         "sessions": {"total": stats.sessions, "byStatus": stats.by_status},
         "proxies": {
@@ -83,6 +86,7 @@ async def dashboard_stats(request: web.Request) -> web.Response:
             "bad": stats.proxies_bad,
         },
         "capacity": {"free": stats.free_slots, "total": stats.total_slots},
+        "nodes": [serialize.node(n) for n in stats.nodes],
     }
     starting = serialize.starting(request.app[SERVICE].starting)
     if starting is not None:  # only while a bulk start of workers runs

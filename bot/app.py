@@ -32,6 +32,7 @@ from bot.middlewares import AdminOnly
 from bot.notifier import TelegramNotifier
 from core.backups import BackupService
 from core.errors import ConfigError
+from core.history import ConnectedHistory
 from core.proxies import ProxyPool
 from core.sessions import SessionService
 from core.settings import Settings
@@ -67,6 +68,7 @@ def build_dispatcher(
     dp.workflow_data.update(
         service=service, pool=pool, backups=backups, notifier=notifier, redis=redis
     )
+    dp.workflow_data["history"] = ConnectedHistory(redis, service.clock)
     # Order matters: i18n first, so the access check can refuse in the user's language.
     RedisI18nMiddleware(i18n, redis).setup(dp)
     access = AdminOnly(settings.telegram_admin_ids, settings.telegram_chat_id)
