@@ -20,6 +20,7 @@ from core.bulk_start import BulkStart
 from core.errors import WafleetError
 from core.fleet_stats import FleetStats
 from core.history import DAY_MS, Sample
+from core.journal import Happened, Tally
 from core.models import ProxyRecord, ProxyStatus, SessionRecord, Status
 from core.notifier import Alert, AlertKind, Done
 from core.runner import NodeInfo
@@ -327,6 +328,30 @@ def stats_picture(
         nodes=nodes,
         empty=_("none yet"),
     )
+
+
+def digest(tally: Tally, fleet: FleetStats, now_ms: int) -> str:
+    """The digest's caption: what happened since the last one, then the fleet's numbers."""
+    lines = [_("📰 <b>Daily digest</b>")]
+    if tally.since_ms is not None:
+        lines[0] += " · " + _("the last {hours} h").format(
+            hours=max(1, round((now_ms - tally.since_ms) / 3_600_000))
+        )
+    if tally.empty:
+        lines.append(_("Nothing happened since the last digest."))
+    else:
+        lines += [
+            _("Sessions added: {added}, removed: {removed}").format(
+                added=tally[Happened.SESSIONS_ADDED], removed=tally[Happened.SESSIONS_REMOVED]
+            ),
+            _("Failovers to another proxy: {n}").format(n=tally[Happened.FAILOVERS]),
+            _("Restarts: {watchdog} by the watchdog, {crashes} after a crash").format(
+                watchdog=tally[Happened.WATCHDOG_RESTARTS], crashes=tally[Happened.CRASHES]
+            ),
+            _("Logged out on the phone: {n}").format(n=tally[Happened.LOGOUTS]),
+            _("Scheduled backups made: {n}").format(n=tally[Happened.BACKUPS]),
+        ]
+    return "\n".join([*lines, "", stats(fleet)])
 
 
 def node_state(state: str, availability: str) -> str:
