@@ -200,3 +200,28 @@ def test_rendering_a_big_fleet_stays_quick() -> None:
     image = _png("he", fleet, history)
     assert time.perf_counter() - start < 5
     assert image.height < 2000
+
+
+def test_swarm_nodes_are_named_so_two_on_one_host_differ() -> None:
+    from core.swarm_runner import _node_names
+
+    def node(node_id: str, host: str, label: str | None = None) -> dict[str, object]:
+        labels = {"wafleet": label} if label else {}
+        return {"ID": node_id, "Description": {"Hostname": host}, "Spec": {"Labels": labels}}
+
+    names = _node_names(
+        [
+            node("aaaaaaaaaaaa1", "box"),
+            node("bbbbbbbbbbbb2", "box"),
+            node("cccccccccccc3", "box", "edge"),
+            node("dddddddddddd4", "box", "worker"),
+            node("eeeeeeeeeeee5", "box", "worker"),
+        ]
+    )
+    assert names == {
+        "aaaaaaaaaaaa1": "box-aaaaaa",
+        "bbbbbbbbbbbb2": "box-bbbbbb",
+        "cccccccccccc3": "edge",  # its own label, unique
+        "dddddddddddd4": "worker-dddddd",  # a shared label needs the id too
+        "eeeeeeeeeeee5": "worker-eeeeee",
+    }
