@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,8 +280,18 @@ def _history(canvas: _Canvas, y: int, picture: Picture) -> int:
     return bottom + SMALL_SIZE + 30
 
 
+# One picture at a time: the cached FreeType faces are shared, and FreeType faces are not
+# safe to use from two threads at once (two operators asking /stats together).
+_RENDERING = threading.Lock()
+
+
 def render(picture: Picture) -> bytes:
     """The picture as a PNG (blocking: run it in a thread)."""
+    with _RENDERING:
+        return _render(picture)
+
+
+def _render(picture: Picture) -> bytes:
     canvas = _Canvas(_height(picture), picture.rtl)
     y = MARGIN
     most = max([b.value for b in picture.statuses] + [1])
@@ -291,5 +302,5 @@ def render(picture: Picture) -> bytes:
         most = max([b.value for b in picture.nodes] + [1])
         _bars(canvas, y, picture.nodes_title, picture.nodes, most, picture.empty)
     out = io.BytesIO()
-    canvas.image.save(out, format="PNG", optimize=True)
+    canvas.image.save(out, format="PNG")
     return out.getvalue()
