@@ -10,6 +10,17 @@ routes = web.RouteTableDef()
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _SESSION = {"$ref": "#/components/schemas/Session"}
+_NODE = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "hostname + short id, or its wafleet label"},
+        "id": {"type": "string"},
+        "state": {"type": "string", "description": "ready, down, unknown, disconnected"},
+        "availability": {"type": "string", "description": "active, pause, drain"},
+        "sessions": {"type": "integer"},
+        "sessionIds": {"type": "array", "items": {"type": "string"}},
+    },
+}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -246,7 +257,8 @@ SPEC: dict[str, Any] = {
         },
         "/api/v1/dashboard/stats": {
             "get": _op(
-                "Counts by status, the pool's capacity, and the progress of a bulk start of "
+                "Counts by status, the pool's capacity, the runner's nodes with their sessions, "
+                "and the progress of a bulk start of "
                 "workers (after a reboot or a restore; absent when none runs); "
                 "`reconciling: true` while serve's start-up reconcile runs",
                 {
@@ -255,6 +267,7 @@ SPEC: dict[str, Any] = {
                             "type": "object",
                             "properties": {
                                 "reconciling": {"type": "boolean"},
+                                "nodes": {"type": "array", "items": _NODE},
                                 "starting": {
                                     "type": "object",
                                     "properties": {
@@ -266,6 +279,21 @@ SPEC: dict[str, Any] = {
                             },
                         },
                         "stats",
+                    )
+                },
+            )
+        },
+        "/api/v1/nodes": {
+            "get": _op(
+                "Where the workers run: this host for RUNNER=process/docker, every swarm node "
+                "(sessions or not) for RUNNER=swarm",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {"nodes": {"type": "array", "items": _NODE}},
+                        },
+                        "nodes",
                     )
                 },
             )

@@ -1,4 +1,4 @@
-"""``/healthz`` for orchestrators and ``/metrics`` for Prometheus."""
+"""``/healthz`` for orchestrators, ``/metrics`` for Prometheus, and the runner's nodes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from api import serialize
 from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
 from api.errors import Unauthorized
+from core import fleet_stats
 from core.models import ProxyStatus
 
 routes = web.RouteTableDef()
@@ -34,10 +36,20 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/api/v1/nodes")
+async def nodes(request: web.Request) -> web.Response:
+    """Where the workers run: one node (this host) for process and docker runners, every
+    node of the swarm with ``RUNNER=swarm``, each with its sessions."""
+    found = await request.app[SERVICE].runner.nodes()
+    return web.json_response({"nodes": [serialize.node(n) for n in found]})
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     _check_token(request)
-    stats = await request.app[POOL].stats()
+    stats = await fleet_stats.with_nodes(
+        await request.app[POOL].stats(), request.app[SERVICE].runner
+    )
     by_status = GaugeMetricFamily("wafleet_sessions", "Sessions by status", labels=["status"])
     for status, n in stats.by_status.items():
         by_status.add_metric([status], n)
@@ -51,8 +63,13 @@ async def metrics(request: web.Request) -> web.Response:
         load.add_metric([p.id], p.sessions)
     slots = GaugeMetricFamily("wafleet_free_slots", "Free session slots on active proxies")
     slots.add_metric([], stats.free_slots)
+    per_node = GaugeMetricFamily(
+        "wafleet_node_sessions", "Sessions whose worker runs on a node", labels=["node"]
+    )
+    for node in stats.nodes:
+        per_node.add_metric([node.name], len(node.session_ids))
     fleet = CollectorRegistry()
-    fleet.register(_Families([by_status, proxy_status, load, slots]))
+    fleet.register(_Families([by_status, proxy_status, load, slots, per_node]))
     text = generate_latest(request.app[METRICS].registry) + generate_latest(fleet)
     return web.Response(body=text, content_type="text/plain", charset="utf-8")
 

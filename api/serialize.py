@@ -7,6 +7,7 @@ from typing import Any
 from core.bulk_start import BulkStart
 from core.models import ProxyRecord, SessionRecord
 from core.proxy_url import ProxyUrl
+from core.runner import NodeInfo
 
 
 def session(record: SessionRecord, now_ms: int) -> dict[str, Any]:
@@ -49,3 +50,14 @@ def starting(progress: BulkStart | None) -> dict[str, int] | None:
     if progress is None:
         return None
     return {"total": progress.total, "started": progress.started, "pending": progress.pending}
+
+
+def node(info: NodeInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "id": info.id,
+        "state": info.state,
+        "availability": info.availability,
+        "sessions": len(info.session_ids),
+        "sessionIds": list(info.session_ids),
+    }

@@ -8,6 +8,7 @@ from api import serialize
 from api.body import json_object
 from api.context import POOL, SERVICE
 from api.webhook import SESSION_ID
+from core import fleet_stats
 from core import qr as qr_render
 from core.errors import InvalidInput
 
@@ -109,7 +110,9 @@ def _page_query(request: web.Request) -> tuple[str | None, int]:
 
 @routes.get("/api/v1/dashboard/stats")
 async def dashboard_stats(request: web.Request) -> web.Response:
-    stats = await request.app[POOL].stats()
+    stats = await fleet_stats.with_nodes(
+        await request.app[POOL].stats(), request.app[SERVICE].runner
+    )
     body: dict[str, object] = {
         "sessions": {"total": stats.sessions, "byStatus": stats.by_status},
         "proxies": {
@@ -118,6 +121,7 @@ async def dashboard_stats(request: web.Request) -> web.Response:
             "bad": stats.proxies_bad,
         },
         "capacity": {"free": stats.free_slots, "total": stats.total_slots},
+        "nodes": [serialize.node(n) for n in stats.nodes],
     }
     service = request.app[SERVICE]
     if service.reconciling:  # only while serve's start-up reconcile runs

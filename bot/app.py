@@ -20,6 +20,7 @@ from aiogram.types import BotCommand
 from aiogram.utils.token import TokenValidationError, validate_token
 
 from bot import texts
+from bot.digest import Digest
 from bot.handlers import get_routers
 from bot.i18n import (
     DEFAULT_LOCALE,
@@ -32,6 +33,8 @@ from bot.middlewares import AdminOnly
 from bot.notifier import TelegramNotifier
 from core.backups import BackupService
 from core.errors import ConfigError
+from core.history import ConnectedHistory
+from core.journal import Journal
 from core.proxies import ProxyPool
 from core.sessions import SessionService
 from core.settings import Settings
@@ -67,6 +70,7 @@ def build_dispatcher(
     dp.workflow_data.update(
         service=service, pool=pool, backups=backups, notifier=notifier, redis=redis
     )
+    dp.workflow_data["history"] = ConnectedHistory(redis, service.clock)
     # Order matters: i18n first, so the access check can refuse in the user's language.
     RedisI18nMiddleware(i18n, redis).setup(dp)
     access = AdminOnly(settings.telegram_admin_ids, settings.telegram_chat_id)
@@ -86,7 +90,9 @@ class TelegramBot:
         service: SessionService,
         pool: ProxyPool,
         backups: BackupService,
+        journal: Journal | None = None,
     ) -> None:
+        """``journal``: the digest's counters; without it the digest (``self.digest``) is off."""
         assert settings.telegram_chat_id is not None  # settings refuse a token without it
         self.bot = build_bot(settings)
         self.i18n = build_i18n()
@@ -95,6 +101,21 @@ class TelegramBot:
         )
         self.dp = build_dispatcher(
             settings, redis, self.i18n, service, pool, backups, self.notifier
+        )
+        self.digest = (
+            None
+            if journal is None
+            else Digest(
+                self.bot,
+                redis,
+                self.i18n,
+                settings.telegram_chat_id,
+                self.notifier,
+                service,
+                pool,
+                journal,
+                settings.digest_skip_empty,
+            )
         )
         self.tasks = TaskGroup()
         self._stopping = False

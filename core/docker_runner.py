@@ -35,7 +35,7 @@ from core.docker_engine import (
     engine_reason,
     folder_owner,
 )
-from core.runner import ExitCallback, WorkerHandle, WorkerSpec
+from core.runner import ExitCallback, NodeInfo, WorkerHandle, WorkerSpec, this_host
 from core.tasks import TaskGroup
 
 log = logging.getLogger("wafleet.runner.docker")
@@ -206,6 +206,10 @@ class DockerRunner:
                     paused=c.get("State") == "paused",
                 )
         return handles
+
+    async def nodes(self) -> list[NodeInfo]:
+        # One engine beside ``serve``: its containers run on this host.
+        return [this_host(await self.running())]
 
     async def adopt(self, handle: WorkerHandle) -> None:
         sid = handle.session_id

@@ -7,11 +7,15 @@ the operator the same story.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 
 from core.models import ProxyRecord, ProxyStatus, SessionRecord, count_by_status
 from core.proxy_url import ProxyUrl
+from core.runner import NodeInfo, Runner
 from core.store import Store
+
+log = logging.getLogger("wafleet.stats")
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,9 @@ class FleetStats:
     proxies: list[ProxyLoad]
     free_slots: int
     total_slots: int
+    # Where the workers run (``with_nodes``); empty when not asked for or the runner cannot
+    # say (its engine unreachable): the counts above never depend on it.
+    nodes: tuple[NodeInfo, ...] = ()
 
     @property
     def sessions(self) -> int:
@@ -58,3 +65,17 @@ def count(sessions: list[SessionRecord], proxies: list[ProxyRecord], cap: int) -
 
 async def read(store: Store, cap: int) -> FleetStats:
     return count(await store.list_sessions(), await store.proxies(), cap)
+
+
+async def with_nodes(stats: FleetStats, runner: Runner) -> FleetStats:
+    """``stats`` with the runner's nodes and the sessions on each.
+
+    The nodes come from the runner (a Docker call with ``RUNNER=swarm``): one that cannot be
+    read leaves ``nodes`` empty instead of failing the whole dashboard.
+    """
+    try:
+        nodes = await runner.nodes()
+    except Exception as exc:
+        log.warning("cannot list the runner's nodes: %s", type(exc).__name__)
+        return stats
+    return replace(stats, nodes=tuple(nodes))

@@ -113,3 +113,14 @@ def bot_outbox() -> str:
 def bot_alert_sent(alert_id: str) -> str:
     """Set (with a day's expiry) once an alert reached the chat: a repeat of it is dropped."""
     return f"wafleet:bot:sent:{alert_id}"
+
+
+def connected_history() -> str:
+    """List of ``<ms> <connected> <sessions>`` samples, newest first, capped (core/history.py):
+    the chat's 24-hour chart of connected sessions."""
+    return "wafleet:history:connected"
+
+
+def digest_journal() -> str:
+    """Hash of counters since the last digest (core/journal.py), plus ``since`` (ms)."""
+    return "wafleet:digest:journal"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from core.runner import ExitCallback, WorkerHandle, WorkerSpec
+from core.runner import ExitCallback, NodeInfo, WorkerHandle, WorkerSpec, this_host
 from core.tasks import TaskGroup
 
 log = logging.getLogger("wafleet.runner.process")
@@ -141,6 +141,10 @@ class ProcessRunner:
         handles = await asyncio.to_thread(_handles, self.instance)  # reads /proc
         self._seen = {sid: int(h.ref[4:]) for sid, h in handles.items()}
         return handles
+
+    async def nodes(self) -> list[NodeInfo]:
+        # Read like ``running`` but without refreshing what ``stop`` relies on.
+        return [this_host(await asyncio.to_thread(_handles, self.instance))]
 
     async def close(self) -> None:
         for session_id in list(self._workers):

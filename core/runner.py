@@ -8,7 +8,8 @@ exit callback, so a crash is handled within seconds instead of at the next watch
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Coroutine
+import socket
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,6 +68,27 @@ class WorkerHandle:
     paused: bool = False
 
 
+@dataclass(frozen=True)
+class NodeInfo:
+    """One machine the workers run on, as the operator's nodes view shows it.
+
+    Process and docker runners have one (this host); a swarm has one per node, listed even
+    when it runs no session, so an operator sees a drained or down node next to the others.
+    """
+
+    id: str
+    name: str
+    state: str  # Swarm's words: ready, down, unknown, disconnected
+    availability: str  # active, pause, drain
+    session_ids: tuple[str, ...] = ()
+
+
+def this_host(session_ids: Iterable[str]) -> NodeInfo:
+    """The one node of a runner whose workers all run beside ``serve``."""
+    host = socket.gethostname()
+    return NodeInfo(host, host, "ready", "active", tuple(sorted(session_ids)))
+
+
 class Runner(Protocol):
     """One worker per session, whatever it runs in."""
 
@@ -102,6 +124,10 @@ class Runner(Protocol):
 
     async def resume(self, session_id: str) -> None:
         """Let a paused worker run on; a no-op if it is not paused or not running."""
+        ...
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Where the workers run: every node, with the sessions whose worker is alive on it."""
         ...
 
     def on_exit(self, callback: ExitCallback) -> None:

@@ -26,6 +26,7 @@ from core.errors import (
     PhoneLimit,
     QrUnavailable,
 )
+from core.journal import Happened, Journal
 from core.metrics import Metrics
 from core.models import ProxyStatus, Reason, SessionRecord, Status
 from core.notifier import Alert, AlertKind, Done, Move, Notifier
@@ -76,7 +77,9 @@ class SessionService:
         notifier: Notifier,
         clock: Clock,
         metrics: Metrics,
+        journal: Journal | None = None,
     ) -> None:
+        """``journal``: where the daily digest's counts of sessions added and removed go."""
         self.settings = settings
         self.store = store
         self.pool = pool
@@ -84,6 +87,7 @@ class SessionService:
         self.notifier = notifier
         self.clock = clock
         self.metrics = metrics
+        self.journal = journal
         self.tasks = TaskGroup()
         self.pings = PingBuffer(store)
         self._maintenance: str | None = None  # what replaces the whole fleet right now
@@ -208,6 +212,7 @@ class SessionService:
             await asyncio.to_thread(session_files.remove, path)
             raise
         session_log(session_id).info("provisioned on %s", mask(proxy_url))
+        await self._journal(Happened.SESSIONS_ADDED)
         self.tasks.spawn(self.pool.check_capacity(), name="capacity-check")
         if added:
             self.tasks.spawn(self.retry_parked(), name="retry-parked")
@@ -263,6 +268,16 @@ class SessionService:
             self._provisioned_at.pop(session_id, None)
         self._locks.pop(session_id, None)
         session_log(session_id).info("deleted")
+        await self._journal(Happened.SESSIONS_REMOVED)
+
+    async def _journal(self, what: Happened) -> None:
+        """Count it for the digest; failing to count never fails what was counted."""
+        if self.journal is None:
+            return
+        try:
+            await self.journal.count(what)
+        except Exception as exc:
+            log.warning("cannot count %s for the digest: %s", what.value, type(exc).__name__)
 
     # webhook events ---------------------------------------------------------------------
 

@@ -44,6 +44,9 @@ class Settings:
     backups_dir: Path = Path("./backups")
     max_backups: int = 7
     backup_cron: str = "0 3 * * *"
+    # The chat's daily digest (server local time); skip_empty: no message on a quiet day.
+    digest_cron: str = "0 9 * * *"
+    digest_skip_empty: bool = False
     # rolling: pause one worker at a time while its folder is copied; stop-all: SPEC.md's way.
     backup_mode: str = "rolling"
     # What a restore accepts from an archive: a crafted one (a zip bomb) is refused unread.
@@ -161,6 +164,17 @@ class _Collector:
             self.problems.append(f"{name} is not a valid crontab line ({problem}): {value!r}")
         return value
 
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.text(name, "").lower()
+        if not value:
+            return default
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        self.problems.append(f"{name} must be true or false, got {value!r}")
+        return default
+
     def int_set(self, name: str) -> frozenset[int]:
         raw = self.text(name, "")
         ids: set[int] = set()
@@ -227,6 +241,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
         backups_dir=Path(c.text("BACKUPS_DIR", "./backups")).resolve(),
         max_backups=c.integer("MAX_BACKUPS", 7, minimum=1),
         backup_cron=c.cron("BACKUP_CRON", "0 3 * * *"),
+        digest_cron=c.cron("DIGEST_CRON", "0 9 * * *"),
+        digest_skip_empty=c.flag("DIGEST_SKIP_EMPTY", False),
         backup_mode=c.choice("BACKUP_MODE", "rolling", ("rolling", "stop-all")),
         backup_max_bytes=c.integer("BACKUP_MAX_BYTES", 512 * 1024 * 1024, minimum=1024),
         backup_max_files=c.integer("BACKUP_MAX_FILES", 100_000, minimum=2),

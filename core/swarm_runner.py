@@ -68,7 +68,7 @@ from core.docker_engine import (
 from core.docker_runner import DockerRunnerError
 from core.errors import ConfigError
 from core.notifier import Alert, AlertKind, Done, Notifier
-from core.runner import EXIT_UNSCHEDULABLE, ExitCallback, WorkerHandle, WorkerSpec
+from core.runner import EXIT_UNSCHEDULABLE, ExitCallback, NodeInfo, WorkerHandle, WorkerSpec
 from core.tasks import TaskGroup
 
 log = logging.getLogger("wafleet.runner.swarm")
@@ -235,6 +235,33 @@ class SwarmRunner:
                 sid, service["ID"], fingerprint=spec_labels.get(SPEC_LABEL)
             )
         return handles
+
+    async def nodes(self) -> list[NodeInfo]:
+        """Every node of the swarm, with this instance's sessions whose newest task is alive
+        on it (a node that is down still shows the sessions Swarm has not moved off yet)."""
+        client = await self._engine.get()
+        nodes = await asyncio.to_thread(client.api.nodes)
+        services = await asyncio.to_thread(
+            client.api.services, filters={"label": f"{INSTANCE_LABEL}={self.instance}"}
+        )
+        tasks = await self._latest_tasks([s["ID"] for s in services]) if services else {}
+        placed: dict[str, list[str]] = {}
+        for service in services:
+            sid = (service["Spec"].get("Labels") or {}).get(SESSION_LABEL)
+            task = tasks.get(service["ID"])
+            if sid and task is not None and _state(task) in ALIVE and task.get("NodeID"):
+                placed.setdefault(task["NodeID"], []).append(sid)
+        names = _node_names(nodes)
+        return [
+            NodeInfo(
+                n["ID"],
+                names[n["ID"]],
+                str(n.get("Status", {}).get("State", "unknown")),
+                str(n.get("Spec", {}).get("Availability", "active")),
+                tuple(sorted(placed.get(n["ID"], ()))),
+            )
+            for n in sorted(nodes, key=lambda n: names[n["ID"]])
+        ]
 
     async def adopt(self, handle: WorkerHandle) -> None:
         if handle.session_id in self._watched:
@@ -561,6 +588,18 @@ class SwarmRunner:
             await self.notifier.notify(
                 Alert(AlertKind.NODE_LOST, facts=facts, done=Done.MOVED_TO_OTHER_NODES)
             )
+
+
+def _node_names(nodes: list[dict[str, Any]]) -> dict[str, str]:
+    """node id -> the name an operator reads: its ``wafleet`` label when set (unique), else
+    hostname + short id (nodes on one machine, or cloned VMs, share a hostname)."""
+    labels = [(n.get("Spec", {}).get("Labels") or {}).get("wafleet") for n in nodes]
+    names = {}
+    for node, label in zip(nodes, labels, strict=True):
+        host = node.get("Description", {}).get("Hostname") or "node"
+        unique = label and labels.count(label) == 1
+        names[node["ID"]] = str(label) if unique else f"{label or host}-{node['ID'][:6]}"
+    return names
 
 
 def _age_key(task: dict[str, Any]) -> tuple[bool, str]:

@@ -10,6 +10,8 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v microsocks >/dev/null || missing+=(microsocks)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# The chat's /stats picture and digest draw their labels with DejaVu Sans (it has Hebrew).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   sudo_ apt-get update -qq

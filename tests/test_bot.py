@@ -254,11 +254,11 @@ async def test_lang_switches_to_hebrew_per_user(fleet: Fleet, telegram: FakeTele
 
     mark = len(telegram.calls)
     telegram.send("/stats")
-    stats = await telegram.wait_call("sendMessage", lambda c: c.chat == ADMIN, after=mark)
+    stats = await telegram.wait_call("sendPhoto", lambda c: c.chat == ADMIN, after=mark)
     assert "חיבורים: 0" in stats.text and "מקומות פנויים: 8 מתוך 8" in stats.text
     # another admin keeps English
     telegram.send("/stats", user=4242)
-    other = await telegram.wait_call("sendMessage", lambda c: c.chat == 4242, after=mark)
+    other = await telegram.wait_call("sendPhoto", lambda c: c.chat == 4242, after=mark)
     assert "Sessions: 0" in other.text and "Free slots: 8 of 8" in other.text
     # the menu was registered in both languages at start
     menus = telegram.calls_of("setMyCommands")

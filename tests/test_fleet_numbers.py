@@ -6,6 +6,7 @@ what one with it reads names proxies only by id (the id of ``/api/v1/proxies/:id
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -72,6 +73,16 @@ async def test_dashboard_and_metrics_tell_the_same_count(fleet: Fleet) -> None:
         },
         "proxies": {"total": 2, "active": 2, "bad": 0},
         "capacity": {"free": 6, "total": 8},
+        "nodes": [
+            {
+                "name": socket.gethostname(),
+                "id": socket.gethostname(),
+                "state": "ready",
+                "availability": "active",
+                "sessions": 2,
+                "sessionIds": sids,
+            }
+        ],
     }
 
     async def scraped() -> str | None:
@@ -84,6 +95,7 @@ async def test_dashboard_and_metrics_tell_the_same_count(fleet: Fleet) -> None:
         'wafleet_proxies{status="active"} 2.0',
         'wafleet_proxies{status="bad"} 0.0',
         "wafleet_free_slots 6.0",
+        f'wafleet_node_sessions{{node="{socket.gethostname()}"}} 2.0',
     ):
         assert line in text.splitlines()
 

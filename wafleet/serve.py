@@ -26,6 +26,8 @@ from api.server import JsonErrorRunner
 from core.backups import BackupService, cron_trigger
 from core.clock import SystemClock
 from core.errors import ConfigError
+from core.history import ConnectedHistory
+from core.journal import Journal, JournalNotifier
 from core.metrics import Metrics
 from core.notifier import FanoutNotifier, LogNotifier, Notifier
 from core.process_runner import ProcessRunner
@@ -86,6 +88,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         trigger = cron_trigger(settings.backup_cron, get_localzone())
     except ValueError as exc:
         raise ConfigError(f"BACKUP_CRON: {exc}") from None
+    try:
+        digest_trigger = cron_trigger(settings.digest_cron, get_localzone())
+    except ValueError as exc:
+        raise ConfigError(f"DIGEST_CRON: {exc}") from None
     # Clean-up runs in reverse order of registration, whatever fails on the way up.
     async with contextlib.AsyncExitStack() as cleanup:
         store = Store.connect(settings.redis_url)
@@ -95,7 +101,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         except Exception as exc:
             raise ConfigError(f"cannot reach Redis at REDIS_URL ({type(exc).__name__})") from None
         settings.sessions_dir.mkdir(parents=True, exist_ok=True)
-        notifier = FanoutNotifier(LogNotifier())
+        journal = Journal(store.redis, SystemClock())  # what the daily digest tells
+        notifier = FanoutNotifier(LogNotifier(), JournalNotifier(journal))
         metrics = Metrics()
         destination = Destination.of_workers(settings.wa_driver, settings.simwa_url)
         pool = ProxyPool(
@@ -104,7 +111,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await pool.seed(settings.proxy_urls)
         runner = make_runner(settings, notifier)
         cleanup.push_async_callback(runner.close)
-        service = SessionService(settings, store, pool, runner, notifier, SystemClock(), metrics)
+        service = SessionService(
+            settings, store, pool, runner, notifier, SystemClock(), metrics, journal
+        )
         backups = BackupService(settings, store, service, runner, notifier, SystemClock())
         telegram: TelegramBot | None = None
         if not settings.telegram_bot_token:
@@ -112,7 +121,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         else:
             from bot.app import TelegramBot  # aiogram is loaded only when it is used
 
-            telegram = TelegramBot(settings, store.redis, service, pool, backups)
+            telegram = TelegramBot(settings, store.redis, service, pool, backups, journal)
             notifier.add(telegram.notifier)
             cleanup.push_async_callback(telegram.close)  # sends what is queued, last
         web_runner = JsonErrorRunner(
@@ -160,6 +169,18 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         background.spawn(
             pool.run_prober(settings.proxy_probe_interval_ms / 1000), name="proxy-prober"
         )
+        history = ConnectedHistory(store.redis, SystemClock())
+        background.spawn(history.run(store), name="connected-history")
+        if telegram is not None and telegram.digest is not None:
+            scheduler.add_job(
+                telegram.digest.send,
+                digest_trigger,
+                id="digest",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=3600,
+            )
+            log.info("daily digest: cron %r (%s)", settings.digest_cron, digest_trigger)
         scheduler.start()
         cleanup.callback(scheduler.shutdown, wait=False)
         log.info("backups: %s, cron %r (%s)", settings.backup_mode, settings.backup_cron, trigger)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from bot.handlers import backups, errors, lang, proxies, sessions, start, stats
+from bot.handlers import backups, errors, lang, nodes, proxies, sessions, start, stats
 
 
 def get_routers() -> list[Router]:
@@ -18,6 +18,7 @@ def get_routers() -> list[Router]:
         sessions.build_router(),
         proxies.build_router(),
         stats.build_router(),
+        nodes.build_router(),
         backups.build_router(),
         lang.build_router(),
     ]
