@@ -28,7 +28,7 @@ from bot.i18n import (
     RedisI18nMiddleware,
     build_i18n,
 )
-from bot.middlewares import AdminOnly
+from bot.middlewares import Access
 from bot.notifier import TelegramNotifier
 from core.backups import BackupService
 from core.errors import ConfigError
@@ -67,9 +67,12 @@ def build_dispatcher(
     dp.workflow_data.update(
         service=service, pool=pool, backups=backups, notifier=notifier, redis=redis
     )
-    # Order matters: i18n first, so the access check can refuse in the user's language.
+    # Order matters: i18n first, so the access check can refuse in the user's language. The
+    # access check is the one place roles are decided (bot/roles.py), for every update.
     RedisI18nMiddleware(i18n, redis).setup(dp)
-    access = AdminOnly(settings.telegram_admin_ids, settings.telegram_chat_id)
+    access = Access(
+        settings.telegram_admin_ids, settings.telegram_viewer_ids, settings.telegram_chat_id
+    )
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)
     dp.include_routers(*get_routers())
@@ -91,7 +94,12 @@ class TelegramBot:
         self.bot = build_bot(settings)
         self.i18n = build_i18n()
         self.notifier = TelegramNotifier(
-            self.bot, redis, self.i18n, settings.telegram_chat_id, service.clock
+            self.bot,
+            redis,
+            self.i18n,
+            settings.telegram_chat_id,
+            service.clock,
+            topics=settings.telegram_alert_topics,
         )
         self.dp = build_dispatcher(
             settings, redis, self.i18n, service, pool, backups, self.notifier
