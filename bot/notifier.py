@@ -43,7 +43,7 @@ from bot.outbox import AlertOutbox, Entry
 from core import keys
 from core import qr as qr_render
 from core.clock import Clock
-from core.notifier import Alert, AlertKind
+from core.notifier import Alert, AlertKind, Done
 from core.tasks import TaskGroup
 
 log = logging.getLogger("wafleet.bot.notifier")
@@ -53,6 +53,23 @@ T = TypeVar("T")
 QR_KINDS = frozenset({AlertKind.QR_READY, AlertKind.PAIRING_CODE, AlertKind.CONNECTED})
 NETWORK_RETRIES = 8  # with backoff capped at 30 s: a few minutes of Telegram being away
 BURST_ATTEMPTS = 5  # an alert whose burst fails this often (Redis up) is dropped, and logged
+# How long a "connection lost" waits for what may explain it: the worker retries within a
+# second or two, a dead proxy then fails its connect, our probe takes up to 3 s to confirm.
+DISCONNECT_HOLD_S = 8.0
+
+
+def unexplained_disconnects(burst: list[Alert]) -> bool:
+    """A burst holding a "reconnects by itself" that nothing in it answers yet: neither a
+    failover that moved (or parked) the session, nor the session connected again."""
+    settled = texts.moved_sessions(burst) | {
+        a.session_id for a in burst if a.kind is AlertKind.CONNECTED
+    }
+    return any(
+        a.kind is AlertKind.DISCONNECTED
+        and a.done is Done.RECONNECTING
+        and a.session_id not in settled
+        for a in burst
+    )
 
 
 def placeholder_png(colour: str) -> bytes:
@@ -75,6 +92,7 @@ class TelegramNotifier:
         clock: Clock,
         window_s: float = 1.5,
         topics: Mapping[str, int] | None = None,
+        disconnect_hold_s: float = DISCONNECT_HOLD_S,
     ) -> None:
         self.bot = bot
         self.redis = redis
@@ -82,6 +100,7 @@ class TelegramNotifier:
         self.chat_id = chat_id
         self.clock = clock
         self.window_s = window_s
+        self.disconnect_hold_s = disconnect_hold_s
         # TELEGRAM_ALERT_TOPICS: a forum group's topic per alert kind, "default" for the rest.
         self.topics = dict(topics or {})
         self.outbox = AlertOutbox(redis)
@@ -291,8 +310,17 @@ class TelegramNotifier:
         if not burst:
             return
         window_ms = int(self.window_s * 1000)
-        deadline = self.clock.now_ms() + window_ms
+        started = self.clock.now_ms()
+        deadline = started + window_ms
         while (left := deadline - self.clock.now_ms()) > 0:
+            burst += await self.outbox.take(block_ms=min(left, window_ms))
+        # A connection lost because its proxy died is followed, seconds later, by the
+        # failover (the worker's next try, then our own probe): hold the disconnect that
+        # long, so the chat reads the move once instead of "reconnects by itself" first.
+        hold_until = started + int(self.disconnect_hold_s * 1000)
+        while (left := hold_until - self.clock.now_ms()) > 0 and unexplained_disconnects(
+            [e.alert for e in burst if e.alert is not None]
+        ):
             burst += await self.outbox.take(block_ms=min(left, window_ms))
         fresh = [e.alert for e in await self.outbox.unsent(burst) if e.alert is not None]
         if fresh:

@@ -562,18 +562,19 @@ def _alert_line(alert: Alert, with_done: bool) -> list[str]:
     return lines
 
 
+def moved_sessions(burst: Iterable[Alert]) -> set[str]:
+    """Sessions a failover in ``burst`` moved, or parked for want of a free slot."""
+    failover = (AlertKind.PROXY_BAD, AlertKind.FAILOVER_IMPOSSIBLE)
+    return {m.session_id for a in burst if a.kind in failover for m in a.moves}
+
+
 def fold_burst(alerts: Iterable[Alert]) -> list[Alert]:
     """Drop what the same burst already answers: a disconnect of a session that a failover
-    in this burst moved reads "reconnects by itself" right above "moved to another proxy";
-    the move is the whole story. Repeats of one alert id are dropped too."""
+    in this burst moved reads "reconnects by itself" right above "moved to another proxy"
+    (or "stopped until a slot frees up"); the failover is the whole story. Repeats of one
+    alert id are dropped too."""
     burst = list(alerts)
-    moved = {
-        m.session_id
-        for a in burst
-        if a.kind is AlertKind.PROXY_BAD
-        for m in a.moves
-        if m.new_proxy is not None
-    }
+    moved = moved_sessions(burst)
     seen: set[str] = set()
     kept = []
     for alert in burst:

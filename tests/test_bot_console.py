@@ -20,6 +20,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from redis.exceptions import ResponseError
 
 from bot.app import build_bot, build_dispatcher
 from bot.i18n import build_i18n
@@ -39,11 +44,11 @@ from bot.notifier import TelegramNotifier
 from bot.outbox import AlertOutbox
 from bot.roles import READ_ONLY_BUTTONS, READ_ONLY_COMMANDS, button_reads_only
 from core.backups import BackupService
-from core.clock import SystemClock
+from core.clock import ManualClock, SystemClock
 from core.errors import ConfigError
 from core.metrics import Metrics
 from core.models import Status
-from core.notifier import Alert, AlertKind, LogNotifier
+from core.notifier import Alert, AlertKind, Done, LogNotifier, Move
 from core.process_runner import ProcessRunner
 from core.proxies import ProxyPool
 from core.proxy_url import ProxyUrl
@@ -397,6 +402,70 @@ async def test_a_proxy_dying_under_a_session_reads_as_the_move_only(
     told = [c.text for c in telegram.calls[mark:] if c.method == "sendMessage" and c.chat == CHAT]
     assert not [t for t in told if "reconnects by itself" in t], told
     assert len([t for t in told if sid in t]) == 1, told
+
+
+async def test_a_disconnect_waits_for_the_failover_that_explains_it(
+    telegram: FakeTelegram, redis_client: aioredis.Redis
+) -> None:
+    """The failover comes seconds after the disconnect (the worker's next try, then our own
+    probe): longer than one burst. Told apart, the chat read "reconnects by itself" and
+    then "moved to another proxy" about the same session."""
+    old, new = "socks5h://wa:***@127.0.0.1:1", "socks5h://wa:***@127.0.0.1:2"
+    clock = ManualClock()
+    bot = Bot(
+        telegram.token,
+        session=AiohttpSession(api=TelegramAPIServer.from_base(telegram.url)),
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML),
+    )
+    notifier = TelegramNotifier(bot, redis_client, build_i18n(), CHAT, clock, window_s=0.3)
+
+    def lost(sid: str, proxy: str) -> Alert:
+        return Alert(
+            AlertKind.DISCONNECTED,
+            sid,
+            PHONE,
+            proxy=proxy,
+            facts={"code": "connection_lost"},
+            done=Done.RECONNECTING,
+        )
+
+    async def read(n: int) -> bool:
+        """``n`` alerts taken by the notifier (read, not yet acknowledged)."""
+        try:
+            pending = await redis_client.xpending("wafleet:bot:outbox", "telegram")
+        except ResponseError:  # the notifier has not made its group yet
+            return False
+        return int(pending["pending"]) >= n
+
+    notifier.start()
+    try:
+        await notifier.notify(lost("worker_1", old))  # its proxy died
+        await notifier.notify(lost("worker_2", new))  # a real blip: nothing follows
+        await eventually(lambda: read(2), what="the disconnects read")
+        clock.advance(1.0)  # the burst window is over
+        await notifier.deliver(lambda: bot.send_message(ADMIN, "meanwhile"))
+        await telegram_quiet(telegram, seconds=1.0)
+        assert not telegram.calls_of("sendMessage", CHAT)  # held, not told yet
+        await notifier.notify(
+            Alert(
+                AlertKind.PROXY_BAD,
+                proxy=old,
+                facts={"error": "ProxyConnectionError"},
+                done=Done.MOVED_SESSIONS,
+                moves=(Move("worker_1", PHONE, old, new),),
+            )
+        )
+        await eventually(lambda: read(3), what="the failover read")
+        clock.advance(10.0)  # past the hold: the rest is told as it is
+        sent = await telegram.wait_call("sendMessage", lambda c: c.chat == CHAT)
+        await telegram_quiet(telegram, seconds=1.0)
+    finally:
+        await notifier.close()
+        await bot.session.close()
+    assert len(telegram.calls_of("sendMessage", CHAT)) == 1
+    assert sent.text.count("worker_1") == 1 and "moved its sessions" in sent.text, sent.text
+    assert sent.text.count("worker_2") == 1, sent.text
+    assert sent.text.count("reconnects by itself") == 1, sent.text  # worker_2's only
 
 
 # find by what you know ----------------------------------------------------------------------
