@@ -13,6 +13,7 @@ from core.models import SessionRecord
 from core.sessions import SessionService
 
 _SEPARATORS = re.compile(r"[\s\-().]")
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what a session id can look like (worker_<n>)
 
 
 def digits_of(query: str) -> str:
@@ -26,6 +27,8 @@ async def resolve(service: SessionService, query: str) -> list[SessionRecord]:
     (a phone may have several: it is ambiguous then, and the caller lets the operator pick)."""
     number = digits_of(query)
     if not number:
+        if not _ID.fullmatch(query):
+            return []  # no id looks like that: no key is built from it
         record = await service.store.get_session(query)
         return [record] if record is not None else []
     return [r for r in await service.all_sessions() if r.phone == number]

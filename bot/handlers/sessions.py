@@ -83,7 +83,7 @@ async def sessions_button(callback: CallbackQuery, service: SessionService) -> N
 
 
 async def find(message: Message, command: CommandObject, service: SessionService) -> None:
-    query = " ".join(args(command, 1, 3))  # "+972 50 123" may come in parts
+    query = " ".join(args(command, 1, 5))  # "+972 50 123 4567" may come in parts
     matches = await lookup.find(service, query)
     shown = matches[:FIND_LIMIT]
     now = service.clock.now_ms()
@@ -117,7 +117,7 @@ async def _show_status(target: Message, record: SessionRecord, service: SessionS
 
 
 async def status(message: Message, command: CommandObject, service: SessionService) -> None:
-    if (record := await _one(message, " ".join(args(command, 1, 3)), service)) is not None:
+    if (record := await _one(message, " ".join(args(command, 1, 5)), service)) is not None:
         await _show_status(message, record, service)
 
 
@@ -144,7 +144,7 @@ async def qr(
     service: SessionService,
     notifier: TelegramNotifier,
 ) -> None:
-    if (record := await _one(message, " ".join(args(command, 1, 3)), service)) is not None:
+    if (record := await _one(message, " ".join(args(command, 1, 5)), service)) is not None:
         await _show_qr(record.id, message.chat.id, service, notifier)
 
 
