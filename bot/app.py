@@ -29,7 +29,7 @@ from bot.i18n import (
     RedisI18nMiddleware,
     build_i18n,
 )
-from bot.middlewares import AdminOnly
+from bot.middlewares import Access
 from bot.notifier import TelegramNotifier
 from core.backups import BackupService
 from core.errors import ConfigError
@@ -71,9 +71,12 @@ def build_dispatcher(
         service=service, pool=pool, backups=backups, notifier=notifier, redis=redis
     )
     dp.workflow_data["history"] = ConnectedHistory(redis, service.clock)
-    # Order matters: i18n first, so the access check can refuse in the user's language.
+    # Order matters: i18n first, so the access check can refuse in the user's language. The
+    # access check is the one place roles are decided (bot/roles.py), for every update.
     RedisI18nMiddleware(i18n, redis).setup(dp)
-    access = AdminOnly(settings.telegram_admin_ids, settings.telegram_chat_id)
+    access = Access(
+        settings.telegram_admin_ids, settings.telegram_viewer_ids, settings.telegram_chat_id
+    )
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)
     dp.include_routers(*get_routers())
@@ -97,7 +100,12 @@ class TelegramBot:
         self.bot = build_bot(settings)
         self.i18n = build_i18n()
         self.notifier = TelegramNotifier(
-            self.bot, redis, self.i18n, settings.telegram_chat_id, service.clock
+            self.bot,
+            redis,
+            self.i18n,
+            settings.telegram_chat_id,
+            service.clock,
+            topics=settings.telegram_alert_topics,
         )
         self.dp = build_dispatcher(
             settings, redis, self.i18n, service, pool, backups, self.notifier

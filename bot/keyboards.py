@@ -16,13 +16,31 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from bot.i18n import LANGUAGES
 from core.backups import BackupInfo
 from core.models import ProxyRecord, SessionRecord
+from core.notifier import Alert, AlertKind
 from core.proxy_url import ProxyUrl
+
+# Telegram allows 100 buttons under a message; an alert names at most this many sessions in
+# buttons (two each, plus a few for the fleet), the text still names them all.
+MAX_ALERT_SESSIONS = 20
+NEW_QR_KINDS = frozenset({AlertKind.LOGGED_OUT, AlertKind.QR_EXPIRED})
+# A parked or restarted worker: the operator restarts it by hand or looks at it first.
+RESTART_KINDS = frozenset(
+    {
+        AlertKind.CRASH_LOOP,
+        AlertKind.WORKER_CRASHED,
+        AlertKind.WATCHDOG_RESTART,
+        AlertKind.UNSCHEDULABLE,
+    }
+)
+PROXIES_KINDS = frozenset({AlertKind.PROXY_BAD, AlertKind.FAILOVER_IMPOSSIBLE})
+ADD_PROXY_KINDS = frozenset({AlertKind.CAPACITY_LOW, AlertKind.FAILOVER_IMPOSSIBLE})
 
 
 class SessionAction(StrEnum):
     QR = "qr"
     NEW_QR = "newqr"
     RESTART = "restart"
+    STATUS = "status"
     DELETE = "delete"  # asks first
     CONFIRM_DELETE = "del!"
     CANCEL = "cancel"
@@ -39,6 +57,24 @@ class ProxyCb(CallbackData, prefix="p"):
 
 class PageCb(CallbackData, prefix="pg"):
     page: int
+    status: str = ""  # the list's filter; empty: every session
+
+
+class View(StrEnum):
+    PROXIES = "proxies"
+    SESSIONS = "sessions"
+
+
+class ViewCb(CallbackData, prefix="view"):
+    """A button that only shows something (read-only for viewers, see ``bot/roles.py``)."""
+
+    what: View
+
+
+class AskCb(CallbackData, prefix="ask"):
+    """A button that asks for input before acting: the next message is the answer."""
+
+    what: str  # "proxy": the URL of a proxy to add
 
 
 class LangCb(CallbackData, prefix="lang"):
@@ -55,7 +91,10 @@ class BackupCb(CallbackData, prefix="b"):
     id: str
 
 
-def session_buttons(records: list[SessionRecord], page: int, pages: int) -> InlineKeyboardMarkup:
+def session_buttons(
+    records: list[SessionRecord], page: int = 0, pages: int = 1, status: str = ""
+) -> InlineKeyboardMarkup:
+    """Three buttons per session, then the pages: first, previous, next, last."""
     kb = InlineKeyboardBuilder()
     for record in records:
         kb.button(
@@ -71,11 +110,17 @@ def session_buttons(records: list[SessionRecord], page: int, pages: int) -> Inli
     sizes = [3] * len(records)
     nav = 0
     if page > 0:
-        kb.button(text="◀", callback_data=PageCb(page=page - 1))
+        if page > 1:
+            kb.button(text="⏮", callback_data=PageCb(page=0, status=status))
+            nav += 1
+        kb.button(text="◀", callback_data=PageCb(page=page - 1, status=status))
         nav += 1
     if page + 1 < pages:
-        kb.button(text="▶", callback_data=PageCb(page=page + 1))
+        kb.button(text="▶", callback_data=PageCb(page=page + 1, status=status))
         nav += 1
+        if page + 2 < pages:
+            kb.button(text="⏭", callback_data=PageCb(page=pages - 1, status=status))
+            nav += 1
     if nav:
         sizes.append(nav)
     kb.adjust(*sizes)
@@ -103,6 +148,66 @@ def new_qr(session_ids: list[str]) -> InlineKeyboardMarkup | None:
         )
     kb.adjust(1)
     return kb.as_markup()
+
+
+def alert_buttons(alerts: list[Alert]) -> InlineKeyboardMarkup | None:
+    """What an operator does next about a burst of alerts, one button per next step."""
+    new_qr: list[str] = []
+    restart: list[str] = []
+    status: list[str] = []
+    for alert in alerts:
+        if alert.kind in NEW_QR_KINDS and alert.session_id:
+            new_qr.append(alert.session_id)
+        elif alert.kind in RESTART_KINDS and alert.session_id:
+            restart.append(alert.session_id)
+        elif alert.kind is AlertKind.NODE_LOST:
+            status += [s for s in str(alert.facts.get("sessionIds") or "").split(",") if s]
+    kb = InlineKeyboardBuilder()
+    sizes: list[int] = []
+    for sid in _first(new_qr):
+        kb.button(
+            text=_("New QR for {sid}").format(sid=sid),
+            callback_data=SessionCb(action=SessionAction.NEW_QR, sid=sid),
+        )
+        sizes.append(1)
+    for sid in _first(restart):
+        kb.button(
+            text=_("Restart {sid}").format(sid=sid),
+            callback_data=SessionCb(action=SessionAction.RESTART, sid=sid),
+        )
+        kb.button(
+            text=_("Status {sid}").format(sid=sid),
+            callback_data=SessionCb(action=SessionAction.STATUS, sid=sid),
+        )
+        sizes.append(2)
+    for sid in _first(status):
+        kb.button(
+            text=_("Status {sid}").format(sid=sid),
+            callback_data=SessionCb(action=SessionAction.STATUS, sid=sid),
+        )
+        sizes.append(1)
+    kinds = {a.kind for a in alerts}
+    fleet = 0
+    if kinds & PROXIES_KINDS:
+        kb.button(text=_("Proxies"), callback_data=ViewCb(what=View.PROXIES))
+        fleet += 1
+    if kinds & ADD_PROXY_KINDS:
+        kb.button(text=_("Add proxy"), callback_data=AskCb(what="proxy"))
+        fleet += 1
+    if AlertKind.NODE_LOST in kinds:
+        kb.button(text=_("Sessions"), callback_data=ViewCb(what=View.SESSIONS))
+        fleet += 1
+    if fleet:
+        sizes.append(fleet)
+    if not sizes:
+        return None
+    kb.adjust(*sizes)
+    return kb.as_markup()
+
+
+def _first(session_ids: list[str]) -> list[str]:
+    """Each session once, in id order, at most ``MAX_ALERT_SESSIONS``."""
+    return sorted(set(session_ids), key=lambda s: (len(s), s))[:MAX_ALERT_SESSIONS]
 
 
 def proxy_buttons(records: list[ProxyRecord]) -> InlineKeyboardMarkup | None:

@@ -1,6 +1,9 @@
-"""Admin-only access: an outer middleware, so nothing (not even a filter) runs for strangers.
+"""Access by role: one outer middleware, so nothing (not even a filter) runs for strangers,
+and no action runs for viewers.
 
-Registered after the i18n middleware, so the refusal is in the stranger's language.
+Which commands and buttons only read is decided in ``bot/roles.py``'s one table, here, for
+every update: handlers never check roles themselves. Registered after the i18n middleware,
+so a refusal is in the reader's language.
 """
 
 from __future__ import annotations
@@ -13,19 +16,21 @@ from aiogram import BaseMiddleware
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
 
 from bot import texts
+from bot.roles import Role, button_reads_only, command_name, command_reads_only, role_of
 
 log = logging.getLogger("wafleet.bot.access")
 
 
-class AdminOnly(BaseMiddleware):
-    def __init__(self, admin_ids: frozenset[int], chat_id: int | None) -> None:
+class Access(BaseMiddleware):
+    def __init__(
+        self, admin_ids: frozenset[int], viewer_ids: frozenset[int], chat_id: int | None
+    ) -> None:
         self.admin_ids = admin_ids
+        self.viewer_ids = viewer_ids
         self.chat_id = chat_id
 
-    def allowed(self, user: User | None, chat: Chat | None) -> bool:
-        if user is not None and user.id in self.admin_ids:
-            return True
-        return chat is not None and self.chat_id is not None and chat.id == self.chat_id
+    def role(self, user: User | None, chat: Chat | None) -> Role:
+        return role_of(user, chat, self.admin_ids, self.viewer_ids, self.chat_id)
 
     async def __call__(
         self,
@@ -35,22 +40,40 @@ class AdminOnly(BaseMiddleware):
     ) -> Any:
         user: User | None = data.get("event_from_user")
         chat: Chat | None = data.get("event_chat")
-        if self.allowed(user, chat):
+        role = self.role(user, chat)
+        data["role"] = role
+        if role is Role.ADMIN:
             return await handler(event, data)
+        if role is Role.VIEWER:
+            if isinstance(event, Message):
+                if command_name(event.text) is None:
+                    return None  # a viewer chatting in the group: not for the bot, no answer
+                if command_reads_only(event.text):
+                    return await handler(event, data)
+            elif isinstance(event, CallbackQuery) and button_reads_only(event.data):
+                return await handler(event, data)
+        self._log_refusal(role, user, chat, event)
+        text = texts.viewer_refusal() if role is Role.VIEWER else texts.refusal()
+        if isinstance(event, Message):
+            await event.answer(text)
+        elif isinstance(event, CallbackQuery):
+            await event.answer(text[:200], show_alert=True)
+        return None
+
+    @staticmethod
+    def _log_refusal(
+        role: Role, user: User | None, chat: Chat | None, event: TelegramObject
+    ) -> None:
         attempt = ""
         if isinstance(event, Message):
             attempt = (event.text or event.caption or "<no text>")[:80]
         elif isinstance(event, CallbackQuery):
             attempt = "button " + (event.data or "")[:64]
         log.warning(
-            "refused user %s (@%s) in chat %s: %s",
+            "refused %s %s (@%s) in chat %s: %s",
+            "viewer" if role is Role.VIEWER else "user",
             user.id if user else "-",
             user.username if user and user.username else "-",
             chat.id if chat else "-",
             attempt,
         )
-        if isinstance(event, Message):
-            await event.answer(texts.refusal())
-        elif isinstance(event, CallbackQuery):
-            await event.answer(texts.refusal(), show_alert=True)
-        return None

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -43,7 +43,7 @@ from bot.outbox import AlertOutbox, Entry
 from core import keys
 from core import qr as qr_render
 from core.clock import Clock
-from core.notifier import Alert, AlertKind
+from core.notifier import Alert, AlertKind, Done
 from core.tasks import TaskGroup
 
 log = logging.getLogger("wafleet.bot.notifier")
@@ -52,8 +52,24 @@ T = TypeVar("T")
 
 QR_KINDS = frozenset({AlertKind.QR_READY, AlertKind.PAIRING_CODE, AlertKind.CONNECTED})
 NETWORK_RETRIES = 8  # with backoff capped at 30 s: a few minutes of Telegram being away
-NEW_QR_KINDS = frozenset({AlertKind.LOGGED_OUT, AlertKind.QR_EXPIRED})
 BURST_ATTEMPTS = 5  # an alert whose burst fails this often (Redis up) is dropped, and logged
+# How long a "connection lost" waits for what may explain it: the worker retries within a
+# second or two, a dead proxy then fails its connect, our probe takes up to 3 s to confirm.
+DISCONNECT_HOLD_S = 8.0
+
+
+def unexplained_disconnects(burst: list[Alert]) -> bool:
+    """A burst holding a "reconnects by itself" that nothing in it answers yet: neither a
+    failover that moved (or parked) the session, nor the session connected again."""
+    settled = texts.moved_sessions(burst) | {
+        a.session_id for a in burst if a.kind is AlertKind.CONNECTED
+    }
+    return any(
+        a.kind is AlertKind.DISCONNECTED
+        and a.done is Done.RECONNECTING
+        and a.session_id not in settled
+        for a in burst
+    )
 
 
 def placeholder_png(colour: str) -> bytes:
@@ -75,6 +91,8 @@ class TelegramNotifier:
         chat_id: int,
         clock: Clock,
         window_s: float = 1.5,
+        topics: Mapping[str, int] | None = None,
+        disconnect_hold_s: float = DISCONNECT_HOLD_S,
     ) -> None:
         self.bot = bot
         self.redis = redis
@@ -82,6 +100,9 @@ class TelegramNotifier:
         self.chat_id = chat_id
         self.clock = clock
         self.window_s = window_s
+        self.disconnect_hold_s = disconnect_hold_s
+        # TELEGRAM_ALERT_TOPICS: a forum group's topic per alert kind, "default" for the rest.
+        self.topics = dict(topics or {})
         self.outbox = AlertOutbox(redis)
         self._reading: list[Entry] = []  # the burst being read and sent
         self._attempts: dict[str, int] = {}  # failed sends per outbox entry
@@ -167,7 +188,8 @@ class TelegramNotifier:
             chat, _ = await self._target(sid)
             with self.i18n.use_locale(await chat_locale(self.redis, chat)), self.i18n.context():
                 text = texts.pairing_code(sid, str(alert.facts.get("code", "")))
-            await self.deliver(lambda: self.bot.send_message(chat, text))
+            thread = self._thread(chat, AlertKind.PAIRING_CODE)
+            await self.deliver(lambda: self.bot.send_message(chat, text, message_thread_id=thread))
         elif alert.kind is AlertKind.CONNECTED:
             chat, message_id = await self._target(sid)
             if message_id is None:
@@ -192,9 +214,13 @@ class TelegramNotifier:
         png = await asyncio.to_thread(qr_render.png, code)
         if message_id is not None and await self._replace_photo(chat, message_id, png, caption):
             return
+        thread = self._thread(chat, AlertKind.QR_READY)
         sent = await self.deliver(
             lambda: self.bot.send_photo(
-                chat, BufferedInputFile(png, filename=f"qr-{sid}.png"), caption=caption
+                chat,
+                BufferedInputFile(png, filename=f"qr-{sid}.png"),
+                caption=caption,
+                message_thread_id=thread,
             )
         )
         if sent is not None:
@@ -284,8 +310,17 @@ class TelegramNotifier:
         if not burst:
             return
         window_ms = int(self.window_s * 1000)
-        deadline = self.clock.now_ms() + window_ms
+        started = self.clock.now_ms()
+        deadline = started + window_ms
         while (left := deadline - self.clock.now_ms()) > 0:
+            burst += await self.outbox.take(block_ms=min(left, window_ms))
+        # A connection lost because its proxy died is followed, seconds later, by the
+        # failover (the worker's next try, then our own probe): hold the disconnect that
+        # long, so the chat reads the move once instead of "reconnects by itself" first.
+        hold_until = started + int(self.disconnect_hold_s * 1000)
+        while (left := hold_until - self.clock.now_ms()) > 0 and unexplained_disconnects(
+            [e.alert for e in burst if e.alert is not None]
+        ):
             burst += await self.outbox.take(block_ms=min(left, window_ms))
         fresh = [e.alert for e in await self.outbox.unsent(burst) if e.alert is not None]
         if fresh:
@@ -295,23 +330,43 @@ class TelegramNotifier:
             self._attempts.pop(entry.stream_id, None)
         self._reading = []
 
+    def _thread(self, chat: int, kind: AlertKind) -> int | None:
+        """The forum topic for ``kind`` in the alert chat (None: the chat's general flow).
+        A chat that asked for a QR itself gets it there, without a topic."""
+        if chat != self.chat_id:
+            return None
+        return self.topics.get(kind.value, self.topics.get("default"))
+
     async def _send_burst(self, burst: list[Alert]) -> None:
         for alert in burst:
             if alert.kind is AlertKind.QR_EXPIRED and alert.session_id:
                 async with self._qr_lock:
                     await self.qr_expired(alert.session_id)
         chat = self.chat_id
-        new_qr = [
-            a.session_id for a in burst if a.kind in NEW_QR_KINDS and a.session_id is not None
-        ]
-        with self.i18n.use_locale(await chat_locale(self.redis, chat)), self.i18n.context():
-            messages = texts.alert_burst(burst)
-            markup = keyboards.new_qr(sorted(set(new_qr))[:20])
-        for n, text in enumerate(messages, 1):
-            await self._send_text(chat, text, markup if n == len(messages) else None)
+        # Folded over the whole burst first: a failover told in one topic still silences
+        # the disconnect it explains in another.
+        by_thread: dict[int | None, list[Alert]] = {}
+        for alert in texts.fold_burst(burst):
+            by_thread.setdefault(self._thread(chat, alert.kind), []).append(alert)
+        for thread, alerts in by_thread.items():
+            with self.i18n.use_locale(await chat_locale(self.redis, chat)), self.i18n.context():
+                messages = texts.alert_burst(alerts)
+                markup = keyboards.alert_buttons(alerts)
+            for n, text in enumerate(messages, 1):
+                await self._send_text(chat, text, markup if n == len(messages) else None, thread)
 
-    async def _send_text(self, chat: int, text: str, markup: InlineKeyboardMarkup | None) -> None:
-        await self.deliver(lambda: self.bot.send_message(chat, text, reply_markup=markup))
+    async def _send_text(
+        self,
+        chat: int,
+        text: str,
+        markup: InlineKeyboardMarkup | None,
+        thread: int | None = None,
+    ) -> None:
+        await self.deliver(
+            lambda: self.bot.send_message(
+                chat, text, reply_markup=markup, message_thread_id=thread
+            )
+        )
 
     # delivery ---------------------------------------------------------------------------
 

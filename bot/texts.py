@@ -55,9 +55,12 @@ def commands() -> list[BotCommand]:
         BotCommand(command="start", description=_("What this bot does")),
         BotCommand(command="help", description=_("Every command")),
         BotCommand(command="provision", description=_("New session: [phone] [proxy]")),
-        BotCommand(command="sessions", description=_("All sessions, with buttons")),
-        BotCommand(command="status", description=_("One session: /status <id>")),
-        BotCommand(command="qr", description=_("Show a session's QR: /qr <id>")),
+        BotCommand(
+            command="sessions", description=_("All sessions, with buttons: [status] to filter")
+        ),
+        BotCommand(command="find", description=_("Find sessions by phone: /find <digits>")),
+        BotCommand(command="status", description=_("One session: /status <id or phone>")),
+        BotCommand(command="qr", description=_("Show a session's QR: /qr <id or phone>")),
         BotCommand(command="restart", description=_("Restart a session: /restart <id>")),
         BotCommand(command="delete", description=_("Delete a session: /delete <id>")),
         BotCommand(command="proxies", description=_("The proxy pool and its load")),
@@ -81,8 +84,13 @@ def refusal() -> str:
     return _("Sorry, this bot only answers its operators. Nothing was done.")
 
 
+def viewer_refusal() -> str:
+    return _("You can look, not act: you are a viewer here. Ask an admin. Nothing was done.")
+
+
 def usage(command: str) -> str:
     examples = {
+        "find": "/find 97250",
         "status": "/status worker_1",
         "qr": "/qr worker_1",
         "restart": "/restart worker_1",
@@ -146,11 +154,80 @@ def session_line(record: SessionRecord, now_ms: int) -> str:
     )
 
 
-def sessions_page(records: list[SessionRecord], page: int, pages: int, now_ms: int) -> str:
-    if not records:
+def sessions_page(
+    records: list[SessionRecord], page: int, pages: int, now_ms: int, total: int, status: str = ""
+) -> str:
+    if not total:
+        if status:
+            return _("No session is {status} now.").format(status=status_name(status))
         return _("No sessions yet. Start one with /provision.")
-    head = _("Sessions, page {page} of {pages}:").format(page=page + 1, pages=pages)
-    return "\n".join([head, *(session_line(r, now_ms) for r in records)])
+    if status:
+        head = _("Sessions {status} ({n}), page {page} of {pages}:").format(
+            status=status_name(status), n=total, page=page + 1, pages=pages
+        )
+    else:
+        head = _("Sessions ({n}), page {page} of {pages}:").format(
+            n=total, page=page + 1, pages=pages
+        )
+    return bounded([head, *(session_line(r, now_ms) for r in records)])
+
+
+def bounded(lines: list[str]) -> str:
+    """Lines joined, cut (whole lines, with an ellipsis) to fit one Telegram message."""
+    text = ""
+    for line in lines:
+        if len(text) + len(line) + 2 > MAX_MESSAGE:
+            return text + "…"
+        text += line + "\n"
+    return text.rstrip("\n")
+
+
+def unknown_status(given: str) -> str:
+    return _("There is no status {given}. Filter by one of: {known}").format(
+        given=html.code(html.quote(given[:40])),
+        known=", ".join(html.code(s.value) for s in Status),
+    )
+
+
+def found(records: list[SessionRecord], query: str, total: int, now_ms: int) -> str:
+    """``/find``: the matches (at most a page of them), and how many more there are."""
+    if not records:
+        return _("No session has a phone or id containing {query}.").format(
+            query=html.code(html.quote(query[:40]))
+        )
+    lines = [
+        _("Sessions matching {query} ({n}):").format(
+            query=html.code(html.quote(query[:40])), n=total
+        )
+    ]
+    lines += [session_line(r, now_ms) for r in records]
+    if total > len(records):
+        lines.append(_("…and {n} more: type more of the number.").format(n=total - len(records)))
+    return bounded(lines)
+
+
+def ambiguous(query: str, records: list[SessionRecord], now_ms: int) -> str:
+    """``/status`` or ``/qr`` with a phone that several sessions share: pick one by button."""
+    lines = [
+        _("{n} sessions have the phone {phone}; pick one:").format(
+            n=len(records), phone=html.quote(phone(query))
+        )
+    ]
+    lines += [session_line(r, now_ms) for r in records]
+    return bounded(lines)
+
+
+def no_session_for(query: str) -> str:
+    return _(
+        "❌ No session has the id or phone {query}. Try /find with part of the number."
+    ).format(query=html.code(html.quote(query[:40])))
+
+
+def ask_proxy_url() -> str:
+    return _(
+        "Send the proxy URL as your next message here, e.g. "
+        "socks5h://user:pass@host:1080 — I delete your message as soon as I read it."
+    )
 
 
 def session_status(record: SessionRecord, now_ms: int, events: list[dict[str, Any]]) -> str:
@@ -594,18 +671,19 @@ def _alert_line(alert: Alert, with_done: bool) -> list[str]:
     return lines
 
 
+def moved_sessions(burst: Iterable[Alert]) -> set[str]:
+    """Sessions a failover in ``burst`` moved, or parked for want of a free slot."""
+    failover = (AlertKind.PROXY_BAD, AlertKind.FAILOVER_IMPOSSIBLE)
+    return {m.session_id for a in burst if a.kind in failover for m in a.moves}
+
+
 def fold_burst(alerts: Iterable[Alert]) -> list[Alert]:
     """Drop what the same burst already answers: a disconnect of a session that a failover
-    in this burst moved reads "reconnects by itself" right above "moved to another proxy";
-    the move is the whole story. Repeats of one alert id are dropped too."""
+    in this burst moved reads "reconnects by itself" right above "moved to another proxy"
+    (or "stopped until a slot frees up"); the failover is the whole story. Repeats of one
+    alert id are dropped too."""
     burst = list(alerts)
-    moved = {
-        m.session_id
-        for a in burst
-        if a.kind is AlertKind.PROXY_BAD
-        for m in a.moves
-        if m.new_proxy is not None
-    }
+    moved = moved_sessions(burst)
     seen: set[str] = set()
     kept = []
     for alert in burst:

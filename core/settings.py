@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import ConfigError
+from core.notifier import AlertKind
 from core.proxy_policy import ProxyPolicy, Rules
 from core.proxy_url import ProxyUrl
 
@@ -39,6 +40,10 @@ class Settings:
     telegram_bot_token: str = field(default="", repr=False)
     telegram_chat_id: int | None = None
     telegram_admin_ids: frozenset[int] = frozenset()
+    # Read-only operators: they see status, lists and alerts, and every action is refused.
+    telegram_viewer_ids: frozenset[int] = frozenset()
+    # A forum group's topic (message_thread_id) per alert kind; "default" for the rest.
+    telegram_alert_topics: Mapping[str, int] = field(default_factory=dict)
     telegram_api_url: str = "https://api.telegram.org"
     sessions_dir: Path = Path("./sessions")
     backups_dir: Path = Path("./backups")
@@ -185,6 +190,29 @@ class _Collector:
                 self.problems.append(f"{name} must be comma-separated numeric ids, got {part!r}")
         return frozenset(ids)
 
+    def topics(self, name: str) -> dict[str, int]:
+        """``kind=thread_id,...`` (``default`` for every kind not named): each alert kind in
+        its own topic of a forum group. A typo would send alerts where no one looks, or make
+        Telegram refuse them, so every part is checked now."""
+        known = {k.value for k in AlertKind} | {"default"}
+        found: dict[str, int] = {}
+        for part in filter(None, (p.strip() for p in self.text(name, "").split(","))):
+            kind, sep, raw = (s.strip() for s in part.partition("="))
+            if not sep or not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+                self.problems.append(
+                    f"{name} must be kind=topic_id pairs (e.g. default=1,proxy_bad=5), "
+                    f"got {part!r}"
+                )
+            elif kind not in known:
+                self.problems.append(
+                    f"{name}: unknown alert kind {kind!r} (one of: {', '.join(sorted(known))})"
+                )
+            elif kind in found:
+                self.problems.append(f"{name} names {kind!r} twice")
+            else:
+                found[kind] = int(raw)
+        return found
+
     def optional_int(self, name: str) -> int | None:
         raw = self.text(name, "")
         if not raw:
@@ -236,6 +264,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
         telegram_bot_token=c.text("TELEGRAM_BOT_TOKEN", ""),
         telegram_chat_id=c.optional_int("TELEGRAM_CHAT_ID"),
         telegram_admin_ids=c.int_set("TELEGRAM_ADMIN_IDS"),
+        telegram_viewer_ids=c.int_set("TELEGRAM_VIEWER_IDS"),
+        telegram_alert_topics=c.topics("TELEGRAM_ALERT_TOPICS"),
         telegram_api_url=c.text("TELEGRAM_API_URL", "https://api.telegram.org"),
         sessions_dir=Path(c.text("SESSIONS_DIR", "./sessions")).resolve(),
         backups_dir=Path(c.text("BACKUPS_DIR", "./backups")).resolve(),
@@ -278,6 +308,12 @@ def _parse(env: Mapping[str, str]) -> Settings:
     )
     if settings.telegram_bot_token and settings.telegram_chat_id is None:
         c.problems.append("TELEGRAM_CHAT_ID must be set when TELEGRAM_BOT_TOKEN is set")
+    if both := settings.telegram_admin_ids & settings.telegram_viewer_ids:
+        c.problems.append(
+            "TELEGRAM_VIEWER_IDS and TELEGRAM_ADMIN_IDS both name "
+            + ", ".join(str(n) for n in sorted(both))
+            + ": a user is an admin or a viewer, not both"
+        )
     if settings.runner == "swarm" and not settings.sessions_dir.is_dir():
         # Not created here: on a swarm it is a shared mount (NFS, CephFS...) that every node
         # sees; a folder made on the manager alone would hide a missing mount.

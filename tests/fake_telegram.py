@@ -28,6 +28,7 @@ BOT_USER = {"id": 123456789, "is_bot": True, "first_name": "wafleet", "username"
 ADMIN = 1001  # in TELEGRAM_ADMIN_IDS; talks to the bot in a private chat
 CHAT = -100500  # TELEGRAM_CHAT_ID: the operators' group, where alerts go
 STRANGER = 2002
+VIEWER = 3003  # in TELEGRAM_VIEWER_IDS: may look, may not act
 
 
 @dataclass
@@ -51,6 +52,12 @@ class Call:
     @property
     def chat(self) -> int | None:
         raw = self.params.get("chat_id")
+        return int(raw) if raw is not None else None
+
+    @property
+    def thread(self) -> int | None:
+        """The forum topic (``message_thread_id``) the call posts to, if any."""
+        raw = self.params.get("message_thread_id")
         return int(raw) if raw is not None else None
 
     @property
@@ -78,6 +85,7 @@ class StoredMessage:
     photo: bytes | None = None
     reply_markup: dict[str, Any] | None = None
     edits: int = 0
+    thread: int | None = None  # the forum topic it was posted to
 
     def buttons(self) -> list[dict[str, str]]:
         rows = (self.reply_markup or {}).get("inline_keyboard", [])
@@ -104,6 +112,9 @@ class StoredMessage:
             body["text"] = self.text
         if self.reply_markup:
             body["reply_markup"] = self.reply_markup
+        if self.thread is not None:
+            body["message_thread_id"] = self.thread
+            body["is_topic_message"] = True
         return body
 
 
@@ -151,10 +162,8 @@ class FakeTelegram:
         """Answer the next ``times`` calls of ``method`` with 429 Too Many Requests."""
         self._failures.setdefault(method, []).extend([retry_after] * times)
 
-    def send(
-        self, text: str, user: int = ADMIN, chat: int | None = None, lang: str = "en"
-    ) -> None:
-        """A user writes ``text`` (a command) to the bot."""
+    def send(self, text: str, user: int = ADMIN, chat: int | None = None, lang: str = "en") -> int:
+        """A user writes ``text`` (a command) to the bot; returns the message's id."""
         message: dict[str, Any] = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
@@ -166,6 +175,7 @@ class FakeTelegram:
             length = len(text.split()[0])
             message["entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
         self._push({"message": message})
+        return int(message["message_id"])
 
     def press(self, message: StoredMessage, data: str, user: int = ADMIN) -> None:
         """A user presses the inline button with callback data ``data`` under ``message``."""
@@ -259,7 +269,13 @@ class FakeTelegram:
     def _store(self, call: Call, kind: str, text: str, photo: bytes | None) -> web.Response:
         chat = call.chat or 0
         message = StoredMessage(
-            chat, next(self._message_ids), kind, text, photo, call.get("reply_markup")
+            chat,
+            next(self._message_ids),
+            kind,
+            text,
+            photo,
+            call.get("reply_markup"),
+            thread=call.thread,
         )
         self.messages[(chat, message.message_id)] = message
         return _ok(message.as_json())
@@ -359,5 +375,6 @@ def bot_env(fake: FakeTelegram, **extra: Any) -> dict[str, Any]:
         "TELEGRAM_API_URL": fake.url,
         "TELEGRAM_CHAT_ID": str(CHAT),
         "TELEGRAM_ADMIN_IDS": f"{ADMIN},4242",
+        "TELEGRAM_VIEWER_IDS": str(VIEWER),
         **extra,
     }

@@ -37,9 +37,10 @@ def message_of(callback: CallbackQuery) -> Message | None:
     return callback.message if isinstance(callback.message, Message) else None
 
 
-async def hide_proxy_url(message: Message) -> None:
+async def hide_proxy_url(message: Message, always: bool = False) -> None:
     """A command carrying a proxy URL carries its password: take it out of the chat first,
-    before anything can fail and leave it there."""
-    if "://" in (message.text or ""):
+    before anything can fail and leave it there. ``always``: a message that was asked for as
+    a URL goes even when it does not look like one (a URL mistyped still holds a password)."""
+    if always or "://" in (message.text or ""):
         with contextlib.suppress(TelegramBadRequest):
             await message.delete()

@@ -1,4 +1,5 @@
-"""Sessions: provision, list, status, QR, restart, delete, and their buttons."""
+"""Sessions: provision, list (paged, filtered), find, status, QR, restart, delete, and their
+buttons. ``/status`` and ``/qr`` take an id or a phone (``bot/lookup.py``)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
-from bot import keyboards, texts
+from bot import keyboards, lookup, texts
 from bot.handlers.common import args, chat_of, hide_proxy_url, message_of, one_arg
-from bot.keyboards import PageCb, SessionAction, SessionCb
+from bot.keyboards import PageCb, SessionAction, SessionCb, View, ViewCb
 from bot.notifier import TelegramNotifier
+from core.models import SessionRecord, Status
 from core.proxies import ProxyPool
 from core.sessions import SessionService
 
-PAGE_SIZE = 8
+PAGE_SIZE = 8  # 8 sessions x 3 buttons + 4 to page: far from Telegram's 100 buttons
+FIND_LIMIT = 8
 
 
 async def provision(
@@ -38,35 +41,93 @@ async def provision(
     await message.answer(texts.provision_started(record))
 
 
-async def _page(service: SessionService, page: int) -> tuple[str, InlineKeyboardMarkup]:
+async def _page(
+    service: SessionService, page: int, status: str = ""
+) -> tuple[str, InlineKeyboardMarkup]:
     records = await service.all_sessions()
+    if status:
+        records = [r for r in records if r.status == status]
     pages = max(1, math.ceil(len(records) / PAGE_SIZE))
     page = min(max(page, 0), pages - 1)
     shown = records[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
     now = service.clock.now_ms()
-    return texts.sessions_page(shown, page, pages, now), keyboards.session_buttons(
-        shown, page, pages
-    )
+    text = texts.sessions_page(shown, page, pages, now, len(records), status)
+    return text, keyboards.session_buttons(shown, page, pages, status)
 
 
-async def sessions(message: Message, service: SessionService) -> None:
-    text, markup = await _page(service, 0)
+async def sessions(message: Message, command: CommandObject, service: SessionService) -> None:
+    parts = args(command, 0, 1)
+    status = parts[0].lower() if parts else ""
+    if status and status not in set(Status):
+        await message.answer(texts.unknown_status(parts[0]))
+        return
+    text, markup = await _page(service, 0, status)
     await message.answer(text, reply_markup=markup)
 
 
 async def sessions_page(
     callback: CallbackQuery, callback_data: PageCb, service: SessionService
 ) -> None:
-    text, markup = await _page(service, callback_data.page)
+    status = callback_data.status if callback_data.status in set(Status) else ""
+    text, markup = await _page(service, callback_data.page, status)
     if (shown := message_of(callback)) is not None:
         await shown.edit_text(text, reply_markup=markup)
     await callback.answer()
 
 
-async def status(message: Message, command: CommandObject, service: SessionService) -> None:
-    record = await service.get(one_arg(command))
+async def sessions_button(callback: CallbackQuery, service: SessionService) -> None:
+    text, markup = await _page(service, 0)
+    await callback.answer()
+    if (shown := message_of(callback)) is not None:
+        await shown.answer(text, reply_markup=markup)
+
+
+async def find(message: Message, command: CommandObject, service: SessionService) -> None:
+    query = " ".join(args(command, 1, 5))  # "+972 50 123 4567" may come in parts
+    matches = await lookup.find(service, query)
+    shown = matches[:FIND_LIMIT]
+    now = service.clock.now_ms()
+    await message.answer(
+        texts.found(shown, query, len(matches), now),
+        reply_markup=keyboards.session_buttons(shown) if shown else None,
+    )
+
+
+async def _one(message: Message, query: str, service: SessionService) -> SessionRecord | None:
+    """The session ``query`` names; otherwise say why (none, or which ones to pick from)."""
+    matches = await lookup.resolve(service, query)
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        await message.answer(texts.no_session_for(query))
+    else:
+        await message.answer(
+            texts.ambiguous(lookup.digits_of(query), matches, service.clock.now_ms()),
+            reply_markup=keyboards.session_buttons(matches),
+        )
+    return None
+
+
+async def _show_status(target: Message, record: SessionRecord, service: SessionService) -> None:
     events = await service.events(record.id, 5)
-    await message.answer(texts.session_status(record, service.clock.now_ms(), events))
+    await target.answer(
+        texts.session_status(record, service.clock.now_ms(), events),
+        reply_markup=keyboards.session_buttons([record]),
+    )
+
+
+async def status(message: Message, command: CommandObject, service: SessionService) -> None:
+    if (record := await _one(message, " ".join(args(command, 1, 5)), service)) is not None:
+        await _show_status(message, record, service)
+
+
+async def status_button(
+    callback: CallbackQuery, callback_data: SessionCb, service: SessionService
+) -> None:
+    record = await service.get(callback_data.sid)
+    await callback.answer()
+    if (shown := message_of(callback)) is not None:
+        await _show_status(shown, record, service)
 
 
 async def _show_qr(
@@ -83,7 +144,8 @@ async def qr(
     service: SessionService,
     notifier: TelegramNotifier,
 ) -> None:
-    await _show_qr(one_arg(command), message.chat.id, service, notifier)
+    if (record := await _one(message, " ".join(args(command, 1, 5)), service)) is not None:
+        await _show_qr(record.id, message.chat.id, service, notifier)
 
 
 async def restart(message: Message, command: CommandObject, service: SessionService) -> None:
@@ -164,11 +226,16 @@ def build_router() -> Router:
     router.message.register(provision, Command("provision"))
     router.message.register(sessions, Command("sessions"))
     router.callback_query.register(sessions_page, PageCb.filter())
+    router.callback_query.register(sessions_button, ViewCb.filter(F.what == View.SESSIONS))
+    router.message.register(find, Command("find"))
     router.message.register(status, Command("status"))
     router.message.register(qr, Command("qr"))
     router.message.register(restart, Command("restart"))
     router.message.register(delete, Command("delete"))
     router.callback_query.register(qr_button, SessionCb.filter(F.action == SessionAction.QR))
+    router.callback_query.register(
+        status_button, SessionCb.filter(F.action == SessionAction.STATUS)
+    )
     router.callback_query.register(
         new_qr_button, SessionCb.filter(F.action == SessionAction.NEW_QR)
     )
