@@ -448,4 +448,5 @@ def _record(session_id: str, f: dict[str, Any]) -> SessionRecord:
         qr_expires=_int(f["qrExpires"]),
         pairing_code=f["pairingCode"],
         connected_at=_int(f["connectedAt"]),
+        events_webhook_url=f["eventsWebhookUrl"],
     )
