@@ -74,6 +74,13 @@ def stream_order(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def after(stream_id: str) -> str:
+    """The smallest stream id above ``stream_id``: ``XTRIM MINID`` with it removes that
+    entry and everything before it, and nothing after."""
+    ms, seq = stream_order(stream_id)
+    return f"{ms}-{seq + 1}"
+
+
 def parse_since(raw: str) -> str:
     """``since`` of the replay: ``0`` (from the start), ``<ms>`` or a full ``<ms>-<seq>``."""
     found = STREAM_ID.fullmatch(raw.strip())
@@ -149,7 +156,7 @@ class EventLog:
         cutoff = f"{max(now - self.retention_ms, 0)}-0"
         # Trim below the retention cutoff, but never past this event: what follows it is
         # not delivered yet.
-        minid = min(cutoff, stream_id, key=stream_order)
+        minid = min(cutoff, after(stream_id), key=stream_order)
         await self._done(
             keys=[
                 keys.operator_events(session_id),
@@ -188,7 +195,7 @@ class EventLog:
         cutoff = f"{max(now - self.retention_ms, 0)}-0"
         if not pull_only:
             cursor = await self.redis.get(keys.operator_cursor(session_id))
-            cutoff = min(cutoff, str(cursor or "0-0"), key=stream_order)
+            cutoff = min(cutoff, after(str(cursor or "0-0")), key=stream_order)
         await self.redis.xtrim(keys.operator_events(session_id), minid=cutoff)
 
     async def forget(self, session_id: str) -> None:

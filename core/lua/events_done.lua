@@ -1,6 +1,7 @@
 -- The event at the head is done with: delivered, or (with ARGV[3]) a dead letter. The
 -- cursor moves past it, its retry state goes, and what is both done and older than the
--- retention is trimmed (ARGV[2] is never above the cursor: nothing undelivered goes).
+-- retention is trimmed (ARGV[2] is at most the id just above this event: nothing
+-- undelivered goes).
 -- A resend (the reply was lost) finds the cursor already there; a stream forgotten with
 -- its session in between gets no keys back.
 -- KEYS: operator stream, cursor, retry hash, dead-letter list
