@@ -97,10 +97,10 @@ class Receiver:
         seen: set[str] = set()
         ids = []
         for hit in self.hits:
-            if hit.status == 200 and (session_id is None or hit.session_id == session_id):
-                if hit.event_id not in seen:
-                    seen.add(hit.event_id)
-                    ids.append(hit.event_id)
+            mine = session_id is None or hit.session_id == session_id
+            if hit.status == 200 and mine and hit.event_id not in seen:
+                seen.add(hit.event_id)
+                ids.append(hit.event_id)
         return ids
 
     def accepted_twice(self) -> list[str]:

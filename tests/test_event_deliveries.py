@@ -251,17 +251,13 @@ async def test_an_endpoint_that_never_recovers_yields_dead_letters_that_replay_a
 
     # The endpoint recovers; the dead letters are redelivered, in order, once each.
     receiver.mode = "ok"
-    status, answer = await fleet.call(
-        "POST", f"/api/sessions/{sid}/events/dead-letters/redeliver"
-    )
+    status, answer = await fleet.call("POST", f"/api/sessions/{sid}/events/dead-letters/redeliver")
     assert (status, answer) == (202, {"redelivered": 5, "remaining": 0})
     await eventually(lambda: _true(receiver.accepted(sid) == sent), 30, "the redelivery")
     assert receiver.accepted_twice() == []
     _, dead = await fleet.call("GET", f"/api/sessions/{sid}/events/dead-letters")
     assert dead == {"deadLetters": [], "total": 0}
-    status, answer = await fleet.call(
-        "POST", f"/api/sessions/{sid}/events/dead-letters/redeliver"
-    )
+    status, answer = await fleet.call("POST", f"/api/sessions/{sid}/events/dead-letters/redeliver")
     assert (status, answer) == (202, {"redelivered": 0, "remaining": 0})
 
 
