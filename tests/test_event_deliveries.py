@@ -129,7 +129,7 @@ async def test_an_endpoint_down_then_failing_then_back_gets_every_event_once_in_
     for n in range(12, 15):
         await post_round(fleet, sids, n, sent)
 
-    async def all_in() -> bool:
+    async def all_in() -> bool | None:
         return all(receiver.accepted(sid) == sent[sid] for sid in sids) or None
 
     await eventually(all_in, 90, "every event accepted")
@@ -196,7 +196,7 @@ async def test_serve_killed_and_restarted_mid_way_loses_nothing(
     assert len(receiver.accepted()) < sum(len(ids) for ids in sent.values())
     fleet.start()
 
-    async def all_in() -> bool:
+    async def all_in() -> bool | None:
         return all(receiver.accepted(sid) == sent[sid] for sid in sids) or None
 
     # What the killed serve left is delivered by the new one on its own (no new event
