@@ -101,3 +101,13 @@ def test_the_backoff_doubles_to_its_cap_with_jitter_and_gives_up_by_count_or_age
     assert not policy.gives_up(4, 59_999)
     assert policy.gives_up(5, 0)
     assert policy.gives_up(1, 60_000)
+
+
+def test_the_log_filter_hides_an_endpoint_s_password_as_it_hides_a_proxy_s() -> None:
+    from core.logs import redact
+
+    line = "POST http://ops:pa55word@127.0.0.1:9/hook failed; https://u:x1@h.example/p too"
+    assert (
+        redact(line)
+        == "POST http://ops:***@127.0.0.1:9/hook failed; https://u:***@h.example/p too"
+    )
