@@ -106,11 +106,14 @@ class Deliveries:
         self._on_close = on_close
         self._lanes: dict[str, asyncio.Event] = {}
         self._unsigned_warned = False
+        self._closed = False
         self._tasks = TaskGroup()
         events.on_append(self.wake)
 
     def wake(self, session_id: str) -> None:
         """A new event (or a redelivery) for this session: its lane starts, or looks again."""
+        if self._closed:  # shutting down: the next serve's sweep finds it in Redis
+            return
         lane = self._lanes.get(session_id)
         if lane is None:
             lane = self._lanes[session_id] = asyncio.Event()
@@ -130,6 +133,7 @@ class Deliveries:
 
     async def close(self) -> None:
         """Stop every lane; a request cut off here is sent again after the next start."""
+        self._closed = True
         await self._tasks.cancel()
         self._lanes.clear()
         if self._on_close is not None:

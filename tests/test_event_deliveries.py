@@ -361,3 +361,31 @@ async def test_the_event_log_stores_a_worker_event_once_and_trims_only_what_was_
     assert [e.id for e in await log.since("worker_1", "0-0", 10)] == [second.id]
     head = await log.head("worker_1")
     assert head.event == second and head.session_exists
+
+
+@pytest.mark.parametrize(
+    "events_options",
+    [{"EVENTS_MAX_ATTEMPTS": "4", "EVENTS_RETRY_BASE_MS": "400", "EVENTS_RETRY_MAX_MS": "400"}],
+)
+async def test_the_attempt_count_survives_a_restart_of_serve(
+    fleet: Fleet, receiver: Receiver
+) -> None:
+    """The head's failed attempts live in Redis: a serve killed between two attempts goes on
+    counting where it stopped, instead of starting the event's schedule over."""
+    receiver.mode = "fail"
+    await receiver.start()
+    sid = str((await fleet.provision(PHONES[0]))["id"])
+    sent = await post_event(fleet, sid, "MESSAGE_IN", message(1))
+    await eventually(lambda: retry_attempts(fleet, sid), 30, "a recorded failed attempt")
+    fleet.kill()
+    fleet.start()
+
+    async def dead() -> bool:
+        return bool(await fleet.redis.llen(f"wafleet:events:{sid}:dead"))
+
+    await eventually(dead, 60, "the dead letter")
+    _, letters = await fleet.call("GET", f"/api/sessions/{sid}/events/dead-letters")
+    assert [(x["id"], x["attempts"]) for x in letters["deadLetters"]] == [(sent, 4)]
+    # One attempt may repeat (the one in flight when serve died), never the whole schedule.
+    assert {h.attempt for h in receiver.hits} == {1, 2, 3, 4}
+    assert len(receiver.hits) <= 5
