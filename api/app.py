@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api import backups, openapi, ops, proxies, sessions, webhook
+from api import backups, events, openapi, ops, proxies, sessions, webhook
 from api.auth import api_key_middleware
 from api.body import path_params_middleware
 from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
@@ -38,6 +38,7 @@ def create_app(
         app[backups.BACKUPS] = backup_service
     for table in (
         sessions.routes,
+        events.routes,
         proxies.routes,
         backups.routes,
         webhook.routes,

@@ -528,6 +528,134 @@ SPEC: dict[str, Any] = {
 }
 
 
+# Incoming messages and receipts for the operator (issue 12): the per-session endpoint at
+# provision, the replay of the durable stream, and the dead letters.
+_OPERATOR_EVENT = {
+    "type": "object",
+    "description": "What the operator's endpoint receives (POST, JSON), signed: headers "
+    "X-Wafleet-Timestamp (ms) and X-Wafleet-Signature: sha256=HMAC-SHA256("
+    "EVENTS_WEBHOOK_SECRET, '<timestamp>.<raw body>'); also X-Wafleet-Event-Id, "
+    "X-Wafleet-Session, X-Wafleet-Attempt. Delivered at least once: deduplicate on id.",
+    "properties": {
+        "id": {"type": "string", "description": "stable across attempts and redeliveries"},
+        "sessionId": {"type": "string"},
+        "type": {"type": "string", "enum": ["MESSAGE_IN", "MESSAGE_STATUS"]},
+        "data": {"type": "object"},
+        "timestamp": {"type": "integer", "description": "when serve stored it (ms)"},
+        "streamId": {"type": "string", "description": "its place in the stream (?since=)"},
+    },
+}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+}
+SPEC["components"]["schemas"]["Session"]["properties"]["eventsWebhookUrl"] = {
+    "type": "string",
+    "nullable": True,
+    "description": "the session's own events endpoint (credentials masked); null: "
+    "EVENTS_WEBHOOK_URL",
+}
+SPEC["paths"]["/api/sessions/provision"]["post"]["requestBody"]["content"]["application/json"][
+    "schema"
+]["properties"]["eventsWebhookUrl"] = {
+    "type": "string",
+    "description": "where this session's incoming messages and receipts go instead of "
+    "EVENTS_WEBHOOK_URL: http:// or https://, its host admitted by "
+    "EVENTS_WEBHOOK_ALLOW_NETWORKS / EVENTS_WEBHOOK_DENY_NETWORKS (needs "
+    "EVENTS_WEBHOOK_SECRET on the server)",
+    "example": "http://127.0.0.1:8080/wafleet-events",
+}
+SPEC["paths"]["/webhook"]["post"]["requestBody"]["content"]["application/json"]["schema"][
+    "properties"
+]["type"]["enum"] += ["MESSAGE_IN", "MESSAGE_STATUS"]
+SPEC["paths"]["/api/sessions/{id}/events"] = {
+    "get": _op(
+        "Without since: the session's recent lifecycle events, newest first. With since: "
+        "the replay of its incoming messages and receipts stored after that stream id "
+        "(0: from the start), oldest first, delivered or not",
+        {
+            "200": _json(
+                {
+                    "type": "object",
+                    "properties": {
+                        "events": {"type": "array", "items": {"type": "object"}},
+                        "next": {"type": "string", "description": "since of the next page"},
+                        "deliveredThrough": {
+                            "type": "string",
+                            "description": "the last stream id delivered or dead-lettered",
+                        },
+                    },
+                },
+                "events (with since: of type OperatorEvent)",
+            )
+        },
+        404,
+        parameters=[
+            *_ID,
+            {
+                "name": "since",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "pattern": "^[0-9]{1,20}(-[0-9]{1,20})?$"},
+            },
+            _LIMIT,
+        ],
+    )
+}
+SPEC["components"]["schemas"]["OperatorEvent"] = _OPERATOR_EVENT
+SPEC["paths"]["/api/sessions/{id}/events/dead-letters"] = {
+    "get": _op(
+        "Events whose delivery gave up (EVENTS_MAX_ATTEMPTS or EVENTS_MAX_AGE_MS), oldest "
+        "first; kept until redelivered",
+        {
+            "200": _json(
+                {
+                    "type": "object",
+                    "properties": {
+                        "deadLetters": {"type": "array", "items": {"type": "object"}},
+                        "total": {"type": "integer"},
+                    },
+                },
+                "dead letters: an OperatorEvent plus attempts, error, deadAt",
+            )
+        },
+        404,
+        parameters=[
+            *_ID,
+            {
+                "name": "offset",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0, "default": 0},
+            },
+            _LIMIT,
+        ],
+    )
+}
+SPEC["paths"]["/api/sessions/{id}/events/dead-letters/redeliver"] = {
+    "post": _op(
+        "Put the dead letters back in line (oldest first, after what waits now, same ids); "
+        "up to 1,000 per call",
+        {
+            "202": _json(
+                {
+                    "type": "object",
+                    "properties": {
+                        "redelivered": {"type": "integer"},
+                        "remaining": {"type": "integer", "description": "call again if > 0"},
+                    },
+                },
+                "queued for delivery",
+            )
+        },
+        404,
+        parameters=_ID,
+    )
+}
+
+
 @routes.get("/api/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(SPEC)

@@ -25,6 +25,7 @@ def session(record: SessionRecord, now_ms: int) -> dict[str, Any]:
         "qrExpires": record.qr_expires,
         "needsQr": record.needs_qr,
         "worker": record.lock,
+        "eventsWebhookUrl": record.events_webhook_url_masked,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from api import events as operator_events
 from api import serialize
 from api.body import json_object
 from api.context import POOL, SERVICE
@@ -25,8 +26,10 @@ def _now(request: web.Request) -> int:
 
 @routes.post("/api/sessions/provision")
 async def provision(request: web.Request) -> web.Response:
-    body = await json_object(request, frozenset({"phone", "proxy"}))
-    record = await request.app[SERVICE].provision(body.get("phone"), body.get("proxy"))
+    body = await json_object(request, frozenset({"phone", "proxy", "eventsWebhookUrl"}))
+    record = await request.app[SERVICE].provision(
+        body.get("phone"), body.get("proxy"), body.get("eventsWebhookUrl")
+    )
     return web.json_response(serialize.session(record, _now(request)), status=201)
 
 
@@ -55,6 +58,8 @@ async def status(request: web.Request) -> web.Response:
 
 @routes.get("/api/sessions/{id}/events")
 async def events(request: web.Request) -> web.Response:
+    if "since" in request.query:  # the operator's stream of messages and receipts
+        return await operator_events.replay(request)
     found = await request.app[SERVICE].events(request.match_info["id"])
     return web.json_response({"events": found})
 

@@ -81,6 +81,31 @@ def _auth_failure(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# A message's text: WhatsApp's own limit; the webhook's 64 KiB body cap applies first.
+MAX_MESSAGE_TEXT = 65_536
+MESSAGE_STATUSES = ("sent", "delivered", "read", "failed")
+
+
+def _message_in(data: dict[str, Any]) -> dict[str, Any]:
+    """A message that arrived at the session's phone (issue 12)."""
+    _text(data, "messageId", required=True)
+    _text(data, "from", required=True)
+    body = data.get("text", "")
+    if not isinstance(body, str) or len(body) > MAX_MESSAGE_TEXT:
+        raise InvalidInput(f"data.text must be a string of at most {MAX_MESSAGE_TEXT} characters")
+    _ping(data)  # timestamp: ms since the epoch, when given
+    return data
+
+
+def _message_status(data: dict[str, Any]) -> dict[str, Any]:
+    """A receipt about a message this session sent (``messageId``: the operator's id)."""
+    _text(data, "messageId", required=True)
+    if data.get("status") not in MESSAGE_STATUSES:
+        raise InvalidInput(f"data.status must be one of {', '.join(MESSAGE_STATUSES)}")
+    _text(data, "reason", required=False)
+    return data
+
+
 CHECKS = {
     "QR_CODE": _qr,
     "PAIRING_CODE": _pairing,
@@ -89,8 +114,13 @@ CHECKS = {
     "PING": _ping,
     "PROXY_ERROR": _proxy_error,
     "AUTH_FAILURE": _auth_failure,
+    "MESSAGE_IN": _message_in,
+    "MESSAGE_STATUS": _message_status,
 }
 EVENT_TYPES = frozenset(CHECKS)
+# What is also stored for the operator and delivered to their endpoint (core/event_log.py,
+# core/deliveries.py); these must carry an ``id``, so a resend is stored once.
+FOR_OPERATOR = frozenset({"MESSAGE_IN", "MESSAGE_STATUS"})
 
 
 def check(kind: object, data: object) -> tuple[str, dict[str, Any]]:

@@ -12,7 +12,14 @@ SESSION_SEQ = "wafleet:session_seq"  # counter behind worker_<n>
 
 SESSION_FIELDS = ("status", "phone", "proxy", "qr", "lock", "created", "lastPing")
 # bootId: the worker process that last reported CONNECTED (core/events.stale_disconnect).
-EXTRA_SESSION_FIELDS = ("reason", "qrExpires", "pairingCode", "connectedAt", "bootId")
+EXTRA_SESSION_FIELDS = (
+    "reason",
+    "qrExpires",
+    "pairingCode",
+    "connectedAt",
+    "bootId",
+    "eventsWebhookUrl",  # the operator's endpoint for this session, set at provision
+)
 
 # The formats of the per-id keys. Python builds keys with the functions below; the Lua scripts
 # get the same formats (``LUA_FORMATS``) for the keys they can only name once they have read a
@@ -124,3 +131,34 @@ def connected_history() -> str:
 def digest_journal() -> str:
     """Hash of counters since the last digest (core/journal.py), plus ``since`` (ms)."""
     return "wafleet:digest:journal"
+# Incoming messages and receipts for the operator (core/event_log.py, core/deliveries.py).
+# Outside ``session:*`` on purpose: a restore replaces the fleet's keys, and must not throw
+# away events the operator has not received yet.
+DELIVERY_SESSIONS = "wafleet:deliveries"  # set of session ids that have an operator stream
+
+
+def operator_events(session_id: str) -> str:
+    """Stream of the session's events for the operator (fields ``id``, ``type``, ``data``,
+    ``at``), in arrival order; trimmed only below the cursor and after the retention."""
+    return f"wafleet:events:{session_id}"
+
+
+def operator_cursor(session_id: str) -> str:
+    """The stream id of the last event delivered or dead-lettered: the next is after it."""
+    return f"wafleet:events:{session_id}:cursor"
+
+
+def operator_retry(session_id: str) -> str:
+    """Hash: the failed attempts of the event at the head (``streamId``, ``attempts``,
+    ``nextAt``, ``error``), so a restarted serve keeps its backoff and attempt count."""
+    return f"wafleet:events:{session_id}:retry"
+
+
+def operator_dead(session_id: str) -> str:
+    """List of dead letters (JSON each, oldest first), kept until redelivered."""
+    return f"wafleet:events:{session_id}:dead"
+
+
+def operator_written(session_id: str, event_id: str) -> str:
+    """The stream id a worker event was stored as (expires): a replay is not stored twice."""
+    return f"wafleet:events:{session_id}:written:{event_id}"

@@ -12,7 +12,8 @@ import re
 import sys
 from collections.abc import Iterable
 
-_URL_PASSWORD = re.compile(r"(socks5h?://[^:/@\s]*:)[^@\s]+@")
+# Proxy URLs, and the operator's events endpoints (http(s), which may carry basic auth).
+_URL_PASSWORD = re.compile(r"((?:socks5h?|https?)://[^:/@\s]*:)[^@\s]+@")
 _BOT_TOKEN = re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}\b")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from core import endpoint_url
 from core.proxy_url import mask
 
 
@@ -55,10 +56,17 @@ class SessionRecord:
     pairing_code: str | None = field(default=None, repr=False)
     connected_at: int | None = None
     boot_id: str | None = None  # the worker process that last reported CONNECTED
+    # The operator's endpoint for this session's messages and receipts (may hold credentials:
+    # display ``events_webhook_url_masked``); None: EVENTS_WEBHOOK_URL.
+    events_webhook_url: str | None = field(default=None, repr=False)
 
     @property
     def proxy_masked(self) -> str:
         return mask(self.proxy) if self.proxy else ""
+
+    @property
+    def events_webhook_url_masked(self) -> str | None:
+        return endpoint_url.mask(self.events_webhook_url) if self.events_webhook_url else None
 
     @property
     def needs_qr(self) -> bool:

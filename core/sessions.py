@@ -14,7 +14,7 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Collection, Iterable
 from typing import Any
 
-from core import bulk_start, session_files
+from core import bulk_start, endpoint_url, session_files
 from core import events as worker_events
 from core.clock import Clock
 from core.errors import (
@@ -27,6 +27,7 @@ from core.errors import (
     QrUnavailable,
 )
 from core.journal import Happened, Journal
+from core.event_log import EventLog
 from core.metrics import Metrics
 from core.models import ProxyStatus, Reason, SessionRecord, Status
 from core.notifier import Alert, AlertKind, Done, Move, Notifier
@@ -90,6 +91,8 @@ class SessionService:
         self.journal = journal
         self.tasks = TaskGroup()
         self.pings = PingBuffer(store)
+        # Incoming messages and receipts, kept for the operator (core/deliveries.py sends them).
+        self.operator_events = EventLog(store.redis, settings.events_retention_ms)
         self._maintenance: str | None = None  # what replaces the whole fleet right now
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._proxy_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -169,12 +172,15 @@ class SessionService:
 
     # Flow 1: provision ------------------------------------------------------------------
 
-    async def provision(self, phone: object = None, proxy: object = None) -> SessionRecord:
+    async def provision(
+        self, phone: object = None, proxy: object = None, events_webhook_url: object = None
+    ) -> SessionRecord:
         self._refuse_during_maintenance()
         number = None if phone in (None, "") else normalize_phone(phone)
         requested = (
             None if proxy in (None, "") else parse_input(proxy, policy=self.settings.proxy_policy)
         )
+        events_url = self._events_endpoint(events_webhook_url)
         now = self.clock.now_ms()
         # A proxy named here joins the pool; parked sessions may use it only after this
         # provision has its slot, so they are retried afterwards, not in between.
@@ -196,6 +202,8 @@ class SessionService:
         path = session_files.folder(self.settings.sessions_dir, session_id)
         try:
             async with self._session_lock(session_id):
+                if events_url is not None:
+                    await self.store.set_fields(session_id, eventsWebhookUrl=events_url)
                 self._provisioned_at[session_id] = self.clock.monotonic()
                 await asyncio.to_thread(
                     session_files.write_meta, path, session_id, number, proxy_url, now
@@ -217,6 +225,20 @@ class SessionService:
         if added:
             self.tasks.spawn(self.retry_parked(), name="retry-parked")
         return await self.get(session_id)
+
+    def _events_endpoint(self, raw: object) -> str | None:
+        """A session's own endpoint for its incoming messages and receipts, checked before
+        anything is written: http(s), a host the events destination policy admits, and a key
+        to sign with."""
+        if raw in (None, ""):
+            return None
+        url = endpoint_url.parse(raw, self.settings.events_webhook_policy)
+        if not self.settings.events_webhook_secret:
+            raise InvalidInput(
+                "eventsWebhookUrl needs EVENTS_WEBHOOK_SECRET to be set on the server: every "
+                "event is signed"
+            )
+        return url
 
     # operator actions -------------------------------------------------------------------
 
@@ -266,6 +288,8 @@ class SessionService:
             )
             self._crashes.pop(session_id, None)
             self._provisioned_at.pop(session_id, None)
+            # Its undelivered events and dead letters go too: the operator deleted it.
+            await self.operator_events.forget(session_id)
         self._locks.pop(session_id, None)
         session_log(session_id).info("deleted")
         await self._journal(Happened.SESSIONS_REMOVED)
@@ -292,6 +316,8 @@ class SessionService:
         """
         kind, data = worker_events.check(kind, data)
         eid = worker_events.check_id(event_id)
+        if kind in worker_events.FOR_OPERATOR and eid is None:
+            raise InvalidInput(f"a {kind} event needs an id, so a resend is stored once")
         now = self.clock.now_ms()
         if kind == "PING":
             if not await self.pings.record(session_id, now):
@@ -309,7 +335,12 @@ class SessionService:
                 return
             try:
                 self.metrics.events.labels(kind).inc()
-                await self.store.add_event(session_id, kind, _loggable(kind, data), now)
+                if kind in worker_events.FOR_OPERATOR and eid is not None:
+                    # Their own stream, not the history: a busy number's messages would push
+                    # its lifecycle (connects, failovers) out of the capped history.
+                    await self.operator_events.append(session_id, eid, kind, data, now)
+                else:
+                    await self.store.add_event(session_id, kind, _loggable(kind, data), now)
                 handler = getattr(self, f"_on_{kind.lower()}")
                 await handler(record, data, now)
             except Exception:
@@ -332,6 +363,15 @@ class SessionService:
                 qr_expires=now + ttl_ms,
             )
         )
+
+    async def _on_message_in(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
+        """Stored for the operator in ``handle_event``; nothing else to do here."""
+
+    async def _on_message_status(
+        self, record: SessionRecord, data: dict[str, Any], now: int
+    ) -> None:
+        """Stored for the operator in ``handle_event``; the message record's own status is
+        the sending side's (issue 12, part 1)."""
 
     async def _on_pairing_code(
         self, record: SessionRecord, data: dict[str, Any], now: int

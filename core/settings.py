@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import ConfigError
+from core import endpoint_url
+from core.errors import ConfigError, InvalidInput
 from core.notifier import AlertKind
 from core.proxy_policy import ProxyPolicy, Rules
 from core.proxy_url import ProxyUrl
@@ -86,6 +87,19 @@ class Settings:
     worker_unschedulable_ms: int = 30_000
     # How many workers a bulk start (reconcile, restore) starts at once: 8 suits 2 cores.
     worker_start_concurrency: int = 8
+    # Incoming messages and receipts for the operator (core/deliveries.py): where they go
+    # (a session's eventsWebhookUrl wins), the key they are signed with, where that endpoint
+    # may point, the retry schedule, when an event becomes a dead letter, and how long a
+    # delivered event stays replayable.
+    events_webhook_url: str = field(default="", repr=False)
+    events_webhook_secret: str = field(default="", repr=False)
+    events_webhook_policy: ProxyPolicy = ProxyPolicy()
+    events_webhook_timeout_ms: int = 10_000
+    events_retry_base_ms: int = 1_000
+    events_retry_max_ms: int = 300_000
+    events_max_attempts: int = 25
+    events_max_age_ms: int = 24 * 3600 * 1000
+    events_retention_ms: int = 7 * 24 * 3600 * 1000
 
     @property
     def webhook_url(self) -> str:
@@ -230,6 +244,17 @@ class _Collector:
             self.problems.append(f"{name}: {exc}")
             return Rules()
 
+    def events_url(self, name: str, policy: ProxyPolicy) -> str:
+        """Empty (no global endpoint), or an http(s) URL the destination policy admits."""
+        raw = self.text(name, "")
+        if not raw:
+            return ""
+        try:
+            return endpoint_url.parse(raw, policy, what=name)
+        except InvalidInput as exc:
+            self.problems.append(exc.message)
+            return ""
+
     def proxies(self, policy: ProxyPolicy) -> tuple[ProxyUrl, ...]:
         found: list[tuple[int, ProxyUrl]] = []
         for name, raw in self.env.items():
@@ -252,6 +277,9 @@ class _Collector:
 def _parse(env: Mapping[str, str]) -> Settings:
     c = _Collector(env)
     policy = ProxyPolicy(c.rules("PROXY_ALLOW_NETWORKS"), c.rules("PROXY_DENY_NETWORKS"))
+    events_policy = ProxyPolicy(
+        c.rules("EVENTS_WEBHOOK_ALLOW_NETWORKS"), c.rules("EVENTS_WEBHOOK_DENY_NETWORKS")
+    )
     settings = Settings(
         api_key=c.secret("API_KEY"),
         webhook_secret=c.secret("WEBHOOK_SECRET"),
@@ -305,7 +333,26 @@ def _parse(env: Mapping[str, str]) -> Settings:
         ),
         worker_unschedulable_ms=c.integer("WORKER_UNSCHEDULABLE_MS", 30_000, minimum=100),
         worker_start_concurrency=c.integer("WORKER_START_CONCURRENCY", 8, minimum=1),
+        events_webhook_url=c.events_url("EVENTS_WEBHOOK_URL", events_policy),
+        events_webhook_secret=c.optional_secret("EVENTS_WEBHOOK_SECRET"),
+        events_webhook_policy=events_policy,
+        events_webhook_timeout_ms=c.integer("EVENTS_WEBHOOK_TIMEOUT_MS", 10_000, minimum=100),
+        events_retry_base_ms=c.integer("EVENTS_RETRY_BASE_MS", 1_000, minimum=1),
+        events_retry_max_ms=c.integer("EVENTS_RETRY_MAX_MS", 300_000, minimum=1),
+        events_max_attempts=c.integer("EVENTS_MAX_ATTEMPTS", 25, minimum=1),
+        events_max_age_ms=c.integer("EVENTS_MAX_AGE_MS", 24 * 3600 * 1000, minimum=1),
+        events_retention_ms=c.integer("EVENTS_RETENTION_MS", 7 * 24 * 3600 * 1000, minimum=0),
     )
+    if settings.events_webhook_url and not settings.events_webhook_secret:
+        c.problems.append(
+            "EVENTS_WEBHOOK_SECRET must be set when EVENTS_WEBHOOK_URL is set: every event is "
+            "signed with it (openssl rand -hex 32)"
+        )
+    if settings.events_retry_max_ms < settings.events_retry_base_ms:
+        c.problems.append(
+            f"EVENTS_RETRY_MAX_MS ({settings.events_retry_max_ms}) must be at least "
+            f"EVENTS_RETRY_BASE_MS ({settings.events_retry_base_ms})"
+        )
     if settings.telegram_bot_token and settings.telegram_chat_id is None:
         c.problems.append("TELEGRAM_CHAT_ID must be set when TELEGRAM_BOT_TOKEN is set")
     if both := settings.telegram_admin_ids & settings.telegram_viewer_ids:

@@ -470,4 +470,5 @@ def _record(session_id: str, f: dict[str, Any]) -> SessionRecord:
         pairing_code=f["pairingCode"],
         connected_at=_int(f["connectedAt"]),
         boot_id=f["bootId"],
+        events_webhook_url=f["eventsWebhookUrl"],
     )

@@ -93,7 +93,12 @@ def _serve() -> None:
     logs.setup(
         settings.log_level,
         settings.log_format,
-        secrets=[settings.api_key, settings.webhook_secret, settings.telegram_bot_token],
+        secrets=[
+            settings.api_key,
+            settings.webhook_secret,
+            settings.telegram_bot_token,
+            settings.events_webhook_secret,
+        ],
     )
     try:
         asyncio.run(serve(settings))

@@ -25,6 +25,8 @@ from api.app import create_app
 from api.server import JsonErrorRunner
 from core.backups import BackupService, cron_trigger
 from core.clock import SystemClock
+from core.deliveries import Deliveries, RetryPolicy
+from core.endpoint_url import mask as mask_url
 from core.errors import ConfigError
 from core.history import ConnectedHistory
 from core.journal import Journal, JournalNotifier
@@ -39,6 +41,7 @@ from core.settings import Settings
 from core.store import Store
 from core.tasks import TaskGroup
 from core.watchdog import run_watchdog
+from wafleet.event_post import HttpPost
 
 if TYPE_CHECKING:
     from bot.app import TelegramBot
@@ -80,6 +83,33 @@ def make_runner(settings: Settings, notifier: Notifier | None = None) -> Runner:
             stop_grace_s=grace,
         )
     return ProcessRunner(instance_id(settings), stop_grace_s=grace)
+
+
+def make_deliveries(settings: Settings, service: SessionService) -> Deliveries:
+    """Incoming messages and receipts to the operator's endpoint (issue 12): the lanes read
+    the service's event log, and POST through the one HTTP client that guards where."""
+    post = HttpPost(settings.events_webhook_policy, settings.events_webhook_timeout_ms / 1000)
+    deliveries = Deliveries(
+        service.operator_events,
+        post,
+        settings.events_webhook_secret,
+        settings.events_webhook_url,
+        RetryPolicy(
+            base_ms=settings.events_retry_base_ms,
+            max_ms=settings.events_retry_max_ms,
+            max_attempts=settings.events_max_attempts,
+            max_age_ms=settings.events_max_age_ms,
+        ),
+        service.clock,
+        on_close=post.close,
+    )
+    log.info(
+        "events endpoint: %s",
+        mask_url(settings.events_webhook_url)
+        if settings.events_webhook_url
+        else "per session only",
+    )
+    return deliveries
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -181,6 +211,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 misfire_grace_time=3600,
             )
             log.info("daily digest: cron %r (%s)", settings.digest_cron, digest_trigger)
+        deliveries = make_deliveries(settings, service)
+        cleanup.push_async_callback(deliveries.close)
+        background.spawn(deliveries.run(), name="event-deliveries")
         scheduler.start()
         cleanup.callback(scheduler.shutdown, wait=False)
         log.info("backups: %s, cron %r (%s)", settings.backup_mode, settings.backup_cron, trigger)

@@ -1,0 +1,68 @@
+"""The operator's view of a session's incoming messages and receipts: replay and dead letters.
+
+``GET /api/sessions/:id/events?since=`` pages through the durable stream (what was delivered
+and what is still on its way); without ``since`` the same path answers the session's
+lifecycle history, as before (api/sessions.py hands the request here when ``since`` is given).
+Dead letters are listed and put back in line for delivery here too.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.context import SERVICE
+from core import event_log
+from core.errors import InvalidInput
+
+routes = web.RouteTableDef()
+DEFAULT_PAGE = 100
+
+
+def _whole(request: web.Request, name: str, default: int, lowest: int, highest: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not lowest <= int(raw) <= highest:
+        raise InvalidInput(f"{name} must be a whole number from {lowest} to {highest}")
+    return int(raw)
+
+
+async def replay(request: web.Request) -> web.Response:
+    """What is stored after ``since`` (exclusive; ``0`` from the start), oldest first, at
+    most ``limit``; ``next`` is the ``since`` of the following page."""
+    service = request.app[SERVICE]
+    session_id = request.match_info["id"]
+    since = event_log.parse_since(request.query["since"])
+    limit = _whole(request, "limit", DEFAULT_PAGE, 1, event_log.MAX_PAGE)
+    await service.get(session_id)
+    log = service.operator_events
+    found = await log.since(session_id, since, limit)
+    return web.json_response(
+        {
+            "events": [event.body() for event in found],
+            "next": found[-1].stream_id if found else since,
+            "deliveredThrough": await log.cursor(session_id),
+        }
+    )
+
+
+@routes.get("/api/sessions/{id}/events/dead-letters")
+async def dead_letters(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    session_id = request.match_info["id"]
+    offset = _whole(request, "offset", 0, 0, 1 << 40)
+    limit = _whole(request, "limit", DEFAULT_PAGE, 1, event_log.MAX_PAGE)
+    await service.get(session_id)
+    letters, total = await service.operator_events.dead_letters(session_id, offset, limit)
+    return web.json_response({"deadLetters": letters, "total": total})
+
+
+@routes.post("/api/sessions/{id}/events/dead-letters/redeliver")
+async def redeliver(request: web.Request) -> web.Response:
+    """Dead letters go back in line, oldest first, after what is waiting now, with their own
+    ids; up to 1,000 per call (``remaining`` says whether to call again)."""
+    service = request.app[SERVICE]
+    session_id = request.match_info["id"]
+    await service.get(session_id)
+    moved, left = await service.operator_events.redeliver(session_id)
+    return web.json_response({"redelivered": moved, "remaining": left}, status=202)
