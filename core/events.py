@@ -8,11 +8,14 @@ lone surrogate could not be written to the event stream nor shown in the chat.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import text
 from core.errors import InvalidInput
 from core.phone import normalize as normalize_phone
+
+if TYPE_CHECKING:
+    from core.messages import MessageService
 
 MAX_TEXT = 2048
 # An event id: what the worker gives each event so the orchestrator applies it once.
@@ -78,6 +81,36 @@ def _auth_failure(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+MAX_MESSAGE_TEXT = 16 * 1024  # an incoming message; the webhook's body cap bounds it anyway
+MESSAGE_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
+
+
+def _timestamp(data: dict[str, Any]) -> None:
+    ts = data.get("timestamp")
+    if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
+        raise InvalidInput("data.timestamp must be milliseconds since the epoch")
+
+
+def _message_in(data: dict[str, Any]) -> dict[str, Any]:
+    """A message that arrived at the session's phone (part 2 streams it to the operator)."""
+    _text(data, "messageId", required=True)
+    _text(data, "from", required=True)
+    body = data.get("text")
+    if not isinstance(body, str) or len(body) > MAX_MESSAGE_TEXT:
+        raise InvalidInput(f"data.text must be a string of at most {MAX_MESSAGE_TEXT} characters")
+    _timestamp(data)
+    return data
+
+
+def _message_status(data: dict[str, Any]) -> dict[str, Any]:
+    """About a message this session sent; ``messageId`` is OUR id (core/messages.py)."""
+    _text(data, "messageId", required=True)
+    if data.get("status") not in MESSAGE_STATUSES:
+        raise InvalidInput(f"data.status must be one of {', '.join(sorted(MESSAGE_STATUSES))}")
+    _text(data, "reason", required=False)
+    return data
+
+
 CHECKS = {
     "QR_CODE": _qr,
     "PAIRING_CODE": _pairing,
@@ -86,7 +119,12 @@ CHECKS = {
     "PING": _ping,
     "PROXY_ERROR": _proxy_error,
     "AUTH_FAILURE": _auth_failure,
+    "MESSAGE_IN": _message_in,
+    "MESSAGE_STATUS": _message_status,
 }
+# Message events are not session life-cycle events: they go to ``on_message_event``, not to
+# the session's event history (hundreds a day would push its story out of the capped stream).
+MESSAGE_EVENTS = frozenset({"MESSAGE_IN", "MESSAGE_STATUS"})
 EVENT_TYPES = frozenset(CHECKS)
 
 
@@ -109,3 +147,19 @@ def check_id(value: object) -> str | None:
     if not isinstance(value, str) or not EVENT_ID.fullmatch(value):
         raise InvalidInput("id must be 8-64 letters, digits, '_' or '-'")
     return value
+
+
+async def on_message_event(
+    messages: MessageService, session_id: str, kind: str, data: dict[str, Any], now: int
+) -> None:
+    """The one place a checked, first-time ``MESSAGE_IN`` / ``MESSAGE_STATUS`` goes.
+
+    Part 1 (sending) applies a status to our message record and counts what arrived; the
+    durable per-session stream towards the operator's endpoint appends both types here too.
+    """
+    if kind == "MESSAGE_STATUS":
+        await messages.update(
+            session_id, data["messageId"], data["status"], data.get("reason"), ack=False
+        )
+    elif kind == "MESSAGE_IN":
+        await messages.count_received(session_id)

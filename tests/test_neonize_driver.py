@@ -319,6 +319,12 @@ class Recorder:
     async def on_connected(self, phone: str) -> None:
         self._add(("connected", phone))
 
+    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> None:
+        self._add(("message_in", (message_id, sender, text, timestamp)))
+
+    def on_receipt(self, wa_message_id: str, status: str) -> None:
+        self._add(("receipt", (wa_message_id, status)))
+
     def _add(self, call: tuple[str, Any]) -> None:
         self.calls.append(call)
         self.changed.set()

@@ -67,6 +67,7 @@ from worker.drivers.base import (
     DriverListener,
     LoggedOut,
     NoAutoReconnect,
+    NotConnected,
     ProxyFailure,
     QrTimeout,
 )
@@ -568,6 +569,12 @@ class NeonizeDriver:
             own_jid(self._me),
             self_message(text, ephemeral_s),
         )
+
+    async def send_typing(self, to: str, duration_ms: int) -> None:
+        raise NotConnected("not yet")
+
+    async def send_text(self, to: str, text: str, wa_message_id: str) -> None:
+        raise NotConnected("not yet")
 
     def forget_auth(self) -> None:
         """Delete whatsmeow's database (and its -wal/-shm); never session.json or logs."""
