@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from bot.handlers import backups, errors, lang, proxies, sessions, start, stats
+from bot.handlers import backups, errors, lang, messages, proxies, sessions, start, stats
 
 
 def get_routers() -> list[Router]:
@@ -16,6 +16,7 @@ def get_routers() -> list[Router]:
         errors.build_router(),
         start.build_router(),
         sessions.build_router(),
+        messages.build_router(),
         proxies.build_router(),
         stats.build_router(),
         backups.build_router(),

@@ -8,7 +8,7 @@ from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
-from bot import keyboards, texts
+from bot import keyboards, message_texts, texts
 from bot.handlers.common import args, chat_of, hide_proxy_url, message_of, one_arg
 from bot.keyboards import PageCb, SessionAction, SessionCb
 from bot.notifier import TelegramNotifier
@@ -66,7 +66,9 @@ async def sessions_page(
 async def status(message: Message, command: CommandObject, service: SessionService) -> None:
     record = await service.get(one_arg(command))
     events = await service.events(record.id, 5)
-    await message.answer(texts.session_status(record, service.clock.now_ms(), events))
+    text = texts.session_status(record, service.clock.now_ms(), events)
+    counts = message_texts.counts(await service.messages.counts(record.id))
+    await message.answer(f"{text}\n{counts}")
 
 
 async def _show_qr(
