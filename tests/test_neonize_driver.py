@@ -816,10 +816,14 @@ async def _connected(driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch) 
     await listener.wait_for(1)
     assert driver._attempt is not None
     client = driver._attempt.client
-    client.send_message = lambda *a: core._record(
-        "send_message", a, SendResponse(ID=f"3EB0{len(core.sent):020X}")
+    monkeypatch.setattr(
+        client,
+        "send_message",
+        lambda *a: core._record("send_message", a, SendResponse(ID=f"3EB0{len(core.sent):020X}")),
     )
-    client.send_chat_presence = lambda *a: core._record("send_chat_presence", a, None)
+    monkeypatch.setattr(
+        client, "send_chat_presence", lambda *a: core._record("send_chat_presence", a, None)
+    )
     return core, listener, task
 
 
