@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
-from api import backups, events, openapi, ops, proxies, sessions, webhook
+from api import (
+    backups,
+    events,
+    messages,
+    openapi,
+    ops,
+    proxies,
+    sessions,
+    webhook,
+    worker_channel,
+)
 from api.auth import api_key_middleware
 from api.body import path_params_middleware
 from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
 from api.errors import error_middleware
 from core.backups import BackupService
+from core.messages import run_expiry
 from core.metrics import Metrics
 from core.proxies import ProxyPool
 from core.sessions import SessionService
@@ -42,8 +56,19 @@ def create_app(
         proxies.routes,
         backups.routes,
         webhook.routes,
+        messages.routes,
+        worker_channel.routes,
         ops.routes,
         openapi.routes,
     ):
         app.router.add_routes(table)
+    app.cleanup_ctx.append(_message_expiry)
     return app
+
+
+async def _message_expiry(app: web.Application) -> AsyncIterator[None]:
+    """Queued messages whose time ran out fail even when their session's worker never asks."""
+    task = asyncio.create_task(run_expiry(app[SERVICE].messages), name="message-expiry")
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -63,6 +63,13 @@ def commands() -> list[BotCommand]:
         BotCommand(command="qr", description=_("Show a session's QR: /qr <id or phone>")),
         BotCommand(command="restart", description=_("Restart a session: /restart <id>")),
         BotCommand(command="delete", description=_("Delete a session: /delete <id>")),
+        BotCommand(
+            command="send", description=_("Send a test message: /send <id> <phone> <text>")
+        ),
+        BotCommand(command="stop", description=_("Stop a session, keeping it: /stop <id>")),
+        BotCommand(
+            command="start_session", description=_("Start a stopped session: /start_session <id>")
+        ),
         BotCommand(command="proxies", description=_("The proxy pool and its load")),
         BotCommand(command="addproxy", description=_("Add a proxy: /addproxy <url>")),
         BotCommand(command="stats", description=_("Fleet statistics")),
@@ -95,6 +102,9 @@ def usage(command: str) -> str:
         "qr": "/qr worker_1",
         "restart": "/restart worker_1",
         "delete": "/delete worker_1",
+        "send": "/send worker_1 972501234567 hello",
+        "stop": "/stop worker_1",
+        "start_session": "/start_session worker_1",
         "addproxy": "/addproxy socks5h://user:pass@host:1080",
         "lang": "/lang he",
         "restore": "/restore backup_2025-01-31",
@@ -130,6 +140,7 @@ def status_name(status: str) -> str:
         Status.CONNECTED: _("connected"),
         Status.DISCONNECTED: _("disconnected"),
         Status.FAILED: _("failed"),
+        Status.STOPPED: _("stopped"),
     }
     return names.get(status, status)
 

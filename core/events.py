@@ -8,11 +8,14 @@ lone surrogate could not be written to the event stream nor shown in the chat.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import text
 from core.errors import InvalidInput
 from core.phone import normalize as normalize_phone
+
+if TYPE_CHECKING:
+    from core.messages import MessageService
 
 MAX_TEXT = 2048
 # An event id: what the worker gives each event so the orchestrator applies it once.
@@ -81,27 +84,32 @@ def _auth_failure(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-# A message's text: WhatsApp's own limit; the webhook's 64 KiB body cap applies first.
-MAX_MESSAGE_TEXT = 65_536
-MESSAGE_STATUSES = ("sent", "delivered", "read", "failed")
+MAX_MESSAGE_TEXT = 16 * 1024  # an incoming message; the webhook's body cap bounds it anyway
+MESSAGE_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
+
+
+def _timestamp(data: dict[str, Any]) -> None:
+    ts = data.get("timestamp")
+    if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
+        raise InvalidInput("data.timestamp must be milliseconds since the epoch")
 
 
 def _message_in(data: dict[str, Any]) -> dict[str, Any]:
-    """A message that arrived at the session's phone (issue 12)."""
+    """A message that arrived at the session's phone (part 2 streams it to the operator)."""
     _text(data, "messageId", required=True)
     _text(data, "from", required=True)
-    body = data.get("text", "")
+    body = data.get("text")
     if not isinstance(body, str) or len(body) > MAX_MESSAGE_TEXT:
         raise InvalidInput(f"data.text must be a string of at most {MAX_MESSAGE_TEXT} characters")
-    _ping(data)  # timestamp: ms since the epoch, when given
+    _timestamp(data)
     return data
 
 
 def _message_status(data: dict[str, Any]) -> dict[str, Any]:
-    """A receipt about a message this session sent (``messageId``: the operator's id)."""
+    """About a message this session sent; ``messageId`` is OUR id (core/messages.py)."""
     _text(data, "messageId", required=True)
     if data.get("status") not in MESSAGE_STATUSES:
-        raise InvalidInput(f"data.status must be one of {', '.join(MESSAGE_STATUSES)}")
+        raise InvalidInput(f"data.status must be one of {', '.join(sorted(MESSAGE_STATUSES))}")
     _text(data, "reason", required=False)
     return data
 
@@ -117,10 +125,12 @@ CHECKS = {
     "MESSAGE_IN": _message_in,
     "MESSAGE_STATUS": _message_status,
 }
+# Message events are not session life-cycle events: they go to the operator's stream
+# (core/event_log.py, delivered by core/deliveries.py) and to ``on_message_event``, not to the
+# session's event history (hundreds a day would push its story out of the capped stream).
+# They must carry an ``id``, so a resend is stored and applied once.
+MESSAGE_EVENTS = frozenset({"MESSAGE_IN", "MESSAGE_STATUS"})
 EVENT_TYPES = frozenset(CHECKS)
-# What is also stored for the operator and delivered to their endpoint (core/event_log.py,
-# core/deliveries.py); these must carry an ``id``, so a resend is stored once.
-FOR_OPERATOR = frozenset({"MESSAGE_IN", "MESSAGE_STATUS"})
 
 
 def check(kind: object, data: object) -> tuple[str, dict[str, Any]]:
@@ -167,3 +177,19 @@ def check_id(value: object) -> str | None:
     if not isinstance(value, str) or not EVENT_ID.fullmatch(value):
         raise InvalidInput("id must be 8-64 letters, digits, '_' or '-'")
     return value
+
+
+async def on_message_event(
+    messages: MessageService, session_id: str, kind: str, data: dict[str, Any], now: int
+) -> None:
+    """The one place a checked, first-time ``MESSAGE_IN`` / ``MESSAGE_STATUS`` goes.
+
+    A status goes to our message record; an incoming message is counted. (Both were already
+    appended to the operator's stream by ``SessionService``.)
+    """
+    if kind == "MESSAGE_STATUS":
+        await messages.update(
+            session_id, data["messageId"], data["status"], data.get("reason"), ack=False
+        )
+    elif kind == "MESSAGE_IN":
+        await messages.count_received(session_id)

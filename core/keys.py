@@ -162,3 +162,61 @@ def operator_dead(session_id: str) -> str:
 def operator_written(session_id: str, event_id: str) -> str:
     """The stream id a worker event was stored as (expires): a replay is not stored twice."""
     return f"wafleet:events:{session_id}:written:{event_id}"
+# Messages (issue 12): outside SPEC.md's ``session:*`` keys on purpose, so a restore (which
+# replaces every ``session:*`` key) neither wipes a queue of accepted messages nor needs them.
+MESSAGE = "wafleet:message:{id}"  # hash: the record of one message we accepted
+MESSAGE_QUEUE = "wafleet:outbox:{id}"  # list of a session's message ids not yet handed out
+MESSAGE_COUNTS = "wafleet:msgcounts:{id}"  # hash sent / received / failed per session
+LUA_FORMATS |= {
+    "message": MESSAGE,
+    "message_queue": MESSAGE_QUEUE,
+    "message_counts": MESSAGE_COUNTS,
+}
+
+
+def message(message_id: str) -> str:
+    return MESSAGE.format(id=message_id)
+
+
+def message_queue(session_id: str) -> str:
+    return MESSAGE_QUEUE.format(id=session_id)
+
+
+def message_counts(session_id: str) -> str:
+    return MESSAGE_COUNTS.format(id=session_id)
+
+
+def message_key(session_id: str, idempotency_key: str) -> str:
+    """The message an ``idempotencyKey`` of one session already made (string: its id)."""
+    return f"wafleet:msgkey:{session_id}:{idempotency_key}"
+
+
+def session_commands(session_id: str) -> str:
+    """List of message ids handed to the session's worker and not acknowledged yet: the
+    command channel. Every poll answers all of them again until each is acknowledged."""
+    return f"wafleet:commands:{session_id}"
+
+
+def message_deadlines() -> str:
+    """Sorted set: queued message id -> the time (ms) it expires if still not handed out."""
+    return "wafleet:message_deadlines"
+
+
+def send_log(session_id: str) -> str:
+    """Sorted set: message id -> when it was handed out (ms), the last day: the rate limits."""
+    return f"wafleet:sendlog:{session_id}"
+
+
+def send_state(session_id: str) -> str:
+    """Hash ``nextAt``: the earliest time (ms) the next message may go (the random pause)."""
+    return f"wafleet:sendstate:{session_id}"
+
+
+def send_limits(session_id: str) -> str:
+    """Hash of the operator's per-session limits (``perMinute``, ``perDay``, ``warmupDays``)."""
+    return f"wafleet:limits:{session_id}"
+
+
+def session_logged_out(session_id: str) -> str:
+    """Set from a logout on the phone until the session connects again: messages fail at once."""
+    return f"wafleet:loggedout:{session_id}"

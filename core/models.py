@@ -17,6 +17,8 @@ class Status(StrEnum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     FAILED = "failed"
+    # Not SPEC.md's: stopped by the operator (credentials, proxy and sticky mapping kept).
+    STOPPED = "stopped"
 
 
 class ProxyStatus(StrEnum):

@@ -17,6 +17,7 @@ from typing import Any
 from core import bulk_start, endpoint_url, session_files
 from core import events as worker_events
 from core.clock import Clock
+from core.commands import CommandChannel
 from core.errors import (
     Busy,
     Conflict,
@@ -26,8 +27,9 @@ from core.errors import (
     PhoneLimit,
     QrUnavailable,
 )
-from core.journal import Happened, Journal
 from core.event_log import EventLog
+from core.journal import Happened, Journal
+from core.messages import MessageService
 from core.metrics import Metrics
 from core.models import ProxyStatus, Reason, SessionRecord, Status
 from core.notifier import Alert, AlertKind, Done, Move, Notifier
@@ -103,6 +105,8 @@ class SessionService:
         # something else started, or which were provisioned or deleted, since it began. Its
         # picture of Redis and of the runner is older than theirs, so it leaves them alone.
         self._acted_on: set[str] | None = None
+        self.messages = MessageService(store, settings, clock)
+        self.commands = CommandChannel(self.messages)
         runner.on_exit(self.handle_worker_exit)
         pool.on_recovered(self.retry_parked)
 
@@ -268,6 +272,39 @@ class SessionService:
             proxy = claimed
         await self._start_worker(record.id, proxy, record.phone, reason)
 
+    async def stop(self, session_id: str) -> SessionRecord:
+        """Stop without deleting: credentials, proxy slot and sticky mapping stay, no worker
+        runs, the watchdog and reconcile leave it alone, its queued messages wait."""
+        self._refuse_during_maintenance()
+        async with self._session_lock(session_id):
+            record = await self.get(session_id)
+            if record.status != Status.STOPPED:
+                # Stopped first, so the worker's exit and its last events change nothing.
+                await self.store.set_fields(
+                    session_id,
+                    status=Status.STOPPED,
+                    reason=None,
+                    qr=None,
+                    qrExpires=None,
+                    pairingCode=None,
+                )
+                await self.runner.stop(session_id)
+                self.pings.forget(session_id)
+                await self.store.set_fields(session_id, lock=None)
+                await self.store.add_event(session_id, "STOPPED", {}, self.clock.now_ms())
+                session_log(session_id).info("stopped by the operator")
+        return await self.get(session_id)
+
+    async def start(self, session_id: str) -> SessionRecord:
+        """Bring a stopped session back: its worker reconnects with the saved credentials."""
+        self._refuse_during_maintenance()
+        async with self._session_lock(session_id):
+            record = await self.get(session_id)
+            if record.status == Status.STOPPED:
+                await self.store.add_event(session_id, "STARTED", {}, self.clock.now_ms())
+                await self._start_worker(record.id, record.proxy, record.phone, Reason.STARTING)
+        return await self.get(session_id)
+
     async def request_new_qr(self, session_id: str) -> SessionRecord:
         """Start a fresh QR round (after the last one ran out, or after a logout)."""
         record = await self.get(session_id)
@@ -316,9 +353,12 @@ class SessionService:
         """
         kind, data = worker_events.check(kind, data)
         eid = worker_events.check_id(event_id)
-        if kind in worker_events.FOR_OPERATOR and eid is None:
+        if kind in worker_events.MESSAGE_EVENTS and eid is None:
             raise InvalidInput(f"a {kind} event needs an id, so a resend is stored once")
         now = self.clock.now_ms()
+        if kind in worker_events.MESSAGE_EVENTS:
+            await self._message_event(session_id, kind, data, eid, now)
+            return
         if kind == "PING":
             if not await self.pings.record(session_id, now):
                 raise NotFound(f"no session {session_id!r}")
@@ -328,6 +368,10 @@ class SessionService:
             # Under the lock, so a failover, restart or delete of this session is either
             # wholly before the event or wholly after it.
             record = await self.get(session_id)
+            if record.status == Status.STOPPED:
+                # A stopped worker's last words on its way out: the session stays stopped.
+                session_log(session_id).info("ignoring %s: the session is stopped", kind)
+                return
             if eid and not await self.store.claim_event(
                 session_id, eid, now, worker_events.APPLIED_TTL_MS
             ):
@@ -335,18 +379,36 @@ class SessionService:
                 return
             try:
                 self.metrics.events.labels(kind).inc()
-                if kind in worker_events.FOR_OPERATOR and eid is not None:
-                    # Their own stream, not the history: a busy number's messages would push
-                    # its lifecycle (connects, failovers) out of the capped history.
-                    await self.operator_events.append(session_id, eid, kind, data, now)
-                else:
-                    await self.store.add_event(session_id, kind, _loggable(kind, data), now)
+                await self.store.add_event(session_id, kind, _loggable(kind, data), now)
                 handler = getattr(self, f"_on_{kind.lower()}")
                 await handler(record, data, now)
+                await self.messages.on_session_event(session_id, kind, data)
             except Exception:
                 if eid:
                     await self.store.unclaim_event(session_id, eid)
                 raise
+
+    async def _message_event(
+        self, session_id: str, kind: str, data: dict[str, Any], eid: str | None, now: int
+    ) -> None:
+        """Messages in and receipts: not the session's life, so no session lock and no entry
+        in its history; applied once per event id all the same."""
+        await self.get(session_id)
+        if eid and not await self.store.claim_event(
+            session_id, eid, now, worker_events.APPLIED_TTL_MS
+        ):
+            return
+        try:
+            self.metrics.events.labels(kind).inc()
+            # Kept for the operator first (their own stream, not the history: a busy number's
+            # messages would push its lifecycle out of the capped history). Idempotent per
+            # event id, so a retry after a failure below stores nothing twice.
+            await self.operator_events.append(session_id, eid, kind, data, now)
+            await worker_events.on_message_event(self.messages, session_id, kind, data, now)
+        except Exception:
+            if eid:
+                await self.store.unclaim_event(session_id, eid)
+            raise
 
     async def _on_qr_code(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
         ttl_ms = int(data.get("ttlMs") or 60_000)
@@ -363,15 +425,6 @@ class SessionService:
                 qr_expires=now + ttl_ms,
             )
         )
-
-    async def _on_message_in(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
-        """Stored for the operator in ``handle_event``; nothing else to do here."""
-
-    async def _on_message_status(
-        self, record: SessionRecord, data: dict[str, Any], now: int
-    ) -> None:
-        """Stored for the operator in ``handle_event``; the message record's own status is
-        the sending side's (issue 12, part 1)."""
 
     async def _on_pairing_code(
         self, record: SessionRecord, data: dict[str, Any], now: int
@@ -538,7 +591,9 @@ class SessionService:
     async def _failover(self, session_id: str) -> Move | None:
         async with self._session_lock(session_id):
             record = await self.store.get_session(session_id)
-            if record is None:
+            if record is None or record.status == Status.STOPPED:
+                # A stopped session keeps its proxy; started again on a dead one, its worker
+                # reports the proxy error and moves then.
                 return None
             new = await self.store.failover(session_id, self.settings.max_sessions_per_proxy)
             if new is None:
@@ -594,7 +649,7 @@ class SessionService:
 
     async def _handle_worker_exit_locked(self, session_id: str, code: int | None) -> None:
         record = await self.store.get_session(session_id)
-        if record is None or (record.status == Status.FAILED and record.reason in PARKED_REASONS):
+        if record is None or _at_rest(record):
             return  # deleted, or stopped on purpose meanwhile
         if code == EXIT_RECYCLE:
             session_log(session_id).info("recycled its worker process; starting a fresh one")
@@ -682,7 +737,7 @@ class SessionService:
         return restarted
 
     def _stale(self, record: SessionRecord, now: int) -> bool:
-        if record.status == Status.FAILED and record.reason in PARKED_REASONS:
+        if _at_rest(record):
             return False
         return now - (record.last_ping or record.created) > self.settings.ping_timeout_ms
 
@@ -727,10 +782,15 @@ class SessionService:
                 record = await self.store.get_session(listed.id)
                 if record is None or record.id in acted_on:
                     continue  # deleted, or started by a request or an event meanwhile
-                parked = record.status == Status.FAILED and record.reason in PARKED_REASONS
+                parked = _at_rest(record)  # parked, or stopped by the operator
                 if handle is None:
                     if not parked:
                         missing.append(record)
+                    continue
+                if record.status == Status.STOPPED:
+                    # A stop that serve died in the middle of: finish it.
+                    await self.runner.stop(record.id)
+                    report["removed"].append(record.id)
                     continue
                 wanted = self.runner.fingerprint(
                     self.worker_spec(record.id, record.proxy, record.phone)
@@ -804,11 +864,7 @@ class SessionService:
         async def start_one(listed: SessionRecord) -> None:
             async with self._session_lock(listed.id):
                 record = await self.store.get_session(listed.id)
-                if (
-                    record is None
-                    or record.id in skip
-                    or (record.status == Status.FAILED and record.reason in PARKED_REASONS)
-                ):
+                if record is None or record.id in skip or _at_rest(record):
                     return
                 await self._start_worker(
                     record.id, record.proxy, record.phone, reason or record.reason
@@ -897,6 +953,14 @@ class SessionService:
 
     async def close(self) -> None:
         await self.tasks.cancel()
+
+
+def _at_rest(record: SessionRecord) -> bool:
+    """No worker on purpose: parked by wafleet or stopped by the operator; nothing restarts
+    it by itself."""
+    return record.status == Status.STOPPED or (
+        record.status == Status.FAILED and record.reason in PARKED_REASONS
+    )
 
 
 def _parked_for_capacity(record: SessionRecord) -> bool:

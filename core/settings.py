@@ -100,6 +100,19 @@ class Settings:
     events_max_attempts: int = 25
     events_max_age_ms: int = 24 * 3600 * 1000
     events_retention_ms: int = 7 * 24 * 3600 * 1000
+    # Messages (issue 12): how long an accepted message may wait for its session to send it,
+    # and careful sending: per-session limits (0 = none; a session's own override wins), a
+    # warm-up ramp for new numbers, a random pause between messages, "typing..." per character.
+    message_ttl_s: int = 86_400
+    messages_per_minute: int = 10
+    messages_per_day: int = 500
+    message_warmup_days: int = 7
+    message_pause_min_ms: int = 2_000
+    message_pause_max_ms: int = 8_000
+    typing_ms_per_char: int = 40
+    typing_max_ms: int = 6_000
+    # How long a worker's poll of its command channel is held open when there is nothing.
+    command_poll_ms: int = 20_000
 
     @property
     def webhook_url(self) -> str:
@@ -342,6 +355,15 @@ def _parse(env: Mapping[str, str]) -> Settings:
         events_max_attempts=c.integer("EVENTS_MAX_ATTEMPTS", 25, minimum=1),
         events_max_age_ms=c.integer("EVENTS_MAX_AGE_MS", 24 * 3600 * 1000, minimum=1),
         events_retention_ms=c.integer("EVENTS_RETENTION_MS", 7 * 24 * 3600 * 1000, minimum=0),
+        message_ttl_s=c.integer("MESSAGE_TTL_S", 86_400, minimum=1),
+        messages_per_minute=c.integer("MESSAGES_PER_MINUTE", 10),
+        messages_per_day=c.integer("MESSAGES_PER_DAY", 500),
+        message_warmup_days=c.integer("MESSAGE_WARMUP_DAYS", 7),
+        message_pause_min_ms=c.integer("MESSAGE_PAUSE_MIN_MS", 2_000),
+        message_pause_max_ms=c.integer("MESSAGE_PAUSE_MAX_MS", 8_000),
+        typing_ms_per_char=c.integer("TYPING_MS_PER_CHAR", 40),
+        typing_max_ms=c.integer("TYPING_MAX_MS", 6_000),
+        command_poll_ms=c.integer("COMMAND_POLL_MS", 20_000, minimum=100),
     )
     if settings.events_webhook_url and not settings.events_webhook_secret:
         c.problems.append(
@@ -370,6 +392,11 @@ def _parse(env: Mapping[str, str]) -> Settings:
         )
     if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         c.problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+    if settings.message_pause_max_ms < settings.message_pause_min_ms:
+        c.problems.append(
+            f"MESSAGE_PAUSE_MAX_MS ({settings.message_pause_max_ms}) must not be below "
+            f"MESSAGE_PAUSE_MIN_MS ({settings.message_pause_min_ms})"
+        )
     c.problems.extend(_timing_problems(settings))
     if c.problems:
         raise ConfigError("wafleet cannot start:\n  - " + "\n  - ".join(c.problems))

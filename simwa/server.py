@@ -8,6 +8,10 @@ client → server
   ``{"op": "presence", "state": "available"}``
   ``{"op": "message", "to": "self", "text", "ephemeral"}``
   ``{"op": "pair_phone", "phone"}`` during a QR round: link by code instead of a scan
+  ``{"op": "presence", "state": "composing" | "paused", "to"}`` "typing..." towards ``to``
+  ``{"op": "send", "id", "to", "text"}`` a message with the sender's chosen id; a resend of
+  an id the network already accepted from that phone is the same message (answered, not
+  recorded or carried again)
 server → client
   ``{"op": "qr", "qr": "2@...", "ttlMs"}``  rotating like WhatsApp's: the first lives
   ``qr_first_ttl_ms``, each next ``qr_next_ttl_ms``, ``qr_count`` in all, then
@@ -19,10 +23,15 @@ server → client
   ``{"op": "replaced"}`` then a close with code ``REPLACED_CLOSE`` when a newer connection of
   the same paired device takes over (WhatsApp's "stream replaced": the old one must not come
   back by itself, or two copies of a worker would throw each other off forever).
+  ``{"op": "sent", "id"}`` the network accepted a message (``send_error`` with a ``reason``
+  if it refused it); then ``{"op": "receipt", "id", "status": "delivered" | "read"}`` after
+  short delays; ``{"op": "message_in", "id", "from", "text", "timestamp"}`` a message for it.
+  Frames for a device that is not connected wait and go out when it connects again.
 
 The control API (``/control/...``) plays the phone: scan a QR, enter a pairing code
 (``POST /control/pair {"code", "phone"}``), logout, drop; and reports what the network saw
-of every device.
+of every device. ``POST /control/message {"from", "to", "text"}`` plays an outside number
+writing to a device; ``GET /control/messages?phone=`` lists what a phone sent, once per id.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import re
 import secrets
 import time
@@ -45,6 +55,9 @@ _PHONE = re.compile(r"[1-9]\d{7,14}")
 # The WebSocket close code of a connection a newer one of the same device replaced
 # (4000-4999 is the application's range).
 REPLACED_CLOSE = 4001
+# Receipts of a message: delivered this long after it was accepted, read as long again.
+RECEIPT_DELAY_S = int(os.environ.get("SIMWA_RECEIPT_MS", "200")) / 1000
+MAX_MESSAGE_TEXT = 65_536
 
 
 @dataclass
@@ -68,7 +81,10 @@ class Device:
     # reconnect loop between two copies of one worker shows here.
     connect_count: int = 0
     replaced_count: int = 0
+    typing_count: int = 0
     ws: web.WebSocketResponse | None = None
+    # Frames the device missed while away (receipts, incoming messages): sent on reconnect.
+    waiting: list[dict[str, Any]] = field(default_factory=list)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -82,6 +98,7 @@ class Device:
             "selfMessages": self.self_messages,
             "connectCount": self.connect_count,
             "replacedCount": self.replaced_count,
+            "typingCount": self.typing_count,
         }
 
 
@@ -116,6 +133,9 @@ class SimNetwork:
         self.devices: dict[str, Device] = {}  # by token
         self.qrs: dict[str, IssuedQr] = {}
         self.codes: dict[str, IssuedCode] = {}
+        # What each phone sent, by message id (insertion order): one entry per id.
+        self.sent: dict[str, dict[str, dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # the device side --------------------------------------------------------------------
 
@@ -227,6 +247,9 @@ class SimNetwork:
             device.ip_history.append(ip)
         await ws.send_json({"op": "connected", "phone": device.phone})
         log.info("device %s (%s) connected from %s", device.session_id, device.phone, ip)
+        missed, device.waiting = device.waiting, []
+        for frame in missed:
+            await self._deliver(device, frame)
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
                 break
@@ -234,12 +257,65 @@ class SimNetwork:
                 event = message.json()
             except ValueError:
                 continue
-            if event.get("op") == "presence":
+            if event.get("op") == "presence" and event.get("state") == "composing":
+                device.typing_count += 1
+            elif event.get("op") == "presence":
                 device.presence_count += 1
+            elif event.get("op") == "send":
+                await self._accept(device, ws, event)
             elif event.get("op") == "message" and event.get("to") == "self":
                 device.self_messages += 1
         if device.ws is ws:
             device.ws = None
+
+    async def _accept(
+        self, device: Device, ws: web.WebSocketResponse, event: dict[str, Any]
+    ) -> None:
+        mid, to, body = event.get("id"), event.get("to"), event.get("text")
+        if not isinstance(mid, str) or not 1 <= len(mid) <= 128:
+            return
+        if not isinstance(to, str) or not _PHONE.fullmatch(to):
+            await ws.send_json({"op": "send_error", "id": mid, "reason": "invalid_recipient"})
+            return
+        if not isinstance(body, str) or not body or len(body) > MAX_MESSAGE_TEXT:
+            await ws.send_json({"op": "send_error", "id": mid, "reason": "invalid_text"})
+            return
+        sent = self.sent.setdefault(device.phone, {})
+        fresh = mid not in sent
+        if fresh:
+            sent[mid] = {"id": mid, "to": to, "text": body, "timestamp": _now_ms()}
+        await ws.send_json({"op": "sent", "id": mid})
+        if fresh:
+            self._spawn(self._carry(device, mid, to, body))
+
+    async def _carry(self, sender: Device, mid: str, to: str, body: str) -> None:
+        """Bring the message to a device of ``to`` (if the network has one), then the
+        sender's receipts: delivered, then read."""
+        frame = {"op": "message_in", "id": mid, "from": sender.phone, "text": body}
+        for device in self._devices_of(to):
+            await self._deliver(device, {**frame, "timestamp": _now_ms()})
+        await asyncio.sleep(RECEIPT_DELAY_S)
+        await self._deliver(sender, {"op": "receipt", "id": mid, "status": "delivered"})
+        await asyncio.sleep(RECEIPT_DELAY_S)
+        await self._deliver(sender, {"op": "receipt", "id": mid, "status": "read"})
+
+    def _devices_of(self, phone: str) -> list[Device]:
+        return [d for d in self.devices.values() if d.phone == phone and not d.logged_out]
+
+    async def _deliver(self, device: Device, frame: dict[str, Any]) -> None:
+        ws = device.ws
+        if ws is None or ws.closed:
+            device.waiting.append(frame)
+            return
+        try:
+            await ws.send_json(frame)
+        except (ConnectionError, RuntimeError):
+            device.waiting.append(frame)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # the phone side (control API) -------------------------------------------------------
 
@@ -306,6 +382,28 @@ class SimNetwork:
             await device.ws.close()
         return web.json_response({"dropped": len(devices)})
 
+    async def message(self, request: web.Request) -> web.Response:
+        """An outside number writes to the device whose phone is ``to``."""
+        body = await _body(request)
+        sender, to, text = body.get("from"), body.get("to"), body.get("text")
+        if not isinstance(sender, str) or not _PHONE.fullmatch(sender):
+            return _error(400, "from must be 8-15 digits, country code first")
+        if not isinstance(text, str) or not text or len(text) > MAX_MESSAGE_TEXT:
+            return _error(400, "text must be a non-empty string")
+        devices = self._devices_of(to) if isinstance(to, str) else []
+        if not devices:
+            return _error(404, "no linked device for that phone")
+        mid = "SIM" + secrets.token_hex(10).upper()
+        frame = {"op": "message_in", "id": mid, "from": sender, "text": text}
+        for device in devices:
+            await self._deliver(device, {**frame, "timestamp": _now_ms()})
+        return web.json_response({"id": mid})
+
+    async def list_messages(self, request: web.Request) -> web.Response:
+        """What a phone sent, one entry per message id the network accepted."""
+        sent = self.sent.get(request.query.get("phone", ""), {})
+        return web.json_response(list(sent.values()))
+
     async def list_devices(self, request: web.Request) -> web.Response:
         return web.json_response([d.view() for d in self.devices.values()])
 
@@ -318,6 +416,10 @@ class SimNetwork:
             if not i.superseded and i.expires > now and not i.link.paired.done()
         ]
         return web.json_response(live)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _new_pairing_code() -> str:
@@ -354,6 +456,8 @@ def create_app(timings: QrTimings) -> web.Application:
     app.router.add_post("/control/logout", network.logout)
     app.router.add_post("/control/drop", network.drop)
     app.router.add_get("/control/devices", network.list_devices)
+    app.router.add_post("/control/message", network.message)
+    app.router.add_get("/control/messages", network.list_messages)
     app.router.add_get("/control/qrs", network.list_qrs)
     return app
 

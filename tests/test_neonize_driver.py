@@ -52,6 +52,7 @@ from neonize.events import (
     MessageEv,
     PairStatusEv,
     QREv,
+    ReceiptEv,
     StreamReplacedEv,
     TemporaryBanEv,
 )
@@ -59,11 +60,15 @@ from neonize.proto.Neonize_pb2 import (
     JID,
     ConnectFailureReason,
     Device,
+    MessageInfo,
+    MessageSource,
     PairPhoneReturnFunction,
     SendMessageReturnFunction,
+    SendResponse,
 )
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ExtendedTextMessage
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
-from neonize.utils.enum import ClientName, ClientType, Presence
+from neonize.utils.enum import ChatPresence, ClientName, ClientType, Presence
 
 from core.proxy_probe import probe
 from core.proxy_url import ProxyUrl
@@ -78,7 +83,10 @@ from worker.drivers.base import (
     NoAutoReconnect,
     ProxyFailure,
     QrTimeout,
+    SendFailed,
 )
+from worker.message_ids import wa_id
+from worker.send_journal import SendJournal
 
 USER, PASSWORD = "fleet", "s3cret"
 ME = "972501234567"
@@ -319,6 +327,12 @@ class Recorder:
     async def on_connected(self, phone: str) -> None:
         self._add(("connected", phone))
 
+    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> None:
+        self._add(("message_in", (message_id, sender, text, timestamp)))
+
+    def on_receipt(self, wa_message_id: str, status: str) -> None:
+        self._add(("receipt", (wa_message_id, status)))
+
     def _add(self, call: tuple[str, Any]) -> None:
         self.calls.append(call)
         self.changed.set()
@@ -451,8 +465,9 @@ def test_builds_client_offline_in_an_empty_folder(tmp_path: Path) -> None:
     attempt = nd._Attempt(asyncio.new_event_loop(), client)
     subscribed = set(client.event.list_func)
     assert EVENT_TO_INT[ConnectedEv] in subscribed and EVENT_TO_INT[LoggedOutEv] in subscribed
-    # messages, history sync and the stale QR event never cross into Python
-    for event in (MessageEv, HistorySyncEv, QREv):
+    # messages and receipts do (issue 12); history sync and the stale QR event never do
+    assert EVENT_TO_INT[MessageEv] in subscribed and EVENT_TO_INT[ReceiptEv] in subscribed
+    for event in (HistorySyncEv, QREv):
         assert EVENT_TO_INT[event] not in subscribed
     assert attempt.uuid == "worker_1#1"
     assert driver.build_client().uuid == b"worker_1#2"  # one Go client per attempt
@@ -784,3 +799,113 @@ def test_forget_auth_keeps_session_json_and_logs(session_dir: Path) -> None:
     driver.forget_auth()
     driver.forget_auth()  # idempotent
     assert sorted(p.name for p in session_dir.iterdir()) == ["session.json", "worker.log"]
+
+
+# messages (issue 12): text out with "typing...", incoming messages and receipts mapped from
+# neonize's own event types, and at most once across a crash (worker/send_journal.py) -------
+
+MID = "0123456789abcdef0123456789abcdef"
+THEM = "14155550123"
+
+
+async def _connected(driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch) -> Any:
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.status("success")
+    await core.event(ConnectedEv(status=True))
+    await listener.wait_for(1)
+    assert driver._attempt is not None
+    client = driver._attempt.client
+    monkeypatch.setattr(
+        client,
+        "send_message",
+        lambda *a: core._record("send_message", a, SendResponse(ID=f"3EB0{len(core.sent):020X}")),
+    )
+    monkeypatch.setattr(
+        client, "send_chat_presence", lambda *a: core._record("send_chat_presence", a, None)
+    )
+    return core, listener, task
+
+
+async def test_text_goes_out_after_typing_and_receipts_come_back(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core, listener, task = await _connected(driver, monkeypatch)
+    await driver.send_typing(THEM, 10)
+    await driver.send_text(THEM, "hello", wa_id(MID))
+    names = [name for name, _ in core.sent]
+    assert names == ["send_chat_presence", "send_chat_presence", "send_message"]
+    states = [args[1] for name, args in core.sent if name == "send_chat_presence"]
+    assert states == [ChatPresence.CHAT_PRESENCE_COMPOSING, ChatPresence.CHAT_PRESENCE_PAUSED]
+    _, (to, message) = core.sent[2]
+    assert (to.User, to.Server) == (THEM, "s.whatsapp.net")
+    assert message.conversation == "hello"
+    whatsapp_id = f"3EB0{2:020X}"
+
+    receipt = ReceiptEv(
+        MessageSource=MessageSource(Chat=JID(User=THEM), Sender=JID(User=THEM)),
+        MessageIDs=[whatsapp_id, "SOMEONE-ELSES"],
+        Timestamp=1_700_000_000,
+        Type=ReceiptEv.DELIVERED,
+    )
+    await core.event(receipt)
+    receipt.Type = ReceiptEv.RETRY  # not a status of ours
+    await core.event(receipt)
+    receipt.Type = ReceiptEv.READ
+    await core.event(receipt)
+    await listener.wait_for(3)
+    assert listener.calls[1:] == [
+        ("receipt", (wa_id(MID), "delivered")),
+        ("receipt", (wa_id(MID), "read")),
+    ]
+    await core.event(DisconnectedEv(status=True))
+    await _outcome(task)
+
+
+async def test_incoming_text_is_message_in_and_our_own_is_not(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core, listener, task = await _connected(driver, monkeypatch)
+
+    def incoming(text: WAMessage, from_me: bool = False) -> Any:
+        source = MessageSource(Chat=JID(User=THEM), Sender=JID(User=THEM), IsFromMe=from_me)
+        info = MessageInfo(MessageSource=source, ID="ABCDEF123", Timestamp=1_700_000_000)
+        return MessageEv(Info=info, Message=text)
+
+    await core.event(incoming(WAMessage(conversation="mine"), from_me=True))
+    await core.event(incoming(WAMessage()))  # no text (media, a reaction): not forwarded
+    await core.event(incoming(WAMessage(conversation="hi there")))
+    ext = WAMessage(extendedTextMessage=ExtendedTextMessage(text="with a link"))
+    await core.event(incoming(ext))
+    await listener.wait_for(3)
+    assert listener.calls[1:] == [
+        ("message_in", ("ABCDEF123", THEM, "hi there", 1_700_000_000_000)),
+        ("message_in", ("ABCDEF123", THEM, "with a link", 1_700_000_000_000)),
+    ]
+    await core.event(DisconnectedEv(status=True))
+    await _outcome(task)
+
+
+async def test_a_resend_after_a_crash_is_never_a_second_message(
+    driver: nd.NeonizeDriver, session_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = "fedcba9876543210fedcba9876543210"
+    journal = SendJournal(session_dir)  # what a worker that died left behind:
+    journal.sent(MID, "3EB0SENTBEFORE")  # sent, the report cut short
+    journal.sending(other)  # died between sending and hearing back
+    core, listener, task = await _connected(driver, monkeypatch)
+    await driver.send_text(THEM, "again", wa_id(MID))  # already sent: nothing goes out
+    with pytest.raises(SendFailed, match="uncertain"):
+        await driver.send_text(THEM, "maybe", wa_id(other))
+    assert [name for name, _ in core.sent] == []
+    receipt = ReceiptEv(
+        MessageSource=MessageSource(Chat=JID(User=THEM), Sender=JID(User=THEM)),
+        MessageIDs=["3EB0SENTBEFORE"],
+        Timestamp=1,
+        Type=ReceiptEv.READ,
+    )
+    await core.event(receipt)  # receipts of the earlier process's sends still map
+    await listener.wait_for(2)
+    assert listener.calls[1] == ("receipt", (wa_id(MID), "read"))
+    await core.event(DisconnectedEv(status=True))
+    await _outcome(task)

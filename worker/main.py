@@ -10,6 +10,7 @@ import sys
 
 from core import logs
 from core.proxy_url import ProxyUrl
+from worker.commands import CommandClient
 from worker.config import WorkerConfig
 from worker.drivers import make_driver
 from worker.drivers.base import EXIT_RECYCLE, Recycle
@@ -35,18 +36,23 @@ async def run_worker(config: WorkerConfig) -> None:
         config.attempts_per_process,
         ProxyUrl.parse(config.proxy_url).id,
     )
+    commands = CommandClient(
+        config.webhook_url, config.session_id, config.webhook_secret, driver, webhook, loop.online
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     session = asyncio.create_task(loop.run(), name="session")
+    channel = asyncio.create_task(commands.run(), name="commands")
     stopper = asyncio.create_task(stop.wait(), name="stop")
     log.info("worker %s started (driver %s, boot %s)", config.session_id, config.driver, boot_id)
     try:
         await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (session, stopper):
+        for task in (session, channel, stopper):
             task.cancel()
-        await asyncio.gather(session, stopper, return_exceptions=True)
+        await asyncio.gather(session, channel, stopper, return_exceptions=True)
+        await commands.close()
         await driver.close()
         await webhook.flush(1.0)
         await webhook.close()

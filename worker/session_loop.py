@@ -23,6 +23,7 @@ from worker.drivers.base import (
     QrTimeout,
     Recycle,
 )
+from worker.message_ids import message_id_of
 from worker.webhook_client import WebhookClient
 
 log = logging.getLogger("wafleet.worker")
@@ -48,6 +49,8 @@ class SessionLoop:
         self.presence_interval_s = presence_interval_s
         self.self_message_interval_s = self_message_interval_s
         self.connected = False
+        # Set while connected: the command channel (worker/commands.py) polls only then.
+        self.online = asyncio.Event()
         self._connected_since = 0.0
         self._failures = 0
         self.attempts_per_process = attempts_per_process
@@ -66,8 +69,20 @@ class SessionLoop:
     async def on_connected(self, phone: str) -> None:
         log.info("connected")
         self.connected = True
+        self.online.set()
         self._connected_since = time.monotonic()
         self.webhook.send("CONNECTED", {"phoneNumber": phone})
+
+    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> None:
+        self.webhook.send(
+            "MESSAGE_IN",
+            {"messageId": message_id, "from": sender, "text": text, "timestamp": timestamp},
+        )
+
+    def on_receipt(self, wa_message_id: str, status: str) -> None:
+        message_id = message_id_of(wa_message_id)
+        if message_id is not None:  # not one of ours (the keep-alive self-message)
+            self.webhook.send("MESSAGE_STATUS", {"messageId": message_id, "status": status})
 
     # the loop ---------------------------------------------------------------------------
 
@@ -127,6 +142,7 @@ class SessionLoop:
         if was and time.monotonic() - self._connected_since > STABLE_AFTER_S:
             self._failures = 0
         self.connected = False
+        self.online.clear()
         return was
 
     def _backoff(self) -> float:

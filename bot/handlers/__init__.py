@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from bot.handlers import backups, errors, lang, nodes, proxies, sessions, start, stats
+from bot.handlers import (
+    backups,
+    errors,
+    lang,
+    messages,
+    nodes,
+    proxies,
+    sessions,
+    start,
+    stats,
+)
 
 
 def get_routers() -> list[Router]:
@@ -16,6 +26,7 @@ def get_routers() -> list[Router]:
         errors.build_router(),
         start.build_router(),
         sessions.build_router(),
+        messages.build_router(),
         proxies.build_router(),
         stats.build_router(),
         nodes.build_router(),

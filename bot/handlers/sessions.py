@@ -9,7 +9,7 @@ from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
-from bot import keyboards, lookup, texts
+from bot import keyboards, lookup, message_texts, texts
 from bot.handlers.common import args, chat_of, hide_proxy_url, message_of, one_arg
 from bot.keyboards import PageCb, SessionAction, SessionCb, View, ViewCb
 from bot.notifier import TelegramNotifier
@@ -110,10 +110,9 @@ async def _one(message: Message, query: str, service: SessionService) -> Session
 
 async def _show_status(target: Message, record: SessionRecord, service: SessionService) -> None:
     events = await service.events(record.id, 5)
-    await target.answer(
-        texts.session_status(record, service.clock.now_ms(), events),
-        reply_markup=keyboards.session_buttons([record]),
-    )
+    text = texts.session_status(record, service.clock.now_ms(), events)
+    counts = message_texts.counts(await service.messages.counts(record.id))
+    await target.answer(f"{text}\n{counts}", reply_markup=keyboards.session_buttons([record]))
 
 
 async def status(message: Message, command: CommandObject, service: SessionService) -> None:

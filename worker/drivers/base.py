@@ -75,6 +75,18 @@ class Recycle(Disconnect):  # noqa: N818
     code = "recycle"
 
 
+class SendFailed(Exception):  # noqa: N818 - an outcome reported as ``failed``
+    """WhatsApp refused the message for good (not a lost connection: that is retried)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NotConnected(Exception):  # noqa: N818
+    """The message could not leave: no live connection. The command waits for the next."""
+
+
 class DriverListener(Protocol):
     """What a driver tells the session loop while an attempt is running."""
 
@@ -83,6 +95,14 @@ class DriverListener(Protocol):
     async def on_pairing_code(self, code: str) -> None: ...
 
     async def on_connected(self, phone: str) -> None: ...
+
+    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> None:
+        """A message arrived at the session's phone (timestamp in ms)."""
+        ...
+
+    def on_receipt(self, wa_message_id: str, status: str) -> None:
+        """``delivered`` or ``read`` for a message this session sent (WhatsApp's id)."""
+        ...
 
 
 class Driver(Protocol):
@@ -101,6 +121,15 @@ class Driver(Protocol):
 
     async def send_self_message(self, text: str, ephemeral_s: int) -> None:
         """Send ``text`` to the account's own chat with a disappearing timer."""
+        ...
+
+    async def send_typing(self, to: str, duration_ms: int) -> None:
+        """Show "typing..." to ``to`` for ``duration_ms``, then stop; ``NotConnected``."""
+        ...
+
+    async def send_text(self, to: str, text: str, wa_message_id: str) -> None:
+        """Send ``text`` to the phone ``to`` with the given WhatsApp id; returns once WhatsApp
+        accepted it. ``NotConnected`` (try again later) or ``SendFailed`` (for good)."""
         ...
 
     def forget_auth(self) -> None:

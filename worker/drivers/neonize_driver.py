@@ -67,11 +67,15 @@ from worker.drivers.base import (
     DriverListener,
     LoggedOut,
     NoAutoReconnect,
+    NotConnected,
     ProxyFailure,
     QrTimeout,
+    SendFailed,
 )
 from worker.drivers.neonize_slim import (
     JID,
+    ChatPresence,
+    ChatPresenceMedia,
     ClientName,
     ClientOutdatedEv,
     ClientType,
@@ -85,9 +89,11 @@ from worker.drivers.neonize_slim import (
     KeepAliveRestoredEv,
     KeepAliveTimeoutEv,
     LoggedOutEv,
+    MessageEv,
     PairStatusEv,
     Presence,
     ProxySettings,
+    ReceiptEv,
     SlimClient,
     StreamErrorEv,
     StreamReplacedEv,
@@ -100,6 +106,8 @@ from worker.drivers.neonize_slim import (
 )
 from worker.drivers.neonize_slim import NEONIZE_VERSION as NEONIZE_VERSION  # the pinned one
 from worker.drivers.neonize_slim import Message as WAMessage
+from worker.message_ids import message_id_of, wa_id
+from worker.send_journal import SendJournal
 
 log = logging.getLogger("wafleet.worker.neonize")
 
@@ -139,7 +147,12 @@ SUBSCRIBED: tuple[Any, ...] = (
     ClientOutdatedEv,
     StreamErrorEv,
     DisconnectedEv,
+    MessageEv,
+    ReceiptEv,
 )
+# whatsmeow's receipt types that mean what our statuses mean (the rest: retries, our own
+# other devices, played media, history sync; not about the recipient reading our text).
+RECEIPT_STATUS = {ReceiptEv.DELIVERED: "delivered", ReceiptEv.READ: "read"}
 _LOGOUT_REASONS = {
     ConnectFailureReason.LOGGED_OUT,
     ConnectFailureReason.MAIN_DEVICE_GONE,
@@ -235,6 +248,7 @@ class NeonizeDriver:
         self._attempt: _Attempt | None = None
         self._me: str | None = None
         self._connected = False
+        self._sent: SendJournal | None = None  # read on first use
         # the Go runtime has started (loading the library did it): its start-up pages can go
         neonize_slim.drop_clean_library_pages(neonize_slim.GO_LIBRARY)
 
@@ -413,6 +427,28 @@ class NeonizeDriver:
                 raise ConnectionLost("keep-alive timed out")
         elif isinstance(event, KeepAliveRestoredEv):
             log.info("keep-alive answered again")
+        elif isinstance(event, MessageEv):
+            self._on_message(listener, event)
+        elif isinstance(event, ReceiptEv):
+            status = RECEIPT_STATUS.get(event.Type)
+            if status is not None:
+                for wa_message_id in event.MessageIDs:
+                    mid = self._journal().by_wa_id.get(wa_message_id)
+                    if mid is not None:
+                        listener.on_receipt(wa_id(mid), status)
+
+    def _on_message(self, listener: DriverListener, event: Any) -> None:
+        """A text that arrived from someone else, as ``MESSAGE_IN`` (media, reactions,
+        protocol messages and our own other devices' messages are not forwarded)."""
+        source = event.Info.MessageSource
+        if source.IsFromMe:
+            return
+        text = event.Message.conversation or event.Message.extendedTextMessage.text
+        if not text:
+            return
+        listener.on_message_in(
+            event.Info.ID, source.Sender.User, text, int(event.Info.Timestamp) * 1000
+        )
 
     async def _connect_failure(self, event: Any) -> None:
         reason = int(event.Reason)
@@ -569,6 +605,47 @@ class NeonizeDriver:
             self_message(text, ephemeral_s),
         )
 
+    async def send_typing(self, to: str, duration_ms: int) -> None:
+        chat = user_jid(to)
+        for state in (ChatPresence.CHAT_PRESENCE_COMPOSING, ChatPresence.CHAT_PRESENCE_PAUSED):
+            if not self._connected:
+                raise NotConnected("not connected")
+            await self._call(
+                self._attempt_client().send_chat_presence,
+                chat,
+                state,
+                ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT,
+            )
+            if state is ChatPresence.CHAT_PRESENCE_COMPOSING:
+                await asyncio.sleep(duration_ms / 1000)
+
+    async def send_text(self, to: str, text: str, wa_message_id: str) -> None:
+        """Send through whatsmeow, which picks the WhatsApp id itself (0.5.2 takes none): the
+        journal (worker/send_journal.py) keeps a resend after a crash from sending twice."""
+        mid = message_id_of(wa_message_id) or wa_message_id
+        journal = self._journal()
+        if mid in journal.state:
+            if journal.state[mid] is not None:
+                return  # sent before a crash cut the report short: sent, once
+            raise SendFailed("uncertain: the worker stopped while sending; not sent twice")
+        if not self._connected:
+            raise NotConnected("not connected")
+        client = self._attempt_client()
+        journal.sending(mid)
+        try:
+            answer = await self._call(
+                client.send_message, user_jid(to), WAMessage(conversation=text)
+            )
+        except Exception as exc:
+            # Refused before it left: nothing reached WhatsApp, so not uncertain.
+            raise SendFailed(_redact(f"not sent: {exc}", self.proxy)) from None
+        journal.sent(mid, str(answer.ID))
+
+    def _journal(self) -> SendJournal:
+        if self._sent is None:
+            self._sent = SendJournal(self.session_dir)
+        return self._sent
+
     def forget_auth(self) -> None:
         """Delete whatsmeow's database (and its -wal/-shm); never session.json or logs."""
         for suffix in DB_SUFFIXES:
@@ -577,6 +654,11 @@ class NeonizeDriver:
     async def close(self) -> None:
         self._connected = False
         await self._stop_core()
+
+
+def user_jid(phone: str) -> JID:
+    """A phone's user JID, whole (see :func:`own_jid`)."""
+    return JID(User=phone, Server=USER_SERVER, RawAgent=0, Device=0, Integrator=0, IsEmpty=False)
 
 
 def own_jid(phone: str) -> JID:

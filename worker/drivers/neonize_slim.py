@@ -132,7 +132,9 @@ from neonize.events import (
     KeepAliveRestoredEv,
     KeepAliveTimeoutEv,
     LoggedOutEv,
+    MessageEv,
     PairStatusEv,
+    ReceiptEv,
     StreamErrorEv,
     StreamReplacedEv,
     TemporaryBanEv,
@@ -142,7 +144,7 @@ from neonize.proto import Neonize_pb2 as neonize_proto
 from neonize.proto.Neonize_pb2 import JID, ConnectFailureReason, Device
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ContextInfo, ExtendedTextMessage, Message
-from neonize.utils.enum import ClientName, ClientType, Presence
+from neonize.utils.enum import ChatPresence, ChatPresenceMedia, ClientName, ClientType, Presence
 from neonize.utils.log import log_whatsmeow
 
 __all__ = (
@@ -163,8 +165,12 @@ __all__ = (
     "KeepAliveRestoredEv",
     "KeepAliveTimeoutEv",
     "LoggedOutEv",
+    "ChatPresence",
+    "ChatPresenceMedia",
     "Message",
+    "MessageEv",
     "PairStatusEv",
+    "ReceiptEv",
     "Presence",
     "ProxySettings",
     "SlimClient",
@@ -277,6 +283,21 @@ class SlimClient:
 
     def send_presence(self, presence: Presence) -> None:
         error = self.core.SendPresence(self.uuid, presence.value)
+        if error:
+            raise SendPresenceError(error)
+
+    def send_chat_presence(self, jid: JID, state: ChatPresence, media: ChatPresenceMedia) -> None:
+        """``NewClient.send_chat_presence``: "typing..." (composing) or paused, in one chat."""
+        jid_bytes = jid.SerializeToString()
+        answer = self.core.SendChatPresence(
+            self.uuid, jid_bytes, len(jid_bytes), state.value, media.value
+        )
+        # 0.5.2 declares the answer a void pointer (NewClient's ``.decode()`` on it fails):
+        # read the C string it points to.
+        if isinstance(answer, bytes):
+            error = answer.decode(errors="replace")
+        else:
+            error = ctypes.string_at(answer).decode(errors="replace") if answer else ""
         if error:
             raise SendPresenceError(error)
 

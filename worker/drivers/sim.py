@@ -7,6 +7,7 @@ The protocol is JSON over one WebSocket; see ``simwa.server`` for the other side
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -29,8 +30,10 @@ from worker.drivers.base import (
     DriverListener,
     LoggedOut,
     NoAutoReconnect,
+    NotConnected,
     ProxyFailure,
     QrTimeout,
+    SendFailed,
     auth_files,
 )
 
@@ -40,6 +43,8 @@ CREDS_FILE = "creds.json"
 # simwa's close code for a connection a newer one of the same device replaced (its
 # ``REPLACED_CLOSE``; the worker does not import the simulator).
 REPLACED_CLOSE = 4001
+# How long a message may wait for the network's acceptance before it counts as not sent.
+SEND_TIMEOUT_S = 15.0
 
 
 class SimDriver:
@@ -57,6 +62,8 @@ class SimDriver:
         self.simwa_url = simwa_url
         self.phone = phone
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        # Messages sent on this connection, waiting for the network's "sent" (by WhatsApp id).
+        self._accepting: dict[str, asyncio.Future[str | None]] = {}
 
     def _creds(self) -> dict[str, Any] | None:
         try:
@@ -101,6 +108,10 @@ class SimDriver:
                 await self._receive(ws, listener)
             finally:
                 self._ws = None
+                for waiting in self._accepting.values():
+                    if not waiting.done():
+                        waiting.set_exception(NotConnected("the connection closed"))
+                self._accepting.clear()
                 await ws.close()
 
     async def _connect(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
@@ -144,6 +155,19 @@ class SimDriver:
                 raise QrTimeout("qr_timeout")
             elif op == "replaced":
                 raise _replaced()
+            elif op in ("sent", "send_error"):
+                waiting = self._accepting.pop(str(event.get("id")), None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(None if op == "sent" else str(event.get("reason")))
+            elif op == "receipt":
+                listener.on_receipt(str(event["id"]), str(event["status"]))
+            elif op == "message_in":
+                listener.on_message_in(
+                    str(event["id"]),
+                    str(event["from"]),
+                    str(event["text"]),
+                    int(event["timestamp"]),
+                )
         if ws.close_code == REPLACED_CLOSE:
             raise _replaced()
         raise ConnectionLost("the network closed the connection")
@@ -157,6 +181,32 @@ class SimDriver:
             await self._ws.send_json(
                 {"op": "message", "to": "self", "text": text, "ephemeral": ephemeral_s}
             )
+
+    async def send_typing(self, to: str, duration_ms: int) -> None:
+        ws = self._live()
+        await ws.send_json({"op": "presence", "state": "composing", "to": to})
+        await asyncio.sleep(duration_ms / 1000)
+        ws = self._live()
+        await ws.send_json({"op": "presence", "state": "paused", "to": to})
+
+    async def send_text(self, to: str, text: str, wa_message_id: str) -> None:
+        ws = self._live()
+        accepted = asyncio.get_running_loop().create_future()
+        self._accepting[wa_message_id] = accepted
+        try:
+            await ws.send_json({"op": "send", "id": wa_message_id, "to": to, "text": text})
+            refused = await asyncio.wait_for(accepted, SEND_TIMEOUT_S)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            raise NotConnected(f"not accepted: {type(exc).__name__}") from None
+        finally:
+            self._accepting.pop(wa_message_id, None)
+        if refused is not None:
+            raise SendFailed(refused)
+
+    def _live(self) -> aiohttp.ClientWebSocketResponse:
+        if self._ws is None or self._ws.closed:
+            raise NotConnected("not connected")
+        return self._ws
 
     async def close(self) -> None:
         if self._ws is not None:

@@ -1,0 +1,38 @@
+"""The chat texts of messages and stop/start (issue 12), beside ``texts.py`` and under its
+rules: built inside an i18n context, every dynamic value HTML-escaped here, once."""
+
+from __future__ import annotations
+
+from aiogram import html
+from aiogram.utils.i18n import gettext as _
+
+from core.messages import Counts, Message
+from core.models import SessionRecord
+
+
+def message_accepted(sid: str, message: Message) -> str:
+    return _("✉️ Message {mid} to {phone} queued on {sid}; status: {status}").format(
+        mid=html.code(html.quote(message.id)),
+        phone=html.quote("+" + message.to),
+        sid=html.bold(html.quote(sid)),
+        status=html.quote(message.status),
+    )
+
+
+def stopped(record: SessionRecord) -> str:
+    return _(
+        "⏸ {sid} stopped: no worker runs; its link, proxy and queued messages are kept. "
+        "/start_session {sid} brings it back."
+    ).format(sid=html.bold(html.quote(record.id)))
+
+
+def started(record: SessionRecord) -> str:
+    return _("▶️ {sid} starting again with its saved link; no QR needed.").format(
+        sid=html.bold(html.quote(record.id))
+    )
+
+
+def counts(found: Counts) -> str:
+    return _("Messages: {sent} sent, {received} received, {failed} failed").format(
+        sent=found.sent, received=found.received, failed=found.failed
+    )

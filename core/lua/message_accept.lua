@@ -1,0 +1,33 @@
+-- Accept one message for a session (POST /api/sessions/:id/messages), at most once per
+-- idempotency key: the key, the record and the queue entry are written together or not at all.
+-- KEYS: idempotency key, message hash, session's queue, deadlines, session:<id>:status,
+-- the session's logged-out mark, session's counts.
+-- ARGV: message id, session id, to, text, now ms, deadline ms, has key ('1'/'0'), keep ms.
+-- Returns {id, 'new' | 'existing' | 'no_session'}.
+local idem, message, queue, deadlines, status_key, logged_out, counts = unpack(KEYS, 1, 7)
+local id, session, to, text, now, deadline, has_key, keep = unpack(ARGV, 1, 8)
+if has_key == '1' then
+  local existing = redis.call('GET', idem)
+  if existing then
+    return {existing, 'existing'}
+  end
+end
+local status = redis.call('GET', status_key)
+if not status then
+  return {'', 'no_session'}
+end
+redis.call('HSET', message, 'id', id, 'session', session, 'to', to, 'text', text,
+  'created', now, 'deadline', deadline, 'status', 'queued')
+if redis.call('EXISTS', logged_out) == 1 then
+  -- Logged out: nothing will send it until someone links the phone again.
+  redis.call('HSET', message, 'status', 'failed', 'reason', 'logged_out')
+  redis.call('HINCRBY', counts, 'failed', 1)
+  redis.call('PEXPIRE', message, keep)
+else
+  redis.call('RPUSH', queue, id)
+  redis.call('ZADD', deadlines, deadline, id)
+end
+if has_key == '1' then
+  redis.call('SET', idem, id, 'PX', keep)
+end
+return {id, 'new'}

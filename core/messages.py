@@ -1,0 +1,307 @@
+"""Outgoing messages: accepted durably, handed to the worker one at a time, within limits.
+
+A 202 is a promise, so everything lives in Redis (AOF) and every change is one Lua script:
+accept (with its idempotency key), take (the next message for the worker, if the limits
+allow), update (the worker's report; statuses only move forward) and expire. The worker
+sends with a WhatsApp id derived from our id, so a message handed out again after a crash
+is the same message at WhatsApp, never a second one: at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from core import keys, text
+from core.clock import Clock
+from core.errors import InvalidInput, NotFound
+from core.phone import normalize as normalize_phone
+from core.settings import Settings
+from core.store import Store, load_script
+from core.tasks import every
+
+MAX_TEXT = 4096  # characters; WhatsApp allows more, an operator's notification needs less
+MAX_IDEMPOTENCY_KEY = 128
+MESSAGE_ID = re.compile(r"[0-9a-f]{32}")
+# A finished record (and its idempotency key) is kept this long for GET and resends.
+KEEP_MS = 7 * 24 * 3600 * 1000
+STATUSES = ("queued", "sent", "delivered", "read", "failed")
+WORKER_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
+EXPIRE_BATCH = 500
+LIMIT_NAMES = ("perMinute", "perDay", "warmupDays")
+MAX_LIMIT = 1_000_000
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    session: str
+    to: str
+    status: str
+    reason: str | None
+
+    def view(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.id, "to": self.to, "status": self.status}
+        if self.reason:
+            body["reason"] = self.reason
+        return body
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Per session, for the chat's ``/status``: messages sent, received and failed."""
+
+    sent: int = 0
+    received: int = 0
+    failed: int = 0
+
+
+def check_text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput("text must be a non-empty string")
+    if len(value) > MAX_TEXT:
+        raise InvalidInput(f"text must be at most {MAX_TEXT} characters")
+    return text.check(value, "text")
+
+
+def check_limits(body: dict[str, Any]) -> dict[str, int]:
+    """The operator's per-session limits: whole numbers, 0 meaning none."""
+    limits: dict[str, int] = {}
+    for name in LIMIT_NAMES:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_LIMIT:
+            raise InvalidInput(f"{name} must be a whole number from 0 to {MAX_LIMIT}")
+        limits[name] = value
+    if not limits:
+        raise InvalidInput(f"name at least one of {', '.join(LIMIT_NAMES)}")
+    return limits
+
+
+class MessageService:
+    def __init__(self, store: Store, settings: Settings, clock: Clock) -> None:
+        self.redis = store.redis
+        self.settings = settings
+        self.clock = clock
+        self._accept = self.redis.register_script(load_script("message_accept.lua"))
+        self._take = self.redis.register_script(load_script("message_take.lua"))
+        self._update = self.redis.register_script(load_script("message_update.lua"))
+        self._expire = self.redis.register_script(load_script("message_expire.lua"))
+        self._logged_out = self.redis.register_script(load_script("message_logged_out.lua"))
+        # Per session: set when something may now be handed to its worker, so a waiting
+        # poll answers at once instead of at its next recheck.
+        self._wakers: dict[str, asyncio.Event] = {}
+
+    # the operator's side ----------------------------------------------------------------
+
+    async def accept(
+        self, session_id: str, to: object, body: object, idempotency_key: object = None
+    ) -> tuple[Message, bool]:
+        """Queue a message; ``(message, created)``. Validated before anything is written."""
+        phone = normalize_phone(to)
+        message_text = check_text(body)
+        key = _check_key(idempotency_key)
+        now = self.clock.now_ms()
+        mid = uuid.uuid4().hex
+        found = await self._accept(
+            keys=[
+                keys.message_key(session_id, key or ""),
+                keys.message(mid),
+                keys.message_queue(session_id),
+                keys.message_deadlines(),
+                keys.session(session_id, "status"),
+                keys.session_logged_out(session_id),
+                keys.message_counts(session_id),
+            ],
+            args=[
+                mid,
+                session_id,
+                phone,
+                message_text,
+                now,
+                now + self.settings.message_ttl_s * 1000,
+                "1" if key else "0",
+                KEEP_MS,
+            ],
+        )
+        mid, outcome = str(found[0]), str(found[1])
+        if outcome == "no_session":
+            raise NotFound(f"no session {session_id!r}")
+        self.wake(session_id)
+        return await self.get(session_id, mid), outcome == "new"
+
+    async def get(self, session_id: str, message_id: str) -> Message:
+        if not MESSAGE_ID.fullmatch(message_id):
+            raise NotFound(f"no message {message_id!r}")
+        fields = await self.redis.hmget(
+            keys.message(message_id), ["session", "to", "status", "reason"]
+        )
+        if fields[0] != session_id:
+            raise NotFound(f"no message {message_id!r} in session {session_id!r}")
+        reason = str(fields[3]) if fields[3] else None
+        return Message(message_id, session_id, str(fields[1]), str(fields[2]), reason)
+
+    async def counts(self, session_id: str) -> Counts:
+        found = await self.redis.hgetall(keys.message_counts(session_id))
+        return Counts(*(int(found.get(name, 0)) for name in ("sent", "received", "failed")))
+
+    async def queued(self, session_id: str) -> int:
+        """Messages waiting: in the queue, plus the one handed out and not yet reported."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.llen(keys.message_queue(session_id))
+        pipe.llen(keys.session_commands(session_id))
+        waiting, held = await pipe.execute()
+        return int(waiting) + int(held)
+
+    async def set_limits(self, session_id: str, limits: dict[str, int]) -> dict[str, int]:
+        await self.redis.hset(keys.send_limits(session_id), mapping=limits)  # type: ignore[arg-type]
+        self.wake(session_id)
+        return await self.limits(session_id)
+
+    async def limits(self, session_id: str) -> dict[str, int]:
+        """The limits in force for the session: its own where set, else the settings'."""
+        own = await self.redis.hgetall(keys.send_limits(session_id))
+        s = self.settings
+        defaults = {
+            "perMinute": s.messages_per_minute,
+            "perDay": s.messages_per_day,
+            "warmupDays": s.message_warmup_days,
+        }
+        return {name: int(own.get(name, default)) for name, default in defaults.items()}
+
+    # the worker's side (the command channel) --------------------------------------------
+
+    async def take(self, session_id: str) -> tuple[list[dict[str, Any]], int]:
+        """The commands the session's worker must carry out now, and, when there are none,
+        how long (ms) until a limit lets the next one go (-1: nothing is waiting)."""
+        s = self.settings
+        found = await self._take(
+            keys=[
+                keys.session_commands(session_id),
+                keys.message_queue(session_id),
+                keys.send_log(session_id),
+                keys.send_state(session_id),
+                keys.send_limits(session_id),
+                keys.session(session_id, "status"),
+                keys.session(session_id, "created"),
+                keys.message_deadlines(),
+                keys.message_counts(session_id),
+            ],
+            args=[
+                self.clock.now_ms(),
+                s.messages_per_minute,
+                s.messages_per_day,
+                s.message_warmup_days,
+                random.randint(s.message_pause_min_ms, s.message_pause_max_ms),
+                KEEP_MS,
+            ],
+        )
+        ids, wait_ms = [str(i) for i in found[0]], int(found[1])
+        commands = []
+        for mid in ids:
+            fields = await self.redis.hmget(keys.message(mid), ["to", "text"])
+            if fields[0] is None or fields[1] is None:
+                # Its record is gone (never expected): drop the command rather than offer
+                # the worker something it could never acknowledge.
+                await self.redis.lrem(keys.session_commands(session_id), 0, mid)
+                continue
+            commands.append(
+                {
+                    "id": mid,
+                    "type": "send",
+                    "to": str(fields[0]),
+                    "text": str(fields[1]),
+                    "typingMs": self.typing_ms(str(fields[1])),
+                }
+            )
+        return commands, wait_ms
+
+    def typing_ms(self, message_text: str) -> int:
+        """ "typing..." for a time that fits the text, as a person would take."""
+        s = self.settings
+        return min(s.typing_max_ms, len(message_text) * s.typing_ms_per_char)
+
+    async def update(
+        self, session_id: str, message_id: str, status: str, reason: str | None, ack: bool
+    ) -> bool:
+        """Apply the worker's report about one of its session's messages; False when the
+        message is not that session's (nothing changes)."""
+        if not MESSAGE_ID.fullmatch(message_id) or status not in WORKER_STATUSES:
+            return False
+        applied = await self._update(
+            keys=[keys.session_commands(session_id), keys.message_counts(session_id)],
+            args=[
+                "ack" if ack else "event",
+                session_id,
+                message_id,
+                status,
+                reason or "",
+                KEEP_MS,
+            ],
+        )
+        if ack:
+            self.wake(session_id)  # the next message may go (after its pause)
+        return bool(applied)
+
+    async def on_session_event(self, session_id: str, kind: str, data: dict[str, Any]) -> None:
+        """What the session's life means for its messages: a logout on the phone fails the
+        queue (and new messages, until it connects again)."""
+        if kind == "AUTH_FAILURE" and data.get("reason") != "qr_timeout":
+            await self._logged_out(
+                keys=[
+                    keys.session_logged_out(session_id),
+                    keys.message_queue(session_id),
+                    keys.message_deadlines(),
+                    keys.message_counts(session_id),
+                ],
+                args=[KEEP_MS],
+            )
+        elif kind == "CONNECTED":
+            await self.redis.delete(keys.session_logged_out(session_id))
+            self.wake(session_id)
+
+    async def count_received(self, session_id: str) -> None:
+        await self.redis.hincrby(keys.message_counts(session_id), "received", 1)
+
+    async def expire_due(self) -> int:
+        """Fail queued messages whose time ran out; how many."""
+        expired = await self._expire(
+            keys=[keys.message_deadlines()],
+            args=[self.clock.now_ms(), EXPIRE_BATCH, KEEP_MS],
+        )
+        return int(expired)
+
+    # waking waiting polls ---------------------------------------------------------------
+
+    def waker(self, session_id: str) -> asyncio.Event:
+        return self._wakers.setdefault(session_id, asyncio.Event())
+
+    def wake(self, session_id: str) -> None:
+        event = self._wakers.get(session_id)
+        if event is not None:
+            event.set()
+
+
+def _check_key(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:
+        raise InvalidInput(
+            f"idempotencyKey must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters"
+        )
+    return text.check(value, "idempotencyKey")
+
+
+async def run_expiry(messages: MessageService, interval_s: float = 1.0) -> None:
+    """Fail queued messages as their time runs out, for sessions whose worker never asks."""
+
+    async def one_pass() -> None:
+        while await messages.expire_due() >= EXPIRE_BATCH:
+            pass  # a backlog: the next batch at once
+
+    await every(interval_s, one_pass, "message expiry")

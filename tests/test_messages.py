@@ -1,0 +1,163 @@
+"""Sending through a session, end to end: REST -> Redis -> the command channel -> the worker
+-> the simulated network (through the session's SOCKS5 proxy) -> receipts back as signed
+events. Real serve, Redis, microsocks, simwa and worker processes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fleet import PHONE, Fleet, eventually
+from tests.messaging import FAST, OUTSIDE, channel, message, send, sent_by, wait_message
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def fleet_options() -> dict[str, Any]:
+    return dict(FAST)
+
+
+async def test_a_message_reaches_the_network_once_and_its_receipts_come_back(
+    fleet: Fleet,
+) -> None:
+    sid = (await fleet.link())["id"]
+    accepted = await send(fleet, sid, "+1 (415) 555-0123", "hello from wafleet")
+    assert accepted["status"] == "queued"
+    mid = accepted["id"]
+    done = await wait_message(fleet, sid, mid, {"read"})
+    assert done == {"id": mid, "to": OUTSIDE, "status": "read"}
+    at_network = await sent_by(fleet, PHONE)
+    assert [(m["id"], m["to"], m["text"]) for m in at_network] == [
+        ("3EB0" + mid.upper(), OUTSIDE, "hello from wafleet")
+    ]
+    device = await fleet.device(sid)
+    assert device["typingCount"] == 1  # "typing..." before the message
+    counts = await fleet.redis.hgetall(f"wafleet:msgcounts:{sid}")
+    assert counts == {"sent": "1"}
+
+
+async def test_the_same_idempotency_key_is_the_same_message(fleet: Fleet) -> None:
+    sid = (await fleet.link())["id"]
+    first = await send(fleet, sid, OUTSIDE, "once", idempotencyKey="order-17")
+    again = await send(fleet, sid, OUTSIDE, "once", idempotencyKey="order-17")
+    other = await send(fleet, sid, OUTSIDE, "twice", idempotencyKey="order-18")
+    assert again["id"] == first["id"] != other["id"]
+    await wait_message(fleet, sid, first["id"], {"read"})
+    await wait_message(fleet, sid, other["id"], {"read"})
+    assert sorted(m["text"] for m in await sent_by(fleet, PHONE)) == ["once", "twice"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"to": "12", "text": "hi"},
+        {"to": "not a phone", "text": "hi"},
+        {"to": OUTSIDE, "text": ""},
+        {"to": OUTSIDE, "text": "   "},
+        {"to": OUTSIDE, "text": "line\nbreak"},
+        {"to": OUTSIDE, "text": "x" * 4097},
+        {"to": OUTSIDE},
+        {"to": OUTSIDE, "text": 5},
+        {"to": OUTSIDE, "text": "hi", "idempotencyKey": ""},
+        {"to": OUTSIDE, "text": "hi", "idempotencyKey": "k" * 129},
+        {"to": OUTSIDE, "text": "hi", "priority": 1},
+    ],
+)
+async def test_bad_input_is_a_400_and_writes_nothing(fleet: Fleet, body: dict[str, Any]) -> None:
+    sid = await fleet.provision_settled()
+    before = await fleet.snapshot()
+    status, answer = await fleet.call("POST", f"/api/sessions/{sid}/messages", body)
+    assert status == 400, answer
+    assert set(answer["error"]) == {"code", "message"}
+    assert await fleet.snapshot() == before
+
+
+async def test_unknown_session_or_message_is_a_404(fleet: Fleet) -> None:
+    sid = (await fleet.link())["id"]
+    status, answer = await fleet.call(
+        "POST", "/api/sessions/worker_999/messages", {"to": OUTSIDE, "text": "hi"}
+    )
+    assert status == 404, answer
+    mid = (await send(fleet, sid, OUTSIDE, "mine"))["id"]
+    for path in (
+        f"/api/sessions/{sid}/messages/{'0' * 32}",
+        f"/api/sessions/{sid}/messages/nonsense",
+        f"/api/sessions/worker_999/messages/{mid}",
+    ):
+        status, answer = await fleet.call("GET", path)
+        assert status == 404, (path, answer)
+
+
+async def test_a_logged_out_session_fails_a_message_at_once(fleet: Fleet) -> None:
+    sid = (await fleet.link())["id"]
+    assert await fleet.control("logout", phone=PHONE) == 200
+
+    async def logged_out() -> bool:
+        return bool(await fleet.events(sid, "AUTH_FAILURE"))
+
+    await eventually(logged_out, what="the logout to be seen")
+    mid = (await send(fleet, sid, OUTSIDE, "anyone there?"))["id"]
+    assert await message(fleet, sid, mid) == {
+        "id": mid,
+        "to": OUTSIDE,
+        "status": "failed",
+        "reason": "logged_out",
+    }
+    assert await sent_by(fleet, PHONE) == []
+
+
+async def test_an_incoming_message_is_counted_for_its_session(fleet: Fleet) -> None:
+    sid = (await fleet.link())["id"]
+    async with fleet.http.post(
+        fleet.simwa + "/control/message", json={"from": OUTSIDE, "to": PHONE, "text": "hi!"}
+    ) as r:
+        assert r.status == 200
+
+    async def received() -> str | None:
+        value = await fleet.redis.hget(f"wafleet:msgcounts:{sid}", "received")
+        return str(value) if value else None
+
+    assert await eventually(received, what="the MESSAGE_IN event") == "1"
+
+
+async def test_a_worker_cannot_read_or_ack_another_sessions_commands(fleet: Fleet) -> None:
+    mine = (await fleet.link())["id"]
+    theirs = await fleet.provision_settled("972509999999")  # not linked: its worker waits
+    mid = (await send(fleet, theirs, OUTSIDE, "for their eyes only"))["id"]
+    # Their worker's own poll (played by the test) takes the command out of the queue.
+    status, answer = await channel(
+        fleet, "/worker/commands", {"sessionId": theirs, "waitMs": 0}, signed_as=theirs
+    )
+    assert status == 200, answer
+    assert [c["id"] for c in answer["commands"]] == [mid]
+    before = await fleet.snapshot()
+    # Reading: a body naming their session, signed with my secret.
+    status, answer = await channel(
+        fleet, "/worker/commands", {"sessionId": theirs, "waitMs": 0}, signed_as=mine
+    )
+    assert status == 401, answer
+    assert "commands" not in answer
+    # Acknowledging: as myself, their command.
+    status, answer = await channel(
+        fleet,
+        "/worker/commands/ack",
+        {"sessionId": mine, "id": mid, "status": "sent"},
+        signed_as=mine,
+    )
+    assert status == 403, answer
+    # Acknowledging: naming their session, signed as me.
+    status, answer = await channel(
+        fleet,
+        "/worker/commands/ack",
+        {"sessionId": theirs, "id": mid, "status": "failed", "reason": "x"},
+        signed_as=mine,
+    )
+    assert status == 401, answer
+    assert await fleet.snapshot() == before
+    assert (await message(fleet, theirs, mid))["status"] == "queued"
+    status, answer = await channel(
+        fleet, "/worker/commands", {"sessionId": theirs, "waitMs": 0}, signed_as=theirs
+    )
+    assert [c["id"] for c in answer["commands"]] == [mid]  # still theirs, still unacknowledged

@@ -1,0 +1,125 @@
+"""The worker's side of the command channel (core/commands.py): poll, carry out, acknowledge.
+
+While connected, the worker long-polls ``POST /worker/commands`` and carries out what it
+gets one command at a time: "typing..." for the time serve chose, then the text with the
+WhatsApp id derived from our message id. It acknowledges each with its outcome (``sent``,
+or ``failed`` with a reason) and retries the acknowledgement until serve has it. A command
+whose message could not leave (the connection dropped) is not acknowledged: the next poll
+answers it again. Serve paces the messages (limits, random pauses); the worker does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from typing import Any
+
+from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from worker.drivers.base import Driver, NotConnected, SendFailed
+from worker.http_post import HttpError, HttpPoster
+from worker.message_ids import wa_id
+from worker.webhook_client import WebhookClient
+
+log = logging.getLogger("wafleet.worker.commands")
+
+POLL_WAIT_MS = 20_000
+RETRY_BASE_S, RETRY_CAP_S = 0.2, 3.0
+
+
+def channel_url(webhook_url: str, path: str) -> str:
+    """The channel lives beside ``/webhook`` on the same orchestrator."""
+    base = webhook_url.rsplit("/webhook", 1)[0] if "/webhook" in webhook_url else webhook_url
+    return base.rstrip("/") + path
+
+
+class CommandClient:
+    def __init__(
+        self,
+        webhook_url: str,
+        session_id: str,
+        secret: str,
+        driver: Driver,
+        webhook: WebhookClient,
+        connected: asyncio.Event,
+    ) -> None:
+        self.session_id = session_id
+        self.secret = secret
+        self.driver = driver
+        self.webhook = webhook
+        self.connected = connected
+        # The poll is held open up to POLL_WAIT_MS: give it that long and some more.
+        self._poll = HttpPoster(
+            channel_url(webhook_url, "/worker/commands"), 20 + POLL_WAIT_MS / 1000
+        )
+        self._ack = HttpPoster(channel_url(webhook_url, "/worker/commands/ack"))
+        self._failures = 0
+
+    async def run(self) -> None:
+        while True:
+            await self.connected.wait()
+            commands = await self._call(self._poll, {"waitMs": POLL_WAIT_MS})
+            if commands is None or "commands" not in commands:
+                await self._backoff()  # serve away, or refusing: do not spin
+                continue
+            self._failures = 0
+            for command in commands["commands"]:
+                if not await self._carry_out(command):
+                    break  # not connected: the next poll answers it again
+
+    async def _carry_out(self, command: dict[str, Any]) -> bool:
+        mid, to, text = command["id"], command["to"], command["text"]
+        outcome: dict[str, Any] = {"id": mid, "status": "sent"}
+        try:
+            if command.get("typingMs"):
+                await self.driver.send_typing(to, int(command["typingMs"]))
+            await self.driver.send_text(to, text, wa_id(mid))
+        except SendFailed as exc:
+            outcome = {"id": mid, "status": "failed", "reason": exc.reason}
+        except NotConnected:
+            return False
+        except Exception as exc:  # a dropped connection mid-send: try again when back
+            log.warning("sending %s failed (%s); it waits for the next connection", mid, exc)
+            return False
+        report = {"messageId": mid, "status": outcome["status"]}
+        if "reason" in outcome:
+            report["reason"] = outcome["reason"]
+        self.webhook.send("MESSAGE_STATUS", report)
+        while await self._call(self._ack, outcome) is None:
+            await self._backoff()  # serve is away: the ack waits, the next message too
+        self._failures = 0
+        return True
+
+    async def _call(self, http: HttpPoster, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A signed request; its JSON answer, or None when it should be tried again."""
+        raw = json.dumps({"sessionId": self.session_id, **body}, separators=(",", ":")).encode()
+        ts = time.time_ns() // 1_000_000
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: str(ts),
+            SIGNATURE_HEADER: sign(self.secret, ts, raw),
+        }
+        try:
+            answer = await http.post(raw, headers)
+        except HttpError as exc:
+            log.debug("command channel unreachable (%s); retrying", exc)
+            return None
+        if answer.status == 200:
+            found = json.loads(answer.body)
+            return found if isinstance(found, dict) else {}
+        if 400 <= answer.status < 500 and answer.status not in (408, 429):
+            # Refused for good (a deleted session, an expired record): do not loop on it.
+            log.error("command channel refused (%d): %s", answer.status, answer.body[:200])
+            return {}
+        return None
+
+    async def _backoff(self) -> None:
+        self._failures += 1
+        delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** min(self._failures, 10))
+        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    async def close(self) -> None:
+        await self._poll.close()
+        await self._ack.close()
