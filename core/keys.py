@@ -131,6 +131,8 @@ def connected_history() -> str:
 def digest_journal() -> str:
     """Hash of counters since the last digest (core/journal.py), plus ``since`` (ms)."""
     return "wafleet:digest:journal"
+
+
 # Incoming messages and receipts for the operator (core/event_log.py, core/deliveries.py).
 # Outside ``session:*`` on purpose: a restore replaces the fleet's keys, and must not throw
 # away events the operator has not received yet.
@@ -162,6 +164,8 @@ def operator_dead(session_id: str) -> str:
 def operator_written(session_id: str, event_id: str) -> str:
     """The stream id a worker event was stored as (expires): a replay is not stored twice."""
     return f"wafleet:events:{session_id}:written:{event_id}"
+
+
 # Messages (issue 12): outside SPEC.md's ``session:*`` keys on purpose, so a restore (which
 # replaces every ``session:*`` key) neither wipes a queue of accepted messages nor needs them.
 MESSAGE = "wafleet:message:{id}"  # hash: the record of one message we accepted

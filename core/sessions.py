@@ -353,10 +353,10 @@ class SessionService:
         """
         kind, data = worker_events.check(kind, data)
         eid = worker_events.check_id(event_id)
-        if kind in worker_events.MESSAGE_EVENTS and eid is None:
-            raise InvalidInput(f"a {kind} event needs an id, so a resend is stored once")
         now = self.clock.now_ms()
         if kind in worker_events.MESSAGE_EVENTS:
+            if eid is None:
+                raise InvalidInput(f"a {kind} event needs an id, so a resend is stored once")
             await self._message_event(session_id, kind, data, eid, now)
             return
         if kind == "PING":
@@ -389,14 +389,12 @@ class SessionService:
                 raise
 
     async def _message_event(
-        self, session_id: str, kind: str, data: dict[str, Any], eid: str | None, now: int
+        self, session_id: str, kind: str, data: dict[str, Any], eid: str, now: int
     ) -> None:
         """Messages in and receipts: not the session's life, so no session lock and no entry
         in its history; applied once per event id all the same."""
         await self.get(session_id)
-        if eid and not await self.store.claim_event(
-            session_id, eid, now, worker_events.APPLIED_TTL_MS
-        ):
+        if not await self.store.claim_event(session_id, eid, now, worker_events.APPLIED_TTL_MS):
             return
         try:
             self.metrics.events.labels(kind).inc()
@@ -406,8 +404,7 @@ class SessionService:
             await self.operator_events.append(session_id, eid, kind, data, now)
             await worker_events.on_message_event(self.messages, session_id, kind, data, now)
         except Exception:
-            if eid:
-                await self.store.unclaim_event(session_id, eid)
+            await self.store.unclaim_event(session_id, eid)
             raise
 
     async def _on_qr_code(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
