@@ -29,7 +29,7 @@ There is no cross-node ``docker pause``: the engine of another node is not reach
 only the swarm's API is. So a task elsewhere is *stopped*: its service is scaled to 0 replicas
 and ``pause`` returns once Swarm reports the task shut down (the container has exited), and
 ``resume`` scales it back to 1 and returns once the new task runs. That session is offline
-for the copy plus a worker start and a reconnect (seconds, measured in
+for the stop, the copy, a worker start and its reconnect (seconds, measured in
 ``bench/swarm_bench.py``), one session at a time; the watcher ignores the stop it asked for.
 
 Every Docker SDK call blocks, so each runs in ``asyncio.to_thread``.

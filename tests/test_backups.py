@@ -608,10 +608,10 @@ async def test_a_failure_after_the_swap_brings_the_old_fleet_back(fleet: Fleet) 
     assert listing(fleet) == files_before
     assert not [p for p in fleet.sessions_dir.iterdir() if p.name.startswith(".")]
     after = await fleet.snapshot()
-    # Starting the worker again rewrites its lock (the new pid), its connection time, and
-    # appends events (each marked applied); everything else is as it was, the planted fault
-    # included.
-    volatile = {f"session:{kept}:{k}" for k in ("lock", "events", "connectedAt")}
+    # Starting the worker again rewrites its lock (the new pid), its connection time and boot
+    # id, and appends events (each marked applied); everything else is as it was, the planted
+    # fault included.
+    volatile = {f"session:{kept}:{k}" for k in ("lock", "events", "connectedAt", "bootId")}
 
     def lasting(state: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML comes with schemathesis (dev)
 
-from tests.docker.conftest import ORCH_IMAGE, ROOT, WORKER_IMAGE
+from tests.docker.conftest import ORCH_IMAGE, ROOT, WORKER_IMAGE, Images
 
 pytestmark = pytest.mark.docker
 
@@ -30,7 +30,10 @@ def _build_default(name: str) -> str:
     return found.group(1)
 
 
-def test_docker_compose_yml_parses_and_names_the_built_images(tmp_path: Path) -> None:
+def test_docker_compose_yml_parses_and_names_the_built_images(
+    docker_images: Images, tmp_path: Path
+) -> None:
+    # docker_images: scripts/docker-engine.sh has run, and it installs docker-compose.
     compose = shutil.which("docker-compose")
     assert compose, "docker-compose missing: scripts/docker-engine.sh installs it"
     shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
