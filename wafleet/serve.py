@@ -144,6 +144,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         # Reconcile before taking requests, so a provision cannot race the adoption pass.
         # Adopted workers buffer their events meanwhile and resend them.
         await service.reconcile()
+        history = ConnectedHistory(store.redis, SystemClock())
+        await history.sample(store)  # the chart's first point, before anyone can ask for it
         site = web.TCPSite(web_runner, settings.http_host, settings.http_port)
         await site.start()
         log.info(
@@ -159,7 +161,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             pool.run_prober(settings.proxy_probe_interval_ms / 1000), name="proxy-prober"
         )
         background.spawn(service.pings.run(), name="ping-flusher")
-        history = ConnectedHistory(store.redis, SystemClock())
         background.spawn(history.run(store), name="connected-history")
         if telegram is not None and telegram.digest is not None:
             scheduler.add_job(
