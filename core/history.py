@@ -66,6 +66,6 @@ class ConnectedHistory:
         return sorted(found, key=lambda s: s.at_ms)
 
     async def run(self, store: Store, interval_s: float = SAMPLE_INTERVAL_S) -> None:
-        """``serve``'s sampler: one sample at start, then one every ``interval_s``."""
-        await self.sample(store)
+        """``serve``'s sampler: one sample every ``interval_s`` (``serve`` takes the first
+        before it listens, so the key exists before anyone can look)."""
         await every(interval_s, lambda: self.sample(store), "connected-sessions sample")

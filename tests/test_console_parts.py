@@ -225,3 +225,18 @@ def test_swarm_nodes_are_named_so_two_on_one_host_differ() -> None:
         "dddddddddddd4": "worker-dddddd",  # a shared label needs the id too
         "eeeeeeeeeeee5": "worker-eeeeee",
     }
+
+
+def test_digest_settings_are_checked_at_start() -> None:
+    from core.errors import ConfigError
+    from core.settings import Settings
+    from tests.fleet import API_KEY, WEBHOOK_SECRET
+
+    env = {"API_KEY": API_KEY, "WEBHOOK_SECRET": WEBHOOK_SECRET}
+    default = Settings.from_env(env)
+    assert (default.digest_cron, default.digest_skip_empty) == ("0 9 * * *", False)
+    chosen = Settings.from_env(env | {"DIGEST_CRON": "30 8 * * 1-5", "DIGEST_SKIP_EMPTY": "yes"})
+    assert (chosen.digest_cron, chosen.digest_skip_empty) == ("30 8 * * 1-5", True)
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env | {"DIGEST_CRON": "every morning", "DIGEST_SKIP_EMPTY": "maybe"})
+    assert "DIGEST_CRON" in str(refused.value) and "DIGEST_SKIP_EMPTY" in str(refused.value)

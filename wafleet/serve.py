@@ -175,6 +175,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             misfire_grace_time=3600,
         )
         background.spawn(service.pings.run(), name="ping-flusher")  # PINGs come at once
+        history = ConnectedHistory(store.redis, SystemClock())
+        await history.sample(store)  # the chart's first point, before anyone can ask for it
         site = web.TCPSite(web_runner, settings.http_host, settings.http_port)
         await site.start()
         log.info(
@@ -199,7 +201,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         background.spawn(
             pool.run_prober(settings.proxy_probe_interval_ms / 1000), name="proxy-prober"
         )
-        history = ConnectedHistory(store.redis, SystemClock())
         background.spawn(history.run(store), name="connected-history")
         if telegram is not None and telegram.digest is not None:
             scheduler.add_job(
