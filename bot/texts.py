@@ -211,12 +211,6 @@ def ambiguous(query: str, records: list[SessionRecord], now_ms: int) -> str:
     return bounded(lines)
 
 
-def no_session_for(query: str) -> str:
-    return _(
-        "❌ No session has the id or phone {query}. Try /find with part of the number."
-    ).format(query=html.code(html.quote(query[:40])))
-
-
 def ask_proxy_url() -> str:
     return _(
         "Send the proxy URL as your next message here, e.g. "

@@ -13,6 +13,7 @@ from bot import keyboards, lookup, texts
 from bot.handlers.common import args, chat_of, hide_proxy_url, message_of, one_arg
 from bot.keyboards import PageCb, SessionAction, SessionCb, View, ViewCb
 from bot.notifier import TelegramNotifier
+from core.errors import NotFound
 from core.models import SessionRecord, Status
 from core.proxies import ProxyPool
 from core.sessions import SessionService
@@ -96,15 +97,14 @@ async def find(message: Message, command: CommandObject, service: SessionService
 async def _one(message: Message, query: str, service: SessionService) -> SessionRecord | None:
     """The session ``query`` names; otherwise say why (none, or which ones to pick from)."""
     matches = await lookup.resolve(service, query)
+    if not matches:
+        raise NotFound(f"no session {query!r}")  # worded by the one error handler
     if len(matches) == 1:
         return matches[0]
-    if not matches:
-        await message.answer(texts.no_session_for(query))
-    else:
-        await message.answer(
-            texts.ambiguous(lookup.digits_of(query), matches, service.clock.now_ms()),
-            reply_markup=keyboards.session_buttons(matches),
-        )
+    await message.answer(
+        texts.ambiguous(lookup.digits_of(query), matches, service.clock.now_ms()),
+        reply_markup=keyboards.session_buttons(matches),
+    )
     return None
 
 
