@@ -3,9 +3,11 @@ buttons. ``/status`` and ``/qr`` take an id or a phone (``bot/lookup.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
@@ -72,7 +74,8 @@ async def sessions_page(
     status = callback_data.status if callback_data.status in set(Status) else ""
     text, markup = await _page(service, callback_data.page, status)
     if (shown := message_of(callback)) is not None:
-        await shown.edit_text(text, reply_markup=markup)
+        with contextlib.suppress(TelegramBadRequest):  # the same page again: "not modified"
+            await shown.edit_text(text, reply_markup=markup)
     await callback.answer()
 
 
@@ -101,9 +104,10 @@ async def _one(message: Message, query: str, service: SessionService) -> Session
         raise NotFound(f"no session {query!r}")  # worded by the one error handler
     if len(matches) == 1:
         return matches[0]
+    shown = matches[:FIND_LIMIT]  # a phone may have many sessions: a bounded list
     await message.answer(
-        texts.ambiguous(lookup.digits_of(query), matches, service.clock.now_ms()),
-        reply_markup=keyboards.session_buttons(matches),
+        texts.ambiguous(lookup.digits_of(query), shown, service.clock.now_ms(), len(matches)),
+        reply_markup=keyboards.session_buttons(shown),
     )
     return None
 
