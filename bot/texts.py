@@ -217,21 +217,15 @@ def found(records: list[SessionRecord], query: str, total: int, now_ms: int) -> 
     return bounded(lines)
 
 
-def ambiguous(query: str, records: list[SessionRecord], now_ms: int) -> str:
+def ambiguous(query: str, records: list[SessionRecord], now_ms: int, total: int) -> str:
     """``/status`` or ``/qr`` with a phone that several sessions share: pick one by button."""
     lines = [
         _("{n} sessions have the phone {phone}; pick one:").format(
-            n=len(records), phone=html.quote(phone(query))
+            n=total, phone=html.quote(phone(query))
         )
     ]
     lines += [session_line(r, now_ms) for r in records]
     return bounded(lines)
-
-
-def no_session_for(query: str) -> str:
-    return _(
-        "❌ No session has the id or phone {query}. Try /find with part of the number."
-    ).format(query=html.code(html.quote(query[:40])))
 
 
 def ask_proxy_url() -> str:

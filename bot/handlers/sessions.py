@@ -3,9 +3,11 @@ buttons. ``/status`` and ``/qr`` take an id or a phone (``bot/lookup.py``)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
@@ -13,6 +15,7 @@ from bot import keyboards, lookup, message_texts, texts
 from bot.handlers.common import args, chat_of, hide_proxy_url, message_of, one_arg
 from bot.keyboards import PageCb, SessionAction, SessionCb, View, ViewCb
 from bot.notifier import TelegramNotifier
+from core.errors import NotFound
 from core.models import SessionRecord, Status
 from core.proxies import ProxyPool
 from core.sessions import SessionService
@@ -71,7 +74,8 @@ async def sessions_page(
     status = callback_data.status if callback_data.status in set(Status) else ""
     text, markup = await _page(service, callback_data.page, status)
     if (shown := message_of(callback)) is not None:
-        await shown.edit_text(text, reply_markup=markup)
+        with contextlib.suppress(TelegramBadRequest):  # the same page again: "not modified"
+            await shown.edit_text(text, reply_markup=markup)
     await callback.answer()
 
 
@@ -96,15 +100,15 @@ async def find(message: Message, command: CommandObject, service: SessionService
 async def _one(message: Message, query: str, service: SessionService) -> SessionRecord | None:
     """The session ``query`` names; otherwise say why (none, or which ones to pick from)."""
     matches = await lookup.resolve(service, query)
+    if not matches:
+        raise NotFound(f"no session {query!r}")  # worded by the one error handler
     if len(matches) == 1:
         return matches[0]
-    if not matches:
-        await message.answer(texts.no_session_for(query))
-    else:
-        await message.answer(
-            texts.ambiguous(lookup.digits_of(query), matches, service.clock.now_ms()),
-            reply_markup=keyboards.session_buttons(matches),
-        )
+    shown = matches[:FIND_LIMIT]  # a phone may have many sessions: a bounded list
+    await message.answer(
+        texts.ambiguous(lookup.digits_of(query), shown, service.clock.now_ms(), len(matches)),
+        reply_markup=keyboards.session_buttons(shown),
+    )
     return None
 
 
