@@ -111,7 +111,7 @@ class Store:
             socket_keepalive=True,
             socket_connect_timeout=2,
         )
-        return cls(aioredis.Redis(connection_pool=pool))
+        return cls(aioredis.Redis.from_pool(pool))  # closing the client closes the pool
 
     async def close(self) -> None:
         await self.redis.aclose()
