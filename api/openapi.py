@@ -95,7 +95,14 @@ SPEC: dict[str, Any] = {
                     "id": {"type": "string"},
                     "status": {
                         "type": "string",
-                        "enum": ["pending", "qr_ready", "connected", "disconnected", "failed"],
+                        "enum": [
+                            "pending",
+                            "qr_ready",
+                            "connected",
+                            "disconnected",
+                            "failed",
+                            "stopped",
+                        ],
                     },
                     "reason": {"type": "string", "nullable": True},
                     "phone": {"type": "string", "nullable": True},
@@ -464,6 +471,8 @@ SPEC: dict[str, Any] = {
                                             "PING",
                                             "PROXY_ERROR",
                                             "AUTH_FAILURE",
+                                            "MESSAGE_IN",
+                                            "MESSAGE_STATUS",
                                         ],
                                     },
                                     "data": {"type": "object"},
@@ -654,6 +663,125 @@ SPEC["paths"]["/api/sessions/{id}/events/dead-letters/redeliver"] = {
         parameters=_ID,
     )
 }
+# Messages, stop/start and careful-sending limits (issue 12).
+_MESSAGE = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "to": {"type": "string"},
+        "status": {"type": "string", "enum": ["queued", "sent", "delivered", "read", "failed"]},
+        "reason": {"type": "string", "description": "why it failed (expired, logged_out, ...)"},
+    },
+}
+_LIMITS = {
+    "perMinute": {"type": "integer", "minimum": 0, "description": "0: no limit"},
+    "perDay": {"type": "integer", "minimum": 0, "description": "0: no limit"},
+    "warmupDays": {
+        "type": "integer",
+        "minimum": 0,
+        "description": "a new number's daily limit ramps up over this many days",
+    },
+}
+_MID = [*_ID, {"name": "mid", "in": "path", "required": True, "schema": {"type": "string"}}]
+_SIGNED = [
+    {
+        "name": "X-Wafleet-Timestamp",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "X-Wafleet-Signature",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+    },
+]
+SPEC["paths"].update(
+    {
+        "/api/sessions/{id}/messages": {
+            "post": _op(
+                "Send a text through the session: accepted, durable, sent at most once",
+                {"202": _json(_MESSAGE, "accepted (the same idempotencyKey: the same message)")},
+                404,
+                parameters=_ID,
+                requestBody=_body(
+                    {
+                        "to": {"type": "string", "example": "14155550123"},
+                        "text": {"type": "string", "minLength": 1, "maxLength": 4096},
+                        "idempotencyKey": {"type": "string", "minLength": 1, "maxLength": 128},
+                    },
+                    ("to", "text"),
+                    body_required=True,
+                ),
+            )
+        },
+        "/api/sessions/{id}/messages/{mid}": {
+            "get": _op(
+                "One message and its status",
+                {"200": _json(_MESSAGE, "the message")},
+                404,
+                parameters=_MID,
+            )
+        },
+        "/api/sessions/{id}/limits": {
+            "get": _op(
+                "The careful-sending limits in force for the session",
+                {"200": _json({"type": "object", "properties": _LIMITS}, "limits")},
+                404,
+                parameters=_ID,
+            ),
+            "put": _op(
+                "Set the session's own limits (the settings' defaults otherwise)",
+                {"200": _json({"type": "object", "properties": _LIMITS}, "limits in force")},
+                404,
+                parameters=_ID,
+                requestBody=_body(_LIMITS, body_required=True),
+            ),
+        },
+        "/api/sessions/{id}/stop": {
+            "post": _op(
+                "Stop without deleting: no worker; link, proxy, sticky mapping and queue kept",
+                {"200": _json(_SESSION, "stopped")},
+                404,
+                409,
+                parameters=_ID,
+            )
+        },
+        "/api/sessions/{id}/start": {
+            "post": _op(
+                "Start a stopped session with its saved link (no new QR)",
+                {"200": _json(_SESSION, "starting")},
+                404,
+                409,
+                parameters=_ID,
+            )
+        },
+        "/worker/commands": {
+            "post": {
+                "summary": "A worker's long poll of its command channel, signed as /webhook",
+                "security": [],
+                "parameters": _SIGNED,
+                "responses": {
+                    "200": _json({"type": "object"}, "the unacknowledged commands"),
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/worker/commands/ack": {
+            "post": {
+                "summary": "A worker acknowledges one of its session's commands",
+                "security": [],
+                "parameters": _SIGNED,
+                "responses": {
+                    "200": _json({"type": "object"}, "applied"),
+                    **_errors(400, 401),
+                    "403": _json(_ERROR, "not this session's command: nothing changes"),
+                },
+            }
+        },
+    }
+)
 
 
 @routes.get("/api/openapi.json")

@@ -30,6 +30,8 @@ EVENTS_KEPT = 200  # per session: enough to explain the last day without growing
 # Redis stays down the caller gets the error after about 1.3 s and the API answers 503.
 REDIS_RETRIES = 5
 REDIS_BACKOFF = ExponentialBackoff(cap=0.5, base=0.05)
+REDIS_CONNECTIONS = 100  # at once; more callers wait up to REDIS_POOL_WAIT_S for one
+REDIS_POOL_WAIT_S = 5.0
 
 
 class NoSuchSession(Exception):  # noqa: N818
@@ -97,17 +99,20 @@ class Store:
         its own precondition: a resent provision answers from its receipt, a resent failover
         finds the session moved, a resent release or proxy status change finds the work done.
         """
-        return cls(
-            aioredis.Redis.from_url(
-                url,
-                decode_responses=True,
-                retry=Retry(REDIS_BACKOFF, REDIS_RETRIES),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                health_check_interval=10,  # a connection idle that long is pinged before use
-                socket_keepalive=True,
-                socket_connect_timeout=2,
-            )
+        # A burst (hundreds of messages, their workers' events and polls at once) needs more
+        # than the pool's connections at a time: wait for a free one rather than fail.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=REDIS_POOL_WAIT_S,
+            decode_responses=True,
+            retry=Retry(REDIS_BACKOFF, REDIS_RETRIES),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            health_check_interval=10,  # a connection idle that long is pinged before use
+            socket_keepalive=True,
+            socket_connect_timeout=2,
         )
+        return cls(aioredis.Redis.from_pool(pool))  # closing the client closes the pool
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -59,15 +59,25 @@ class CommandClient:
 
     async def run(self) -> None:
         while True:
-            await self.connected.wait()
-            commands = await self._call(self._poll, {"waitMs": POLL_WAIT_MS})
-            if commands is None or "commands" not in commands:
-                await self._backoff()  # serve away, or refusing: do not spin
-                continue
-            self._failures = 0
-            for command in commands["commands"]:
-                if not await self._carry_out(command):
-                    break  # not connected: the next poll answers it again
+            try:
+                await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let the channel die silently: log, back off, go on
+                log.exception("command channel round failed")
+                await self._backoff()
+
+    async def _round(self) -> None:
+        """Wait until connected, poll once, carry out what came."""
+        await self.connected.wait()
+        commands = await self._call(self._poll, {"waitMs": POLL_WAIT_MS})
+        if commands is None or "commands" not in commands:
+            await self._backoff()  # serve away, or refusing: do not spin
+            return
+        self._failures = 0
+        for command in commands["commands"]:
+            if not await self._carry_out(command):
+                return  # not connected: the next poll answers it again
 
     async def _carry_out(self, command: dict[str, Any]) -> bool:
         mid, to, text = command["id"], command["to"], command["text"]

@@ -1,0 +1,148 @@
+"""Benchmarks of sending (issue 12): a real stack on loopback (redis-server, microsocks,
+simwa, ``wafleet serve``, sim workers), no limits, no pauses, no "typing...".
+
+- accepted → sent at the simulated network: the 202's arrival at the client to the
+  network's own timestamp of the message, one message at a time (p50 / p99);
+- outbound messages per second for one ``serve`` across N sessions: a burst of K messages
+  per session, from the first POST to the last message at the network.
+
+Usage: python bench/messages_bench.py [--latency 200] [--sessions 20] [--per-session 20]
+(the issue's figure is for 100 sessions: ``--sessions 100``; each sim worker is ~26 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.conftest import fleet_env  # noqa: E402
+from tests.fleet import Fleet  # noqa: E402
+from wafleet import devstack  # noqa: E402
+
+NO_LIMITS = {
+    "MESSAGES_PER_MINUTE": "0",
+    "MESSAGES_PER_DAY": "0",
+    "MESSAGE_PAUSE_MIN_MS": "0",
+    "MESSAGE_PAUSE_MAX_MS": "0",
+    "TYPING_MS_PER_CHAR": "0",
+    "MAX_SESSIONS_PER_PROXY": "50",
+    "MAX_SESSIONS_PER_PHONE": "1",
+    "LOG_LEVEL": "WARNING",
+    "PING_TIMEOUT_MS": "60000",
+    "WORKER_PRESENCE_INTERVAL_MS": "5000",
+    "WATCHDOG_INTERVAL_MS": "5000",
+}
+TO = "14155550123"
+CLIENT_CONNECTIONS = 16  # the operator's client posts this many at once
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+async def network_log(fleet: Fleet, phone: str) -> dict[str, dict[str, Any]]:
+    async with fleet.http.get(fleet.simwa + "/control/messages", params={"phone": phone}) as r:
+        return {m["id"]: m for m in await r.json()}
+
+
+async def post(fleet: Fleet, sid: str, text: str) -> str:
+    status, body = await fleet.call(
+        "POST", f"/api/sessions/{sid}/messages", {"to": TO, "text": text}
+    )
+    assert status == 202, body
+    return "3EB0" + str(body["id"]).upper()
+
+
+async def latency(fleet: Fleet, sid: str, phone: str, count: int) -> list[float]:
+    """ms from the 202 to the network's timestamp, one message in flight at a time."""
+    samples = []
+    for n in range(count):
+        wa_id = await post(fleet, sid, f"latency {n}")
+        accepted = time.time_ns() // 1_000_000
+        while True:
+            found = (await network_log(fleet, phone)).get(wa_id)
+            if found is not None:
+                samples.append(float(found["timestamp"] - accepted))
+                break
+            await asyncio.sleep(0.002)
+    return samples
+
+
+async def throughput(fleet: Fleet, sessions: list[tuple[str, str]], per_session: int) -> float:
+    """Messages per second at the network for a burst across every session."""
+    before = {phone: len(await network_log(fleet, phone)) for _, phone in sessions}
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(post(fleet, sid, f"burst {n}") for n in range(per_session) for sid, _ in sessions)
+    )
+    expected = {phone: before[phone] + per_session for _, phone in sessions}
+    pending = dict(expected)
+    while pending:
+        for phone in list(pending):
+            if len(await network_log(fleet, phone)) >= pending[phone]:
+                del pending[phone]
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    return len(sessions) * per_session / elapsed
+
+
+async def main(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="wafleet-msg-bench-"))
+    redis_proc, redis_url = devstack.start_redis(workdir / "redis")
+    proxies = [devstack.start_proxy(workdir, n) for n in range(1, 3)]
+    simwa, simwa_port = devstack.start_simwa(workdir)
+    env = fleet_env(workdir, redis_url, proxies, simwa_port, **NO_LIMITS)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    fleet: Fleet | None = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            fleet = Fleet(workdir, redis_url, proxies, simwa_port, env, http, client)
+            fleet.start()
+            sessions = []
+            for n in range(args.sessions):
+                phone = f"97252{n:07d}"
+                sessions.append(((await fleet.link(phone))["id"], phone))
+            sid, phone = sessions[0]
+            await latency(fleet, sid, phone, 10)  # warm up
+            samples = await latency(fleet, sid, phone, args.latency)
+            rates = [await throughput(fleet, sessions, args.per_session) for _ in range(3)]
+            print(f"sessions linked: {len(sessions)}")
+            print(
+                f"accepted -> sent at the network: p50 {statistics.median(samples):.1f} ms, "
+                f"p99 {percentile(samples, 99):.1f} ms ({len(samples)} messages)"
+            )
+            print(
+                f"outbound across {len(sessions)} sessions: median "
+                f"{statistics.median(rates):.0f} msgs/s (runs: "
+                + ", ".join(f"{r:.0f}" for r in rates)
+                + f"; {args.per_session} per session per run)"
+            )
+    finally:
+        if fleet is not None:
+            fleet.stop()
+            fleet.kill_workers()
+        for proxy in proxies:
+            proxy.proc.kill()
+        simwa.stop()
+        redis_proc.stop()
+        await client.aclose()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency", type=int, default=200)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--per-session", type=int, default=20)
+    asyncio.run(main(parser.parse_args()))
