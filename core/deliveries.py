@@ -191,7 +191,10 @@ class Deliveries:
             return False
         url = self.endpoint_of(head.endpoint)
         if head.event is None or url is None:
-            await self.events.trim(session_id, self.clock.now_ms(), pull_only=url is None)
+            # Pull-only (trimmed by age alone) only when there is no endpoint at all: an
+            # endpoint that cannot be used now (no key to sign with) keeps what waits for it.
+            pull_only = not (head.endpoint or self.default_endpoint)
+            await self.events.trim(session_id, self.clock.now_ms(), pull_only=pull_only)
             return False
         event = head.event
         wait_ms = min(head.next_at - self.clock.now_ms(), self.retry.max_ms)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core import endpoint_url
-from core.deliveries import RetryPolicy
+from core.deliveries import DeliveryError, RetryPolicy
 from core.errors import ConfigError, InvalidInput
 from core.proxy_policy import ProxyPolicy, Rules
 from core.settings import Settings
@@ -111,3 +111,52 @@ def test_the_log_filter_hides_an_endpoint_s_password_as_it_hides_a_proxy_s() -> 
         redact(line)
         == "POST http://ops:***@127.0.0.1:9/hook failed; https://u:***@h.example/p too"
     )
+
+
+async def test_a_name_resolving_to_a_refused_address_is_refused_before_any_connect() -> None:
+    """DNS rebinding: a name admitted at provision may point elsewhere later, so the
+    resolver checks what it resolves to now (``localhost`` → loopback, denied here)."""
+    from wafleet.event_post import HttpPost, PolicyResolver
+
+    policy = ProxyPolicy(deny=Rules.parse("127.0.0.0/8, ::1/128"))
+    resolver = PolicyResolver(policy)
+    try:
+        with pytest.raises(OSError, match="events policy refuses"):
+            await resolver.resolve("localhost", 80)
+    finally:
+        await resolver.close()
+    post = HttpPost(policy, timeout_s=2)
+    try:
+        with pytest.raises(DeliveryError) as refused:
+            await post("http://localhost:9/hook", b"{}", {})
+        assert refused.value.reason == "refused by the events policy"
+    finally:
+        await post.close()
+
+
+async def test_a_redirect_is_a_failed_attempt_not_followed() -> None:
+    """A 3xx could bounce serve to an address the policy refuses: it is never followed."""
+    from aiohttp import web
+
+    from wafleet.event_post import HttpPost
+
+    calls: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        raise web.HTTPFound("/elsewhere")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    post = HttpPost(ProxyPolicy(), timeout_s=5)
+    try:
+        assert await post(f"http://127.0.0.1:{port}/hook", b"{}", {}) == 302
+        assert calls == ["/hook"]
+    finally:
+        await post.close()
+        await runner.cleanup()
