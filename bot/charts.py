@@ -62,6 +62,7 @@ STATUS_COLOURS = {
     "pending": (245, 166, 35),
     "disconnected": (230, 110, 40),
     "failed": (215, 58, 73),
+    "stopped": (134, 142, 150),  # on purpose, by the operator: grey, not an alarm
 }
 OTHER = (134, 142, 150)
 PROXY_ACTIVE = (56, 132, 244)

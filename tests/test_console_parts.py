@@ -19,7 +19,7 @@ from core.clock import ManualClock
 from core.fleet_stats import FleetStats, ProxyLoad
 from core.history import DAY_MS, ConnectedHistory, Sample
 from core.journal import Happened, Journal, JournalNotifier
-from core.models import ProxyStatus
+from core.models import ProxyStatus, Status
 from core.notifier import Alert, AlertKind, Move
 from core.runner import NodeInfo
 
@@ -240,3 +240,9 @@ def test_digest_settings_are_checked_at_start() -> None:
     with pytest.raises(ConfigError) as refused:
         Settings.from_env(env | {"DIGEST_CRON": "every morning", "DIGEST_SKIP_EMPTY": "maybe"})
     assert "DIGEST_CRON" in str(refused.value) and "DIGEST_SKIP_EMPTY" in str(refused.value)
+
+
+def test_every_session_status_has_its_own_colour_in_the_picture() -> None:
+    """A status added later (``stopped`` came with messages) must not break ``/stats``."""
+    assert set(charts.STATUS_COLOURS) == {s.value for s in Status}
+    assert len(set(charts.STATUS_COLOURS.values())) == len(Status)
