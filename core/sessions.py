@@ -980,6 +980,7 @@ def _disconnect_action(code: str) -> Done:
 
 
 def _loggable(kind: str, data: dict[str, Any]) -> dict[str, Any]:
-    """What goes into the event history: never a QR or a pairing code (they grant access)."""
+    """What goes into the event history: never a QR or a pairing code (they grant access).
+    The sender's ``bootId`` neither: it only tells copies of one worker apart."""
     hidden: Iterable[str] = {"QR_CODE": ("qr",), "PAIRING_CODE": ("code",)}.get(kind, ())
-    return {k: ("…" if k in hidden else v) for k, v in data.items()}
+    return {k: ("…" if k in hidden else v) for k, v in data.items() if k != "bootId"}

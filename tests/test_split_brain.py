@@ -8,13 +8,12 @@ throw each other off forever. The simulated network and the sim driver behave th
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.fleet import Fleet, eventually
 from wafleet import devstack
@@ -58,9 +57,51 @@ async def test_a_second_copy_of_a_worker_replaces_the_first_without_a_reconnect_
         copy.stop()
 
 
-async def _has_replaced_event(fleet: Fleet, sid: str) -> bool:
+async def _has_replaced_event(fleet: Fleet, sid: str, n: int = 1) -> bool:
     events = await fleet.events(sid, "DISCONNECTED")
-    return any(e.get("data", {}).get("code") == "stream_replaced" for e in events)
+    replaced = [e for e in events if e.get("data", {}).get("code") == "stream_replaced"]
+    return len(replaced) >= n
+
+
+class HoldingRelay:
+    """A loopback relay in front of ``/webhook`` that holds ``DISCONNECTED`` events until
+    released: the network delay that makes an old copy's report arrive late. Bodies and
+    signature headers pass through untouched, so serve checks them as ever."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.release = asyncio.Event()
+        self.held = 0
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/webhook", self._relay)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/webhook"
+
+    async def _relay(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if b'"type":"DISCONNECTED"' in body:
+            self.held += 1
+            await self.release.wait()
+        headers = {k: v for k, v in request.headers.items() if k.lower().startswith("x-wafleet")}
+        headers["Content-Type"] = "application/json"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(self.target, data=body, headers=headers) as answer,
+        ):
+            return web.Response(status=answer.status, body=await answer.read())
+
+    async def close(self) -> None:
+        self.release.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
 
 async def test_the_replaced_copys_late_disconnect_does_not_mark_the_session_disconnected(
@@ -69,46 +110,57 @@ async def test_the_replaced_copys_late_disconnect_does_not_mark_the_session_disc
     """The old copy's "stream replaced" reaching serve *after* the new copy's CONNECTED.
 
     Both copies of a Swarm task carry the same environment; only their boot ids differ. The
-    first worker is frozen (SIGSTOP) while the copy connects, so it reads its "replaced" and
-    reports it only once the copy's CONNECTED has been applied: that late DISCONNECTED is
-    about a connection already superseded, and the session stays connected.
+    old copy here posts through a relay that holds its DISCONNECTED until the newer copy's
+    CONNECTED has been applied: that late report is about a connection already superseded,
+    and the session stays connected.
     """
     sid = (await fleet.link())["id"]
-    first = fleet.workers()[sid]
-    env = _environ(first)
-    env.pop("WAFLEET_INSTANCE", None)
-    os.kill(first, signal.SIGSTOP)
-    copy = devstack.spawn(
-        "copy", [sys.executable, "-m", "wafleet", "worker"], fleet.workdir / "copy.log", env
+    env = _environ(fleet.workers()[sid])
+    env.pop("WAFLEET_INSTANCE", None)  # stray copies: not serve's own workers
+    relay = HoldingRelay(env["WEBHOOK_URL"])
+    await relay.start()
+    old = devstack.spawn(
+        "old",
+        [sys.executable, "-m", "wafleet", "worker"],
+        fleet.workdir / "old.log",
+        {**env, "WEBHOOK_URL": relay.url},
     )
+    new: devstack.Proc | None = None
     try:
 
-        async def copy_connected() -> bool:
-            device = await fleet.device(sid)
-            return bool(
-                device["replacedCount"] == 1
-                and device["connected"]
-                and len(await fleet.events(sid, "CONNECTED")) == 2
-            )
+        async def connects(n: int) -> bool:
+            return len(await fleet.events(sid, "CONNECTED")) == n
 
-        # simwa waits for the frozen worker's close handshake (up to 10 s) before it
-        # answers the copy, so this takes a while.
-        await eventually(copy_connected, 40, "the copy's CONNECTED applied")
+        # The old copy replaces serve's own worker, and is connected.
+        await eventually(lambda: connects(2), 30, "the old copy's CONNECTED")
+        await fleet.wait_status(sid, "connected", 30)
+        held = relay.held
+        new = devstack.spawn(
+            "new", [sys.executable, "-m", "wafleet", "worker"], fleet.workdir / "new.log", env
+        )
+        await eventually(lambda: connects(3), 30, "the new copy's CONNECTED")
+
+        async def old_reported() -> bool:
+            return relay.held > held
+
+        await eventually(old_reported, 30, "the old copy's DISCONNECTED at the relay")
         assert (await fleet.status(sid))["status"] == "connected"
-        os.kill(first, signal.SIGCONT)  # now the old copy learns it was replaced
+        relay.release.set()  # now, late, it reaches serve
         await eventually(
-            lambda: _has_replaced_event(fleet, sid), 20, "the old copy's late DISCONNECTED"
+            lambda: _has_replaced_event(fleet, sid, 2), 20, "the old copy's late DISCONNECTED"
         )
         for _ in range(20):  # the late event changed nothing, and stays so
             status = await fleet.status(sid)
             assert status["status"] == "connected", status
             await asyncio.sleep(0.1)
-        assert (await fleet.device(sid))["connected"]
+        device = await fleet.device(sid)
+        assert device["connected"] and device["connectCount"] == 3, device
         assert "ignoring DISCONNECTED (stream_replaced) from worker boot" in fleet.log()
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(first, signal.SIGCONT)
-        copy.stop()
+        await relay.close()
+        old.stop()
+        if new is not None:
+            new.stop()
 
 
 @pytest.mark.parametrize("boot", ["short", 12345678, "boot id with spaces", "x" * 65])

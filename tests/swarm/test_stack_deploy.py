@@ -160,7 +160,8 @@ async def _until_gone(swarm: Swarm, name: str) -> None:
     """The stack's containers gone, then its Redis volume removed."""
 
     async def gone() -> bool:
-        found = swarm.manager.containers.list(
+        # The low-level listing: the SDK's inspects each one, and they are going away.
+        found = swarm.manager.api.containers(
             all=True, filters={"label": f"com.docker.stack.namespace={name}"}
         )
         return not found
