@@ -401,7 +401,8 @@ async def test_a_proxy_dying_under_a_session_reads_as_the_move_only(
     await telegram_quiet(telegram, 2.5)
     told = [c.text for c in telegram.calls[mark:] if c.method == "sendMessage" and c.chat == CHAT]
     assert not [t for t in told if "reconnects by itself" in t], told
-    assert len([t for t in told if sid in t]) == 1, told
+    assert not [t for t in told if "Disconnected" in t], told
+    assert len([t for t in told if "Proxy dead" in t]) == 1, told
 
 
 async def test_a_disconnect_waits_for_the_failover_that_explains_it(
