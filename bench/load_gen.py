@@ -159,12 +159,13 @@ class Workers:
 async def seed(store: Store, n: int, cap: int) -> list[str]:
     """``n`` linked sessions on ``n / cap`` proxy records (never contacted: no PROXY_ERROR
     is sent, so the prober never probes them; they name loopback ports all the same)."""
-    for p in range((n + cap - 1) // cap):
-        await store.add_proxy(f"socks5h://wa:pw@127.0.0.1:{20000 + p}")
+    urls = [f"socks5h://wa:pw@127.0.0.1:{20000 + p}" for p in range((n + cap - 1) // cap)]
+    for url in urls:
+        await store.add_proxy(url)
     now = time.time_ns() // 1_000_000
     sids = []
-    for _ in range(n):
-        sid, _ = await store.reserve("", "", cap, 4, now)
+    for i in range(n):  # each proxy named: the least-loaded search scans every proxy
+        sid, _ = await store.reserve("", urls[i // cap], cap, 4, now)
         sids.append(sid)
     pipe = store.redis.pipeline(transaction=False)
     for sid in sids:

@@ -195,6 +195,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 failed.append(exc)
                 stop.set()
                 return
+            # Pings sent while serve was down were lost (a worker keeps only its newest one
+            # and backs off): a silence counts from when serve could hear it, so the first
+            # pass waits a full timeout instead of restarting every adopted worker.
+            await asyncio.sleep(settings.ping_timeout_ms / 1000)
             await run_watchdog(service, settings.watchdog_interval_ms / 1000)
 
         background.spawn(reconcile_then_watch(), name="reconcile+watchdog")
