@@ -69,6 +69,7 @@ async def test_dashboard_and_metrics_tell_the_same_count(fleet: Fleet) -> None:
                 "connected": 0,
                 "disconnected": 0,
                 "failed": 0,
+                "stopped": 0,
             },
         },
         "proxies": {"total": 2, "active": 2, "bad": 0},
