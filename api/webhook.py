@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from functools import lru_cache
+from typing import Any
 
 from aiohttp import web
 
@@ -44,13 +45,19 @@ def _claimed_session(raw: bytes) -> str:
     return session_id
 
 
-@routes.post("/webhook")
-async def webhook(request: web.Request) -> web.Response:
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise InvalidInput("the event is too large")
+async def read_signed(
+    request: web.Request, max_body: int, what: str
+) -> tuple[str, dict[str, Any]]:
+    """``(session id, body)`` of a request signed with that session's own secret, or 400/401.
+
+    The one door for everything a worker sends (events, command-channel polls and acks): the
+    signature is checked before the body is parsed, so a worker can speak only for its own
+    session. ``what`` names the request in errors and the log.
+    """
+    raw = await request.content.read(max_body + 1)
+    if len(raw) > max_body:
+        raise InvalidInput(f"the {what} is too large")
     session_id = _claimed_session(raw)
-    service = request.app[SERVICE]
     timestamp = request.headers.get(signing.TIMESTAMP_HEADER, "")
     signature = request.headers.get(signing.SIGNATURE_HEADER, "")
     # hmac.compare_digest raises on non-ASCII str, int() reads other digit systems.
@@ -62,17 +69,24 @@ async def webhook(request: web.Request) -> web.Response:
             timestamp,
             signature,
             raw,
-            service.clock.now_ms(),
+            request.app[SERVICE].clock.now_ms(),
         )
     )
     if problem is not None:
-        log.warning("webhook for %s refused: %s", session_id, problem)
-        raise Unauthorized(f"webhook refused: {problem}")
+        log.warning("%s for %s refused: %s", what, session_id, problem)
+        raise Unauthorized(f"{what} refused: {problem}")
     body = parse(raw)
     if not isinstance(body, dict) or body.get("sessionId") != session_id:
         raise InvalidInput("the body must be a JSON object with one sessionId")
     if not text.plain_json(raw):
         text.check_tree(body)
+    return session_id, body
+
+
+@routes.post("/webhook")
+async def webhook(request: web.Request) -> web.Response:
+    session_id, body = await read_signed(request, MAX_BODY, "webhook")
+    service = request.app[SERVICE]
     await service.handle_event(
         session_id, body.get("type"), body.get("data"), event_id=body.get("id")
     )

@@ -10,57 +10,24 @@ session's is refused with 403; neither changes anything.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from aiohttp import web
 
-from api.body import parse
 from api.context import SERVICE, SETTINGS
-from api.errors import Unauthorized, error_response
-from core import signing, text
+from api.errors import error_response
+from api.webhook import read_signed
 from core.errors import InvalidInput
 
 log = logging.getLogger("wafleet.commands")
 routes = web.RouteTableDef()
 MAX_BODY = 4 * 1024
-SESSION_ID = re.compile(r"worker_\d{1,12}", re.ASCII)
-_SESSION_FIELD = re.compile(rb'"sessionId"\s*:\s*"([^"\\]{0,64})"')
 ACK_STATUSES = frozenset({"sent", "failed"})
 MAX_REASON = 512
 
 
 async def _signed_body(request: web.Request) -> tuple[str, dict[str, Any]]:
-    """``(session id, body)`` of a request signed with that session's secret, or 401."""
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise InvalidInput("the request is too large")
-    found = _SESSION_FIELD.search(raw)
-    session_id = found.group(1).decode("ascii", "replace") if found else ""
-    if not SESSION_ID.fullmatch(session_id):
-        raise InvalidInput("the body must be a JSON object with a sessionId (worker_<n>)")
-    service = request.app[SERVICE]
-    timestamp = request.headers.get(signing.TIMESTAMP_HEADER, "")
-    signature = request.headers.get(signing.SIGNATURE_HEADER, "")
-    problem = (
-        "malformed signature headers"
-        if not (timestamp.isascii() and signature.isascii())
-        else signing.verify(
-            signing.session_secret(request.app[SETTINGS].webhook_secret, session_id),
-            timestamp,
-            signature,
-            raw,
-            service.clock.now_ms(),
-        )
-    )
-    if problem is not None:
-        log.warning("command channel request for %s refused: %s", session_id, problem)
-        raise Unauthorized(f"refused: {problem}")
-    body = parse(raw)
-    if not isinstance(body, dict) or body.get("sessionId") != session_id:
-        raise InvalidInput("the body must be a JSON object with one sessionId")
-    text.check_tree(body)
-    return session_id, body
+    return await read_signed(request, MAX_BODY, "command channel request")
 
 
 @routes.post("/worker/commands")
