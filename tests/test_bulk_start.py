@@ -210,7 +210,11 @@ async def test_after_a_reboot_linked_sessions_come_back_connected_first(fleet: F
     after = fleet.log().split(marker)[-1]  # the second serve's bulk start only
     assert "bulk start done: 5 of 5 started, 0 failed" in after
     order = re.findall(r"wafleet\.session\.(\S+): worker started", after)
-    assert set(order[:2]) == set(linked), order
+    assert sorted(order) == sorted(linked + waiting), order
+    # The log says when a start finished; two run side by side, so a quick start taken
+    # after a slow one may finish first (one place of slack). In the store's own order the
+    # linked ones would be the last two.
+    assert max(order.index(sid) for sid in linked) <= len(linked), order
     status, stats = await fleet.call("GET", "/api/v1/dashboard/stats")
     assert status == 200 and "starting" not in stats  # nothing starting any more
 
