@@ -148,6 +148,16 @@ def running_task(service: Any) -> dict[str, Any] | None:
     return tasks[0] if len(tasks) == 1 else None
 
 
+def placement(swarm: Swarm, fleet: Fleet) -> dict[str, str]:
+    """session id -> the node its running task is on, as the engine itself says."""
+    found = {}
+    for service in services(swarm.manager, fleet):
+        task = running_task(service)
+        if task is not None:
+            found[service.attrs["Spec"]["Labels"][SESSION_LABEL]] = task["NodeID"]
+    return found
+
+
 @pytest.fixture
 async def fleet(fleet: Fleet, swarm: Swarm) -> AsyncIterator[Fleet]:
     fleet.sessions_dir.mkdir(parents=True, exist_ok=True)

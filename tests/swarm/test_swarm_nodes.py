@@ -11,9 +11,8 @@ from typing import Any
 
 import pytest
 
-from core.docker_engine import SESSION_LABEL
 from tests.fleet import Fleet, eventually
-from tests.swarm.conftest import Swarm, running_task, services
+from tests.swarm.conftest import Swarm, placement
 
 pytestmark = [pytest.mark.swarm, pytest.mark.timeout(300)]
 
@@ -25,16 +24,6 @@ async def _nodes(fleet: Fleet) -> list[dict[str, Any]]:
     assert status == 200, body
     nodes: list[dict[str, Any]] = body["nodes"]
     return nodes
-
-
-def _placed(swarm: Swarm, fleet: Fleet) -> dict[str, str]:
-    """session id -> the node its running task is on, as the engine itself says."""
-    found = {}
-    for service in services(swarm.manager, fleet):
-        task = running_task(service)
-        if task is not None:
-            found[service.attrs["Spec"]["Labels"][SESSION_LABEL]] = task["NodeID"]
-    return found
 
 
 async def test_both_nodes_with_their_sessions_in_rest_dashboard_and_metrics(
@@ -56,7 +45,7 @@ async def test_both_nodes_with_their_sessions_in_rest_dashboard_and_metrics(
         await fleet.wait_status(sid, "qr_ready", 60)
 
     async def all_placed() -> dict[str, str] | None:
-        placed = _placed(swarm, fleet)
+        placed = placement(swarm, fleet)
         return placed if set(placed) == set(sids) else None
 
     placed = await eventually(all_placed, timeout=60, what="every session's task running")

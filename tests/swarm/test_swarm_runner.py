@@ -22,6 +22,7 @@ from tests.swarm.conftest import (
     WORKER_IMAGE,
     Swarm,
     instance_of,
+    placement,
     running_task,
     services,
 )
@@ -47,21 +48,11 @@ async def _link_all_from(fleet: Fleet, first: int, n: int) -> list[str]:
     return [s["id"] for s in sessions]
 
 
-def _nodes(swarm: Swarm, fleet: Fleet) -> dict[str, str]:
-    """session id -> node of its running task."""
-    found = {}
-    for service in services(swarm.manager, fleet):
-        task = running_task(service)
-        if task is not None:
-            found[service.attrs["Spec"]["Labels"][SESSION_LABEL]] = task["NodeID"]
-    return found
-
-
 async def test_sessions_are_spread_over_both_nodes_with_labels_env_mount_and_memory(
     fleet: Fleet, swarm: Swarm
 ) -> None:
     sids = await _link_all(fleet, FLEET_SIZE)
-    nodes = _nodes(swarm, fleet)
+    nodes = placement(swarm, fleet)
     assert set(nodes) == set(sids)
     per_node = Counter(nodes.values())
     assert set(per_node) == {swarm.manager_node, swarm.second_node}, per_node
@@ -197,7 +188,7 @@ def _env(service: Any) -> dict[str, str]:
 async def test_rolling_backup_and_restore_on_the_swarm(fleet: Fleet, swarm: Swarm) -> None:
     sids = await _link_all(fleet, FLEET_SIZE)
     before = {sid: services(swarm.manager, fleet, sid)[0].id for sid in sids}
-    nodes = _nodes(swarm, fleet)
+    nodes = placement(swarm, fleet)
     tasks = {sid: running_task(services(swarm.manager, fleet, sid)[0]) for sid in sids}
     remote = {sid for sid, node in nodes.items() if node == swarm.second_node}
     assert 0 < len(remote) < FLEET_SIZE, nodes
@@ -251,7 +242,7 @@ async def test_node_lost_sessions_come_back_on_the_manager_with_one_grouped_aler
     fleet: Fleet, swarm: Swarm
 ) -> None:
     sids = await _link_all(fleet, FLEET_SIZE)
-    nodes = _nodes(swarm, fleet)
+    nodes = placement(swarm, fleet)
     lost = sorted(sid for sid, node in nodes.items() if node == swarm.second_node)
     assert lost, nodes
     before = {sid: await fleet.device(sid) for sid in lost}
@@ -259,7 +250,7 @@ async def test_node_lost_sessions_come_back_on_the_manager_with_one_grouped_aler
     try:
 
         async def moved() -> bool:
-            now = _nodes(swarm, fleet)
+            now = placement(swarm, fleet)
             return all(now.get(sid) == swarm.manager_node for sid in lost)
 
         await eventually(moved, 60, "the lost node's sessions running on the manager")
@@ -285,7 +276,7 @@ async def test_node_lost_sessions_come_back_on_the_manager_with_one_grouped_aler
         # The node back: Swarm spreads the next sessions onto it again.
         await eventually(lambda: _node_ready(swarm), 30, "the second node ready again")
         [new] = await _link_all_from(fleet, FLEET_SIZE, 1)
-        assert _nodes(swarm, fleet)[new] == swarm.second_node
+        assert placement(swarm, fleet)[new] == swarm.second_node
     finally:
         await _second_engine_up()
 
@@ -311,14 +302,14 @@ async def test_split_brain_settles_on_one_connected_worker_per_session(
     fleet: Fleet, swarm: Swarm
 ) -> None:
     await _link_all(fleet, FLEET_SIZE)
-    nodes = _nodes(swarm, fleet)
+    nodes = placement(swarm, fleet)
     cut = sorted(sid for sid, node in nodes.items() if node == swarm.second_node)
     assert cut, nodes
     # SIGKILL: the engine dies, its containers keep running under their shims.
     os.kill(swarm.second_pid(), signal.SIGKILL)
 
     async def moved() -> bool:
-        now = _nodes(swarm, fleet)
+        now = placement(swarm, fleet)
         return all(now.get(sid) == swarm.manager_node for sid in cut)
 
     await eventually(moved, 60, "replacements on the manager")
