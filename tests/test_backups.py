@@ -810,7 +810,7 @@ async def test_poisoned_operator_settings_in_an_archive_are_refused(fleet: Fleet
     meta = json.loads((fleet.sessions_dir / sid / "session.json").read_text())
     entry = manifest["sessions"][0]
     assert (entry["eventsWebhookUrl"], entry["limits"]) == (None, {})
-    cases = {
+    cases: dict[str, tuple[dict[str, Any], str]] = {
         "backup_2002-01-01": ({"eventsWebhookUrl": "gopher://evil:70/x"}, "backup_bad_events_url"),
         "backup_2002-01-02": ({"eventsWebhookUrl": 5}, "backup_bad_events_url"),
         "backup_2002-01-03": ({"limits": {"perMinute": -1}}, "backup_bad_limits"),
