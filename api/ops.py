@@ -94,7 +94,7 @@ def _check_token(request: web.Request) -> None:
 
 
 class _Families:
-    """Gauges read from Redis at scrape time, so they can never drift from the truth."""
+    """Families read from Redis at scrape time, so they can never drift from the truth."""
 
     def __init__(self, families: list[Metric]) -> None:
         self.families = families
