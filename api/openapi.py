@@ -673,6 +673,7 @@ _MESSAGE = {
         "reason": {"type": "string", "description": "why it failed (expired, logged_out, ...)"},
     },
 }
+_COUNTS = ("sent", "received", "failed")
 _LIMITS = {
     "perMinute": {"type": "integer", "minimum": 0, "description": "0: no limit"},
     "perDay": {"type": "integer", "minimum": 0, "description": "0: no limit"},
@@ -683,6 +684,25 @@ _LIMITS = {
     },
 }
 _MID = [*_ID, {"name": "mid", "in": "path", "required": True, "schema": {"type": "string"}}]
+SPEC["paths"]["/api/sessions/provision"]["post"]["requestBody"]["content"]["application/json"][
+    "schema"
+]["properties"]["limits"] = {
+    "type": "object",
+    "properties": _LIMITS,
+    "additionalProperties": False,
+    "minProperties": 1,
+    "description": "the session's own careful-sending limits from its first message, as PUT "
+    "/api/sessions/{id}/limits takes them (the settings' defaults for those not named)",
+}
+SPEC["paths"]["/api/v1/dashboard/stats"]["get"]["responses"]["200"]["content"]["application/json"][
+    "schema"
+]["properties"]["messages"] = {
+    "type": "object",
+    "description": "messages of the whole fleet since counting began (a deleted session's "
+    "stay counted)",
+    "properties": {name: {"type": "integer", "minimum": 0} for name in _COUNTS},
+    "required": list(_COUNTS),
+}
 _SIGNED = [
     {
         "name": "X-Wafleet-Timestamp",

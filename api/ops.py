@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from api import serialize
 from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
@@ -68,8 +69,15 @@ async def metrics(request: web.Request) -> web.Response:
     )
     for node in stats.nodes:
         per_node.add_metric([node.name], len(node.session_ids))
+    # Counted as they happen (a deleted session's stay counted): a true counter.
+    sent = await request.app[SERVICE].messages.fleet_counts()
+    messages = CounterMetricFamily(
+        "wafleet_messages", "Messages sent, received and failed by the fleet", labels=["kind"]
+    )
+    for kind, n in dataclasses.asdict(sent).items():
+        messages.add_metric([kind], n)
     fleet = CollectorRegistry()
-    fleet.register(_Families([by_status, proxy_status, load, slots, per_node]))
+    fleet.register(_Families([by_status, proxy_status, load, slots, per_node, messages]))
     text = generate_latest(request.app[METRICS].registry) + generate_latest(fleet)
     return web.Response(body=text, content_type="text/plain", charset="utf-8")
 
@@ -86,10 +94,10 @@ def _check_token(request: web.Request) -> None:
 
 
 class _Families:
-    """Gauges read from Redis at scrape time, so they can never drift from the truth."""
+    """Families read from Redis at scrape time, so they can never drift from the truth."""
 
-    def __init__(self, families: list[GaugeMetricFamily]) -> None:
+    def __init__(self, families: list[Metric]) -> None:
         self.families = families
 
-    def collect(self) -> list[GaugeMetricFamily]:
+    def collect(self) -> list[Metric]:
         return self.families

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiohttp import web
 
 from api import events as operator_events
@@ -26,9 +28,9 @@ def _now(request: web.Request) -> int:
 
 @routes.post("/api/sessions/provision")
 async def provision(request: web.Request) -> web.Response:
-    body = await json_object(request, frozenset({"phone", "proxy", "eventsWebhookUrl"}))
+    body = await json_object(request, frozenset({"phone", "proxy", "eventsWebhookUrl", "limits"}))
     record = await request.app[SERVICE].provision(
-        body.get("phone"), body.get("proxy"), body.get("eventsWebhookUrl")
+        body.get("phone"), body.get("proxy"), body.get("eventsWebhookUrl"), body.get("limits")
     )
     return web.json_response(serialize.session(record, _now(request)), status=201)
 
@@ -129,6 +131,8 @@ async def dashboard_stats(request: web.Request) -> web.Response:
         "nodes": [serialize.node(n) for n in stats.nodes],
     }
     service = request.app[SERVICE]
+    # Sent / received / failed over the fleet: one hash, whatever the fleet's size.
+    body["messages"] = dataclasses.asdict(await service.messages.fleet_counts())
     if service.reconciling:  # only while serve's start-up reconcile runs
         body["reconciling"] = True
     starting = serialize.starting(service.starting)

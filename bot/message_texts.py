@@ -36,3 +36,10 @@ def counts(found: Counts) -> str:
     return _("Messages: {sent} sent, {received} received, {failed} failed").format(
         sent=found.sent, received=found.received, failed=found.failed
     )
+
+
+def fleet_counts(found: Counts) -> str:
+    """``/stats``: the whole fleet's messages (a deleted session's stay counted)."""
+    return _("Messages in the fleet: {sent} sent, {received} received, {failed} failed").format(
+        sent=found.sent, received=found.received, failed=found.failed
+    )

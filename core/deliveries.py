@@ -185,11 +185,17 @@ class Deliveries:
         """Deliver (or fail, or dead-letter) the session's next event; False when there is
         nothing to do now."""
         head = await self.events.head(session_id)
-        if not head.session_exists:
-            # Deleted (its keys go with it), or a restore is rebuilding the fleet's keys
-            # right now: the sweep looks again later. Nothing is dropped here.
+        if not head.session_exists and not head.deleted:
+            # A restore is rebuilding the fleet's keys right now: the sweep looks again
+            # later. Nothing is dropped here.
             return False
         url = self.endpoint_of(head.endpoint)
+        if head.deleted and (head.event is None or url is None):
+            # A deleted session's stream is drained (or has nowhere to go, and no session
+            # left to replay it from): it goes now.
+            if await self.events.forget(session_id):
+                log.info("the operator stream of deleted %s is drained and removed", session_id)
+            return False
         if head.event is None or url is None:
             # Pull-only (trimmed by age alone) only when there is no endpoint at all: an
             # endpoint that cannot be used now (no key to sign with) keeps what waits for it.

@@ -67,6 +67,9 @@ class Head:
     next_at: int  # when the next attempt may start (ms); 0: now
     session_exists: bool
     endpoint: str  # the session's own endpoint, '' when it has none
+    # Deleted, its stream still draining: what was accepted before the delete is still
+    # delivered (to ``endpoint`` as it was), then the stream goes (``forget``).
+    deleted: bool = False
 
 
 def stream_order(stream_id: str) -> tuple[int, int]:
@@ -102,6 +105,7 @@ class EventLog:
         self._done = redis.register_script(load_script("events_done.lua"))
         self._failed = redis.register_script(load_script("events_failed.lua"))
         self._redeliver = redis.register_script(load_script("events_redeliver.lua"))
+        self._forget = redis.register_script(load_script("events_forget.lua"))
 
     def on_append(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
@@ -198,17 +202,36 @@ class EventLog:
             cutoff = min(cutoff, after(str(cursor or "0-0")), key=stream_order)
         await self.redis.xtrim(keys.operator_events(session_id), minid=cutoff)
 
-    async def forget(self, session_id: str) -> None:
-        """The session was deleted: its events, cursor and dead letters go with it."""
+    async def drain(self, session_id: str, endpoint: str) -> None:
+        """The session is being deleted: what its stream holds undelivered is still
+        delivered, to ``endpoint`` (its own, '' for ``EVENTS_WEBHOOK_URL``), then the lane
+        removes the stream. Set before the session's keys go, so a lane never sees a
+        session that is neither there nor draining."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(
-            keys.operator_events(session_id),
-            keys.operator_cursor(session_id),
-            keys.operator_retry(session_id),
-            keys.operator_dead(session_id),
-        )
-        pipe.srem(keys.DELIVERY_SESSIONS, session_id)
+        pipe.set(keys.operator_deleted(session_id), endpoint)
+        pipe.sadd(keys.DELIVERY_SESSIONS, session_id)  # the sweep finds it after a restart
         await pipe.execute()
+
+    def wake(self, session_id: str) -> None:
+        """Tell the lanes to look at the session (a drain just began)."""
+        self._notify(session_id)
+
+    async def forget(self, session_id: str) -> bool:
+        """A deleted session's stream is drained: it, its cursor, retry state, dead letters
+        and mark go (kept if a restore brought the session back meanwhile)."""
+        removed = await self._forget(
+            keys=[
+                keys.SESSIONS,
+                keys.DELIVERY_SESSIONS,
+                keys.operator_events(session_id),
+                keys.operator_cursor(session_id),
+                keys.operator_retry(session_id),
+                keys.operator_dead(session_id),
+                keys.operator_deleted(session_id),
+            ],
+            args=[session_id],
+        )
+        return bool(removed)
 
     # reading ----------------------------------------------------------------------------
 
@@ -216,13 +239,14 @@ class EventLog:
         return sorted(str(s) for s in await self.redis.smembers(keys.DELIVERY_SESSIONS))
 
     async def head(self, session_id: str) -> Head:
-        entries, retry, exists, endpoint = await self._head(
+        entries, retry, exists, endpoint, deleted = await self._head(
             keys=[
                 keys.operator_events(session_id),
                 keys.operator_cursor(session_id),
                 keys.operator_retry(session_id),
                 keys.SESSIONS,
                 keys.session(session_id, "eventsWebhookUrl"),
+                keys.operator_deleted(session_id),
             ],
             args=[session_id],
         )
@@ -235,6 +259,7 @@ class EventLog:
             next_at=int(state.get("nextAt", 0)) if same else 0,
             session_exists=bool(exists),
             endpoint=str(endpoint),
+            deleted=bool(deleted),
         )
 
     async def since(self, session_id: str, since: str, limit: int) -> list[StoredEvent]:

@@ -224,3 +224,30 @@ def send_limits(session_id: str) -> str:
 def session_logged_out(session_id: str) -> str:
     """Set from a logout on the phone until the session connects again: messages fail at once."""
     return f"wafleet:loggedout:{session_id}"
+
+
+def fleet_message_counts() -> str:
+    """Hash sent / received / failed over the whole fleet, bumped in the same script (or
+    transaction) as the session's own ``message_counts``: ``/stats`` reads one key instead of
+    summing every session's. A deleted session's messages stay counted: they happened."""
+    return "wafleet:msgcounts"
+
+
+# Deleting a session (core/messages.py ``forget``): the keys a script can only name from what
+# it reads (a message id from the index, an idempotency key from a record).
+MESSAGE_KEY = "wafleet:msgkey:{id}:{key}"  # == message_key(); a key may hold braces
+MESSAGE_INDEX = "wafleet:msgids:{id}"
+LUA_FORMATS |= {"message_key": MESSAGE_KEY}
+
+
+def message_index(session_id: str) -> str:
+    """Sorted set: every message id of the session -> when it was accepted (ms), trimmed of
+    ids whose record has surely expired: so a delete finds every record it must remove."""
+    return MESSAGE_INDEX.format(id=session_id)
+
+
+def operator_deleted(session_id: str) -> str:
+    """Set while a deleted session's operator stream drains: the endpoint its events go to
+    (the session's own, '' for ``EVENTS_WEBHOOK_URL``). The lane removes the stream (and this)
+    once nothing is left to deliver."""
+    return f"wafleet:events:{session_id}:deleted"

@@ -83,6 +83,19 @@ def check_limits(body: dict[str, Any]) -> dict[str, int]:
     return limits
 
 
+def check_provision_limits(value: object) -> dict[str, int] | None:
+    """A provision's optional ``limits``: the same object and rules as ``PUT …/limits``, an
+    unknown name refused (as the PUT's body refuses it) rather than silently dropped."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"limits must be an object with any of {', '.join(LIMIT_NAMES)}")
+    unknown = sorted(str(name)[:40] for name in set(value) - set(LIMIT_NAMES))
+    if unknown:
+        raise InvalidInput(f"unknown limit(s): {', '.join(unknown[:5])}")
+    return check_limits(value)
+
+
 class MessageService:
     def __init__(self, store: Store, settings: Settings, clock: Clock) -> None:
         self.redis = store.redis
@@ -93,6 +106,7 @@ class MessageService:
         self._update = self.redis.register_script(load_script("message_update.lua"))
         self._expire = self.redis.register_script(load_script("message_expire.lua"))
         self._logged_out = self.redis.register_script(load_script("message_logged_out.lua"))
+        self._forget = self.redis.register_script(load_script("message_forget.lua"))
         # Per session: set when something may now be handed to its worker, so a waiting
         # poll answers at once instead of at its next recheck.
         self._wakers: dict[str, asyncio.Event] = {}
@@ -117,6 +131,8 @@ class MessageService:
                 keys.session(session_id, "status"),
                 keys.session_logged_out(session_id),
                 keys.message_counts(session_id),
+                keys.fleet_message_counts(),
+                keys.message_index(session_id),
             ],
             args=[
                 mid,
@@ -127,6 +143,7 @@ class MessageService:
                 now + self.settings.message_ttl_s * 1000,
                 "1" if key else "0",
                 KEEP_MS,
+                key or "",
             ],
         )
         mid, outcome = str(found[0]), str(found[1])
@@ -148,6 +165,12 @@ class MessageService:
 
     async def counts(self, session_id: str) -> Counts:
         found = await self.redis.hgetall(keys.message_counts(session_id))
+        return Counts(*(int(found.get(name, 0)) for name in ("sent", "received", "failed")))
+
+    async def fleet_counts(self) -> Counts:
+        """The whole fleet's counts: one hash, kept by the same scripts as each session's,
+        so ``/stats`` costs the same at 10,000 sessions as at one."""
+        found = await self.redis.hgetall(keys.fleet_message_counts())
         return Counts(*(int(found.get(name, 0)) for name in ("sent", "received", "failed")))
 
     async def queued(self, session_id: str) -> int:
@@ -191,6 +214,7 @@ class MessageService:
                 keys.session(session_id, "created"),
                 keys.message_deadlines(),
                 keys.message_counts(session_id),
+                keys.fleet_message_counts(),
             ],
             args=[
                 self.clock.now_ms(),
@@ -234,7 +258,11 @@ class MessageService:
         if not MESSAGE_ID.fullmatch(message_id) or status not in WORKER_STATUSES:
             return False
         applied = await self._update(
-            keys=[keys.session_commands(session_id), keys.message_counts(session_id)],
+            keys=[
+                keys.session_commands(session_id),
+                keys.message_counts(session_id),
+                keys.fleet_message_counts(),
+            ],
             args=[
                 "ack" if ack else "event",
                 session_id,
@@ -258,6 +286,7 @@ class MessageService:
                     keys.message_queue(session_id),
                     keys.message_deadlines(),
                     keys.message_counts(session_id),
+                    keys.fleet_message_counts(),
                 ],
                 args=[KEEP_MS],
             )
@@ -266,12 +295,43 @@ class MessageService:
             self.wake(session_id)
 
     async def count_received(self, session_id: str) -> None:
-        await self.redis.hincrby(keys.message_counts(session_id), "received", 1)
+        """The session's count and the fleet's together (one transaction), so the fleet's
+        stays the sum of what every session counted."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(keys.message_counts(session_id), "received", 1)
+        pipe.hincrby(keys.fleet_message_counts(), "received", 1)
+        await pipe.execute()
+
+    async def forget(self, session_id: str) -> int:
+        """The session is being deleted: remove every message key of it (records, queue,
+        commands, counts, limits, send state) and report each message still queued as
+        ``failed: session_deleted`` on its operator stream, all in one script. How many were
+        reported. The fleet's counts keep what the session did (and count those failures).
+        """
+        failed = await self._forget(
+            keys=[
+                keys.message_deadlines(),
+                keys.fleet_message_counts(),
+                keys.operator_events(session_id),
+                keys.DELIVERY_SESSIONS,
+                keys.message_index(session_id),
+                keys.message_queue(session_id),
+                keys.session_commands(session_id),
+                keys.message_counts(session_id),
+                keys.send_log(session_id),
+                keys.send_state(session_id),
+                keys.send_limits(session_id),
+                keys.session_logged_out(session_id),
+            ],
+            args=[session_id, self.clock.now_ms()],
+        )
+        self._wakers.pop(session_id, None)
+        return int(failed)
 
     async def expire_due(self) -> int:
         """Fail queued messages whose time ran out; how many."""
         expired = await self._expire(
-            keys=[keys.message_deadlines()],
+            keys=[keys.message_deadlines(), keys.fleet_message_counts()],
             args=[self.clock.now_ms(), EXPIRE_BATCH, KEEP_MS],
         )
         return int(expired)

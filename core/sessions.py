@@ -29,7 +29,7 @@ from core.errors import (
 )
 from core.event_log import EventLog
 from core.journal import Happened, Journal
-from core.messages import MessageService
+from core.messages import MessageService, check_provision_limits
 from core.metrics import Metrics
 from core.models import ProxyStatus, Reason, SessionRecord, Status
 from core.notifier import Alert, AlertKind, Done, Move, Notifier
@@ -177,14 +177,21 @@ class SessionService:
     # Flow 1: provision ------------------------------------------------------------------
 
     async def provision(
-        self, phone: object = None, proxy: object = None, events_webhook_url: object = None
+        self,
+        phone: object = None,
+        proxy: object = None,
+        events_webhook_url: object = None,
+        limits: object = None,
     ) -> SessionRecord:
+        """``limits``: the session's own careful-sending limits from its first message (a
+        new number is the one most at risk of a ban), checked before anything is written."""
         self._refuse_during_maintenance()
         number = None if phone in (None, "") else normalize_phone(phone)
         requested = (
             None if proxy in (None, "") else parse_input(proxy, policy=self.settings.proxy_policy)
         )
         events_url = self._events_endpoint(events_webhook_url)
+        own_limits = check_provision_limits(limits)
         now = self.clock.now_ms()
         # A proxy named here joins the pool; parked sessions may use it only after this
         # provision has its slot, so they are retried afterwards, not in between.
@@ -208,6 +215,8 @@ class SessionService:
             async with self._session_lock(session_id):
                 if events_url is not None:
                     await self.store.set_fields(session_id, eventsWebhookUrl=events_url)
+                if own_limits is not None:
+                    await self.messages.set_limits(session_id, own_limits)
                 self._provisioned_at[session_id] = self.clock.monotonic()
                 await asyncio.to_thread(
                     session_files.write_meta, path, session_id, number, proxy_url, now
@@ -221,6 +230,7 @@ class SessionService:
             self._provisioned_at.pop(session_id, None)
             self.pings.forget(session_id)
             await self.store.release(session_id)
+            await self.messages.forget(session_id)
             await asyncio.to_thread(session_files.remove, path)
             raise
         session_log(session_id).info("provisioned on %s", mask(proxy_url))
@@ -313,20 +323,26 @@ class SessionService:
         return await self.restart(session_id, Reason.STARTING)
 
     async def delete(self, session_id: str) -> None:
+        """Nothing of the session stays behind, and nothing accepted is lost: its queued
+        messages are reported ``failed: session_deleted`` on its operator stream, and what
+        that stream holds undelivered is still delivered before the stream goes."""
         self._refuse_during_maintenance()
         async with self._session_lock(session_id):
-            await self.get(session_id)
+            record = await self.get(session_id)
             self._acted(session_id)
             await self.runner.stop(session_id)
             self.pings.forget(session_id)
+            # Marked draining before its keys go: a lane never sees it neither there nor
+            # draining. Then its messages (reported, removed), then the record itself.
+            await self.operator_events.drain(session_id, record.events_webhook_url or "")
+            await self.messages.forget(session_id)
             await self.store.release(session_id)
             await asyncio.to_thread(
                 session_files.remove, session_files.folder(self.settings.sessions_dir, session_id)
             )
             self._crashes.pop(session_id, None)
             self._provisioned_at.pop(session_id, None)
-            # Its undelivered events and dead letters go too: the operator deleted it.
-            await self.operator_events.forget(session_id)
+            self.operator_events.wake(session_id)
         self._locks.pop(session_id, None)
         session_log(session_id).info("deleted")
         await self._journal(Happened.SESSIONS_REMOVED)

@@ -387,10 +387,19 @@ class Store:
         await pipe.execute()
 
     async def restore_session(
-        self, session_id: str, phone: str | None, proxy: str, cap: int, created: int, now: int
+        self,
+        session_id: str,
+        phone: str | None,
+        proxy: str,
+        cap: int,
+        created: int,
+        now: int,
+        stopped: bool = False,
+        events_webhook_url: str | None = None,
     ) -> tuple[str, str]:
         """Write one restored session on a slot: ``(outcome, proxy)``, outcome one of
-        ``ok``, ``moved``, ``parked``, ``err`` (see ``lua/restore_session.lua``)."""
+        ``ok``, ``moved``, ``parked``, ``err`` (see ``lua/restore_session.lua``). ``stopped``:
+        the operator had stopped it, so it comes back ``stopped`` (on its slot, no worker)."""
         script_keys = [
             keys.SESSIONS,
             keys.SESSION_SEQ,
@@ -402,9 +411,39 @@ class Store:
             ),
         ]
         outcome, url = await self._restore_script(
-            keys=script_keys, args=[session_id, phone or "", proxy, cap, created, now]
+            keys=script_keys,
+            args=[
+                session_id,
+                phone or "",
+                proxy,
+                cap,
+                created,
+                now,
+                "1" if stopped else "0",
+                events_webhook_url or "",
+            ],
         )
         return str(outcome), str(url)
+
+    async def own_limits(self, session_ids: list[str]) -> dict[str, dict[str, int]]:
+        """Each session's own careful-sending limits (none: absent), for a backup."""
+        pipe = self.redis.pipeline(transaction=False)
+        for sid in session_ids:
+            pipe.hgetall(keys.send_limits(sid))
+        found = await pipe.execute()
+        return {
+            sid: {str(k): int(v) for k, v in own.items()}
+            for sid, own in zip(session_ids, found, strict=True)
+            if own
+        }
+
+    async def set_own_limits(self, session_id: str, limits: dict[str, int]) -> None:
+        """Restore: exactly these limits for the session ({}: none of its own)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.send_limits(session_id))
+        if limits:
+            pipe.hset(keys.send_limits(session_id), mapping=limits)  # type: ignore[arg-type]
+        await pipe.execute()
 
     @functools.cached_property
     def _restore_script(self) -> AsyncScript:
@@ -416,7 +455,7 @@ class Store:
         raw = self._bytes_client()
         try:
             names: set[bytes] = set()
-            for pattern in keys.FLEET_PATTERNS:
+            for pattern in _SNAPSHOT_PATTERNS:
                 names.update([k async for k in raw.scan_iter(match=pattern, count=1000)])
             names.update(k.encode() for k in keys.FLEET_INDEXES)
             ordered = sorted(names)
@@ -439,7 +478,7 @@ class Store:
         raw = self._bytes_client()
         try:
             current: set[bytes] = set()
-            for pattern in keys.FLEET_PATTERNS:
+            for pattern in _SNAPSHOT_PATTERNS:
                 current.update([k async for k in raw.scan_iter(match=pattern, count=1000)])
             pipe = raw.pipeline(transaction=True)
             for name in sorted(current):
@@ -474,7 +513,18 @@ def proxy_status_of(stored: str | None) -> ProxyStatus:
 
 
 # Restore: the session fields ``lua/restore_session.lua`` writes.
-_RESTORED_FIELDS = ("created", "lastPing", "proxy", "status", "reason", "phone")
+_RESTORED_FIELDS = (
+    "created",
+    "lastPing",
+    "proxy",
+    "status",
+    "reason",
+    "phone",
+    "eventsWebhookUrl",
+)
+# What a failed restore puts back: the fleet's keys, and the sessions' own limits (a restore
+# writes them from the archive).
+_SNAPSHOT_PATTERNS = (*keys.FLEET_PATTERNS, keys.send_limits("*"))
 
 
 @dataclass(frozen=True)

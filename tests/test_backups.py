@@ -40,6 +40,7 @@ from tests import fake_telegram
 from tests.conftest import fleet_env
 from tests.fake_telegram import ADMIN, FakeTelegram, bot_env
 from tests.fleet import API_KEY, Fleet, eventually
+from tests.messaging import FAST, OUTSIDE, message, send, sent_by, wait_message
 from wafleet import devstack
 from wafleet.serve import make_runner
 
@@ -747,3 +748,92 @@ async def _hold_a_restore_and_try_changes(
         assert report["sessions"] == [sid] and report["reassigned"][0]["to"] is None
         status, answer = await call("DELETE", f"/api/sessions/{sid}")
         assert status == 200, answer  # the maintenance is over
+
+
+# what the operator set survives a backup and restore ---------------------------------------
+
+OPERATOR_SET = {**FAST, "EVENTS_WEBHOOK_SECRET": "test-events-secret-0123456789abcdef"}
+OWN_ENDPOINT = "http://ops:own-pw-7@127.0.0.1:9/own"  # never called: no event arrives
+
+
+@pytest.mark.parametrize("fleet_options", [OPERATOR_SET], indirect=True)
+async def test_restore_keeps_a_stopped_session_stopped_its_endpoint_and_limits(
+    fleet: Fleet,
+) -> None:
+    stopped = str(
+        (
+            await fleet.provision(
+                PHONES[0], eventsWebhookUrl=OWN_ENDPOINT, limits={"perMinute": 5, "perDay": 50}
+            )
+        )["id"]
+    )
+    await fleet.scan(await fleet.qr(stopped), PHONES[0])
+    await fleet.wait_status(stopped, "connected")
+    running = (await fleet.link(PHONES[1]))["id"]
+    assert (await fleet.call("PUT", f"/api/sessions/{running}/limits", {"perDay": 7}))[0] == 200
+    assert (await fleet.call("POST", f"/api/sessions/{stopped}/stop"))[0] == 200
+    waiting = (await send(fleet, stopped, OUTSIDE, "kept through the restore"))["id"]
+    backup = await create(fleet)
+    # Changed after the backup: the restore puts the backup's values back.
+    assert (await fleet.call("PUT", f"/api/sessions/{running}/limits", {"perDay": 99}))[0] == 200
+
+    status, report = await restore(fleet, backup["id"], wait=15)
+    assert status == 200, report
+    assert report["connected"] == [running] and report["notConnected"] == [stopped]
+    assert (await fleet.status(stopped))["status"] == "stopped"
+    assert set(fleet.workers()) == {running}  # no worker for the stopped one
+    assert (await message(fleet, stopped, waiting))["status"] == "queued"
+    assert await fleet.redis.lrange(f"wafleet:outbox:{stopped}", 0, -1) == [waiting]
+    assert (await fleet.status(stopped))["eventsWebhookUrl"] == "http://***@127.0.0.1:9/own"
+    assert await fleet.text(f"session:{stopped}:eventsWebhookUrl") == OWN_ENDPOINT
+    assert (await fleet.status(running))["eventsWebhookUrl"] is None
+    own = {
+        s: (await fleet.call("GET", f"/api/sessions/{s}/limits"))[1] for s in (stopped, running)
+    }
+    assert own == {
+        stopped: {"perMinute": 5, "perDay": 50, "warmupDays": 7},  # warmupDays: the default
+        running: {"perMinute": 0, "perDay": 7, "warmupDays": 7},
+    }
+
+    # Started again, it goes out with its saved link and sends what waited.
+    assert (await fleet.call("POST", f"/api/sessions/{stopped}/start"))[0] == 200
+    await fleet.wait_status(stopped, "connected")
+    await wait_message(fleet, stopped, waiting, {"sent", "delivered", "read"})
+    assert [m["text"] for m in await sent_by(fleet, PHONES[0])] == ["kept through the restore"]
+
+
+@pytest.mark.parametrize("fleet_options", [OPERATOR_SET], indirect=True)
+async def test_poisoned_operator_settings_in_an_archive_are_refused(fleet: Fleet) -> None:
+    sid = (await fleet.link(PHONES[0]))["id"]
+    good = backups_dir(fleet) / f"{(await create(fleet))['id']}.zip"
+    manifest = json.loads(zipfile.ZipFile(good).read("manifest.json"))
+    meta = json.loads((fleet.sessions_dir / sid / "session.json").read_text())
+    entry = manifest["sessions"][0]
+    assert (entry["eventsWebhookUrl"], entry["limits"]) == (None, {})
+    cases: dict[str, tuple[dict[str, Any], str]] = {
+        "backup_2002-01-01": ({"eventsWebhookUrl": "gopher://evil:70/x"}, "backup_bad_events_url"),
+        "backup_2002-01-02": ({"eventsWebhookUrl": 5}, "backup_bad_events_url"),
+        "backup_2002-01-03": ({"limits": {"perMinute": -1}}, "backup_bad_limits"),
+        "backup_2002-01-04": ({"limits": {"perHour": 5}}, "backup_bad_limits"),
+        "backup_2002-01-05": ({"limits": "perMinute=5"}, "backup_bad_limits"),
+        "backup_2002-01-06": ({"status": ["stopped"]}, "backup_bad_manifest"),
+    }
+    for name, (change, _) in cases.items():
+        poisoned = {**manifest, "sessions": [{**entry, **change}]}
+        _write_zip(
+            backups_dir(fleet) / f"{name}.zip",
+            [
+                ("manifest.json", json.dumps(poisoned).encode()),
+                (f"sessions/{sid}/session.json", json.dumps(meta).encode()),
+                (f"sessions/{sid}/creds.json", b"{}"),
+            ],
+        )
+    redis_before, files_before = await fleet.snapshot(), listing(fleet)
+    pid = fleet.workers()[sid]
+    for name, (_, code) in cases.items():
+        got, body = await restore(fleet, name)
+        assert (got, body["error"]["code"]) == (400, code), (name, body)
+        assert "gopher" not in body["error"]["message"]
+    assert await fleet.snapshot() == redis_before
+    assert listing(fleet) == files_before
+    assert fleet.workers() == {sid: pid}  # never stopped

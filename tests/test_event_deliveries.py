@@ -389,3 +389,56 @@ async def test_the_attempt_count_survives_a_restart_of_serve(
     # One attempt may repeat (the one in flight when serve died), never the whole schedule.
     assert {h.attempt for h in receiver.hits} == {1, 2, 3, 4}
     assert len(receiver.hits) <= 5
+
+
+async def test_a_deleted_session_still_delivers_what_it_accepted_then_leaves_nothing(
+    fleet: Fleet, receiver: Receiver
+) -> None:
+    """Deleting a session loses nothing accepted: the events already in its stream are
+    still delivered, in order, and each message it still had queued is reported failed
+    (``session_deleted``) after them; then the stream and every key of it go (what is left
+    are the one-day replay markers, which expire)."""
+    sid = str((await fleet.provision(PHONES[0]))["id"])  # the endpoint is down: refused
+    sent = [await post_event(fleet, sid, "MESSAGE_IN", message(n)) for n in range(3)]
+    status, queued = await fleet.call(
+        "POST", f"/api/sessions/{sid}/messages", {"to": "14155550123", "text": "never sent"}
+    )
+    assert status == 202, queued
+
+    async def tried() -> bool:
+        return await retry_attempts(fleet, sid) >= 2
+
+    await eventually(tried, what="a few failed attempts")
+    status, _ = await fleet.call("DELETE", f"/api/sessions/{sid}")
+    assert status in (200, 204)
+    assert (await fleet.call("GET", f"/api/sessions/{sid}/status"))[0] == 404
+    await receiver.start()
+    report = f"{sid}.deleted-{queued['id']}"
+
+    async def all_delivered() -> list[str] | None:
+        got = receiver.accepted(sid)
+        return got if len(got) >= 4 else None
+
+    assert await eventually(all_delivered, timeout=30, what="the drain") == [*sent, report]
+    last = next(h for h in receiver.hits if h.event_id == report)
+    assert last.signed
+    assert last.body["type"] == "MESSAGE_STATUS"
+    assert last.body["data"] == {
+        "messageId": queued["id"],
+        "to": "14155550123",
+        "status": "failed",
+        "reason": "session_deleted",
+    }
+
+    async def nothing_left() -> list[str] | None:
+        found = [str(k) for k in await fleet.redis.keys(f"*{sid}*")]
+        found += [str(k) for k in await fleet.redis.keys(f"*{queued['id']}*")]
+        lasting = [k for k in found if await fleet.redis.pttl(k) < 0]
+        return None if lasting else sorted(found)
+
+    left = await eventually(nothing_left, what="every lasting key of the session to go")
+    assert all(
+        k.startswith((f"wafleet:applied:{sid}:", f"wafleet:events:{sid}:written:")) for k in left
+    ), left
+    assert sid not in await fleet.members("wafleet:deliveries")
+    assert receiver.accepted_twice() == []

@@ -147,3 +147,45 @@ async def test_the_limit_holds_at_the_network(fleet: Fleet) -> None:
         "burst 2",
     ]
     assert [(await message(fleet, sid, mid))["status"] for mid in burst[3:]] == ["queued"] * 3
+
+
+async def test_the_fleets_counts_are_the_sum_of_its_sessions_on_every_path(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Sent, received, and failed by each way a message can fail (expired in the queue,
+    expired when its turn came, logged out, the worker's report): the fleet's hash, bumped by
+    the same scripts, always equals the sum of the sessions' own."""
+    clock = ManualClock()
+    messages = await service(redis_client, clock, message_ttl_s=60)
+    other = "worker_2"
+    await redis_client.set(f"session:{other}:status", "connected")
+    sent, _ = await messages.accept(SID, OUTSIDE, "sent")
+    assert [c["id"] for c in (await messages.take(SID))[0]] == [sent.id]
+    assert await messages.update(SID, sent.id, "sent", None, ack=True)
+    refused, _ = await messages.accept(SID, OUTSIDE, "refused by the network")
+    assert [c["id"] for c in (await messages.take(SID))[0]] == [refused.id]
+    assert await messages.update(SID, refused.id, "failed", "not_on_whatsapp", ack=True)
+    late, _ = await messages.accept(SID, OUTSIDE, "its turn comes too late")
+    for n in range(2):
+        await messages.accept(other, OUTSIDE, f"waits too long {n}")
+    clock.advance(61)
+    assert await messages.expire_due() == 3  # the other's two, and the late one
+    assert (await messages.get(SID, late.id)).reason == "expired"
+    stale, _ = await messages.accept(SID, OUTSIDE, "expires at the worker's poll")
+    await redis_client.zrem("wafleet:message_deadlines", stale.id)  # the sweep missed it
+    clock.advance(61)
+    assert await messages.take(SID) == ([], -1)
+    assert (await messages.get(SID, stale.id)).reason == "expired"
+    gone, _ = await messages.accept(other, OUTSIDE, "logged out before it went")
+    await messages.on_session_event(other, "AUTH_FAILURE", {"reason": "logged_out"})
+    after, _ = await messages.accept(other, OUTSIDE, "while logged out")
+    assert (await messages.get(other, gone.id)).reason == "logged_out"
+    assert (await messages.get(other, after.id)).reason == "logged_out"
+    await messages.count_received(SID)
+    await messages.count_received(other)
+
+    mine, theirs = await messages.counts(SID), await messages.counts(other)
+    assert (mine.sent, mine.received, mine.failed) == (1, 1, 3)
+    assert (theirs.sent, theirs.received, theirs.failed) == (0, 1, 4)
+    fleet = await messages.fleet_counts()
+    assert (fleet.sent, fleet.received, fleet.failed) == (1, 2, 7)

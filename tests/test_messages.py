@@ -95,7 +95,9 @@ async def test_a_logged_out_session_fails_a_message_at_once(fleet: Fleet) -> Non
     assert await fleet.control("logout", phone=PHONE) == 200
 
     async def logged_out() -> bool:
-        return bool(await fleet.events(sid, "AUTH_FAILURE"))
+        # The mark, not the AUTH_FAILURE in the history: that is written before the event
+        # is applied to the messages.
+        return bool(await fleet.redis.exists(f"wafleet:loggedout:{sid}"))
 
     await eventually(logged_out, what="the logout to be seen")
     mid = (await send(fleet, sid, OUTSIDE, "anyone there?"))["id"]
@@ -161,3 +163,47 @@ async def test_a_worker_cannot_read_or_ack_another_sessions_commands(fleet: Flee
         fleet, "/worker/commands", {"sessionId": theirs, "waitMs": 0}, signed_as=theirs
     )
     assert [c["id"] for c in answer["commands"]] == [mid]  # still theirs, still unacknowledged
+
+
+async def test_limits_given_at_provision_are_the_sessions_own_from_the_start(
+    fleet: Fleet,
+) -> None:
+    session = await fleet.provision(PHONE, limits={"perMinute": 5, "warmupDays": 3})
+    status, limits = await fleet.call("GET", f"/api/sessions/{session['id']}/limits")
+    assert status == 200, limits
+    assert limits == {"perMinute": 5, "perDay": 0, "warmupDays": 3}  # perDay: the settings'
+    assert await fleet.redis.hgetall(f"wafleet:limits:{session['id']}") == {
+        "perMinute": "5",
+        "warmupDays": "3",
+    }
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {},
+        {"perMinute": -1},
+        {"perMinute": 1.5},
+        {"perDay": True},
+        {"perDay": "10"},
+        {"warmupDays": 1_000_001},
+        {"perHour": 5},
+        {"perMinute": 10, "burst": 1},
+        [5],
+        5,
+        "perMinute=5",
+    ],
+)
+async def test_bad_limits_at_provision_are_a_400_and_provision_nothing(
+    fleet: Fleet, limits: object
+) -> None:
+    before = await fleet.snapshot()
+    status, answer = await fleet.call(
+        "POST", "/api/sessions/provision", {"phone": PHONE, "limits": limits}
+    )
+    assert status == 400, answer
+    assert set(answer["error"]) == {"code", "message"}
+    said = answer["error"]["message"]
+    assert any(name in said for name in ("limit", "perMinute", "perDay", "warmupDays")), said
+    assert await fleet.snapshot() == before
+    assert not [p for p in fleet.sessions_dir.iterdir() if not p.name.startswith(".")]

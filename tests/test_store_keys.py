@@ -7,12 +7,17 @@ tests spell the expected keys out literally: a format that drifts from SPEC.md f
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from importlib import resources
 
 import pytest
 import redis.asyncio as aioredis
 
+from core.clock import ManualClock
+from core.event_log import EventLog
+from core.messages import MessageService
 from core.models import ProxyStatus
+from core.settings import Settings
 from core.store import Store
 
 P1 = "socks5h://u:p@127.0.0.1:1"
@@ -162,3 +167,69 @@ async def test_a_resent_failover_script_moves_the_session_once(store: Store) -> 
     assert await store.redis.mget(
         f"proxy:{P1}:sessions", f"proxy:{P2}:sessions", f"proxy:{P3}:sessions"
     ) == ["0", "1", "0"]
+
+
+async def test_a_deleted_sessions_messages_leave_no_key_behind(store: Store) -> None:
+    """Every message key of a session (records, idempotency keys, queue, commands, counts,
+    limits, send state) goes in the delete; the one message still queued is reported on the
+    operator stream, which drains and then goes too. What stays: SPEC's sticky IP, the pool,
+    and the fleet's counts (a deleted session's messages still happened)."""
+    clock = ManualClock(1_700_000_000_000)
+    settings = replace(
+        Settings(api_key="k" * 20, webhook_secret="s" * 20, redis_url="redis://unused"),
+        messages_per_minute=0,
+        messages_per_day=0,
+        message_pause_min_ms=0,
+        message_pause_max_ms=0,
+    )
+    messages = MessageService(store, settings, clock)
+    events = EventLog(store.redis, 60_000)
+    sid, _ = await store.reserve(PHONE, P1, 4, 4, clock.now_ms())
+    await store.mark_connected(sid, PHONE, clock.now_ms())
+    await messages.set_limits(sid, {"perMinute": 30})
+    sent, _ = await messages.accept(sid, OTHER, "one", "order-1")
+    handed, _ = await messages.accept(sid, OTHER, "two")
+    waiting, _ = await messages.accept(sid, OTHER, "three", "order-3")
+    assert [c["id"] for c in (await messages.take(sid))[0]] == [sent.id]
+    assert await messages.update(sid, sent.id, "sent", None, ack=True)
+    assert [c["id"] for c in (await messages.take(sid))[0]] == [handed.id]
+    await messages.count_received(sid)
+    own = {k for k in await _keys(store) if sid in k or "wafleet:msg" in k or "message" in k}
+    assert own >= {
+        f"wafleet:message:{sent.id}",
+        f"wafleet:msgkey:{sid}:order-1",
+        f"wafleet:msgids:{sid}",
+        f"wafleet:outbox:{sid}",
+        f"wafleet:commands:{sid}",
+        f"wafleet:msgcounts:{sid}",
+        f"wafleet:sendlog:{sid}",
+        f"wafleet:limits:{sid}",
+    }
+
+    await events.drain(sid, "")
+    assert await messages.forget(sid) == 1  # the queued one; the handed one may be at WhatsApp
+    assert await store.release(sid)
+    report = (await events.since(sid, "0-0", 10))[0]
+    assert (report.id, report.type, report.data) == (
+        f"{sid}.deleted-{waiting.id}",
+        "MESSAGE_STATUS",
+        {"messageId": waiting.id, "to": OTHER, "status": "failed", "reason": "session_deleted"},
+    )
+    head = await events.head(sid)
+    assert head.deleted and not head.session_exists and head.event == report
+    await events.delivered(sid, report.stream_id, clock.now_ms())
+    assert await events.forget(sid)  # drained: the lane's last step
+    counts = "wafleet:msgcounts"
+    assert await _keys(store) == sorted(
+        [*POOL, "wafleet:session_seq", f"phone:{PHONE}:proxy", counts]
+    )
+    assert await store.redis.hgetall(counts) == {"sent": "1", "received": "1", "failed": "1"}
+
+
+async def test_a_stream_of_a_deleted_id_that_a_restore_brought_back_is_kept(store: Store) -> None:
+    events = EventLog(store.redis, 60_000)
+    sid, _ = await store.reserve(PHONE, P1, 4, 4, 1)
+    assert await events.append(sid, "w-event-0001", "MESSAGE_IN", {"text": "hi"}, 1)
+    await events.drain(sid, "")
+    assert not await events.forget(sid)  # the session exists: its stream stays, the mark goes
+    assert await store.redis.exists(f"wafleet:events:{sid}", f"wafleet:events:{sid}:deleted") == 1

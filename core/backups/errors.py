@@ -109,3 +109,15 @@ class BadPhone(BadArchive):
 
 class BadProxy(BadArchive):
     code = "backup_bad_proxy"
+
+
+class BadEventsUrl(BadArchive):
+    """A session's ``eventsWebhookUrl`` that provision would refuse (scheme, host policy)."""
+
+    code = "backup_bad_events_url"
+
+
+class BadLimits(BadArchive):
+    """A session's limits that ``PUT …/limits`` would refuse."""
+
+    code = "backup_bad_limits"

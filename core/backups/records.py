@@ -97,6 +97,12 @@ class PlannedSession:
     phone: str | None
     proxy: str
     created: int
+    # What the operator set, from the manifest: stopped by hand (comes back stopped: no
+    # worker, queue kept), the session's own events endpoint, its own limits (None: an
+    # older archive that does not say, so the live ones are left as they are).
+    stopped: bool = False
+    events_webhook_url: str | None = None
+    limits: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)

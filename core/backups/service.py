@@ -248,6 +248,7 @@ class BackupService:
     async def _manifest(self, now: int) -> dict[str, Any]:
         records = await self.store.list_sessions()
         sticky, sticky_sessions = await self.store.sticky_maps()
+        limits = await self.store.own_limits([r.id for r in records])
         return {
             "format": archive.FORMAT,
             "created": now,
@@ -262,6 +263,10 @@ class BackupService:
                     "status": r.status,
                     "reason": r.reason,
                     "created": r.created,
+                    # What the operator set, so a restore gives it back (with its
+                    # credentials, like the proxies below: the archive is owner-only).
+                    "eventsWebhookUrl": r.events_webhook_url,
+                    "limits": limits.get(r.id, {}),
                 }
                 for r in records
             ],
@@ -308,7 +313,9 @@ class BackupService:
 
     def _plan(self, path: Path) -> Plan:
         contents = archive.inspect(path, self.limits)
-        return validate.plan(path.name, contents.manifest, contents.metas)
+        return validate.plan(
+            path.name, contents.manifest, contents.metas, self.settings.events_webhook_policy
+        )
 
     def _extract(self, path: Path, staging: Path) -> None:
         try:
@@ -386,10 +393,12 @@ class BackupService:
         startable: list[str] = []
         for s in plan.sessions:
             outcome, url = await self.store.restore_session(
-                s.id, s.phone, s.proxy, cap, s.created, now
+                s.id, s.phone, s.proxy, cap, s.created, now, s.stopped, s.events_webhook_url
             )
             if outcome == "err":
                 raise Conflict(f"could not restore {s.id}: {url}")
+            if s.limits is not None:
+                await self.store.set_own_limits(s.id, s.limits)
             why = unknown.get(s.proxy) or "the proxy is marked bad or full"
             if outcome == "moved":
                 folder = self.settings.sessions_dir / s.id
@@ -399,8 +408,8 @@ class BackupService:
                 reassigned.append(Reassigned(s.id, s.phone, mask(s.proxy), mask(url), why))
             elif outcome == "parked":
                 reassigned.append(Reassigned(s.id, s.phone, mask(s.proxy), None, why))
-            if outcome != "parked":
-                startable.append(s.id)
+            if outcome != "parked" and not s.stopped:
+                startable.append(s.id)  # one the operator stopped stays stopped: no worker
             await self.store.add_event(
                 s.id, "RESTORED", {"backup": info.id, "proxy": mask(url)}, now
             )

@@ -8,12 +8,24 @@ Everything here is pure: it takes what the archive says and returns a ``Plan`` o
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
+from core import endpoint_url
 from core import phone as phones
-from core.backups.errors import BadManifest, BadPhone, BadProxy, BadSessionId
+from core.backups.errors import (
+    BadEventsUrl,
+    BadLimits,
+    BadManifest,
+    BadPhone,
+    BadProxy,
+    BadSessionId,
+)
 from core.backups.records import Plan, PlannedSession
 from core.errors import InvalidInput
+from core.messages import check_provision_limits
+from core.models import Status
+from core.proxy_policy import ProxyPolicy
 from core.proxy_url import ProxyUrl
 from core.store import id_order
 
@@ -53,13 +65,21 @@ def proxy(archive: str, where: str, raw: object) -> str:
     return parsed.url
 
 
-def plan(archive: str, manifest: Any, metas: dict[str, Any]) -> Plan:
-    """``metas``: each session folder's ``session.json`` (None when absent or unreadable)."""
+def plan(archive: str, manifest: Any, metas: dict[str, Any], events_policy: ProxyPolicy) -> Plan:
+    """``metas``: each session folder's ``session.json`` (None when absent or unreadable);
+    ``events_policy``: the destinations an ``eventsWebhookUrl`` may name (as at provision)."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("sessions"), list):
         raise BadManifest(f"{archive}: manifest.json has no session list")
     listed = {e["id"]: e for e in manifest["sessions"] if isinstance(e, dict) and "id" in e}
     sessions = [
-        _session(archive, session_id(archive, sid), meta if meta is not None else listed.get(sid))
+        _operator_set(
+            archive,
+            _session(
+                archive, session_id(archive, sid), meta if meta is not None else listed.get(sid)
+            ),
+            listed.get(sid),
+            events_policy,
+        )
         for sid, meta in sorted(metas.items(), key=lambda item: id_order(item[0]))
     ]
     restored = {s.id for s in sessions}
@@ -104,4 +124,35 @@ def _session(archive: str, sid: str, meta: Any) -> PlannedSession:
         phone=None if raw_phone is None else phone(archive, f"session {sid}", raw_phone),
         proxy=proxy(archive, f"session {sid}", meta.get("proxy")),
         created=created if isinstance(created, int) and not isinstance(created, bool) else 0,
+    )
+
+
+def _operator_set(
+    archive: str, planned: PlannedSession, entry: Any, events_policy: ProxyPolicy
+) -> PlannedSession:
+    """What the operator set on the session, from its manifest entry (``session.json`` is
+    the worker's folder, not the operator's settings), through the live API's own rules."""
+    if not isinstance(entry, dict):
+        return planned
+    where = f"{archive}: session {planned.id}"
+    status = entry.get("status")
+    if status is not None and not isinstance(status, str):
+        raise BadManifest(f"{where} has a status that is not a string")
+    url = entry.get("eventsWebhookUrl")
+    if url is not None:
+        try:
+            url = endpoint_url.parse(url, events_policy)
+        except InvalidInput:
+            raise BadEventsUrl(f"{where} has an eventsWebhookUrl provision would refuse") from None
+    limits = entry.get("limits")
+    if limits is not None:
+        try:
+            limits = check_provision_limits(limits) if limits != {} else {}
+        except InvalidInput as exc:
+            raise BadLimits(f"{where} has limits the API would refuse: {exc}") from None
+    return replace(
+        planned,
+        stopped=status == Status.STOPPED,
+        events_webhook_url=url,
+        limits=limits,
     )

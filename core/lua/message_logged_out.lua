@@ -2,9 +2,10 @@
 -- until someone links it again, so its queued messages fail now (reason 'logged_out') and
 -- new ones fail at once until it connects (the mark). A message already handed to the
 -- worker is left to the worker's report: it may have reached WhatsApp.
--- KEYS: the logged-out mark, the session's queue, deadlines, the session's counts.
+-- KEYS: the logged-out mark, the session's queue, deadlines, the session's counts, the
+-- fleet's counts.
 -- ARGV: keep ms. Returns how many failed.
-local mark, queue, deadlines, counts = unpack(KEYS, 1, 4)
+local mark, queue, deadlines, counts, fleet_counts = unpack(KEYS, 1, 5)
 local keep = ARGV[1]
 redis.call('SET', mark, '1')
 local failed = 0
@@ -14,6 +15,7 @@ for _, id in ipairs(redis.call('LRANGE', queue, 0, -1)) do
     redis.call('HSET', message, 'status', 'failed', 'reason', 'logged_out')
     redis.call('PEXPIRE', message, keep)
     redis.call('HINCRBY', counts, 'failed', 1)
+    redis.call('HINCRBY', fleet_counts, 'failed', 1)
     failed = failed + 1
   end
   redis.call('ZREM', deadlines, id)

@@ -3,13 +3,13 @@
 -- makes the resend the same message), else hand out the session's next queued message if
 -- the operator's limits and the random pause allow it now. One message in flight at a time.
 -- KEYS: commands, queue, send log, send state, limits, session:<id>:status,
--- session:<id>:created, deadlines, counts.
+-- session:<id>:created, deadlines, counts, the fleet's counts.
 -- ARGV: now ms, default per minute, default per day, default warm-up days, pause ms,
 -- keep ms (how long a finished record is kept).
 -- Returns {{message ids}, wait ms}: wait -1 = nothing queued (or stopped), else how long
 -- until a limit lets the next one go.
-local commands, queue, sent_log, state, limits, status_key, created_key, deadlines, counts =
-  unpack(KEYS, 1, 9)
+local commands, queue, sent_log, state, limits, status_key, created_key, deadlines, counts,
+  fleet_counts = unpack(KEYS, 1, 10)
 local now = tonumber(ARGV[1])
 local pause, keep = tonumber(ARGV[5]), ARGV[6]
 local held = redis.call('LRANGE', commands, 0, -1)
@@ -36,6 +36,7 @@ while true do
     redis.call('ZREM', deadlines, id)
     redis.call('HSET', message, 'status', 'failed', 'reason', 'expired')
     redis.call('HINCRBY', counts, 'failed', 1)
+    redis.call('HINCRBY', fleet_counts, 'failed', 1)
     redis.call('PEXPIRE', message, keep)
   else
     break

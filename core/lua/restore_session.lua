@@ -5,16 +5,21 @@
 -- no_proxy_capacity) on its old proxy without taking a slot, like an impossible failover.
 -- Every value was validated by the caller (worker_<n> with at most 12 digits, a normalised
 -- phone, a canonical socks5h:// URL).
+-- A session the operator had stopped comes back stopped on its slot (no worker starts; a
+-- stopped session keeps its slot, as POST .../stop leaves it); parked if there is none.
 -- KEYS: wafleet:sessions, wafleet:session_seq, session:<id>:{created, lastPing, proxy,
---       status, reason, phone}, and with a phone phone:<p>:{sessions, session, proxy}.
+--       status, reason, phone, eventsWebhookUrl}, and with a phone
+--       phone:<p>:{sessions, session, proxy}.
 --       The proxy keys are reached through common.lua's helpers (the slot is chosen here).
--- ARGV: id, phone ('' = unknown), proxy, cap, created ms, now ms
+-- ARGV: id, phone ('' = unknown), proxy, cap, created ms, now ms, stopped ('1'/'0'),
+--       the session's own events endpoint ('' = none)
 -- Returns {'ok', proxy} | {'moved', new proxy} | {'parked', old proxy} | {'err', why}.
 local sessions, seq = KEYS[1], KEYS[2]
-local k_created, k_ping, k_proxy, k_status, k_reason, k_phone =
-  KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local k_created, k_ping, k_proxy, k_status, k_reason, k_phone, k_events =
+  KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local id, phone, wanted = ARGV[1], ARGV[2], ARGV[3]
 local cap, created, now = tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local stopped, events_url = ARGV[7] == '1', ARGV[8]
 if redis.call('SISMEMBER', sessions, id) == 1 then
   return {'err', 'exists'}
 end
@@ -28,7 +33,11 @@ end
 redis.call('SADD', sessions, id)
 redis.call('SET', k_created, created)
 redis.call('SET', k_ping, now)
-if chosen then
+if chosen and stopped then
+  attach(id, chosen)
+  redis.call('SET', k_status, 'stopped')
+  redis.call('DEL', k_reason)
+elseif chosen then
   attach(id, chosen)
   redis.call('SET', k_status, 'pending')
   redis.call('SET', k_reason, 'starting')
@@ -37,8 +46,13 @@ else
   redis.call('SET', k_status, 'failed')
   redis.call('SET', k_reason, 'no_proxy_capacity')
 end
+if events_url ~= '' then
+  redis.call('SET', k_events, events_url)
+else
+  redis.call('DEL', k_events)
+end
 if phone ~= '' then
-  local phone_sessions, phone_session, phone_proxy = KEYS[9], KEYS[10], KEYS[11]
+  local phone_sessions, phone_session, phone_proxy = KEYS[10], KEYS[11], KEYS[12]
   redis.call('SET', k_phone, phone)
   redis.call('SADD', phone_sessions, id)
   redis.call('SET', phone_session, id)
