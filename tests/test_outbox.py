@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.backups.archive import copy_folder
 from worker import outbox as outbox_module
 from worker.outbox import OUTBOX_FILE, Outbox
 from worker.webhook_client import event_id
@@ -99,3 +100,13 @@ def test_a_redelivered_frame_is_the_same_event() -> None:
     assert event_id("MESSAGE_STATUS", read) != event_id("MESSAGE_STATUS", delivered)
     assert event_id("PING", {}) != event_id("PING", {})
     assert all(len(event_id(k, read)) == 40 for k in ("MESSAGE_IN", "MESSAGE_STATUS"))
+
+
+def test_a_backup_leaves_the_outbox_out(tmp_path: Path) -> None:
+    """A restore must not replay old events as new ones: the archive never carries them."""
+    folder = tmp_path / "sessions" / SID
+    folder.mkdir(parents=True)
+    (folder / "creds.json").write_text("{}")
+    Outbox(folder, SID, 1 << 20).put(_event(1), bounded=True)
+    copy_folder(folder, tmp_path / "staging" / SID)
+    assert sorted(p.name for p in (tmp_path / "staging" / SID).iterdir()) == ["creds.json"]
