@@ -12,6 +12,8 @@ client → server
   ``{"op": "send", "id", "to", "text"}`` a message with the sender's chosen id; a resend of
   an id the network already accepted from that phone is the same message (answered, not
   recorded or carried again)
+  ``{"op": "ack", "id"}`` the device has a ``receipt`` or ``message_in`` frame for good
+  (``id`` is the frame's ``frame``); until then the network keeps it (below)
 server → client
   ``{"op": "qr", "qr": "2@...", "ttlMs"}``  rotating like WhatsApp's: the first lives
   ``qr_first_ttl_ms``, each next ``qr_next_ttl_ms``, ``qr_count`` in all, then
@@ -26,12 +28,18 @@ server → client
   ``{"op": "sent", "id"}`` the network accepted a message (``send_error`` with a ``reason``
   if it refused it); then ``{"op": "receipt", "id", "status": "delivered" | "read"}`` after
   short delays; ``{"op": "message_in", "id", "from", "text", "timestamp"}`` a message for it.
-  Frames for a device that is not connected wait and go out when it connects again.
+  Both carry a ``frame`` (unique in the network) and stay in the device's queue until the
+  device acknowledges that frame, as WhatsApp's offline queue does: frames for a device that
+  is not connected, and frames it was sent but never acknowledged (it died first), go out
+  again in order when it connects again, or to a new link of the same phone once the old
+  one is logged out. A frame may therefore arrive twice; the device tells by its ids.
 
 The control API (``/control/...``) plays the phone: scan a QR, enter a pairing code
 (``POST /control/pair {"code", "phone"}``), logout, drop; and reports what the network saw
 of every device. ``POST /control/message {"from", "to", "text"}`` plays an outside number
 writing to a device; ``GET /control/messages?phone=`` lists what a phone sent, once per id.
+``POST /control/lose_acks {"phone", "lose": bool}`` makes the network lose (or keep again)
+a phone's acknowledgements: a device that wrote a frame down but died before its ack left.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -83,8 +92,15 @@ class Device:
     replaced_count: int = 0
     typing_count: int = 0
     ws: web.WebSocketResponse | None = None
-    # Frames the device missed while away (receipts, incoming messages): sent on reconnect.
-    waiting: list[dict[str, Any]] = field(default_factory=list)
+    # Receipts and incoming messages not acknowledged yet, by frame id, oldest first: sent
+    # when they come (if connected) and again on every connect until the device acks them.
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The connection each pending frame last went out on (not twice on the same one).
+    sent_on: dict[str, web.WebSocketResponse] = field(default_factory=dict)
+    # Sends to the device one at a time, so a reconnect's resend keeps the frames' order.
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
+    acked: int = 0
+    lose_acks: bool = False
 
     def view(self) -> dict[str, Any]:
         return {
@@ -99,6 +115,8 @@ class Device:
             "connectCount": self.connect_count,
             "replacedCount": self.replaced_count,
             "typingCount": self.typing_count,
+            "unacked": len(self.pending),
+            "acked": self.acked,
         }
 
 
@@ -136,6 +154,7 @@ class SimNetwork:
         # What each phone sent, by message id (insertion order): one entry per id.
         self.sent: dict[str, dict[str, dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._frame_ids = itertools.count(1)
 
     # the device side --------------------------------------------------------------------
 
@@ -234,28 +253,31 @@ class SimNetwork:
     async def _serve_device(
         self, ws: web.WebSocketResponse, device: Device, ip: str | None
     ) -> None:
-        old = device.ws
-        device.ws = ws  # one connection per device, the newest wins
-        device.connect_count += 1
-        if old is not None and not old.closed:
-            device.replaced_count += 1
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await old.send_json({"op": "replaced"})
-            await old.close(code=REPLACED_CLOSE, message=b"replaced")
-        device.ip = ip
-        if ip and (not device.ip_history or device.ip_history[-1] != ip):
-            device.ip_history.append(ip)
-        await ws.send_json({"op": "connected", "phone": device.phone})
-        log.info("device %s (%s) connected from %s", device.session_id, device.phone, ip)
-        missed, device.waiting = device.waiting, []
-        for frame in missed:
-            await self._deliver(device, frame)
+        async with device.sending:
+            old = device.ws
+            device.ws = ws  # one connection per device, the newest wins
+            device.connect_count += 1
+            if old is not None and not old.closed:
+                device.replaced_count += 1
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await old.send_json({"op": "replaced"})
+                await old.close(code=REPLACED_CLOSE, message=b"replaced")
+            device.ip = ip
+            if ip and (not device.ip_history or device.ip_history[-1] != ip):
+                device.ip_history.append(ip)
+            await ws.send_json({"op": "connected", "phone": device.phone})
+            log.info("device %s (%s) connected from %s", device.session_id, device.phone, ip)
+            self._inherit(device)
+            for frame_id, frame in list(device.pending.items()):
+                await self._send_frame(device, ws, frame_id, frame)
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
                 break
             try:
                 event = message.json()
             except ValueError:
+                continue
+            if not isinstance(event, dict):
                 continue
             if event.get("op") == "presence" and event.get("state") == "composing":
                 device.typing_count += 1
@@ -265,6 +287,10 @@ class SimNetwork:
                 await self._accept(device, ws, event)
             elif event.get("op") == "message" and event.get("to") == "self":
                 device.self_messages += 1
+            elif event.get("op") == "ack" and not device.lose_acks:
+                if device.pending.pop(str(event.get("id")), None) is not None:
+                    device.acked += 1
+                device.sent_on.pop(str(event.get("id")), None)
         if device.ws is ws:
             device.ws = None
 
@@ -302,15 +328,33 @@ class SimNetwork:
     def _devices_of(self, phone: str) -> list[Device]:
         return [d for d in self.devices.values() if d.phone == phone and not d.logged_out]
 
+    def _inherit(self, device: Device) -> None:
+        """A new link of a phone takes over what its logged-out links never acknowledged."""
+        for other in self.devices.values():
+            if other is not device and other.phone == device.phone and other.logged_out:
+                device.pending.update(other.pending)
+                other.pending.clear()
+                other.sent_on.clear()
+
     async def _deliver(self, device: Device, frame: dict[str, Any]) -> None:
-        ws = device.ws
-        if ws is None or ws.closed:
-            device.waiting.append(frame)
+        """Queue ``frame`` for ``device`` until it is acknowledged; send it now if connected."""
+        frame_id = str(next(self._frame_ids))
+        device.pending[frame_id] = {**frame, "frame": frame_id}
+        async with device.sending:
+            ws, found = device.ws, device.pending.get(frame_id)
+            if ws is not None and found is not None:
+                await self._send_frame(device, ws, frame_id, found)
+
+    async def _send_frame(
+        self, device: Device, ws: web.WebSocketResponse, frame_id: str, frame: dict[str, Any]
+    ) -> None:
+        if ws.closed or device.sent_on.get(frame_id) is ws:
             return
         try:
             await ws.send_json(frame)
         except (ConnectionError, RuntimeError):
-            device.waiting.append(frame)
+            return  # stays pending: the next connection gets it
+        device.sent_on[frame_id] = ws
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
@@ -399,6 +443,17 @@ class SimNetwork:
             await self._deliver(device, {**frame, "timestamp": _now_ms()})
         return web.json_response({"id": mid})
 
+    async def lose_acks(self, request: web.Request) -> web.Response:
+        """Lose (or keep again) the acknowledgements of ``phone``'s devices: what the network
+        sees of a device that wrote a frame down and died before its ack left."""
+        body = await _body(request)
+        devices = self._matching(body)
+        if not devices:
+            return _error(404, "no linked device for that phone")
+        for device in devices:
+            device.lose_acks = body.get("lose") is True
+        return web.json_response({"devices": len(devices), "lose": body.get("lose") is True})
+
     async def list_messages(self, request: web.Request) -> web.Response:
         """What a phone sent, one entry per message id the network accepted."""
         sent = self.sent.get(request.query.get("phone", ""), {})
@@ -458,6 +513,7 @@ def create_app(timings: QrTimings) -> web.Application:
     app.router.add_get("/control/devices", network.list_devices)
     app.router.add_post("/control/message", network.message)
     app.router.add_get("/control/messages", network.list_messages)
+    app.router.add_post("/control/lose_acks", network.lose_acks)
     app.router.add_get("/control/qrs", network.list_qrs)
     return app
 

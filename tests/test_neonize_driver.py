@@ -31,6 +31,7 @@ import json
 import shutil
 import socket
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -314,9 +315,15 @@ def _proxy(port: int, password: str = PASSWORD) -> str:
 
 
 class Recorder:
+    """A listener that records; messages and receipts come from Go's thread, so it wakes
+    the loop thread-safely, and it can play a full outbox (``refuse``)."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
         self.changed = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+        self.refuse = 0  # how many message events to refuse before taking them
+        self.threads: set[str] = set()
 
     async def on_qr(self, qr: str, ttl_ms: int) -> None:
         self._add(("qr", (qr, ttl_ms)))
@@ -327,15 +334,24 @@ class Recorder:
     async def on_connected(self, phone: str) -> None:
         self._add(("connected", phone))
 
-    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> None:
-        self._add(("message_in", (message_id, sender, text, timestamp)))
+    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> bool:
+        return self._take(("message_in", (message_id, sender, text, timestamp)))
 
-    def on_receipt(self, wa_message_id: str, status: str) -> None:
-        self._add(("receipt", (wa_message_id, status)))
+    def on_receipt(self, wa_message_id: str, status: str) -> bool:
+        return self._take(("receipt", (wa_message_id, status)))
+
+    def _take(self, call: tuple[str, Any]) -> bool:
+        self.threads.add(threading.current_thread().name)
+        if self.refuse > 0:
+            self.refuse -= 1
+            self._add(("refused", call))
+            return False
+        self._add(call)
+        return True
 
     def _add(self, call: tuple[str, Any]) -> None:
         self.calls.append(call)
-        self.changed.set()
+        self.loop.call_soon_threadsafe(self.changed.set)
 
     async def wait_for(self, count: int) -> None:
         async with asyncio.timeout(5):
@@ -882,6 +898,31 @@ async def test_incoming_text_is_message_in_and_our_own_is_not(
         ("message_in", ("ABCDEF123", THEM, "hi there", 1_700_000_000_000)),
         ("message_in", ("ABCDEF123", THEM, "with a link", 1_700_000_000_000)),
     ]
+    await core.event(DisconnectedEv(status=True))
+    await _outcome(task)
+
+
+async def test_messages_and_receipts_are_taken_before_whatsmeow_may_acknowledge_them(
+    driver: nd.NeonizeDriver, session_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """whatsmeow acknowledges a message to WhatsApp once the event callback returns: the
+    listener (the outbox) must have it by then, in Go's thread, not later on the loop; and
+    while the outbox refuses it, the callback must not return (no acknowledgement)."""
+    monkeypatch.setattr(nd, "FULL_RETRY_S", 0.01, raising=False)
+    SendJournal(session_dir).sent(MID, "3EB0OURS")
+    core, listener, task = await _connected(driver, monkeypatch)
+    source = MessageSource(Chat=JID(User=THEM), Sender=JID(User=THEM))
+    info = MessageInfo(MessageSource=source, ID="ABCDEF123", Timestamp=1_700_000_000)
+    listener.refuse = 2  # a full outbox, twice
+    await core.event(MessageEv(Info=info, Message=WAMessage(conversation="hi")))
+    # the callback returned: by then the message was taken, after the two refusals
+    assert [kind for kind, _ in listener.calls[1:]] == ["refused", "refused", "message_in"]
+    receipt = ReceiptEv(
+        MessageSource=source, MessageIDs=["3EB0OURS"], Timestamp=1, Type=ReceiptEv.READ
+    )
+    await core.event(receipt)
+    assert listener.calls[-1] == ("receipt", (wa_id(MID), "read"))
+    assert threading.main_thread().name not in listener.threads
     await core.event(DisconnectedEv(status=True))
     await _outcome(task)
 

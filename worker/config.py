@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.proxy_url import ProxyUrl
+from worker.outbox import DEFAULT_MAX_BYTES
 
 
 class WorkerConfigError(Exception):
@@ -27,6 +28,7 @@ class WorkerConfig:
     presence_interval_s: float
     self_message_interval_s: float
     attempts_per_process: int
+    outbox_max_bytes: int
     log_level: str
     log_format: str
 
@@ -46,6 +48,7 @@ class WorkerConfig:
             presence = int(e.get("WORKER_PRESENCE_INTERVAL_MS", "15000")) / 1000
             self_message = int(e.get("WORKER_SELF_MESSAGE_INTERVAL_MS", "600000")) / 1000
             attempts = int(e.get("WORKER_ATTEMPTS_PER_PROCESS", "50"))
+            outbox_max = int(e.get("WORKER_OUTBOX_MAX_BYTES", str(DEFAULT_MAX_BYTES)))
         except ValueError:
             raise WorkerConfigError("WORKER_* settings must be whole numbers") from None
         return cls(
@@ -60,6 +63,7 @@ class WorkerConfig:
             presence_interval_s=presence,
             self_message_interval_s=self_message,
             attempts_per_process=max(attempts, 1),
+            outbox_max_bytes=max(outbox_max, 64 * 1024),
             log_level=e.get("LOG_LEVEL", "INFO"),
             log_format=e.get("LOG_FORMAT", "text"),
         )

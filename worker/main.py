@@ -25,7 +25,12 @@ async def run_worker(config: WorkerConfig) -> None:
     # Random per process start: the one thing two copies of a Swarm task do not share.
     boot_id = secrets.token_hex(8)
     webhook = WebhookClient(
-        config.webhook_url, config.session_id, config.webhook_secret, boot_id=boot_id
+        config.webhook_url,
+        config.session_id,
+        config.webhook_secret,
+        boot_id=boot_id,
+        outbox_dir=config.session_dir,
+        outbox_max_bytes=config.outbox_max_bytes,
     )
     await webhook.start()
     loop = SessionLoop(

@@ -73,16 +73,18 @@ class SessionLoop:
         self._connected_since = time.monotonic()
         self.webhook.send("CONNECTED", {"phoneNumber": phone})
 
-    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> None:
-        self.webhook.send(
+    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> bool:
+        """Durably queued (True), or refused because the outbox is full (False); any thread."""
+        return self.webhook.take(
             "MESSAGE_IN",
             {"messageId": message_id, "from": sender, "text": text, "timestamp": timestamp},
         )
 
-    def on_receipt(self, wa_message_id: str, status: str) -> None:
+    def on_receipt(self, wa_message_id: str, status: str) -> bool:
         message_id = message_id_of(wa_message_id)
-        if message_id is not None:  # not one of ours (the keep-alive self-message)
-            self.webhook.send("MESSAGE_STATUS", {"messageId": message_id, "status": status})
+        if message_id is None:  # not one of ours (the keep-alive self-message): nothing to keep
+            return True
+        return self.webhook.take("MESSAGE_STATUS", {"messageId": message_id, "status": status})
 
     # the loop ---------------------------------------------------------------------------
 

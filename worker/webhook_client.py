@@ -1,81 +1,121 @@
-"""The worker's side of ``/webhook``: signed, retried with backoff, buffered while down.
+"""The worker's side of ``/webhook``: signed, retried with backoff, durable while down.
 
-Events queue in a bounded buffer and go out in order. If the orchestrator is away (being
-restarted, say), the buffer keeps the latest events instead of losing them, and only the
-newest ``PING`` is kept: an old ping carries no information.
+Every event but ``PING`` goes through the outbox (worker/outbox.py): on disk before it
+counts as taken, sent in order, removed once ``serve`` answered, replayed by the next
+process if this one dies first. Only the newest ``PING`` is kept, in memory: an old ping
+carries no information, and it goes out ahead of a backlog (it only says "alive").
 
-Every event's ``data`` carries the process's ``bootId`` (random per process start). Two
-copies of one Swarm task run with the same environment, so only the boot id tells the
-orchestrator which copy an event came from: a "stream replaced" from the copy that lost
-must not mark the session disconnected while the newer copy is connected.
+Each event's ``id`` stays the same across retries and restarts, and for a message event it
+is derived from what the network said (the message id; for a receipt, with its status): the
+network sends a frame again until the worker acknowledged it, and the second copy must be
+the same event to ``serve``, which applies an id once.
+
+Every event's ``data`` carries the ``bootId`` of the process that took it (random per
+process start); a replayed event keeps the one it was written with. Two copies of one Swarm
+task run with the same environment, so only the boot id tells the orchestrator which copy an
+event came from: a "stream replaced" from the copy that lost must not mark the session
+disconnected while the newer copy is connected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import random
 import re
+import threading
 import time
 import uuid
-from collections import deque
+from pathlib import Path
 from typing import Any
 
 from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from worker.http_post import HttpError, HttpPoster
+from worker.outbox import DEFAULT_MAX_BYTES, Outbox
 
 log = logging.getLogger("wafleet.worker.webhook")
 
-BUFFER_SIZE = 500
+MESSAGE_EVENTS = frozenset({"MESSAGE_IN", "MESSAGE_STATUS"})
 # What the orchestrator refuses in any string (core/text.py): C0/C1 controls and surrogates.
 _UNSENDABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 RETRY_BASE_S, RETRY_CAP_S = 0.2, 5.0
 
 
 class WebhookClient:
-    def __init__(self, url: str, session_id: str, secret: str, boot_id: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        session_id: str,
+        secret: str,
+        boot_id: str | None = None,
+        outbox_dir: Path | None = None,
+        outbox_max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self.url = url
         self.session_id = session_id
         self.secret = secret
         self.boot_id = boot_id
-        self._queue: deque[dict[str, Any]] = deque(maxlen=BUFFER_SIZE)
+        self.outbox = Outbox(outbox_dir, session_id, outbox_max_bytes)
+        self._ping: dict[str, Any] | None = None
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._http = HttpPoster(url)
         self._sender: asyncio.Task[None] | None = None
-        self.dropped = 0
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._sender = asyncio.create_task(self._send_loop(), name="webhook-sender")
+        self._notify()  # what an earlier process left in the outbox goes first
 
     def send(self, kind: str, data: dict[str, Any]) -> None:
-        """Queue an event; never blocks the session loop."""
+        """Queue a life-cycle event (or a ping); never blocks the session loop for long."""
+        event = self._event(kind, data)
         if kind == "PING":
-            for queued in list(self._queue):
-                if queued["type"] == "PING":
-                    self._queue.remove(queued)
+            self._ping = event
+        else:
+            self.outbox.put(event, bounded=False)
+        self._notify()
+
+    def take(self, kind: str, data: dict[str, Any]) -> bool:
+        """Queue a message event durably; True once it is on disk (the network may then be
+        told it arrived), False when the outbox is full (do not acknowledge: the network
+        keeps it and sends it again). Callable from any thread."""
+        taken = self.outbox.put(self._event(kind, data), bounded=True)
+        if taken:
+            self._notify()
+        return taken
+
+    def _event(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         if self.boot_id is not None:
             data = {**data, "bootId": self.boot_id}
-        if len(self._queue) == self._queue.maxlen:
-            self.dropped += 1
-            log.warning("webhook buffer full: dropping the oldest event")
-        self._queue.append(
-            {
-                # One id per event, kept across retries: the orchestrator applies it once.
-                "id": uuid.uuid4().hex,
-                "sessionId": self.session_id,
-                "type": kind,
-                "data": sendable(data),
-                "timestamp": time.time_ns() // 1_000_000,
-            }
-        )
-        self._drained.clear()
-        self._wake.set()
+        return {
+            "id": event_id(kind, data),
+            "sessionId": self.session_id,
+            "type": kind,
+            "data": sendable(data),
+            "timestamp": time.time_ns() // 1_000_000,
+        }
+
+    def _notify(self) -> None:
+        """Wake the sender; from another thread (whatsmeow's), through the loop."""
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._drained.clear()
+            self._wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed: the file keeps it
+                self._loop.call_soon_threadsafe(self._notify)
 
     async def flush(self, limit_s: float) -> None:
-        """Give queued events a chance to leave before the worker exits."""
+        """Give queued events a chance to leave before the worker exits (the outbox keeps
+        what does not: the next process sends it)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._drained.wait(), limit_s)
 
@@ -88,12 +128,13 @@ class WebhookClient:
     async def _send_loop(self) -> None:
         attempt = 0
         while True:
-            if not self._queue:
+            ping = self._ping
+            event = ping if ping is not None else self.outbox.head()
+            if event is None:
                 self._drained.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            event = self._queue[0]
             outcome = await self._post(event)
             if outcome == "retry":
                 attempt += 1
@@ -101,8 +142,11 @@ class WebhookClient:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 continue
             attempt = 0
-            if self._queue and self._queue[0] is event:
-                self._queue.popleft()
+            if ping is not None:
+                if self._ping is ping:  # a newer ping may have come meanwhile
+                    self._ping = None
+            else:
+                self.outbox.pop()
 
     async def _post(self, event: dict[str, Any]) -> str:
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
@@ -125,6 +169,20 @@ class WebhookClient:
         text = answer.body[:200].decode(errors="replace")
         log.error("webhook refused %s (%d): %s", event["type"], answer.status, text)
         return "dropped"
+
+
+def event_id(kind: str, data: dict[str, Any]) -> str:
+    """The event's id: for a message event, derived from the network's own ids, so a frame
+    the network delivered twice (it was not acknowledged before a crash) is one event to
+    ``serve``; a random one otherwise. 8-64 characters of ``[A-Za-z0-9_-]`` (core/events.py).
+    """
+    if kind == "MESSAGE_IN":
+        key = f"in\0{data.get('from')}\0{data.get('messageId')}"
+    elif kind == "MESSAGE_STATUS":
+        key = f"status\0{data.get('messageId')}\0{data.get('status')}"
+    else:
+        return uuid.uuid4().hex
+    return hashlib.sha256(key.encode(errors="surrogatepass")).hexdigest()[:40]
 
 
 def sendable(value: Any) -> Any:

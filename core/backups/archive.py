@@ -49,7 +49,9 @@ MANIFEST = "manifest.json"
 SESSIONS_PREFIX = "sessions"
 BACKUP_ID = re.compile(r"backup_\d{4}-\d{2}-\d{2}(?:_\d{6}(?:_\d+)?)?")
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-EXCLUDED = re.compile(r"worker\.log(\..*)?")  # the worker's log is not session data
+# Not session data: the worker's log, and its outbox of events not yet reported (restored
+# later they would be old news, replayed as new; the live folder keeps them meanwhile).
+EXCLUDED = re.compile(r"worker\.log(\..*)?|\.?outbox\.jsonl(\.tmp)?")
 SESSION_FILE_MAX = 64 * 1024  # a session.json is ~300 bytes
 CHUNK = 1 << 20
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from core.runner import EXIT_RECYCLE
+from worker.outbox import OUTBOX_FILE
 
 __all__ = ["EXIT_RECYCLE"]
 
@@ -96,12 +97,18 @@ class DriverListener(Protocol):
 
     async def on_connected(self, phone: str) -> None: ...
 
-    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> None:
-        """A message arrived at the session's phone (timestamp in ms)."""
+    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> bool:
+        """A message arrived at the session's phone (timestamp in ms).
+
+        True once it is durably queued: only then may the driver acknowledge it to the
+        network. False: not taken (the outbox is full); do not acknowledge, so the network
+        keeps it and delivers it again. Callable from any thread (whatsmeow's event thread).
+        """
         ...
 
-    def on_receipt(self, wa_message_id: str, status: str) -> None:
-        """``delivered`` or ``read`` for a message this session sent (WhatsApp's id)."""
+    def on_receipt(self, wa_message_id: str, status: str) -> bool:
+        """``delivered`` or ``read`` for a message this session sent (WhatsApp's id); the
+        answer means what ``on_message_in``'s does."""
         ...
 
 
@@ -140,9 +147,10 @@ class Driver(Protocol):
 
 
 def auth_files(
-    session_dir: Path, keep: frozenset[str] = frozenset({"session.json"})
+    session_dir: Path, keep: frozenset[str] = frozenset({"session.json", OUTBOX_FILE})
 ) -> list[Path]:
-    """The files of ``session_dir`` that belong to the driver (everything but wafleet's own)."""
+    """The files of ``session_dir`` that belong to the driver (everything but wafleet's own:
+    a logout must not throw away the messages that arrived before it, still in the outbox)."""
     if not session_dir.is_dir():
         return []
     return [

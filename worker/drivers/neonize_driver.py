@@ -38,7 +38,11 @@ Go calls. Each driver also drops the Go library's start-up pages from the proces
 
 The asyncio loop never waits on the Go core without a deadline: blocking calls run in
 daemon threads and their results, like every callback from Go, come back through
-``loop.call_soon_threadsafe``. Only the events below are subscribed, so messages and
+``loop.call_soon_threadsafe``; the one exception is an incoming message or receipt, which is
+written to the worker's outbox in Go's thread before the callback returns (whatsmeow
+acknowledges it to WhatsApp after that, so nothing acknowledged can be lost; the event id is
+derived from WhatsApp's message id, so one WhatsApp delivers again is the same event).
+Only the events below are subscribed, so messages and
 history-sync blobs never cross into Python; history sync is also reduced at the source
 (``requireFullSync`` off, one-day/one-megabyte limits in the device properties).
 """
@@ -153,6 +157,9 @@ SUBSCRIBED: tuple[Any, ...] = (
 # whatsmeow's receipt types that mean what our statuses mean (the rest: retries, our own
 # other devices, played media, history sync; not about the recipient reading our text).
 RECEIPT_STATUS = {ReceiptEv.DELIVERED: "delivered", ReceiptEv.READ: "read"}
+# Messages and receipts are taken in whatsmeow's own event thread (see ``_Attempt._forward``).
+TAKEN_IN_GO_THREAD = (MessageEv, ReceiptEv)
+FULL_RETRY_S = 1.0  # how often a full outbox is asked again while whatsmeow waits
 _LOGOUT_REASONS = {
     ConnectFailureReason.LOGGED_OUT,
     ConnectFailureReason.MAIN_DEVICE_GONE,
@@ -195,9 +202,15 @@ class _Attempt:
     attempt stays referenced by its (daemon) thread until ``Neonize`` returns.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, client: SlimClient) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        client: SlimClient,
+        take: Callable[[Any], bool] = lambda _event: True,
+    ) -> None:
         self.loop = loop
         self.client = client
+        self.take = take
         self.uuid: str = client.uuid.decode()
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.closed = False
@@ -222,7 +235,22 @@ class _Attempt:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, payload))
 
     def _forward(self, _client: SlimClient, message: Any) -> None:
-        self.post("event", message)
+        if isinstance(message, TAKEN_IN_GO_THREAD):
+            self._take(message)
+        else:
+            self.post("event", message)
+
+    def _take(self, message: Any) -> None:
+        """A message or a receipt, written to the outbox here, in whatsmeow's thread:
+        whatsmeow acknowledges it to WhatsApp once this returns, so it must be on disk
+        first. A full outbox holds the thread (no acknowledgement: WhatsApp keeps it)."""
+        try:
+            while not self.take(message):
+                if self.closed:
+                    return  # the connection is gone: no acknowledgement can leave anyway
+                time.sleep(FULL_RETRY_S)
+        except Exception:  # never into Go; the event is not acknowledged-lost silently
+            log.exception("an incoming %s could not be taken", type(message).__name__)
 
     def _on_qr(self, _uuid: int | None, code: int | None) -> None:
         if code:
@@ -307,7 +335,11 @@ class NeonizeDriver:
     async def run(self, listener: DriverListener) -> None:
         await self._preflight()
         await self._stop_core()  # a previous attempt that is somehow still registered
-        attempt = _Attempt(asyncio.get_running_loop(), self.build_client())
+        attempt = _Attempt(
+            asyncio.get_running_loop(),
+            self.build_client(),
+            lambda event: self._take(listener, event),
+        )
         self._attempt = attempt
         self._live = attempt.uuid
         self._start_core(attempt)
@@ -427,26 +459,32 @@ class NeonizeDriver:
                 raise ConnectionLost("keep-alive timed out")
         elif isinstance(event, KeepAliveRestoredEv):
             log.info("keep-alive answered again")
-        elif isinstance(event, MessageEv):
-            self._on_message(listener, event)
-        elif isinstance(event, ReceiptEv):
-            status = RECEIPT_STATUS.get(event.Type)
-            if status is not None:
-                for wa_message_id in event.MessageIDs:
-                    mid = self._journal().by_wa_id.get(wa_message_id)
-                    if mid is not None:
-                        listener.on_receipt(wa_id(mid), status)
 
-    def _on_message(self, listener: DriverListener, event: Any) -> None:
+    def _take(self, listener: DriverListener, event: Any) -> bool:
+        """A message or a receipt to the listener (from whatsmeow's thread); False while the
+        outbox refuses it. Receipts of ids not ours (the self-message) are taken as nothing."""
+        if isinstance(event, MessageEv):
+            return self._on_message(listener, event)
+        status = RECEIPT_STATUS.get(event.Type)
+        taken = True
+        if status is not None:
+            journal = self._journal()
+            for wa_message_id in event.MessageIDs:
+                mid = journal.by_wa_id.get(wa_message_id)
+                if mid is not None:
+                    taken = listener.on_receipt(wa_id(mid), status) and taken
+        return taken
+
+    def _on_message(self, listener: DriverListener, event: Any) -> bool:
         """A text that arrived from someone else, as ``MESSAGE_IN`` (media, reactions,
         protocol messages and our own other devices' messages are not forwarded)."""
         source = event.Info.MessageSource
         if source.IsFromMe:
-            return
+            return True
         text = event.Message.conversation or event.Message.extendedTextMessage.text
         if not text:
-            return
-        listener.on_message_in(
+            return True
+        return listener.on_message_in(
             event.Info.ID, source.Sender.User, text, int(event.Info.Timestamp) * 1000
         )
 

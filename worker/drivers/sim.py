@@ -45,6 +45,8 @@ CREDS_FILE = "creds.json"
 REPLACED_CLOSE = 4001
 # How long a message may wait for the network's acceptance before it counts as not sent.
 SEND_TIMEOUT_S = 15.0
+# How often a frame the full outbox refused is offered again.
+FULL_RETRY_S = 1.0
 
 
 class SimDriver:
@@ -159,18 +161,30 @@ class SimDriver:
                 waiting = self._accepting.pop(str(event.get("id")), None)
                 if waiting is not None and not waiting.done():
                     waiting.set_result(None if op == "sent" else str(event.get("reason")))
-            elif op == "receipt":
-                listener.on_receipt(str(event["id"]), str(event["status"]))
-            elif op == "message_in":
-                listener.on_message_in(
-                    str(event["id"]),
-                    str(event["from"]),
-                    str(event["text"]),
-                    int(event["timestamp"]),
-                )
+            elif op in ("receipt", "message_in"):
+                await self._take(ws, listener, event)
         if ws.close_code == REPLACED_CLOSE:
             raise _replaced()
         raise ConnectionLost("the network closed the connection")
+
+    async def _take(
+        self, ws: aiohttp.ClientWebSocketResponse, listener: DriverListener, event: dict[str, Any]
+    ) -> None:
+        """Hand a message or a receipt to the listener, then acknowledge the frame: only once
+        it is in the outbox (on disk), so a worker that dies in between gets it again. While
+        the outbox is full the frame is not acknowledged, and nothing after it is read."""
+        while not self._offer(listener, event):  # noqa: ASYNC110 - the outbox is not async
+            await asyncio.sleep(FULL_RETRY_S)  # back-pressure: the network holds the rest
+        if "frame" in event:
+            await ws.send_json({"op": "ack", "id": event["frame"]})
+
+    @staticmethod
+    def _offer(listener: DriverListener, event: dict[str, Any]) -> bool:
+        if event["op"] == "receipt":
+            return listener.on_receipt(str(event["id"]), str(event["status"]))
+        return listener.on_message_in(
+            str(event["id"]), str(event["from"]), str(event["text"]), int(event["timestamp"])
+        )
 
     async def send_presence(self) -> None:
         if self._ws is not None and not self._ws.closed:
