@@ -56,10 +56,15 @@ async def test_a_session_life_writes_exactly_the_spec_keys(store: Store) -> None
     sid, proxy = await store.reserve(PHONE, P1, 4, 4, 7)
     assert (sid, proxy) == ("worker_1", P1)
     session = [f"session:worker_1:{f}" for f in ("created", "lastPing", "phone", "proxy")]
+    # Our indexes beside SPEC.md's keys: the ids as a set, and in order (scored by number).
     index = ["wafleet:session_seq", "wafleet:sessions", f"phone:{PHONE}:sessions"]
+    index.append("wafleet:session_order")
     slot = [f"proxy:{P1}:members"]
     status = ["session:worker_1:status"]
     assert await _keys(store) == sorted(POOL + session + index + slot + status)
+    assert await store.redis.zrange("wafleet:session_order", 0, -1, withscores=True) == [
+        ("worker_1", 1.0)
+    ]
     assert await store.redis.get("session:worker_1:status") == "pending"
 
     await store.set_qr(sid, "2@qr", 99, 60_000)

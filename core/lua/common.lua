@@ -65,3 +65,21 @@ local function move(id, old, new)
     redis.call('SET', fill(FORMAT.phone_proxy, phone), new)
   end
 end
+
+-- The session order index (``FORMAT.session_order``): an id's score is its number, as
+-- core/store.py's ``id_order`` sorts (``worker_2`` before ``worker_10``; an id without one
+-- after every numbered id). The digits go to Redis as they are: a Lua number would print
+-- 15 digits and more as 1e+14.
+local UNNUMBERED = '4611686018427387904' -- 2^62, exact as a double
+
+local function order_score(id)
+  return string.match(id, '_(%d+)$') or string.match(id, '^(%d+)$') or UNNUMBERED
+end
+
+local function index_session(id)
+  redis.call('ZADD', FORMAT.session_order, order_score(id), id)
+end
+
+local function unindex_session(id)
+  redis.call('ZREM', FORMAT.session_order, id)
+end
