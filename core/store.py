@@ -88,6 +88,7 @@ class Store:
         self._failover = redis.register_script(load_script("failover.lua"))
         self._release = redis.register_script(load_script("release.lua"))
         self._remove_proxy = redis.register_script(load_script("remove_proxy.lua"))
+        self._add_proxy = redis.register_script(load_script("add_proxy.lua"))
         self._recount = redis.register_script(load_script("recount.lua"))
         self._claim = redis.register_script(load_script("claim.lua"))
         self._connected = redis.register_script(load_script("connected.lua"))
@@ -354,12 +355,8 @@ class Store:
 
     async def add_proxy(self, url: str) -> bool:
         """Add to the pool; an existing proxy keeps its status and count."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.sadd(keys.PROXIES, url)
-        pipe.set(keys.proxy_status(url), ProxyStatus.ACTIVE, nx=True)
-        pipe.set(keys.proxy_sessions(url), 0, nx=True)
-        added, *_ = await pipe.execute()
-        return bool(added)
+        named = [keys.proxy_status(url), keys.proxy_sessions(url)]
+        return bool(await self._add_proxy(keys=[keys.PROXIES, *named], args=[url]))
 
     async def remove_proxy(self, url: str) -> int:
         named = [keys.proxy_status(url), keys.proxy_sessions(url), keys.proxy_members(url)]

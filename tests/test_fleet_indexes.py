@@ -24,6 +24,7 @@ from core.store import Liveness, ReservationRefused, Store, id_order
 from tests.test_redis_restart import AofRedis
 
 PROXIES = [f"socks5h://u:p@127.0.0.1:{port}" for port in range(1, 7)]
+LATER = [f"socks5h://u:p@127.0.0.1:{port}" for port in range(7, 11)]  # added, removed
 CAP = 4
 TIMEOUT = 1_000
 STATUSES = [s.value for s in Status]
@@ -61,14 +62,19 @@ async def _truth(store: Store) -> dict[str, dict[str, str | None]]:
     return found
 
 
+async def _scored(store: Store, key: str) -> list[tuple[str, float]]:
+    """A sorted set's members with their scores, lowest first."""
+    found: list[tuple[str, float]] = await store.redis.zrange(  # type: ignore[assignment]
+        key, 0, -1, withscores=True
+    )
+    return [(str(member), float(score)) for member, score in found]
+
+
 async def _check(store: Store, now: int) -> None:
     """Every index and count equals what the records say."""
     truth = await _truth(store)
     ordered = sorted(truth, key=id_order)
-    scored: list[tuple[str, float]] = await store.redis.zrange(  # type: ignore[assignment]
-        "wafleet:session_order", 0, -1, withscores=True
-    )
-    index = [(str(sid), float(score)) for sid, score in scored]
+    index = await _scored(store, "wafleet:session_order")
     assert [sid for sid, _ in index] == ordered
     assert all(score == id_order(sid)[0] for sid, score in index)
 
@@ -109,6 +115,34 @@ async def _check(store: Store, now: int) -> None:
     assert {s.id for s in handed if stale(s)} == {s.id for s in everyone if stale(s)}
     by_id = {s.id: s for s in everyone}
     assert all(by_id[s.id] == s for s in handed)  # what it is handed is what Redis holds
+    await _check_loads(store)
+
+
+async def _check_loads(store: Store) -> None:
+    """The proxy load index holds every pooled active proxy with its count, and no other."""
+    loads = await _scored(store, "wafleet:proxy_load")
+    pool = await _pool(store)
+    assert {url: int(n) for url, n in loads} == {
+        url: n for url, (status, n) in pool.items() if status == ProxyStatus.ACTIVE
+    }
+
+
+async def _pool(store: Store) -> dict[str, tuple[str | None, int]]:
+    """Every pooled proxy's status and count, read key by key."""
+    found = {}
+    for url in map(str, await store.redis.smembers("wafleet:proxies")):
+        status, count = await store.redis.mget(f"proxy:{url}:status", f"proxy:{url}:sessions")
+        found[url] = (None if status is None else str(status), int(count or 0))
+    return found
+
+
+async def _least_loaded_by_hand(store: Store) -> str | None:
+    """The rule of SPEC.md's load distribution over every proxy: the active one with the
+    fewest sessions under the cap, the smallest URL of a tie."""
+    usable = [
+        (n, url) for url, (s, n) in (await _pool(store)).items() if s == "active" and n < CAP
+    ]
+    return min(usable)[1] if usable else None
 
 
 async def _mixed_operations(store: Store, rng: random.Random, now: int, steps: int) -> None:
@@ -118,16 +152,30 @@ async def _mixed_operations(store: Store, rng: random.Random, now: int, steps: i
     for _ in range(steps):
         ids = sorted(map(str, await store.redis.smembers("wafleet:sessions")), key=id_order)
         op = rng.choice(
-            ["reserve"] * 4 + ["status", "ping", "qr", "link", "fail", "release", "restore"]
+            ["reserve"] * 4
+            + ["status", "ping", "qr", "link", "fail", "release", "restore"]
+            + ["add proxy", "remove proxy", "recount"]
         )
         sid = rng.choice(ids) if ids else None
         if op == "reserve" or sid is None:
             phone = rng.choice(["", f"9725012345{rng.randint(10, 30)}"])
             proxy = rng.choice(["", "", rng.choice(PROXIES)])
+            expected = await _least_loaded_by_hand(store)
+            why = ""
             try:
-                await store.reserve(phone, proxy, CAP, 4, now - rng.randint(0, 3 * TIMEOUT))
-            except ReservationRefused:
-                pass
+                _, chosen = await store.reserve(
+                    phone, proxy, CAP, 4, now - rng.randint(0, 3 * TIMEOUT)
+                )
+            except ReservationRefused as refused:
+                chosen, why = None, refused.why
+            if not phone and not proxy:  # no sticky proxy, none named: the least loaded
+                assert chosen == expected, why
+        elif op == "add proxy":
+            await store.add_proxy(rng.choice(LATER))
+        elif op == "remove proxy":
+            await store.remove_proxy(rng.choice(PROXIES + LATER + LATER))
+        elif op == "recount":
+            await store.recount()
         elif op == "status":
             status = rng.choice(STATUSES)
             await store.set_fields(sid, status=status, reason=rng.choice(REASONS))
@@ -150,6 +198,9 @@ async def _mixed_operations(store: Store, rng: random.Random, now: int, steps: i
         elif op == "restore" and deleted:
             old, old_phone, proxy = deleted.pop(rng.randrange(len(deleted)))
             await store.restore_session(old, old_phone, proxy, CAP, now - 5 * TIMEOUT, now)
+        # After every step, not only at the end: a provision that meets a wrong entry puts
+        # it right, which would hide a script that forgot to.
+        await _check_loads(store)
 
 
 async def test_every_index_equals_the_records_after_mixed_operations_and_a_redis_restart(
@@ -200,6 +251,20 @@ async def test_data_from_before_the_index_is_indexed_on_first_read(store: Store)
     assert await store.session_ids() == ids
     assert await store.index_sessions() == 0  # right already: nothing rewritten
 
+    # The proxy load index, absent in older data, is built by the first provision.
+    await store.redis.delete("wafleet:proxy_load")
+    assert (await store.reserve("", "", CAP, 4, 1))[1] == PROXIES[3]  # the first empty one
+    await _check_loads(store)
+    # An index gone wrong (a hand edit, an older version's crash) is rebuilt by recount.
+    await store.redis.zadd("wafleet:proxy_load", {PROXIES[4]: 3, LATER[0]: 0})
+    assert await store.recount() == 0  # the counts were right
+    await _check_loads(store)
+    # A proxy added, then removed, leaves the index as it found it.
+    assert await store.add_proxy(LATER[1])
+    assert await store.redis.zscore("wafleet:proxy_load", LATER[1]) == 0
+    assert await store.remove_proxy(LATER[1]) == 1
+    await _check_loads(store)
+
 
 async def _bytes_sent(redis: aioredis.Redis) -> int:
     return int((await redis.info("stats"))["total_net_output_bytes"])
@@ -235,3 +300,24 @@ async def test_a_page_stats_and_a_quiet_watchdog_pass_read_little_of_a_big_fleet
     assert await store.status_counts() == {"pending": 3_000}
     assert await store.liveness(now - TIMEOUT) == []
     assert len(await store.liveness(now + 1)) == 3_000  # a millisecond later all are overdue
+
+
+async def _calls(redis: aioredis.Redis, *commands: str) -> int:
+    """How many times Redis ran these commands since its stats were reset (inside scripts
+    included): what a script reads, since its work never crosses the wire."""
+    stats = await redis.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in commands)
+
+
+async def test_a_provision_reads_a_few_proxies_of_a_big_pool(store: Store) -> None:
+    """At 2,500 proxies a provision that read every one of them took minutes to seed 10,000
+    sessions. With 1,000 in the pool, one reads a handful, and still picks the least loaded."""
+    many = [f"socks5h://u:p@127.0.0.1:{port}" for port in range(20_000, 21_000)]
+    for url in many:
+        await store.add_proxy(url)
+    await store.set_proxy_status(many[0], ProxyStatus.BAD)
+    expected = await _least_loaded_by_hand(store)
+    await store.redis.config_resetstat()
+    _, chosen = await store.reserve("", "", CAP, 4, 1)
+    assert chosen == expected
+    assert await _calls(store.redis, "get", "sismember", "smembers", "mget") < 50

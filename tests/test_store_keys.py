@@ -24,6 +24,7 @@ ODD = "socks5h://u:p%25{url}%7D@127.0.0.1:3"
 PHONE = "972501234567"
 OTHER = "972509999999"
 POOL = ["wafleet:proxies"] + [f"proxy:{u}:{k}" for u in (P1, P2) for k in ("sessions", "status")]
+POOL.append("wafleet:proxy_load")  # ours: the active proxies by load
 
 
 @pytest.fixture
