@@ -18,6 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from core import fleet_stats
+from core.clock import ManualClock
+from core.history import ConnectedHistory
 from core.models import ProxyStatus, Status
 from core.sessions import _at_rest
 from core.store import Liveness, ReservationRefused, Store, id_order
@@ -95,6 +97,8 @@ async def _check(store: Store, now: int) -> None:
     stats = await fleet_stats.read(store, CAP)
     assert stats.by_status == {s: counted.get(s, 0) for s in STATUSES} | dict(counted)
     assert stats.sessions == sum(counted.values())
+    sample = await ConnectedHistory(store.redis, ManualClock()).sample(store)  # the chart
+    assert (sample.connected, sample.sessions) == (counted["connected"], sum(counted.values()))
 
     # The watchdog's rule over every record, against the rule over what liveness hands it.
     def stale(s: Liveness) -> bool:
