@@ -254,7 +254,7 @@ class Store:
         at all instead of 40,000 (redis-py's parsing is the cost there); the caller applies
         the whole rule (parked, stopped) to the few it gets."""
         found = _strs(await self._ping_overdue(keys=[keys.SESSIONS], args=[cutoff]))
-        rows = [found[at : at + 5] for at in range(0, len(found), 5)]
+        rows = sorted((found[at : at + 5] for at in range(0, len(found), 5)), key=_first_id)
         return [
             Liveness(sid, status, reason or None, _int(last_ping), _int(created) or 0)
             for sid, status, reason, last_ping, created in rows
@@ -556,6 +556,11 @@ def id_order(session_id: str) -> tuple[int, str]:
     """``worker_2`` before ``worker_10``."""
     _, _, n = session_id.rpartition("_")
     return (int(n), session_id) if n.isdigit() else (1 << 62, session_id)
+
+
+def _first_id(row: list[str]) -> tuple[int, str]:
+    """Rows of the watchdog's script in id order, as the pass has always gone."""
+    return id_order(row[0])
 
 
 def _record(session_id: str, f: dict[str, Any]) -> SessionRecord:

@@ -116,6 +116,7 @@ async def _check(store: Store, now: int) -> None:
         if t["status"] is not None
     ]
     handed = await store.liveness(now - TIMEOUT)
+    assert [s.id for s in handed] == sorted((s.id for s in handed), key=id_order)
     assert {s.id for s in handed if stale(s)} == {s.id for s in everyone if stale(s)}
     by_id = {s.id: s for s in everyone}
     assert all(by_id[s.id] == s for s in handed)  # what it is handed is what Redis holds
