@@ -7,10 +7,11 @@ the operator the same story.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, replace
 
-from core.models import ProxyRecord, ProxyStatus, SessionRecord, count_by_status
+from core.models import ProxyRecord, ProxyStatus, Status
 from core.proxy_url import ProxyUrl
 from core.runner import NodeInfo, Runner
 from core.store import Store
@@ -57,14 +58,21 @@ def capacity(proxies: list[ProxyRecord], cap: int) -> tuple[int, int]:
     return total - sum(min(p.sessions, cap) for p in active), total
 
 
-def count(sessions: list[SessionRecord], proxies: list[ProxyRecord], cap: int) -> FleetStats:
-    free, total = capacity(proxies, cap)
-    loads = [ProxyLoad(ProxyUrl.parse(p.url).id, p.status, p.sessions) for p in proxies]
-    return FleetStats(count_by_status(sessions), loads, free, total)
-
-
 async def read(store: Store, cap: int) -> FleetStats:
-    return count(await store.list_sessions(), await store.proxies(), cap)
+    """The counts without reading a single session record: Redis counts the statuses
+    (``Store.status_counts``), which is what keeps stats and ``/metrics`` fast at 10,000."""
+    proxies = await store.proxies()
+    free, total = capacity(proxies, cap)
+    loads = [ProxyLoad(proxy_id(p.url), p.status, p.sessions) for p in proxies]
+    by_status = {s.value: 0 for s in Status} | await store.status_counts()
+    return FleetStats(by_status, loads, free, total)
+
+
+@functools.lru_cache(maxsize=16_384)
+def proxy_id(url: str) -> str:
+    """A proxy's id, remembered: parsing 2,500 URLs was half of what stats and ``/metrics``
+    cost at 10,000 sessions, and a URL's id never changes."""
+    return ProxyUrl.parse(url).id
 
 
 async def with_nodes(stats: FleetStats, runner: Runner) -> FleetStats:

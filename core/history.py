@@ -46,11 +46,12 @@ class ConnectedHistory:
             await pipe.execute()
 
     async def sample(self, store: Store) -> Sample:
-        """Count the fleet now and record it."""
-        records = await store.list_sessions()
-        connected = sum(r.status == Status.CONNECTED for r in records)
-        await self.record(connected, len(records))
-        return Sample(self.clock.now_ms(), connected, len(records))
+        """Count the fleet now and record it: statuses counted inside Redis, not read record
+        by record (at 10,000 sessions that read was more than a second, every sample)."""
+        counts = await store.status_counts()
+        connected, sessions = counts.get(Status.CONNECTED, 0), sum(counts.values())
+        await self.record(connected, sessions)
+        return Sample(self.clock.now_ms(), connected, sessions)
 
     async def since(self, window_ms: int = DAY_MS) -> list[Sample]:
         """The samples of the last ``window_ms``, oldest first."""

@@ -9,6 +9,14 @@ from __future__ import annotations
 SESSIONS = "wafleet:sessions"  # set of session ids
 PROXIES = "wafleet:proxies"  # set of full proxy URLs
 SESSION_SEQ = "wafleet:session_seq"  # counter behind worker_<n>
+# Sorted set of the same ids scored by their number (``worker_<n>`` -> n): a listing page is
+# a range of it, O(page), not a read and sort of every id. The scripts that add or remove an
+# id of SESSIONS keep it; ``session_order.lua`` rebuilds it when it is missing (older data).
+SESSION_ORDER = "wafleet:session_order"
+# Sorted set: every pooled ``active`` proxy URL scored by its session count, so a provision
+# or failover finds the least-loaded proxy in O(log n) instead of reading every proxy. The
+# scripts that change a count, a status or the pool keep it (common.lua ``reload_load``).
+PROXY_LOAD = "wafleet:proxy_load"
 
 SESSION_FIELDS = ("status", "phone", "proxy", "qr", "lock", "created", "lastPing")
 # bootId: the worker process that last reported CONNECTED (core/events.stale_disconnect).
@@ -75,6 +83,8 @@ LUA_FORMATS = {
     "sessions": SESSIONS,
     "proxies": PROXIES,
     "session_seq": SESSION_SEQ,
+    "session_order": SESSION_ORDER,
+    "proxy_load": PROXY_LOAD,
     "session": SESSION,
     "phone_proxy": PHONE_PROXY,
     "phone_session": PHONE_SESSION,
@@ -96,7 +106,7 @@ def bot_qr_message(session_id: str) -> str:
 
 
 # What a restore replaces, and puts back when it fails: every key of the fleet itself.
-FLEET_INDEXES = (SESSIONS, PROXIES, SESSION_SEQ)
+FLEET_INDEXES = (SESSIONS, PROXIES, SESSION_SEQ, SESSION_ORDER, PROXY_LOAD)
 FLEET_PATTERNS = ("session:*", "phone:*", "proxy:*")
 PHONE_PROXY_PATTERN = phone_proxy("*")
 

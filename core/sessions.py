@@ -720,7 +720,8 @@ class SessionService:
             return []
         now = self.clock.now_ms()
         restarted = []
-        for listed in await self.store.liveness():  # 4 values a session: 10,000 in < 1 s
+        # Only the sessions that have not pinged within the timeout: the rest cannot be stale.
+        for listed in await self.store.liveness(now - self.settings.ping_timeout_ms):
             if not self._stale(listed, now):
                 continue
             async with self._session_lock(listed.id):

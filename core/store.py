@@ -6,13 +6,13 @@ that what it writes is consistent even when many coroutines or processes write a
 
 from __future__ import annotations
 
-import bisect
 import functools
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, ClassVar
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -88,10 +88,14 @@ class Store:
         self._failover = redis.register_script(load_script("failover.lua"))
         self._release = redis.register_script(load_script("release.lua"))
         self._remove_proxy = redis.register_script(load_script("remove_proxy.lua"))
+        self._add_proxy = redis.register_script(load_script("add_proxy.lua"))
         self._recount = redis.register_script(load_script("recount.lua"))
         self._claim = redis.register_script(load_script("claim.lua"))
         self._connected = redis.register_script(load_script("connected.lua"))
         self._proxy_status = redis.register_script(load_script("proxy_status.lua"))
+        self._session_order = redis.register_script(load_script("session_order.lua"))
+        self._status_counts = redis.register_script(load_script("status_counts.lua"))
+        self._ping_overdue = redis.register_script(load_script("ping_overdue.lua"))
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -157,7 +161,33 @@ class Store:
         return _record(session_id, dict(zip(fields, values, strict=True)))
 
     async def session_ids(self) -> list[str]:
-        return sorted(_strs(await self.redis.smembers(keys.SESSIONS)), key=id_order)
+        """Every session id in ``id_order``, read from the order index (sorted already)."""
+        ids, _ = await self._read_ordered(lambda pipe: pipe.zrange(keys.SESSION_ORDER, 0, -1))
+        return _strs(ids[0])
+
+    async def _read_ordered(self, reads: Callable[[Any], object]) -> tuple[list[Any], int]:
+        """The replies of ``reads`` (reads of the order index, queued on a transaction) and
+        how many sessions there are, checked against the sessions set: an index that
+        disagrees (data from before it existed, a restore of such data) is rebuilt and the
+        reads run again.
+
+        The check is two O(1) counts in the same transaction as the reads, so it never sees
+        a half-made change: every script that adds or removes a session keeps both at once.
+        """
+        for _ in range(2):
+            pipe = self.redis.pipeline(transaction=True)
+            reads(pipe)
+            pipe.zcard(keys.SESSION_ORDER)
+            pipe.scard(keys.SESSIONS)
+            *replies, indexed, total = await pipe.execute()
+            if indexed == total or not await self.index_sessions():
+                break
+        return replies, int(indexed)
+
+    async def index_sessions(self) -> int:
+        """Build the order index if it disagrees with the sessions set (see
+        ``lua/session_order.lua``): how many ids it indexed, 0 when it was right."""
+        return int(await self._session_order(keys=[keys.SESSIONS, keys.SESSION_ORDER]))
 
     async def list_sessions(self) -> list[SessionRecord]:
         return await self._records(await self.session_ids())
@@ -168,16 +198,31 @@ class Store:
         """Up to ``limit`` sessions in id order after the id ``after``: ``(records, the id to
         pass as ``after`` for the next page or None, how many sessions there are)``.
 
-        Only the page's records are read (12 values each): at 10,000 sessions reading them
-        all is what costs, while the ids alone are one ``SMEMBERS`` and a sort of short
-        strings. The cursor is an id, not an offset, so a session created or deleted between
-        two pages neither repeats one nor skips one.
+        Only the page's ids and records are read: a range of the order index (a sorted set
+        scored by the id's number), so a page costs the same at 10,000 sessions as at 10.
+        The cursor is an id, not an offset, so a session created or deleted between two
+        pages neither repeats one nor skips one; a cursor whose session is gone still
+        finds its place by its number.
         """
-        ids = await self.session_ids()
-        start = 0 if after is None else bisect.bisect_right(ids, id_order(after), key=id_order)
-        page = ids[start : start + limit]
-        more = start + limit < len(ids)
-        return await self._records(page), page[-1] if more and page else None, len(ids)
+
+        def reads(pipe: Any) -> None:
+            if after is None:
+                pipe.zrange(keys.SESSION_ORDER, 0, limit)  # one more than a page: is there more?
+                return
+            score = id_order(after)[0]
+            # Ids of the cursor's own number (more than one only for ids without the
+            # ``worker_<n>`` shape) follow it in name order, as in ``id_order``.
+            pipe.zrangebyscore(keys.SESSION_ORDER, score, score)
+            pipe.zrangebyscore(keys.SESSION_ORDER, f"({score}", "+inf", start=0, num=limit + 1)
+
+        replies, total = await self._read_ordered(reads)
+        if after is None:
+            ids = _strs(replies[0])
+        else:
+            ids = [i for i in _strs(replies[0]) if i > after] + _strs(replies[1])
+        page = ids[:limit]
+        more = len(ids) > limit
+        return await self._records(page), page[-1] if more and page else None, total
 
     async def _records(self, ids: list[str]) -> list[SessionRecord]:
         """The records of ``ids`` in one round trip; ids deleted meanwhile are left out.
@@ -201,24 +246,26 @@ class Store:
                 records.append(_record(sid, dict(zip(fields, row, strict=True))))
         return records
 
-    async def liveness(self) -> list[Liveness]:
-        """What the watchdog pass needs of every session, and nothing more: 4 values each
-        instead of a whole record's 12 (at 10,000 sessions redis-py's parsing is the cost)."""
-        ids = await self.session_ids()
-        names = [keys.session("{}", f) for f in Liveness.FIELDS]
-        pipe = self.redis.pipeline(transaction=False)
-        for at in range(0, len(ids), RECORDS_PER_MGET):
-            pipe.mget(
-                [name.format(sid) for sid in ids[at : at + RECORDS_PER_MGET] for name in names]
-            )
-        values = [v for part in await pipe.execute() for v in part]
-        width = len(Liveness.FIELDS)
-        found = []
-        for i, sid in enumerate(ids):
-            status, reason, last_ping, created = values[i * width : (i + 1) * width]
-            if status is not None:
-                found.append(Liveness(sid, status, reason, _int(last_ping), _int(created) or 0))
-        return found
+    async def liveness(self, cutoff: int) -> list[Liveness]:
+        """What the watchdog pass needs of each session that has not pinged since ``cutoff``
+        (ms; with no ping, that was created before it), and of no other: any other session
+        pinged within the timeout and cannot be stale. The cut is made in Redis
+        (``lua/ping_overdue.lua``), so at 10,000 healthy sessions the pass reads no values
+        at all instead of 40,000 (redis-py's parsing is the cost there); the caller applies
+        the whole rule (parked, stopped) to the few it gets."""
+        found = _strs(await self._ping_overdue(keys=[keys.SESSIONS], args=[cutoff]))
+        rows = sorted((found[at : at + 5] for at in range(0, len(found), 5)), key=_first_id)
+        return [
+            Liveness(sid, status, reason or None, _int(last_ping), _int(created) or 0)
+            for sid, status, reason, last_ping, created in rows
+        ]
+
+    async def status_counts(self) -> dict[str, int]:
+        """How many sessions have each status, counted inside Redis (``lua/status_counts.lua``):
+        exact, and a few values over the wire instead of every record. A session without a
+        status is not counted, as ``list_sessions`` leaves it out."""
+        flat = _strs(await self._status_counts(keys=[keys.SESSIONS]))
+        return {flat[at]: int(flat[at + 1]) for at in range(0, len(flat), 2)}
 
     async def set_fields(self, session_id: str, **values: str | int | None) -> None:
         """Set (or, for ``None``, delete) session fields in one transaction."""
@@ -308,12 +355,8 @@ class Store:
 
     async def add_proxy(self, url: str) -> bool:
         """Add to the pool; an existing proxy keeps its status and count."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.sadd(keys.PROXIES, url)
-        pipe.set(keys.proxy_status(url), ProxyStatus.ACTIVE, nx=True)
-        pipe.set(keys.proxy_sessions(url), 0, nx=True)
-        added, *_ = await pipe.execute()
-        return bool(added)
+        named = [keys.proxy_status(url), keys.proxy_sessions(url)]
+        return bool(await self._add_proxy(keys=[keys.PROXIES, *named], args=[url]))
 
     async def remove_proxy(self, url: str) -> int:
         named = [keys.proxy_status(url), keys.proxy_sessions(url), keys.proxy_members(url)]
@@ -328,14 +371,24 @@ class Store:
         )
 
     async def proxies(self) -> list[ProxyRecord]:
+        """Every pooled proxy, by URL. Read with one ``MGET`` per chunk of proxies rather than
+        one command each: at 2,500 proxies (10,000 sessions) the commands cost more in
+        redis-py than the values, and stats and ``/metrics`` read this on every call."""
         urls = sorted(_strs(await self.redis.smembers(keys.PROXIES)))
         pipe = self.redis.pipeline(transaction=False)
-        for url in urls:
-            pipe.mget(keys.proxy_status(url), keys.proxy_sessions(url))
-        rows = await pipe.execute()
+        for at in range(0, len(urls), RECORDS_PER_MGET):
+            chunk = urls[at : at + RECORDS_PER_MGET]
+            pipe.mget(
+                [k for url in chunk for k in (keys.proxy_status(url), keys.proxy_sessions(url))]
+            )
+        values = [v for part in await pipe.execute() for v in part]
         return [
-            ProxyRecord(url=url, status=proxy_status_of(status), sessions=int(count or 0))
-            for url, (status, count) in zip(urls, rows, strict=True)
+            ProxyRecord(
+                url=url,
+                status=proxy_status_of(values[2 * i]),
+                sessions=int(values[2 * i + 1] or 0),
+            )
+            for i, url in enumerate(urls)
         ]
 
     async def proxy_status(self, url: str) -> ProxyStatus | None:
@@ -539,7 +592,6 @@ class FleetSnapshot:
 class Liveness:
     """A session as the watchdog sees it: is it parked, and when did it last ping."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("status", "reason", "lastPing", "created")
     id: str
     status: str
     reason: str | None
@@ -554,6 +606,11 @@ def id_order(session_id: str) -> tuple[int, str]:
     """``worker_2`` before ``worker_10``."""
     _, _, n = session_id.rpartition("_")
     return (int(n), session_id) if n.isdigit() else (1 << 62, session_id)
+
+
+def _first_id(row: list[str]) -> tuple[int, str]:
+    """Rows of the watchdog's script in id order, as the pass has always gone."""
+    return id_order(row[0])
 
 
 def _record(session_id: str, f: dict[str, Any]) -> SessionRecord:

@@ -29,6 +29,7 @@ ODD = "socks5h://u:p%25{url}%7D@127.0.0.1:3"
 PHONE = "972501234567"
 OTHER = "972509999999"
 POOL = ["wafleet:proxies"] + [f"proxy:{u}:{k}" for u in (P1, P2) for k in ("sessions", "status")]
+POOL.append("wafleet:proxy_load")  # ours: the active proxies by load
 
 
 @pytest.fixture
@@ -61,10 +62,15 @@ async def test_a_session_life_writes_exactly_the_spec_keys(store: Store) -> None
     sid, proxy = await store.reserve(PHONE, P1, 4, 4, 7)
     assert (sid, proxy) == ("worker_1", P1)
     session = [f"session:worker_1:{f}" for f in ("created", "lastPing", "phone", "proxy")]
+    # Our indexes beside SPEC.md's keys: the ids as a set, and in order (scored by number).
     index = ["wafleet:session_seq", "wafleet:sessions", f"phone:{PHONE}:sessions"]
+    index.append("wafleet:session_order")
     slot = [f"proxy:{P1}:members"]
     status = ["session:worker_1:status"]
     assert await _keys(store) == sorted(POOL + session + index + slot + status)
+    assert await store.redis.zrange("wafleet:session_order", 0, -1, withscores=True) == [
+        ("worker_1", 1.0)
+    ]
     assert await store.redis.get("session:worker_1:status") == "pending"
 
     await store.set_qr(sid, "2@qr", 99, 60_000)

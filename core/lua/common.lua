@@ -26,26 +26,59 @@ local function usable(url, cap)
     and count_of(url) < cap
 end
 
+-- The proxy load index (``FORMAT.proxy_load``): every pooled active proxy scored by its
+-- count. Called after anything that changes a proxy's count, status or pool membership.
+local function reload_load(url)
+  if redis.call('SISMEMBER', FORMAT.proxies, url) == 1
+      and redis.call('GET', fill(FORMAT.proxy_status, url)) == ACTIVE then
+    redis.call('ZADD', FORMAT.proxy_load, count_of(url), url)
+  else
+    redis.call('ZREM', FORMAT.proxy_load, url)
+  end
+end
+
+-- The index from scratch: for data written before it existed (or a snapshot of such data),
+-- and by recount.lua, which repairs the counts it is scored by.
+local function rebuild_load()
+  redis.call('DEL', FORMAT.proxy_load)
+  for _, url in ipairs(redis.call('SMEMBERS', FORMAT.proxies)) do
+    reload_load(url)
+  end
+end
+
 -- The active proxy with the fewest sessions under the cap; ties go to the smallest URL
--- so the choice is deterministic.
+-- (byte order) so the choice is deterministic. The lowest two of the load index: one of
+-- them is not ``exclude``. The one picked is checked against its own keys; one that does
+-- not match (a status or count written around the scripts) is put right and the search
+-- goes on. An absent index with proxies in the pool is built first (older data; with no
+-- active proxy that is every time, as cheap as the scan it replaced).
 local function least_loaded(cap, exclude)
-  local best, best_count = false, nil
-  local urls = redis.call('SMEMBERS', FORMAT.proxies)
-  table.sort(urls)
-  for _, url in ipairs(urls) do
-    if url ~= exclude and usable(url, cap) then
-      local n = count_of(url)
-      if best_count == nil or n < best_count then
-        best, best_count = url, n
+  if redis.call('EXISTS', FORMAT.proxy_load) == 0 then
+    rebuild_load()
+  end
+  while true do
+    local lowest = redis.call(
+      'ZRANGEBYSCORE', FORMAT.proxy_load, '-inf', '(' .. cap, 'WITHSCORES', 'LIMIT', 0, 2)
+    local candidate = false
+    for i = 1, #lowest, 2 do
+      if not candidate and lowest[i] ~= exclude then
+        candidate = lowest[i]
+        if usable(candidate, cap) and count_of(candidate) == tonumber(lowest[i + 1]) then
+          return candidate
+        end
       end
     end
+    if not candidate then
+      return false
+    end
+    reload_load(candidate) -- it was wrong: now right (or gone), so the loop ends
   end
-  return best
 end
 
 local function attach(id, url)
   if redis.call('SADD', fill(FORMAT.proxy_members, url), id) == 1 then
     redis.call('INCR', fill(FORMAT.proxy_sessions, url))
+    reload_load(url)
   end
   redis.call('SET', fill(FORMAT.session, id, 'proxy'), url)
 end
@@ -53,6 +86,7 @@ end
 local function detach(id, url)
   if url and redis.call('SREM', fill(FORMAT.proxy_members, url), id) == 1 then
     redis.call('DECR', fill(FORMAT.proxy_sessions, url))
+    reload_load(url)
   end
 end
 
@@ -64,4 +98,22 @@ local function move(id, old, new)
   if phone and redis.call('EXISTS', fill(FORMAT.phone_proxy, phone)) == 1 then
     redis.call('SET', fill(FORMAT.phone_proxy, phone), new)
   end
+end
+
+-- The session order index (``FORMAT.session_order``): an id's score is its number, as
+-- core/store.py's ``id_order`` sorts (``worker_2`` before ``worker_10``; an id without one
+-- after every numbered id). The digits go to Redis as they are: a Lua number would print
+-- 15 digits and more as 1e+14.
+local UNNUMBERED = '4611686018427387904' -- 2^62, exact as a double
+
+local function order_score(id)
+  return string.match(id, '_(%d+)$') or string.match(id, '^(%d+)$') or UNNUMBERED
+end
+
+local function index_session(id)
+  redis.call('ZADD', FORMAT.session_order, order_score(id), id)
+end
+
+local function unindex_session(id)
+  redis.call('ZREM', FORMAT.session_order, id)
 end

@@ -55,6 +55,7 @@ end
 local id = 'worker_' .. redis.call('INCR', seq)
 attach(id, chosen)
 redis.call('SADD', sessions, id)
+index_session(id)
 redis.call('SET', fill(FORMAT.session, id, 'status'), 'pending')
 redis.call('SET', fill(FORMAT.session, id, 'created'), now)
 redis.call('SET', fill(FORMAT.session, id, 'lastPing'), now)

@@ -7,6 +7,7 @@ if redis.call('SISMEMBER', proxies, url) == 0 then
   return 0
 end
 local old = redis.call('GETSET', status_key, status)
+reload_load(url)
 if old == status then
   return 0
 end

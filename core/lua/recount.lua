@@ -1,5 +1,6 @@
 -- Make every proxy counter equal to the sessions that really use it (reconcile, restore):
--- members whose session is gone are dropped first.
+-- members whose session is gone are dropped first. The proxy load index is built again
+-- from the repaired counts.
 -- KEYS: proxies set, sessions set (every other key is named by a URL or id read here).
 local proxies, sessions = KEYS[1], KEYS[2]
 local fixed = 0
@@ -17,4 +18,5 @@ for _, url in ipairs(redis.call('SMEMBERS', proxies)) do
     fixed = fixed + 1
   end
 end
+rebuild_load()
 return fixed

@@ -7,6 +7,7 @@ local id = ARGV[1]
 if redis.call('SREM', sessions, id) == 0 then
   return 0
 end
+unindex_session(id)
 detach(id, redis.call('GET', proxy_key))
 local phone = redis.call('GET', phone_key)
 if phone then

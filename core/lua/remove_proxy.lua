@@ -12,4 +12,5 @@ if n > 0 then
 end
 redis.call('SREM', proxies, url)
 redis.call('DEL', status_key, count_key, members)
+reload_load(url)
 return 1

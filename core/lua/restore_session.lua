@@ -31,6 +31,7 @@ if not usable(wanted, cap) then
 end
 
 redis.call('SADD', sessions, id)
+index_session(id)
 redis.call('SET', k_created, created)
 redis.call('SET', k_ping, now)
 if chosen and stopped then
