@@ -19,7 +19,6 @@ requests per poll length (25 s), not N Redis scripts a second.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -66,8 +65,13 @@ class CommandChannel:
             pause = min(remaining, RECHECK_S)
             if wait_ms >= 0:
                 pause = min(pause, max(wait_ms / 1000, 0.001))
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(waker.wait(), pause)
+            except TimeoutError:
+                if pause >= remaining:
+                    # The poll's time is up and nothing woke it: no last look, the worker's
+                    # next poll looks first thing (one look per idle poll, not two).
+                    return []
 
     async def ack(self, session_id: str, message_id: str, status: str, reason: str | None) -> bool:
         """Apply the worker's acknowledgement of one command (its outcome); False, and nothing
