@@ -112,6 +112,27 @@ async def idle(
     return rss, cpu, polls, looks
 
 
+# What one live sim worker costs the host, with room to spare: the process (~26-40 MB), and
+# for a container also its containerd shim.
+WORKER_MB = {"process": 40, "docker": 55}
+MIN_FREE_MB = 1500  # below this during a run, the size is abandoned (the others run tests too)
+
+
+def available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def guard_memory() -> None:
+    """Abandon the size (teardown still runs) if the machine runs short while workers start."""
+    while True:
+        if available_mb() < MIN_FREE_MB:
+            raise MemoryError(f"under {MIN_FREE_MB} MB available: size abandoned")
+        await asyncio.sleep(1)
+
+
 def remove_containers(instance: str) -> None:
     import docker  # only the docker column needs the SDK
 
@@ -194,7 +215,14 @@ async def one_size(n: int, runner: str, idle_s: int, runs: int) -> dict[str, Any
         async with aiohttp.ClientSession(headers={"X-API-Key": API_KEY}) as http:
             mem0 = int((await client.info("memory"))["used_memory"])
             t = time.monotonic()
-            await link_all(http, api, f"http://127.0.0.1:{simwa_port}", n)
+            guard = asyncio.create_task(guard_memory())
+            linking = asyncio.create_task(link_all(http, api, f"http://127.0.0.1:{simwa_port}", n))
+            done_first, _ = await asyncio.wait({guard, linking}, return_when="FIRST_COMPLETED")
+            guard.cancel()
+            if guard in done_first:
+                linking.cancel()
+                guard.result()  # raises the MemoryError
+            await linking
             took = time.monotonic() - t
             out["provision → all linked (s)"] = took
             out["sessions per minute"] = 60 * n / took
@@ -289,9 +317,24 @@ async def main() -> None:
         for runner in runners:
             repeats = []
             for _ in range(args.repeat):
-                repeats.append(await one_size(n, runner, args.idle, args.runs))
+                need = n * WORKER_MB[runner] + MIN_FREE_MB
+                if available_mb() < need:
+                    print(
+                        f"N={n} {runner}: skipped, {available_mb():.0f} MB available of "
+                        f"the {need} MB it needs",
+                        flush=True,
+                    )
+                    continue
+                try:
+                    repeats.append(await one_size(n, runner, args.idle, args.runs))
+                except MemoryError as exc:
+                    print(f"N={n} {runner}: {exc}", flush=True)
+                    continue
                 print(repeats[-1], flush=True)
-            results.append(median_of(repeats))
+            if repeats:
+                results.append(median_of(repeats))
+    if not results:
+        return
     names = [k for k in results[0] if k not in ("N", "runner")]
     rows = [
         "| measure | " + " | ".join(f"N={r['N']} ({r['runner']})" for r in results) + " |",
