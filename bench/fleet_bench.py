@@ -214,6 +214,7 @@ async def one_size(n: int, runner: str, idle_s: int, runs: int) -> dict[str, Any
     try:
         async with aiohttp.ClientSession(headers={"X-API-Key": API_KEY}) as http:
             mem0 = int((await client.info("memory"))["used_memory"])
+            host0 = available_mb()
             t = time.monotonic()
             guard = asyncio.create_task(guard_memory())
             linking = asyncio.create_task(link_all(http, api, f"http://127.0.0.1:{simwa_port}", n))
@@ -232,6 +233,8 @@ async def one_size(n: int, runner: str, idle_s: int, runs: int) -> dict[str, Any
             ) / n
             rss, cpu, polls, looks = await idle(http, api, serve.popen.pid, idle_s)
             out["load average (1 min) at idle"] = os.getloadavg()[0]
+            # Others' work moves this too: a rough figure on a shared machine.
+            out["host memory per worker (MB)"] = (host0 - available_mb()) / n
             out["serve RSS idle, no bot (MB)"] = rss
             out["serve CPU idle, no bot (% of a core)"] = cpu
             out["channel requests/s idle"], out["channel Redis looks/s idle"] = polls, looks
