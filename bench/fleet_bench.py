@@ -164,21 +164,24 @@ async def link_all(http: aiohttp.ClientSession, api: str, simwa: str, n: int) ->
 
     made = await asyncio.gather(*(provision(i) for i in range(n)))
 
+    async def status(sid: str) -> str:
+        async with http.get(f"{api}/api/sessions/{sid}/status") as r:
+            return str((await r.json())["status"])
+
     async def link(sid: str, phone: str) -> None:
-        while True:
+        """Scan its QR until it is connected; a QR round that ran out (a loaded machine can
+        be slower than the network's QR lifetime) is started again, as an operator would."""
+        while (now := await status(sid)) != "connected":
+            if now == "failed":
+                async with http.post(f"{api}/api/sessions/{sid}/qr") as r:
+                    await r.read()
             async with http.get(f"{api}/api/sessions/{sid}/qr") as r:
                 if r.status == 200:
                     qr = (await r.json())["qr"]
                     async with http.post(
                         simwa + "/control/scan", json={"qr": qr, "phone": phone}
                     ) as s:
-                        if s.status == 200:
-                            break
-            await asyncio.sleep(0.2)
-        while True:
-            async with http.get(f"{api}/api/sessions/{sid}/status") as r:
-                if (await r.json())["status"] == "connected":
-                    return
+                        await s.read()
             await asyncio.sleep(0.5)
 
     await asyncio.gather(*(link(sid, phone) for sid, phone in made))

@@ -23,6 +23,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from core import keys
+from core.errors import NotFound
 from core.messages import MessageService
 
 # The safety net: a waiting poll looks at Redis again at least this often even when no
@@ -50,8 +52,14 @@ class CommandChannel:
         )
 
     async def poll(self, session_id: str, wait_s: float) -> list[dict[str, Any]]:
-        """The session's commands, waiting up to ``wait_s`` for one when there are none."""
+        """The session's commands, waiting up to ``wait_s`` for one when there are none;
+        NotFound for a session that does not exist (deleted: its worker should stop asking).
+
+        One ``EXISTS``, not the whole session record: with hundreds of idle workers this
+        request is most of what an idle ``serve`` does."""
         self.polls.inc()
+        if not await self.messages.redis.exists(keys.session(session_id, "status")):
+            raise NotFound(f"no session {session_id!r}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         waker = self.messages.waker(session_id)

@@ -75,3 +75,14 @@ async def test_a_message_accepted_while_a_poll_waits_answers_that_poll_at_once(
     assert took < 0.5, f"the waiting poll answered {took:.3f} s after the message was accepted"
     after = await counters(fleet)
     assert after["looks"] - before["looks"] == 2  # one when it came, one when woken
+
+
+async def test_a_poll_for_a_session_that_does_not_exist_is_a_404(fleet: Fleet) -> None:
+    sid = await fleet.provision_settled()
+    status, _ = await fleet.call("DELETE", f"/api/sessions/{sid}")
+    assert status in (200, 204)
+    for gone in (sid, "worker_999"):
+        body = {"sessionId": gone, "waitMs": 20_000}
+        status, answer = await channel(fleet, "/worker/commands", body, signed_as=gone)
+        assert status == 404, answer
+        assert answer["error"]["code"] == "not_found"
