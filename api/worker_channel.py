@@ -34,7 +34,6 @@ async def _signed_body(request: web.Request) -> tuple[str, dict[str, Any]]:
 async def poll(request: web.Request) -> web.Response:
     session_id, body = await _signed_body(request)
     service = request.app[SERVICE]
-    await service.get(session_id)
     limit = request.app[SETTINGS].command_poll_ms
     wait_ms = body.get("waitMs", limit)
     if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or wait_ms < 0:

@@ -106,7 +106,7 @@ class SessionService:
         # picture of Redis and of the runner is older than theirs, so it leaves them alone.
         self._acted_on: set[str] | None = None
         self.messages = MessageService(store, settings, clock)
-        self.commands = CommandChannel(self.messages)
+        self.commands = CommandChannel(self.messages, metrics.registry)
         runner.on_exit(self.handle_worker_exit)
         pool.on_recovered(self.retry_parked)
 

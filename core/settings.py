@@ -112,7 +112,7 @@ class Settings:
     typing_ms_per_char: int = 40
     typing_max_ms: int = 6_000
     # How long a worker's poll of its command channel is held open when there is nothing.
-    command_poll_ms: int = 20_000
+    command_poll_ms: int = 25_000
 
     @property
     def webhook_url(self) -> str:
@@ -363,7 +363,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         message_pause_max_ms=c.integer("MESSAGE_PAUSE_MAX_MS", 8_000),
         typing_ms_per_char=c.integer("TYPING_MS_PER_CHAR", 40),
         typing_max_ms=c.integer("TYPING_MAX_MS", 6_000),
-        command_poll_ms=c.integer("COMMAND_POLL_MS", 20_000, minimum=100),
+        command_poll_ms=c.integer("COMMAND_POLL_MS", 25_000, minimum=100),
     )
     if settings.events_webhook_url and not settings.events_webhook_secret:
         c.problems.append(

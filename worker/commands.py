@@ -25,7 +25,10 @@ from worker.webhook_client import WebhookClient
 
 log = logging.getLogger("wafleet.worker.commands")
 
-POLL_WAIT_MS = 20_000
+# How long a poll may wait at serve for a command. An idle worker makes one request this
+# often, so it sets the cost of an idle fleet (N / 25 requests a second); a message accepted
+# meanwhile still answers the waiting poll at once (serve wakes it).
+POLL_WAIT_MS = 25_000
 RETRY_BASE_S, RETRY_CAP_S = 0.2, 3.0
 
 
