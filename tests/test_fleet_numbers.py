@@ -84,6 +84,7 @@ async def test_dashboard_and_metrics_tell_the_same_count(fleet: Fleet) -> None:
                 "sessionIds": sids,
             }
         ],
+        "messages": {"sent": 0, "received": 0, "failed": 0},
     }
 
     async def scraped() -> str | None:
@@ -97,6 +98,7 @@ async def test_dashboard_and_metrics_tell_the_same_count(fleet: Fleet) -> None:
         'wafleet_proxies{status="bad"} 0.0',
         "wafleet_free_slots 6.0",
         f'wafleet_node_sessions{{node="{socket.gethostname()}"}} 2.0',
+        'wafleet_messages_total{kind="sent"} 0.0',
     ):
         assert line in text.splitlines()
 
