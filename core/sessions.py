@@ -408,20 +408,24 @@ class SessionService:
         self, session_id: str, kind: str, data: dict[str, Any], eid: str, now: int
     ) -> None:
         """Messages in and receipts: not the session's life, so no session lock and no entry
-        in its history; applied once per event id all the same."""
+        in its history; applied once per event id all the same.
+
+        Not claimed before it is applied (as a life-cycle event is): a claim that outlived a
+        failure half-way (Redis or serve killed between the claim and the write, the unclaim
+        failing too) made the worker's retry "already applied", and a receipt was lost. Each
+        step is idempotent instead: the operator's stream is written once per event id (it
+        tells whether this was the first time), and a status only moves forward.
+        """
         await self.get(session_id)
-        if not await self.store.claim_event(session_id, eid, now, worker_events.APPLIED_TTL_MS):
-            return
-        try:
-            self.metrics.events.labels(kind).inc()
-            # Kept for the operator first (their own stream, not the history: a busy number's
-            # messages would push its lifecycle out of the capped history). Idempotent per
-            # event id, so a retry after a failure below stores nothing twice.
-            await self.operator_events.append(session_id, eid, kind, data, now)
+        # Kept for the operator first (their own stream, not the history: a busy number's
+        # messages would push its lifecycle out of the capped history).
+        first = await self.operator_events.append(session_id, eid, kind, data, now)
+        # A status again changes nothing; an incoming message is counted once (a crash right
+        # here leaves the count one short, never the message lost).
+        if kind == "MESSAGE_STATUS" or first:
             await worker_events.on_message_event(self.messages, session_id, kind, data, now)
-        except Exception:
-            await self.store.unclaim_event(session_id, eid)
-            raise
+        if first:
+            self.metrics.events.labels(kind).inc()
 
     async def _on_qr_code(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
         ttl_ms = int(data.get("ttlMs") or 60_000)

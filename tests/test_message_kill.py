@@ -16,6 +16,7 @@ import asyncio
 import os
 import random
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,15 @@ async def test_every_accepted_message_is_at_the_network_exactly_once(
                 pipe.hget(f"wafleet:message:{mid}", "status")
         return set(await pipe.execute()) == {"read"}
 
-    await eventually(all_read, timeout=300, what="every message read")
+    try:
+        await eventually(all_read, timeout=300, what="every message read")
+    except AssertionError:
+        left = Counter((await statuses()).values())
+        async with fleet.http.get(fleet.simwa + "/control/devices") as r:
+            devices = [(d["sessionId"], d.get("unacked")) for d in await r.json()]
+        raise AssertionError(
+            f"not all read: {dict(left)}; unacked at the network: {devices}"
+        ) from None
     final = await statuses()
     assert set(final.values()) == {"read"}, sorted(set(final.values()))
     for sid, phone in zip(sids, PHONES, strict=True):

@@ -176,3 +176,32 @@ async def test_a_frame_the_worker_never_acknowledged_arrives_again_and_is_report
     status, replay = await fleet.call("GET", f"/api/sessions/{sid}/events?since=0")
     assert status == 200, replay
     assert [e["data"]["text"] for e in replay["events"] if e["type"] == "MESSAGE_IN"] == texts
+
+
+async def test_a_message_event_whose_first_apply_died_half_way_is_applied_when_sent_again(
+    fleet: Fleet, receiver: Receiver
+) -> None:
+    """serve (or Redis) killed after it noted the event id and before it wrote the event: the
+    worker sends it again, and it must not be taken for one already applied."""
+    sid = str((await fleet.provision())["id"])
+    eid = "half-applied-0001"
+    # what such a death leaves behind (the key serve's claim of an event id writes)
+    await fleet.redis.set(f"wafleet:applied:{sid}:{eid}", "1", px=3_600_000)
+    event = {
+        "id": eid,
+        "sessionId": sid,
+        "type": "MESSAGE_IN",
+        "data": {"messageId": "SIMHALF", "from": OUTSIDE, "text": "once", "timestamp": 1},
+        "timestamp": 1,
+    }
+    assert (await fleet.post_webhook(event))[0] == 200
+    assert (await fleet.post_webhook(event))[0] == 200  # and a repeat is still one event
+
+    async def arrived() -> list[dict[str, Any]] | None:
+        return incoming(receiver, sid) or None
+
+    (body,) = await eventually(arrived, 30, "the MESSAGE_IN at the operator's endpoint")
+    assert body["data"]["text"] == "once"
+    status, replay = await fleet.call("GET", f"/api/sessions/{sid}/events?since=0")
+    assert status == 200, replay
+    assert [e["data"]["text"] for e in replay["events"]] == ["once"]
