@@ -174,20 +174,22 @@ class Store:
         The check is two O(1) counts in the same transaction as the reads, so it never sees
         a half-made change: every script that adds or removes a session keeps both at once.
         """
-        for _ in range(2):
+        for attempt in range(2):
             pipe = self.redis.pipeline(transaction=True)
             reads(pipe)
             pipe.zcard(keys.SESSION_ORDER)
             pipe.scard(keys.SESSIONS)
             *replies, indexed, total = await pipe.execute()
-            if indexed == total or not await self.index_sessions():
+            if indexed == total:
                 break
+            if attempt == 0:
+                await self.index_sessions()
         return replies, int(indexed)
 
-    async def index_sessions(self) -> int:
+    async def index_sessions(self) -> bool:
         """Build the order index if it disagrees with the sessions set (see
-        ``lua/session_order.lua``): how many ids it indexed, 0 when it was right."""
-        return int(await self._session_order(keys=[keys.SESSIONS, keys.SESSION_ORDER]))
+        ``lua/session_order.lua``): True when it was rebuilt, False when it was right."""
+        return bool(await self._session_order(keys=[keys.SESSIONS, keys.SESSION_ORDER]))
 
     async def list_sessions(self) -> list[SessionRecord]:
         return await self._records(await self.session_ids())
