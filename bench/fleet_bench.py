@@ -21,7 +21,7 @@ sessions, simwa, ``wafleet serve`` with the real intervals: PING every 15 s, wat
 other, never at the same time). ``process`` runs ``wafleet worker`` processes; ``docker``
 runs containers (needs the engine and the worker image of ``scripts/build-images.sh``;
 ``WORKER_IMAGE`` and ``WORKER_NETWORK=host`` are passed on). ``--repeat R`` runs every
-(N, runner) R times and prints the medians. 500 real workers need ~15 GB of RAM and both
+(N, runner) R times and prints the medians. 500 real workers need 11-15 GB of RAM and both
 cores for minutes: check ``free -g`` first.
 
 Usage: python bench/fleet_bench.py [--runner process,docker] [--sizes 50,200,500]
@@ -112,9 +112,9 @@ async def idle(
     return rss, cpu, polls, looks
 
 
-# What one live sim worker costs the host, with room to spare: the process (~26-40 MB), and
-# for a container also its containerd shim.
-WORKER_MB = {"process": 40, "docker": 55}
+# What one live sim worker costs the host, with room to spare (measured: ~22 MB a process,
+# ~30 MB a container with its containerd shim).
+WORKER_MB = {"process": 30, "docker": 40}
 MIN_FREE_MB = 1500  # below this during a run, the size is abandoned (the others run tests too)
 
 

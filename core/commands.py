@@ -11,9 +11,10 @@ the unacknowledged ones again.
 A waiting poll costs nothing: it looks at Redis only when something can have changed for
 its session, and everything that can happens inside this one serve process, which wakes
 the session's event (``MessageService.wake``): a message accepted, an acknowledgement,
-the session connected, its limits changed, a stop. A limit window or the random pause
-passing is the ``wait_ms`` that ``take`` answers. An idle fleet of N workers is then N
-requests per poll length (25 s), not N Redis scripts a second.
+the session connected, its limits changed. A limit window or the random pause passing is
+the ``wait_ms`` that ``take`` answers. A stop needs no wake: a stopped session has nothing
+to hand out, and its started worker's first poll looks at once. An idle fleet of N
+workers is then N requests per poll length (25 s), not N Redis scripts a second.
 """
 
 from __future__ import annotations
