@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+import bot  # noqa: F401  (first: in-process bot tests get aiogram's types deferred, as serve does)
 from tests.fleet import API_KEY, WEBHOOK_SECRET, Fleet
 from wafleet import devstack
 
