@@ -961,6 +961,7 @@ class SessionService:
             "WORKER_PRESENCE_INTERVAL_MS": str(s.worker_presence_interval_ms),
             "WORKER_SELF_MESSAGE_INTERVAL_MS": str(s.worker_self_message_interval_ms),
             "WORKER_ATTEMPTS_PER_PROCESS": str(s.worker_attempts_per_process),
+            "WORKER_OUTBOX_MAX_BYTES": str(s.worker_outbox_max_bytes),
             "LOG_LEVEL": s.log_level,
             "LOG_FORMAT": s.log_format,
         }

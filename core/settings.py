@@ -75,6 +75,8 @@ class Settings:
     worker_attempts_per_process: int = 50
     proxy_probe_interval_ms: int = 30_000
     worker_stop_grace_ms: int = 5_000
+    # A worker's unsent events on disk (worker/outbox.py): past it, it stops taking messages.
+    worker_outbox_max_bytes: int = 64 * 1024 * 1024
     log_level: str = "INFO"
     log_format: str = "text"
     # Where proxies may point (PROXY_ALLOW_NETWORKS / PROXY_DENY_NETWORKS); metadata never.
@@ -336,6 +338,9 @@ def _parse(env: Mapping[str, str]) -> Settings:
         worker_attempts_per_process=c.integer("WORKER_ATTEMPTS_PER_PROCESS", 50, minimum=1),
         proxy_probe_interval_ms=c.integer("PROXY_PROBE_INTERVAL_MS", 30_000, minimum=50),
         worker_stop_grace_ms=c.integer("WORKER_STOP_GRACE_MS", 5_000, minimum=0),
+        worker_outbox_max_bytes=c.integer(
+            "WORKER_OUTBOX_MAX_BYTES", 64 * 1024 * 1024, minimum=64 * 1024
+        ),
         log_level=c.choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         log_format=c.choice("LOG_FORMAT", "text", ("text", "json")),
         proxy_policy=policy,

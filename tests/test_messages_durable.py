@@ -40,14 +40,23 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-def fleet_options(receiver: Receiver) -> dict[str, Any]:
-    return {
+def outbox_cap() -> str | None:
+    """``WORKER_OUTBOX_MAX_BYTES`` for serve to hand its workers; None: the default."""
+    return None
+
+
+@pytest.fixture
+def fleet_options(receiver: Receiver, outbox_cap: str | None) -> dict[str, Any]:
+    options = {
         **FAST,
         "EVENTS_WEBHOOK_URL": receiver.url(),
         "EVENTS_WEBHOOK_SECRET": EVENTS_SECRET,
         "EVENTS_RETRY_BASE_MS": "40",
         "EVENTS_RETRY_MAX_MS": "250",
     }
+    if outbox_cap is not None:
+        options["WORKER_OUTBOX_MAX_BYTES"] = outbox_cap
+    return options
 
 
 def incoming(receiver: Receiver, sid: str) -> list[dict[str, Any]]:
@@ -127,6 +136,39 @@ async def test_a_long_serve_outage_loses_none_of_hundreds_of_incoming_messages(
     texts = [b["data"]["text"] for b in incoming(receiver, sid)]
     assert texts == [f"burst {n}" for n in range(BURST)]  # in order, each once
     assert receiver.accepted_twice() == []
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("outbox_cap", [str(64 * 1024)])  # the least serve accepts
+async def test_a_worker_at_its_outbox_cap_holds_back_the_rest_at_the_network_and_loses_none(
+    fleet: Fleet, receiver: Receiver
+) -> None:
+    sid = (await fleet.link())["id"]
+    fleet.kill()
+    over = 300  # ~300 bytes of text each: well past 64 KiB of outbox
+    for n in range(over):
+        await inject(fleet, f"held {n} " + "x" * 300)
+
+    async def held_back() -> bool:
+        # serve's setting reached the worker: it stopped acknowledging at the cap, so the
+        # network keeps the rest (and the worker stops reading, so nothing is skipped).
+        device = await fleet.device(sid)
+        log = (fleet.sessions_dir / sid / "worker.log").read_text(errors="replace")
+        return bool(device["unacked"] > 0 and device["acked"] < over and "OUTBOX FULL" in log)
+
+    await eventually(held_back, 120, "the worker holding back at its outbox cap")
+    taken = (await fleet.device(sid))["acked"]
+    assert taken < over // 2  # 64 KiB, not the 64 MiB default
+    fleet.start()
+
+    async def all_in() -> bool:
+        return len(incoming(receiver, sid)) >= over
+
+    await eventually(all_in, 300, f"{over} MESSAGE_IN at the operator's endpoint")
+    texts = [b["data"]["text"].split()[1] for b in incoming(receiver, sid)]
+    assert texts == [str(n) for n in range(over)]  # in order, each once
+    assert receiver.accepted_twice() == []
+    assert await acked(fleet, sid, over)
 
 
 @pytest.mark.timeout(300)
