@@ -23,7 +23,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from core import keys
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from core.store import load_script
 
 # How long "this worker event is stored as ..." is remembered: as long as the webhook's own
@@ -120,12 +120,14 @@ class EventLog:
         self, session_id: str, worker_event_id: str, kind: str, data: dict[str, Any], now: int
     ) -> bool:
         """Store a worker event for the operator; False when this worker event id was stored
-        already (a replay). The operator-facing id is ``<session>.<worker event id>``."""
-        added, _ = await self._append(
+        already (a replay). The operator-facing id is ``<session>.<worker event id>``.
+        ``NotFound`` (nothing written) when the session is not in the fleet (any more)."""
+        answer = await self._append(
             keys=[
                 keys.operator_written(session_id, worker_event_id),
                 keys.operator_events(session_id),
                 keys.DELIVERY_SESSIONS,
+                keys.SESSIONS,
             ],
             args=[
                 WRITTEN_TTL_MS,
@@ -136,6 +138,9 @@ class EventLog:
                 now,
             ],
         )
+        added = int(answer[0])
+        if added < 0:
+            raise NotFound(f"no session {session_id!r}")
         if added:
             self._notify(session_id)
         return bool(added)

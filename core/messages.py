@@ -107,6 +107,7 @@ class MessageService:
         self._expire = self.redis.register_script(load_script("message_expire.lua"))
         self._logged_out = self.redis.register_script(load_script("message_logged_out.lua"))
         self._forget = self.redis.register_script(load_script("message_forget.lua"))
+        self._received = self.redis.register_script(load_script("message_received.lua"))
         # Per session: set when something may now be handed to its worker, so a waiting
         # poll answers at once instead of at its next recheck.
         self._wakers: dict[str, asyncio.Event] = {}
@@ -294,13 +295,14 @@ class MessageService:
             await self.redis.delete(keys.session_logged_out(session_id))
             self.wake(session_id)
 
-    async def count_received(self, session_id: str) -> None:
-        """The session's count and the fleet's together (one transaction), so the fleet's
-        stays the sum of what every session counted."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hincrby(keys.message_counts(session_id), "received", 1)
-        pipe.hincrby(keys.fleet_message_counts(), "received", 1)
-        await pipe.execute()
+    async def count_received(self, session_id: str) -> bool:
+        """Count an incoming message (the session's count and the fleet's in one step); False
+        when the session is no longer in the fleet (nothing counted)."""
+        counted = await self._received(
+            keys=[keys.SESSIONS, keys.message_counts(session_id), keys.fleet_message_counts()],
+            args=[session_id],
+        )
+        return bool(counted)
 
     async def forget(self, session_id: str) -> int:
         """The session is being deleted: remove every message key of it (records, queue,

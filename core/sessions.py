@@ -333,10 +333,12 @@ class SessionService:
             await self.runner.stop(session_id)
             self.pings.forget(session_id)
             # Marked draining before its keys go: a lane never sees it neither there nor
-            # draining. Then its messages (reported, removed), then the record itself.
+            # draining. Then the record, so a message event or an accept still in flight is
+            # refused from here on (their scripts check it) and cannot bring back a key; then
+            # its messages (reported on the stream, removed).
             await self.operator_events.drain(session_id, record.events_webhook_url or "")
-            await self.messages.forget(session_id)
             await self.store.release(session_id)
+            await self.messages.forget(session_id)
             await asyncio.to_thread(
                 session_files.remove, session_files.folder(self.settings.sessions_dir, session_id)
             )
@@ -414,9 +416,10 @@ class SessionService:
         failure half-way (Redis or serve killed between the claim and the write, the unclaim
         failing too) made the worker's retry "already applied", and a receipt was lost. Each
         step is idempotent instead: the operator's stream is written once per event id (it
-        tells whether this was the first time), and a status only moves forward.
+        tells whether this was the first time), and a status only moves forward. Each script
+        checks that the session is still in the fleet (``NotFound`` otherwise), so an event
+        racing a delete cannot bring back a key of it.
         """
-        await self.get(session_id)
         # Kept for the operator first (their own stream, not the history: a busy number's
         # messages would push its lifecycle out of the capped history).
         first = await self.operator_events.append(session_id, eid, kind, data, now)

@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.clock import ManualClock
+from core.errors import NotFound
 from core.event_log import EventLog
 from core.messages import MessageService
 from core.models import ProxyStatus
@@ -212,9 +213,17 @@ async def test_a_deleted_sessions_messages_leave_no_key_behind(store: Store) -> 
         f"wafleet:limits:{sid}",
     }
 
-    await events.drain(sid, "")
-    assert await messages.forget(sid) == 1  # the queued one; the handed one may be at WhatsApp
+    await events.drain(sid, "")  # SessionService.delete's order
     assert await store.release(sid)
+    assert await messages.forget(sid) == 1  # the queued one; the handed one may be at WhatsApp
+    # What was in flight when the session went (a receipt, an incoming message, a send):
+    # refused, and no key of the session comes back.
+    with pytest.raises(NotFound):
+        await events.append(sid, "w-late-0001", "MESSAGE_IN", {"text": "late"}, 2)
+    assert not await messages.count_received(sid)
+    assert not await messages.update(sid, handed.id, "read", None, ack=False)
+    with pytest.raises(NotFound):
+        await messages.accept(sid, OTHER, "four", "order-4")
     report = (await events.since(sid, "0-0", 10))[0]
     assert (report.id, report.type, report.data) == (
         f"{sid}.deleted-{waiting.id}",
