@@ -41,6 +41,7 @@ class CommandChannel:
     ) -> None:
         """``registry``: where the channel's two counters are exported (``/metrics``)."""
         self.messages = messages
+        self._closing = False
         self.polls = Counter(
             "wafleet_command_polls_total",
             "Polls of the command channel by workers (requests)",
@@ -64,7 +65,7 @@ class CommandChannel:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         waker = self.messages.waker(session_id)
-        while True:
+        while not self._closing:
             waker.clear()  # before looking: a wake after this point is not missed
             self.looks.inc()
             commands, wait_ms = await self.messages.take(session_id)
@@ -81,6 +82,14 @@ class CommandChannel:
                     # The poll's time is up and nothing woke it: no last look, the worker's
                     # next poll looks first thing (one look per idle poll, not two).
                     return []
+        return []
+
+    def close(self) -> None:
+        """``serve`` is stopping: every waiting poll answers now (nothing) instead of holding
+        the web server's shutdown until its time is up. The workers poll again, and the next
+        ``serve`` answers them; their commands stay in Redis meanwhile."""
+        self._closing = True
+        self.messages.wake_all()
 
     async def ack(self, session_id: str, message_id: str, status: str, reason: str | None) -> bool:
         """Apply the worker's acknowledgement of one command (its outcome); False, and nothing

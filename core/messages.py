@@ -343,6 +343,10 @@ class MessageService:
     def waker(self, session_id: str) -> asyncio.Event:
         return self._wakers.setdefault(session_id, asyncio.Event())
 
+    def wake_all(self) -> None:
+        for event in self._wakers.values():
+            event.set()
+
     def wake(self, session_id: str) -> None:
         event = self._wakers.get(session_id)
         if event is not None:

@@ -475,3 +475,27 @@ def _environ(pid: int) -> list[bytes]:
 def _state(pid: int) -> str:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat.rpartition(")")[2].split()[0]
+
+
+async def test_serve_stops_by_itself_at_once_while_workers_wait_on_their_command_polls(
+    fleet: Fleet,
+) -> None:
+    """A connected worker always has a long poll (25 s) waiting in ``serve``. A SIGTERM used
+    to wait those out until the stop's grace ran out and ``serve`` was SIGKILLed half-way
+    through its clean-up (the bot's last messages unsent); now they answer at once."""
+    sid = (await fleet.link())["id"]
+
+    async def polling() -> bool:
+        status, text = await fleet.call("GET", "/metrics")
+        return status == 200 and "wafleet_command_polls_total 0.0" not in str(text)
+
+    await eventually(polling, what="the worker's first command poll")
+    assert fleet.serve is not None
+    popen = fleet.serve.popen
+    popen.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(popen.wait, 10)  # well under the poll's 25 s
+    assert code == 0
+    assert fleet.log().rstrip().endswith("stopped")
+    assert sid in fleet.workers()  # the worker keeps running, adopted at the next start
+    fleet.start()
+    await fleet.wait_status(sid, "connected")

@@ -161,6 +161,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         # Reverse order: the site stops taking webhooks first, then the service's tasks go.
         cleanup.push_async_callback(service.close)
         cleanup.push_async_callback(web_runner.cleanup)
+        # Before it: waiting long polls answer at once, so the shutdown does not wait them out.
+        cleanup.callback(service.commands.close)
         background = TaskGroup()
         cleanup.push_async_callback(background.cancel)
         # Flow 5's daily backup, in the server's time zone (TZ). The service's own lock keeps
@@ -234,3 +236,4 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         if failed:
             raise failed[0]
         log.info("stopping; workers keep running and are adopted at the next start")
+    log.info("stopped")  # every clean-up step ran (a SIGKILL after the grace would not get here)
