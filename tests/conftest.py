@@ -11,6 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 import bot  # noqa: F401  (first: in-process bot tests get aiogram's types deferred, as serve does)
+from tests.aof_redis import AofRedis
+from tests.event_receiver import Receiver
 from tests.fleet import API_KEY, WEBHOOK_SECRET, Fleet
 from wafleet import devstack
 
@@ -20,6 +22,24 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc, url = devstack.start_redis(tmp_path_factory.mktemp("redis"))
     yield url
     proc.stop()
+
+
+@pytest.fixture
+def aof_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AofRedis]:
+    """A Redis of the test's own that can be bounced (``tests/aof_redis.py``)."""
+    server = AofRedis(tmp_path_factory.mktemp("aof-redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """The operator's endpoint (``tests/event_receiver.py``), up and answering 200."""
+    found = Receiver()
+    await found.start()
+    yield found
+    await found.stop()
 
 
 @pytest.fixture

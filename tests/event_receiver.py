@@ -106,3 +106,13 @@ class Receiver:
     def accepted_twice(self) -> list[str]:
         counts = Counter(h.event_id for h in self.hits if h.status == 200)
         return [event_id for event_id, n in counts.items() if n > 1]
+
+
+def events_fleet_options(receiver: Receiver) -> dict[str, str]:
+    """``serve``'s settings to deliver to ``receiver``, retrying quickly (the e2e tests)."""
+    return {
+        "EVENTS_WEBHOOK_URL": receiver.url(),
+        "EVENTS_WEBHOOK_SECRET": EVENTS_SECRET,
+        "EVENTS_RETRY_BASE_MS": "40",
+        "EVENTS_RETRY_MAX_MS": "250",
+    }

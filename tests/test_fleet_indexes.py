@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -23,7 +23,7 @@ from core.history import ConnectedHistory
 from core.models import ProxyStatus, Status
 from core.sessions import _at_rest
 from core.store import Liveness, ReservationRefused, Store, id_order
-from tests.test_redis_restart import AofRedis
+from tests.aof_redis import AofRedis
 
 PROXIES = [f"socks5h://u:p@127.0.0.1:{port}" for port in range(1, 7)]
 LATER = [f"socks5h://u:p@127.0.0.1:{port}" for port in range(7, 11)]  # added, removed
@@ -31,14 +31,6 @@ CAP = 4
 TIMEOUT = 1_000
 STATUSES = [s.value for s in Status]
 REASONS = [None, "starting", "crash_loop", "no_proxy_capacity", "stopped", "connection_lost"]
-
-
-@pytest.fixture
-def aof_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AofRedis]:
-    server = AofRedis(tmp_path_factory.mktemp("aof-redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

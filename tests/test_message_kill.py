@@ -17,71 +17,18 @@ import os
 import random
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
-from core.store import Store
+from tests.aof_redis import AofRedis, redis_client, redis_server  # noqa: F401 (fixtures)
 from tests.fleet import Fleet, eventually
 from tests.messaging import FAST, OUTSIDE, sent_by
-from wafleet import devstack
 
 MESSAGES = int(os.environ.get("WAFLEET_KILL_MESSAGES", "300"))
 SESSIONS = int(os.environ.get("WAFLEET_KILL_SESSIONS", "3"))
 PHONES = [f"97250{n:07d}" for n in range(1, SESSIONS + 1)]
-
-
-class AofRedis:
-    """A redis-server that keeps every acknowledged write on disk and can be killed."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = devstack.free_port()
-        self.proc: devstack.Proc | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        argv = [devstack.need("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        argv += ["--dir", str(self.folder)]
-        self.proc = devstack.spawn("redis", argv, self.folder / "redis.log")
-        devstack.wait_port("127.0.0.1", self.port, proc=self.proc.popen)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-
-
-@pytest.fixture
-def aof_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AofRedis]:
-    server = AofRedis(tmp_path_factory.mktemp("kill-redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_server(aof_redis: AofRedis) -> str:
-    return aof_redis.url
-
-
-@pytest.fixture
-async def redis_client(redis_server: str) -> AsyncIterator[aioredis.Redis]:
-    client = Store.connect(redis_server).redis
-    yield client
-    await client.flushdb()
-    await client.aclose()
 
 
 @pytest.fixture

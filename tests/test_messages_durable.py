@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.event_receiver import EVENTS_SECRET, Receiver
+from tests.event_receiver import Receiver, events_fleet_options
 from tests.fleet import PHONE, Fleet, eventually
 from tests.messaging import FAST, OUTSIDE, send, wait_message
 
@@ -32,14 +31,6 @@ def slow_receipts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    await found.start()
-    yield found
-    await found.stop()
-
-
-@pytest.fixture
 def outbox_cap() -> str | None:
     """``WORKER_OUTBOX_MAX_BYTES`` for serve to hand its workers; None: the default."""
     return None
@@ -49,10 +40,7 @@ def outbox_cap() -> str | None:
 def fleet_options(receiver: Receiver, outbox_cap: str | None) -> dict[str, Any]:
     options = {
         **FAST,
-        "EVENTS_WEBHOOK_URL": receiver.url(),
-        "EVENTS_WEBHOOK_SECRET": EVENTS_SECRET,
-        "EVENTS_RETRY_BASE_MS": "40",
-        "EVENTS_RETRY_MAX_MS": "250",
+        **events_fleet_options(receiver),
     }
     if outbox_cap is not None:
         options["WORKER_OUTBOX_MAX_BYTES"] = outbox_cap

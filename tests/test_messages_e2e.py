@@ -9,12 +9,11 @@ endpoint in order. Real serve, Redis, microsocks, simwa, worker processes and en
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.event_receiver import EVENTS_SECRET, Receiver
+from tests.event_receiver import Receiver, events_fleet_options
 from tests.fleet import PHONE, Fleet, eventually
 from tests.messaging import FAST, OUTSIDE, send, wait_message
 
@@ -22,21 +21,10 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    await found.start()
-    yield found
-    await found.stop()
-
-
-@pytest.fixture
 def fleet_options(receiver: Receiver) -> dict[str, Any]:
     return {
         **FAST,
-        "EVENTS_WEBHOOK_URL": receiver.url(),
-        "EVENTS_WEBHOOK_SECRET": EVENTS_SECRET,
-        "EVENTS_RETRY_BASE_MS": "40",
-        "EVENTS_RETRY_MAX_MS": "250",
+        **events_fleet_options(receiver),
     }
 
 

@@ -7,62 +7,9 @@ stopped and started again on the same port; ``serve`` keeps its pooled connectio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
-import pytest
-import redis.asyncio as aioredis
-
-from core.store import Store
+from tests.aof_redis import AofRedis, redis_client, redis_server  # noqa: F401 (fixtures)
 from tests.fleet import Fleet, eventually
-from wafleet import devstack
-
-
-class AofRedis:
-    """A redis-server that keeps its data in ``folder`` (AOF) and can be bounced."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = devstack.free_port()
-        self.proc: devstack.Proc | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        argv = [devstack.need("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        argv += ["--dir", str(self.folder)]
-        self.proc = devstack.spawn("redis", argv, self.folder / "redis.log")
-        devstack.wait_port("127.0.0.1", self.port, proc=self.proc.popen)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-
-
-@pytest.fixture
-def aof_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AofRedis]:
-    server = AofRedis(tmp_path_factory.mktemp("aof-redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_server(aof_redis: AofRedis) -> str:
-    """The fleet of this module runs on the bounceable server."""
-    return aof_redis.url
-
-
-@pytest.fixture
-async def redis_client(redis_server: str) -> AsyncIterator[aioredis.Redis]:
-    """The test's own client rides out the bounce the way ``serve``'s does."""
-    client = Store.connect(redis_server).redis
-    yield client
-    await client.flushdb()
-    await client.aclose()
 
 
 async def test_api_answers_503_while_redis_is_down_and_no_5xx_after_restart(
