@@ -12,7 +12,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from core.events import MESSAGE_EVENTS
+
 SESSION_FILE = "session.json"
+# The worker's events not yet taken by serve (worker/outbox.py): one JSON object a line.
+OUTBOX_FILE = "outbox.jsonl"
 KEEP = frozenset({SESSION_FILE, "worker.log", "worker.log.1"})
 
 
@@ -57,3 +61,47 @@ def delete_auth(path: Path) -> int:
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def carry_outboxes(old_dir: Path, sessions_dir: Path) -> int:
+    """A restore swapped ``sessions_dir``'s folders for the backup's (the live ones now in
+    ``old_dir``): carry each live folder's unsent message events over to the restored folder
+    of the same session, whose worker then delivers them; how many.
+
+    Backups leave the outbox out, so without this a message that reached a worker but not
+    yet ``serve`` (serve away, the worker stopped before it could send) would be lost with
+    the replaced folder. Message events only: their ids make a second delivery harmless, and
+    they are news whenever they arrive; the life-cycle events of a process the restore
+    replaced (its QR, its connection) are stale. A session the backup does not hold has no
+    folder to carry them to: its events go with it, as the session does.
+    """
+    carried = 0
+    for source in sorted(old_dir.glob(f"*/{OUTBOX_FILE}")):
+        target = sessions_dir / source.parent.name
+        if not target.is_dir():
+            continue
+        lines = [
+            line
+            for line in source.read_bytes().splitlines()
+            if _message_event_of(line, source.parent.name)
+        ]
+        if lines:
+            fd = os.open(target / OUTBOX_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "ab") as handle:
+                handle.write(b"".join(line + b"\n" for line in lines))
+                handle.flush()
+                os.fsync(handle.fileno())
+            carried += len(lines)
+    return carried
+
+
+def _message_event_of(line: bytes, session_id: str) -> bool:
+    try:
+        event = json.loads(line)
+    except ValueError:  # a line torn by a crash was never taken
+        return False
+    return (
+        isinstance(event, dict)
+        and event.get("sessionId") == session_id
+        and event.get("type") in MESSAGE_EVENTS
+    )

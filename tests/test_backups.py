@@ -28,6 +28,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
+from core import session_files
 from core.backups import BackupService, cron_trigger
 from core.clock import SystemClock
 from core.metrics import Metrics
@@ -35,14 +36,17 @@ from core.notifier import LogNotifier
 from core.proxies import ProxyPool
 from core.sessions import SessionService
 from core.settings import Settings
+from core.signing import session_secret
 from core.store import Store
 from tests import fake_telegram
 from tests.conftest import fleet_env
 from tests.fake_telegram import ADMIN, FakeTelegram, bot_env
-from tests.fleet import API_KEY, Fleet, eventually
+from tests.fleet import API_KEY, WEBHOOK_SECRET, Fleet, eventually
 from tests.messaging import FAST, OUTSIDE, message, send, sent_by, wait_message
 from wafleet import devstack
 from wafleet.serve import make_runner
+from worker.outbox import OUTBOX_FILE
+from worker.webhook_client import WebhookClient
 
 PHONES = [f"9725010000{n:02d}" for n in range(10)]
 
@@ -837,3 +841,41 @@ async def test_poisoned_operator_settings_in_an_archive_are_refused(fleet: Fleet
     assert await fleet.snapshot() == redis_before
     assert listing(fleet) == files_before
     assert fleet.workers() == {sid: pid}  # never stopped
+
+
+async def test_a_restore_carries_unsent_incoming_messages_into_the_restored_folders(
+    fleet: Fleet,
+) -> None:
+    """Backups leave the worker's outbox out; the restore must not drop the live one."""
+    sid = (await fleet.link(PHONES[0]))["id"]
+    other = (await fleet.link(PHONES[1]))["id"]
+    backup = await create(fleet)
+    # Stopped (no worker to drain it) with an incoming message taken but not yet reported,
+    # written by the worker's own webhook client as a worker that lost serve would have.
+    assert (await fleet.call("POST", f"/api/sessions/{sid}/stop"))[0] == 200
+    client = WebhookClient(
+        fleet.api + "/webhook",
+        sid,
+        session_secret(WEBHOOK_SECRET, sid),
+        outbox_dir=fleet.sessions_dir / sid,
+    )
+    data = {"messageId": "WAMID-1", "from": OUTSIDE, "text": "arrived before", "timestamp": 1}
+    assert client.take("MESSAGE_IN", data)
+    client.send("QR_CODE", {"qr": "2@old", "ttlMs": 60000})  # the old process's: stale
+    # A line of another session in this folder (copied from elsewhere) stays where it is.
+    WebhookClient(fleet.api + "/webhook", other, "-", outbox_dir=fleet.sessions_dir / sid).take(
+        "MESSAGE_IN", {**data, "messageId": "WAMID-2"}
+    )
+
+    status, report = await restore(fleet, backup["id"], wait=20)
+    assert status == 200, report
+    assert sorted(report["connected"]) == sorted([sid, other])
+
+    async def delivered() -> list[dict[str, Any]] | None:
+        _, page = await fleet.call("GET", f"/api/sessions/{sid}/events?since=0")
+        return [e for e in page["events"] if e["type"] == "MESSAGE_IN"] or None
+
+    found = await eventually(delivered, 30, "the carried MESSAGE_IN")
+    assert [e["data"]["text"] for e in found] == ["arrived before"]
+    assert "carried 1 unsent message event(s)" in fleet.log()  # not the QR, not another's
+    assert session_files.OUTBOX_FILE == OUTBOX_FILE  # core and the worker name one file

@@ -50,7 +50,8 @@ SESSIONS_PREFIX = "sessions"
 BACKUP_ID = re.compile(r"backup_\d{4}-\d{2}-\d{2}(?:_\d{6}(?:_\d+)?)?")
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 # Not session data: the worker's log, and its outbox of events not yet reported (restored
-# later they would be old news, replayed as new; the live folder keeps them meanwhile).
+# later they would be old news, replayed as new; a restore carries the live folder's unsent
+# message events over instead: session_files.carry_outboxes).
 EXCLUDED = re.compile(r"worker\.log(\..*)?|\.?outbox\.jsonl(\.tmp)?")
 SESSION_FILE_MAX = 64 * 1024  # a session.json is ~300 bytes
 CHUNK = 1 << 20

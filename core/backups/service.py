@@ -360,6 +360,11 @@ class BackupService:
                 # The swap: renames within one folder, all or nothing.
                 await asyncio.to_thread(archive.swap_in, sessions_dir, staging, old)
                 swapped = True
+                carried = await asyncio.to_thread(session_files.carry_outboxes, old, sessions_dir)
+                if carried:
+                    log.info(
+                        "carried %d unsent message event(s) into the restored folders", carried
+                    )
                 await say("rebuilding the state")
                 rebuilt = await self._rebuild(info, plan, unknown, current)
             except Exception as exc:
