@@ -127,7 +127,7 @@ class EventLog:
                 keys.operator_written(session_id, worker_event_id),
                 keys.operator_events(session_id),
                 keys.DELIVERY_SESSIONS,
-                keys.SESSIONS,
+                keys.session(session_id, "status"),
             ],
             args=[
                 WRITTEN_TTL_MS,

@@ -299,8 +299,11 @@ class MessageService:
         """Count an incoming message (the session's count and the fleet's in one step); False
         when the session is no longer in the fleet (nothing counted)."""
         counted = await self._received(
-            keys=[keys.SESSIONS, keys.message_counts(session_id), keys.fleet_message_counts()],
-            args=[session_id],
+            keys=[
+                keys.session(session_id, "status"),
+                keys.message_counts(session_id),
+                keys.fleet_message_counts(),
+            ],
         )
         return bool(counted)
 

@@ -4,10 +4,10 @@
 -- A session no longer in the fleet gets nothing (an event in flight while it was deleted
 -- would otherwise bring back a stream nobody delivers or removes): answers {-1}.
 -- KEYS: written marker, the session's operator stream, the index of sessions with a stream,
---       the fleet's set of session ids
+--       session:<id>:status (the session exists)
 -- ARGV: marker ttl ms, session id, event id, type, data (JSON), at (ms)
-local written, stream, index, sessions = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-if redis.call('SISMEMBER', sessions, ARGV[2]) == 0 then
+local written, stream, index, status = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', status) == 0 then
   return {-1}
 end
 local found = redis.call('GET', written)
