@@ -108,6 +108,9 @@ class MessageService:
         self._logged_out = self.redis.register_script(load_script("message_logged_out.lua"))
         self._forget = self.redis.register_script(load_script("message_forget.lua"))
         self._received = self.redis.register_script(load_script("message_received.lua"))
+        self._fleet_counts_if_new = self.redis.register_script(
+            load_script("message_fleet_counts.lua")
+        )
         # Per session: set when something may now be handed to its worker, so a waiting
         # poll answers at once instead of at its next recheck.
         self._wakers: dict[str, asyncio.Event] = {}
@@ -173,6 +176,24 @@ class MessageService:
         so ``/stats`` costs the same at 10,000 sessions as at one."""
         found = await self.redis.hgetall(keys.fleet_message_counts())
         return Counts(*(int(found.get(name, 0)) for name in ("sent", "received", "failed")))
+
+    async def count_fleet_if_new(self) -> Counts | None:
+        """Data from before the fleet's counts existed (they came after the sessions'): sum
+        every session's into them, once; None when they exist already (nothing read).
+
+        Run at start, before anything can count. Written even when all zero, so the next
+        start does not scan again; a count that lands between the scan and the write is not
+        lost (the script writes only if the hash is still missing), only left out of it."""
+        fleet = keys.fleet_message_counts()
+        if await self.redis.exists(fleet):
+            return None
+        totals = dict.fromkeys(("sent", "received", "failed"), 0)
+        async for key in self.redis.scan_iter(match=keys.message_counts("*"), count=1000):
+            for name, value in (await self.redis.hgetall(key)).items():
+                if name in totals:
+                    totals[name] += int(value)
+        await self._fleet_counts_if_new(keys=[fleet], args=list(totals.values()))
+        return Counts(**totals)
 
     async def queued(self, session_id: str) -> int:
         """Messages waiting: in the queue, plus the one handed out and not yet reported."""

@@ -189,3 +189,33 @@ async def test_the_fleets_counts_are_the_sum_of_its_sessions_on_every_path(
     assert (theirs.sent, theirs.received, theirs.failed) == (0, 1, 4)
     fleet = await messages.fleet_counts()
     assert (fleet.sent, fleet.received, fleet.failed) == (1, 2, 7)
+
+
+async def test_the_fleets_counts_are_made_once_from_sessions_counted_before_they_existed(
+    redis_client: aioredis.Redis,
+) -> None:
+    clock = ManualClock(1_700_000_000_000)
+    messages = await service(redis_client, clock)
+    # Counts of an older wafleet: the sessions' hashes only (one of a deleted session too).
+    await redis_client.hset("wafleet:msgcounts:worker_1", mapping={"sent": 5, "failed": 1})
+    await redis_client.hset("wafleet:msgcounts:worker_7", mapping={"sent": 2, "received": 4})
+    made = await messages.count_fleet_if_new()
+    assert made is not None and (made.sent, made.received, made.failed) == (7, 4, 1)
+    await messages.count_received(SID)  # counting goes on from there
+    fleet = await messages.fleet_counts()
+    assert (fleet.sent, fleet.received, fleet.failed) == (7, 5, 1)
+    assert await messages.count_fleet_if_new() is None  # once: never summed again
+    fleet = await messages.fleet_counts()
+    assert (fleet.sent, fleet.received, fleet.failed) == (7, 5, 1)
+
+
+async def test_a_fleet_that_never_counted_gets_zeros_once(redis_client: aioredis.Redis) -> None:
+    messages = await service(redis_client, ManualClock(1_700_000_000_000))
+    made = await messages.count_fleet_if_new()
+    assert made is not None and (made.sent, made.received, made.failed) == (0, 0, 0)
+    assert await redis_client.hgetall("wafleet:msgcounts") == {
+        "sent": "0",
+        "received": "0",
+        "failed": "0",
+    }
+    assert await messages.count_fleet_if_new() is None  # the next start scans nothing

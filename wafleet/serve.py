@@ -145,6 +145,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             settings, store, pool, runner, notifier, SystemClock(), metrics, journal
         )
         backups = BackupService(settings, store, service, runner, notifier, SystemClock())
+        if (counted := await service.messages.count_fleet_if_new()) is not None:
+            log.info("fleet message counts made from the sessions': %s", counted)
         telegram: TelegramBot | None = None
         if not settings.telegram_bot_token:
             log.info("Telegram bot: off (TELEGRAM_BOT_TOKEN is not set)")
