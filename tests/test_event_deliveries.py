@@ -347,6 +347,7 @@ async def test_the_event_log_stores_a_worker_event_once_and_trims_only_what_was_
     day = 24 * 3600 * 1000
     log = EventLog(redis_client, retention_ms=day)
     await redis_client.sadd("wafleet:sessions", "worker_1")
+    await redis_client.set("session:worker_1:status", "connected")  # appends check it exists
     assert await log.append("worker_1", "w-event-0001", "MESSAGE_IN", message(1), 1)
     assert not await log.append("worker_1", "w-event-0001", "MESSAGE_IN", message(1), 2)
     assert await log.append("worker_1", "w-event-0002", "MESSAGE_IN", message(2), 3)
