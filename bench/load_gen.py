@@ -4,7 +4,10 @@ No worker process runs: 10,000 session records are written to a real Redis (2,50
 records at 4 sessions each, every session linked), then this asyncio script sends what
 10,000 workers would send to ``POST /webhook``, signed with each session's own secret:
 a PING per session every ``WORKER_PRESENCE_INTERVAL_MS`` (15 s, the real interval), spread
-evenly, and a steady share of disconnects each followed by a reconnect a few seconds later.
+evenly, and a steady share of disconnects each followed by a reconnect a few seconds later;
+and, as every idle worker does, one long poll of the command channel (``POST
+/worker/commands``, signed, held 25 s) open per session at all times (``--no-polls``: PINGs
+and events only, as the bench was before the command channel existed).
 Meanwhile it measures ``serve``'s RSS and CPU, a watchdog pass, the listing's pages, and at
 the end a burst of 1,000 disconnects: how many alerts reach the chat (a fake Telegram Bot
 API on loopback, ``tests/fake_telegram.py``) and the log, and how long until all are handled.
@@ -52,6 +55,7 @@ from wafleet import devstack  # noqa: E402
 from wafleet.serve import instance_id  # noqa: E402
 
 PRESENCE_MS = 15_000  # the worker's real ping interval (WORKER_PRESENCE_INTERVAL_MS)
+POLL_MS = 25_000  # the worker's real command-channel poll (POLL_WAIT_MS, COMMAND_POLL_MS)
 
 
 def rss_mb(pid: int) -> float:
@@ -99,19 +103,20 @@ class Workers:
         self.gate = asyncio.Semaphore(64)
         self.sent = 0
         self.failed = 0
+        self.polls = 0
+        self.poll_failures = 0
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def post(self, sid: str, kind: str, data: dict[str, Any]) -> None:
-        now = time.time_ns() // 1_000_000
-        event = {"sessionId": sid, "type": kind, "data": data, "timestamp": now}
+        event = {
+            "sessionId": sid,
+            "type": kind,
+            "data": data,
+            "timestamp": int(time.time() * 1000),
+        }
         if kind != "PING":
             event["id"] = uuid.uuid4().hex
-        body = json.dumps(event, separators=(",", ":")).encode()
-        headers = {
-            "Content-Type": "application/json",
-            TIMESTAMP_HEADER: str(now),
-            SIGNATURE_HEADER: sign(self.secrets[sid], now, body),
-        }
+        body, headers = self.signed(sid, event)
         async with self.gate:
             try:
                 async with self.http.post(self.url, data=body, headers=headers) as r:
@@ -121,6 +126,33 @@ class Workers:
                 ok = False
         self.sent += 1
         self.failed += not ok
+
+    def signed(self, sid: str, payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        now = time.time_ns() // 1_000_000
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: str(now),
+            SIGNATURE_HEADER: sign(self.secrets[sid], now, body),
+        }
+        return body, headers
+
+    async def poll_forever(self, http: aiohttp.ClientSession, sid: str, api: str) -> None:
+        """One worker's command channel: a long poll open at all times, as an idle worker
+        keeps one (started at a random point of the poll, as workers link at random times)."""
+        await asyncio.sleep(random.uniform(0, POLL_MS / 1000))
+        while True:
+            body, headers = self.signed(sid, {"sessionId": sid, "waitMs": POLL_MS})
+            try:
+                async with http.post(api + "/worker/commands", data=body, headers=headers) as r:
+                    await r.read()
+                    ok = r.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            self.polls += 1
+            if not ok:
+                self.poll_failures += 1
+                await asyncio.sleep(1)  # the worker backs off too
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -188,6 +220,9 @@ async def main() -> None:
     parser.add_argument("--churn", type=float, default=2.0, help="disconnects per second")
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5, help="samples of each latency")
+    parser.add_argument(
+        "--no-polls", action="store_true", help="no command-channel long polls (the old bench)"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="wafleet-load-"))
     redis_proc, redis_url = devstack.start_redis(workdir / "redis")
@@ -213,6 +248,7 @@ async def main() -> None:
     store = Store(client)
     out: dict[str, Any] = {"sessions": args.sessions}
     tasks: list[asyncio.Task[None]] = []
+    poll_http: aiohttp.ClientSession | None = None
     try:
         out["serve RSS, empty (MB)"], out["serve CPU, empty (% of a core)"] = await sample(pid, 10)
         mem0 = int((await client.info("memory"))["used_memory"])
@@ -226,12 +262,25 @@ async def main() -> None:
         async with aiohttp.ClientSession(connector=conn, headers={"X-API-Key": API_KEY}) as http:
             workers = Workers(api, http, sids)
             tasks.append(asyncio.create_task(workers.run(args.churn)))
-            await asyncio.sleep(PRESENCE_MS / 1000)  # one full round of pings first
-            sent0, t0 = workers.sent, time.monotonic()
+            # The polls on connections of their own (10,000 held open at once).
+            poll_http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=POLL_MS / 1000 + 30),
+            )
+            if not args.no_polls:
+                tasks.extend(
+                    asyncio.create_task(workers.poll_forever(poll_http, sid, api)) for sid in sids
+                )
+            # One full round of pings first, and of polls when they run.
+            await asyncio.sleep((PRESENCE_MS if args.no_polls else POLL_MS) / 1000 + 5)
+            sent0, polls0, t0 = workers.sent, workers.polls, time.monotonic()
             rss, cpu = await sample(pid, args.seconds)
-            out["PINGs + events sent per s"] = (workers.sent - sent0) / (time.monotonic() - t0)
+            took = time.monotonic() - t0
+            out["PINGs + events sent per s"] = (workers.sent - sent0) / took
+            out["command polls answered per s"] = (workers.polls - polls0) / took
             out["serve RSS (MB)"], out["serve CPU (% of a core)"] = rss, cpu
             out["webhook failures"] = workers.failed
+            out["poll failures"] = workers.poll_failures
             if find_workers(instance_id(settings)):
                 raise SystemExit("a worker process started: the bench is no longer serve alone")
 
@@ -291,6 +340,9 @@ async def main() -> None:
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if poll_http is not None:
+            await poll_http.close()
         serve.stop()
         await telegram.stop()
         await client.aclose()
