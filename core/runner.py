@@ -21,8 +21,12 @@ EXIT_UNSCHEDULABLE = 78
 
 # What a worker's fingerprint leaves out: changing these must not replace a running worker.
 # SESSION_PHONE is only a hint for pairing codes, and the record's phone changes when the
-# device links (a session provisioned without a phone); log settings are cosmetic.
-FINGERPRINT_IGNORES = frozenset({"SESSION_PHONE", "LOG_LEVEL", "LOG_FORMAT"})
+# device links (a session provisioned without a phone); log settings are cosmetic; the
+# outbox cap is a safety bound a worker may keep until its next start (and a wafleet that
+# began passing it must not replace every running worker at its first start).
+FINGERPRINT_IGNORES = frozenset(
+    {"SESSION_PHONE", "LOG_LEVEL", "LOG_FORMAT", "WORKER_OUTBOX_MAX_BYTES"}
+)
 
 # Called with (session_id, exit_code or None when unknown) when a worker stops by itself.
 ExitCallback = Callable[[str, int | None], Coroutine[Any, Any, None]]

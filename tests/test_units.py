@@ -161,7 +161,9 @@ def test_worker_spec_fingerprint_follows_what_the_worker_runs_with() -> None:
     env = {"SESSION_ID": "worker_1", "PROXY_URL": "socks5h://u:p@127.0.0.1:1", "LOG_LEVEL": "INFO"}
     spec = WorkerSpec("worker_1", Path("/tmp/x"), env)
     same = WorkerSpec(
-        "worker_1", Path("/tmp/x"), {**env, "LOG_LEVEL": "DEBUG", "SESSION_PHONE": "1"}
+        "worker_1",
+        Path("/tmp/x"),
+        {**env, "LOG_LEVEL": "DEBUG", "SESSION_PHONE": "1", "WORKER_OUTBOX_MAX_BYTES": "65536"},
     )
     moved = WorkerSpec(
         "worker_1", Path("/tmp/x"), {**env, "PROXY_URL": "socks5h://u:p@127.0.0.1:2"}
