@@ -17,7 +17,6 @@ from core.events import MESSAGE_EVENTS
 SESSION_FILE = "session.json"
 # The worker's events not yet taken by serve (worker/outbox.py): one JSON object a line.
 OUTBOX_FILE = "outbox.jsonl"
-KEEP = frozenset({SESSION_FILE, "worker.log", "worker.log.1"})
 
 
 def folder(sessions_dir: Path, session_id: str) -> Path:
@@ -41,22 +40,6 @@ def read_meta(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def delete_auth(path: Path) -> int:
-    """Remove the driver's files (a logout voids them); returns how many were removed."""
-    removed = 0
-    if not path.is_dir():
-        return 0
-    for entry in path.iterdir():
-        if entry.name in KEEP:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink(missing_ok=True)
-        removed += 1
-    return removed
 
 
 def remove(path: Path) -> None:
