@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, session_secret, sign
-from tests.fleet import WEBHOOK_SECRET, Fleet, eventually
+from tests.fleet import PHONE, WEBHOOK_SECRET, Fleet, eventually
 
 # No limits, no pauses, a short "typing...": the send path itself, quickly.
 FAST = {
@@ -20,6 +20,16 @@ FAST = {
     "TYPING_MAX_MS": "30",
 }
 OUTSIDE = "14155550123"
+
+
+async def incoming_message(fleet: Fleet, text: str, to: str = PHONE, sender: str = OUTSIDE) -> str:
+    """A message from ``sender`` to the session's phone ``to``, entered at the simulated
+    network (as WhatsApp delivers one); the network's id of it."""
+    async with fleet.http.post(
+        fleet.simwa + "/control/message", json={"from": sender, "to": to, "text": text}
+    ) as answer:
+        assert answer.status == 200, await answer.text()
+        return str((await answer.json())["id"])
 
 
 async def send(fleet: Fleet, sid: str, to: str, text: str, **extra: Any) -> dict[str, Any]:

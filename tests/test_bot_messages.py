@@ -10,7 +10,7 @@ import pytest
 from tests import fake_telegram
 from tests.fake_telegram import ADMIN, FakeTelegram, bot_env
 from tests.fleet import PHONE, Fleet, eventually
-from tests.messaging import FAST, OUTSIDE, message, send, sent_by
+from tests.messaging import FAST, OUTSIDE, incoming_message, message, send, sent_by
 
 telegram = fake_telegram.telegram  # the fixture
 
@@ -40,10 +40,7 @@ async def test_send_stop_start_and_counts_in_the_chat(
 
     sent = await eventually(delivered, what="the chat's message at the network")
     assert [m["text"] for m in sent] == ["hello from the chat"]
-    async with fleet.http.post(
-        fleet.simwa + "/control/message", json={"from": OUTSIDE, "to": PHONE, "text": "hi"}
-    ) as r:
-        assert r.status == 200
+    await incoming_message(fleet, "hi")
 
     async def counted() -> str | None:
         text = await _answer(telegram, f"/status {sid}")
@@ -72,10 +69,7 @@ async def test_the_fleets_message_counts_in_stats_rest_and_metrics(
     sender = (await fleet.link())["id"]
     receiver = (await fleet.link(other_phone))["id"]
     await send(fleet, sender, OUTSIDE, "one out")
-    async with fleet.http.post(
-        fleet.simwa + "/control/message", json={"from": OUTSIDE, "to": other_phone, "text": "in"}
-    ) as r:
-        assert r.status == 200
+    await incoming_message(fleet, "in", to=other_phone)
 
     async def counted(wanted: dict[str, int]) -> dict[str, int] | None:
         status, body = await fleet.call("GET", "/api/v1/dashboard/stats")

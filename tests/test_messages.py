@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 
 from tests.fleet import PHONE, Fleet, eventually
-from tests.messaging import FAST, OUTSIDE, channel, message, send, sent_by, wait_message
+from tests.messaging import (
+    FAST,
+    OUTSIDE,
+    channel,
+    incoming_message,
+    message,
+    send,
+    sent_by,
+    wait_message,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -112,10 +121,7 @@ async def test_a_logged_out_session_fails_a_message_at_once(fleet: Fleet) -> Non
 
 async def test_an_incoming_message_is_counted_for_its_session(fleet: Fleet) -> None:
     sid = (await fleet.link())["id"]
-    async with fleet.http.post(
-        fleet.simwa + "/control/message", json={"from": OUTSIDE, "to": PHONE, "text": "hi!"}
-    ) as r:
-        assert r.status == 200
+    await incoming_message(fleet, "hi!")
 
     async def received() -> str | None:
         value = await fleet.redis.hget(f"wafleet:msgcounts:{sid}", "received")

@@ -18,7 +18,7 @@ import pytest
 
 from tests.event_receiver import Receiver, events_fleet_options
 from tests.fleet import PHONE, Fleet, eventually
-from tests.messaging import FAST, OUTSIDE, send, wait_message
+from tests.messaging import FAST, OUTSIDE, incoming_message, send, wait_message
 
 # Receipts slow enough that serve is surely down when they arrive at the worker.
 RECEIPT_MS = "2500"
@@ -56,14 +56,6 @@ def incoming(receiver: Receiver, sid: str) -> list[dict[str, Any]]:
     ]
 
 
-async def inject(fleet: Fleet, text: str, sender: str = OUTSIDE) -> str:
-    async with fleet.http.post(
-        fleet.simwa + "/control/message", json={"from": sender, "to": PHONE, "text": text}
-    ) as answer:
-        assert answer.status == 200, await answer.text()
-        return str((await answer.json())["id"])
-
-
 async def acked(fleet: Fleet, sid: str, at_least: int) -> bool:
     """The device acknowledged that many frames and holds none unacknowledged."""
     device = await fleet.device(sid)
@@ -89,7 +81,7 @@ async def test_a_receipt_and_a_message_taken_while_serve_is_down_survive_a_kille
     mid = (await send(fleet, sid, OUTSIDE, "are you there?"))["id"]
     await wait_message(fleet, sid, mid, {"sent"})
     fleet.kill()  # serve is away when the receipts come (RECEIPT_MS after acceptance)
-    await inject(fleet, "yes, here")
+    await incoming_message(fleet, "yes, here")
     # the worker has the message and both receipts, and told the network so
     await eventually(lambda: acked(fleet, sid, 3), 30, "the worker acknowledging 3 frames")
     old = sigkill_worker(fleet, sid)  # before it could report any of them
@@ -113,7 +105,7 @@ async def test_a_long_serve_outage_loses_none_of_hundreds_of_incoming_messages(
     sid = (await fleet.link())["id"]
     fleet.kill()
     for n in range(BURST):
-        await inject(fleet, f"burst {n}")
+        await incoming_message(fleet, f"burst {n}")
     await eventually(lambda: acked(fleet, sid, BURST), 120, f"the worker taking {BURST}")
     fleet.start()
 
@@ -135,7 +127,7 @@ async def test_a_worker_at_its_outbox_cap_holds_back_the_rest_at_the_network_and
     fleet.kill()
     over = 300  # ~300 bytes of text each: well past 64 KiB of outbox
     for n in range(over):
-        await inject(fleet, f"held {n} " + "x" * 300)
+        await incoming_message(fleet, f"held {n} " + "x" * 300)
 
     async def held_back() -> bool:
         # serve's setting reached the worker: it stopped acknowledging at the cap, so the
@@ -168,7 +160,7 @@ async def test_a_frame_the_worker_never_acknowledged_arrives_again_and_is_report
     pid = fleet.workers()[sid]
     os.kill(pid, signal.SIGSTOP)
     try:
-        await inject(fleet, "sent into a frozen worker")
+        await incoming_message(fleet, "sent into a frozen worker")
         device = await fleet.device(sid)
         assert device["connected"] and device["unacked"] == 1
     finally:
@@ -184,7 +176,7 @@ async def test_a_frame_the_worker_never_acknowledged_arrives_again_and_is_report
     # 2. Killed after writing the frame down, before its ack reached the network: the frame
     # comes again, and the second copy is the same event.
     assert await fleet.control("lose_acks", phone=PHONE, lose=True) == 200
-    await inject(fleet, "written, never acknowledged")
+    await incoming_message(fleet, "written, never acknowledged")
 
     async def second() -> bool:
         return len(incoming(receiver, sid)) >= 2

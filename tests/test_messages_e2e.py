@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from tests.event_receiver import Receiver, events_fleet_options
-from tests.fleet import PHONE, Fleet, eventually
-from tests.messaging import FAST, OUTSIDE, send, wait_message
+from tests.fleet import Fleet, eventually
+from tests.messaging import FAST, OUTSIDE, incoming_message, send, wait_message
 
 pytestmark = pytest.mark.asyncio
 
@@ -44,11 +44,7 @@ async def test_an_incoming_message_reaches_the_operators_endpoint_signed(
     fleet: Fleet, receiver: Receiver
 ) -> None:
     sid = (await fleet.link())["id"]
-    async with fleet.http.post(
-        fleet.simwa + "/control/message",
-        json={"from": OUTSIDE, "to": PHONE, "text": "where is my order?"},
-    ) as answer:
-        assert answer.status == 200
+    await incoming_message(fleet, "where is my order?")
 
     async def arrived() -> list[dict[str, Any]] | None:
         found = [b for b in delivered(receiver, sid) if b["type"] == "MESSAGE_IN"]
