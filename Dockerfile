@@ -10,13 +10,14 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 # Marks this stage's images, so scripts/build-images.sh can prune the untagged leftovers.
 LABEL org.wafleet.stage=build
-# Optional-dependency groups to install (pyproject.toml); the orchestrator drives Docker.
-ARG WAFLEET_EXTRAS=docker
 COPY build/wheelhouse /wheels
+# Exactly the lock's versions (requirements/orchestrator.txt, reduced to this Python by
+# scripts/build-images.sh), each wheel checked against its hash; then wafleet itself.
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels --upgrade pip \
     && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels \
-        "wafleet${WAFLEET_EXTRAS:+[$WAFLEET_EXTRAS]}" \
+        --require-hashes -r /wheels/orchestrator.txt \
+    && /opt/venv/bin/pip install --no-cache-dir --no-index --no-deps /wheels/wafleet-*.whl \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes pip \
     && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Build the wafleet images without any image registry or network inside the build:
-#   1. a wheelhouse on the host (build/wheelhouse/): the wafleet wheel and every dependency
-#      that pyproject.toml names (all extras but `dev`), built with a Python 3.11;
+#   1. a wheelhouse on the host (build/wheelhouse/): the wafleet wheel and exactly the files of
+#      the lock (requirements/orchestrator.txt, requirements/worker.txt), hashes checked;
 #   2. `docker build` of Dockerfile (wafleet-orchestrator:latest) and worker/Dockerfile
 #      (wafleet-worker:latest), which install ONLY from that wheelhouse.
 #
 #   scripts/build-images.sh            # after scripts/docker-engine.sh
 #
 # Environment (all optional):
-#   PYTHON      a Python 3.11 with pip, used for the wheelhouse (default /work/venv/bin/python
-#               if present, else python3.11, else python3)
+#   PYTHON      a Python 3.11 with pip, setuptools and packaging, used for the wheelhouse
+#               (default .venv/bin/python, made by scripts/setup.sh)
 #   BASE_IMAGE  image both Dockerfiles start FROM (default wafleet-base:bookworm, made by
 #               scripts/docker-engine.sh; operators with registry access may use python:3.11-slim)
 #   ORCH_TAG    default wafleet-orchestrator:latest
@@ -34,7 +34,7 @@ die() {
 }
 
 if [ -z "${PYTHON:-}" ]; then
-    for c in /work/venv/bin/python python3.11 python3; do
+    for c in "$ROOT/.venv/bin/python" python3.11 python3; do
         if command -v "$c" >/dev/null; then
             PYTHON=$(command -v "$c")
             break
@@ -51,7 +51,10 @@ docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 ||
     log "warning: base image $BASE_IMAGE is not present locally; docker build will try to pull it"
 
 # --- 1. wheelhouse -----------------------------------------------------------------------
-# Build the project's wheel from a clean copy, so pip leaves no build/ or *.egg-info in the tree.
+# Exactly the lock's files: requirements/orchestrator.txt and requirements/worker.txt (made from
+# uv.lock by scripts/lock.sh), reduced to what the image's Python takes, each file checked
+# against its hash here and again by pip inside the build; and the wafleet wheel itself.
+python3 "$ROOT/scripts/check-lock.py" "$ROOT" || die "the lock does not match pyproject.toml"
 src=$(mktemp -d /tmp/wafleet-src.XXXXXX)
 trap 'rm -rf "$src"' EXIT
 cp "$ROOT/pyproject.toml" "$src/"
@@ -64,27 +67,12 @@ for f in README.md README.rst LICENSE LICENSE.txt MANIFEST.in setup.cfg; do
 done
 find "$src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 
-# Every optional-dependency group but dev goes into the wheelhouse (docker for the orchestrator,
-# whatever the worker's driver needs), read from pyproject.toml now rather than hard-coded.
-extras=$("$PYTHON" - "$ROOT/pyproject.toml" <<'EOF'
-import sys, tomllib
-with open(sys.argv[1], "rb") as f:
-    project = tomllib.load(f)["project"]
-print(",".join(e for e in project.get("optional-dependencies", {}) if e != "dev"))
-EOF
-)
-target="$src"
-[ -n "$extras" ] && target="$src[$extras]"
-
 rm -rf "$WHEELHOUSE"
 mkdir -p "$WHEELHOUSE"
-log "wheelhouse: pip wheel '$target' with $PYTHON (Python $pyver) -> build/wheelhouse/"
-"$PYTHON" -m pip wheel --quiet --wheel-dir "$WHEELHOUSE" "$target" ||
-    die "pip wheel failed"
-# pip, setuptools and wheel for the image's venv, so it does not depend on Debian's bundled pip.
-"$PYTHON" -m pip download --quiet --only-binary=:all: --dest "$WHEELHOUSE" pip ||
-    die "pip download pip failed"
-# pip evaluated environment markers for the host's Python; add what the image's Python needs.
+# The wheel is built with this venv's locked setuptools: no build isolation, nothing downloaded.
+log "wheelhouse: the wafleet wheel, with $PYTHON (Python $pyver)"
+"$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$WHEELHOUSE" "$src" ||
+    die "pip wheel of wafleet failed"
 markers=$(docker run --rm --network host "$BASE_IMAGE" python3 -c '
 import json, os, platform, sys
 v = sys.implementation.version
@@ -97,10 +85,14 @@ print(json.dumps({
     "platform_version": platform.version(), "python_full_version": platform.python_version(),
     "python_version": ".".join(platform.python_version_tuple()[:2]), "sys_platform": sys.platform,
 }))') || die "cannot run python3 in $BASE_IMAGE to read its environment markers"
-root_req="wafleet"
-[ -n "$extras" ] && root_req="wafleet[$extras]"
-"$PYTHON" "$ROOT/scripts/complete-wheelhouse.py" "$WHEELHOUSE" "$markers" "$root_req" pip ||
-    die "could not complete the wheelhouse for $BASE_IMAGE's Python"
+for image in orchestrator worker; do
+    "$PYTHON" "$ROOT/scripts/image-requirements.py" "$ROOT/requirements/$image.txt" "$markers" \
+        >"$WHEELHOUSE/$image.txt" || die "cannot reduce requirements/$image.txt for $BASE_IMAGE"
+    log "wheelhouse: the locked files of requirements/$image.txt, hashes checked"
+    "$PYTHON" -m pip download --quiet --no-deps --require-hashes --only-binary=:all: \
+        --dest "$WHEELHOUSE" -r "$WHEELHOUSE/$image.txt" ||
+        die "pip download of requirements/$image.txt failed"
+done
 # The image's Python must accept every wheel: pure (py3-none-any), a py3X tag up to 3.11
 # (neonize ships py310-none-manylinux), cp311 or abi3.
 bad=$(find "$WHEELHOUSE" -name '*.whl' -printf '%f\n' |

@@ -97,7 +97,12 @@ def test_worker_imports_only_the_core_it_needs() -> None:
 
 @pytest.fixture(scope="module")
 def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv holding only the wafleet wheel; its dependencies come from this venv."""
+    """A fresh venv holding the wafleet wheel and, beside it, exactly the locked dependencies.
+
+    The dependencies come from requirements/orchestrator.txt (the lock the orchestrator image
+    installs) with every hash checked, and `pip check` then proves the lock holds everything the
+    wheel's metadata asks for: a dependency added to pyproject.toml but not locked fails here.
+    """
     work = tmp_path_factory.mktemp("wheel")
     src = work / "src"
     src.mkdir()
@@ -117,17 +122,19 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = dist.glob("wafleet-*.whl")
     env_dir = work / "venv"
     venv.EnvBuilder(with_pip=False).create(env_dir)
-    site = next(env_dir.glob("lib/python3*/site-packages"))
-    # The test venv's third-party packages, appended after the wheel's own: a .pth line adds a
-    # path without running that folder's .pth files, so the editable finder stays out.
-    deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir())
-    (site / "deps.pth").write_text(f"{deps}\n")
+    pip = [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python")]
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(env_dir / "bin" / "python")]
-        + ["install", "--quiet", "--no-deps", "--no-index", str(wheel)],
+        [*pip, "install", "--quiet", "--require-hashes", "--only-binary=:all:"]
+        + ["-r", str(ROOT / "requirements" / "orchestrator.txt")],
         check=True,
         cwd=work,
     )
+    subprocess.run(
+        [*pip, "install", "--quiet", "--no-deps", "--no-index", f"{wheel}[docker]"],
+        check=True,
+        cwd=work,
+    )
+    subprocess.run([*pip, "check"], check=True, cwd=work, capture_output=True)
     shutil.rmtree(src)
     return env_dir
 
