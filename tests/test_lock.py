@@ -117,3 +117,16 @@ def test_setup_refuses_a_lock_that_does_not_verify(tmp_path: Path) -> None:
     assert "has a hash uv.lock does not" in done.stderr
     assert "refusing an unverified lock" in done.stderr
     assert not (root / ".venv").exists()
+
+
+def test_setup_again_with_nothing_changed_installs_and_prints_nothing() -> None:
+    """scripts/demo.sh runs setup first: its output must be the demo's, not pip's or setuptools'."""
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "setup.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == ("", "")

@@ -44,10 +44,14 @@ async def _accept(fleet: Fleet, sid: str, n: int) -> str:
         try:
             status, answer = await fleet.call("POST", f"/api/sessions/{sid}/messages", body)
         except (aiohttp.ClientError, OSError):
-            status, answer = 0, None
+            # serve was killed: no answer at all (refused or cut), and the client tries again
+            await asyncio.sleep(0.05)
+            continue
         if status == 202:
             return str(answer["id"])
-        assert status in (0, 503), answer  # serve or Redis away: nothing else
+        # serve is up while Redis is away: it says exactly that, and nothing else is acceptable
+        assert status == 503, answer
+        assert answer["error"]["code"] == "redis_unavailable", answer
         await asyncio.sleep(0.05)  # pacing the retries of a client, not waiting for a state
     raise AssertionError(f"message {n} never accepted")
 
