@@ -120,7 +120,7 @@ def test_setup_refuses_a_lock_that_does_not_verify(tmp_path: Path) -> None:
 
 
 def test_setup_again_with_nothing_changed_installs_and_prints_nothing() -> None:
-    """scripts/demo.sh runs setup first: its output must be the demo's, not pip's or setuptools'."""
+    """scripts/demo.sh runs setup first: its output must be the demo's, not pip's."""
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "setup.sh")],
         capture_output=True,
