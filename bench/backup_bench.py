@@ -1,4 +1,4 @@
-"""Benchmark of backups and restore on the process runner (issue 5's numbers).
+"""Benchmark of backups and restore on the process runner.
 
 Starts a real stack on loopback (redis-server, microsocks, simwa, ``wafleet serve``), links
 N sessions (default 10) with an auth folder of a realistic size, and prints one table of
@@ -6,8 +6,9 @@ medians over several runs:
 
 - rolling backup (the default): its duration, the longest time one worker was frozen, and
   the fewest sessions seen connected (in Redis and at the network) while it ran;
-- stop-all backup (SPEC.md's way, ``BACKUP_MODE=stop-all``): the same, where "pause" is a
-  worker's down time from its stop to its start, plus the time until all are connected again;
+- stop-all backup (every worker stopped at once, ``BACKUP_MODE=stop-all``): the same, where
+  "pause" is a worker's down time from its stop to its start, plus the time until all are
+  connected again;
 - restore of the newest archive: request → every session connected again.
 
 Usage: python bench/backup_bench.py [--runs 5] [--sessions 10] [--auth-kib 1024] [--keep]
@@ -18,21 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import aiohttp
-import redis.asyncio as aioredis
+from _common import bench_fleet
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.conftest import fleet_env  # noqa: E402
-from tests.fleet import Fleet  # noqa: E402
-from wafleet import devstack  # noqa: E402
+from tests.fleet import Fleet
 
 
 async def connected_counts(fleet: Fleet) -> tuple[int, int]:
@@ -100,45 +92,23 @@ def med(rows: list[dict[str, float]], key: str) -> float:
 
 
 async def run(args: argparse.Namespace) -> list[str]:
-    workdir = Path(tempfile.mkdtemp(prefix="wafleet-backup-bench-"))
-    redis_proc, redis_url = devstack.start_redis(workdir / "redis")
-    proxies = [devstack.start_proxy(workdir, i) for i in range(1, (args.sessions + 3) // 4 + 2)]
-    simwa, simwa_port = devstack.start_simwa(workdir)
-    env = fleet_env(workdir, redis_url, proxies, simwa_port, LOG_LEVEL="INFO")
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    fleet: Fleet | None = None
-    try:
-        async with aiohttp.ClientSession() as http:
-            fleet = Fleet(workdir, redis_url, proxies, simwa_port, env, http, client)
-            fleet.start()
-            phones = [f"97250{n:07d}" for n in range(args.sessions)]
-            linked = await asyncio.gather(*(fleet.link(p) for p in phones))
-            for session in linked:
-                blob = fleet.sessions_dir / session["id"] / "app-state-sync-key-bench.bin"
-                blob.write_bytes(os.urandom(args.auth_kib * 1024))
-            results: dict[str, list[dict[str, float]]] = {"rolling": [], "stop-all": []}
-            for mode in ("rolling", "stop-all"):
-                if mode != "rolling":  # restart serve in the other mode; workers are adopted
-                    fleet.stop()
-                    fleet.env["BACKUP_MODE"] = mode
-                    fleet.start()
-                    await all_connected(fleet, args.sessions)
-                for _ in range(args.runs):
-                    results[mode].append(await one_backup(fleet, args.sessions))
-            restores = [await one_restore(fleet, args.sessions) for _ in range(args.runs)]
-    finally:
-        if fleet is not None:
-            fleet.stop()
-            fleet.kill_workers()
-        await client.aclose()
-        for proxy in proxies:
-            proxy.proc.kill()
-        simwa.stop()
-        redis_proc.stop()
-        if args.keep:
-            print(f"logs kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    proxies = (args.sessions + 3) // 4 + 1
+    async with bench_fleet("backup", proxies, {"LOG_LEVEL": "INFO"}, keep=args.keep) as fleet:
+        phones = [f"97250{n:07d}" for n in range(args.sessions)]
+        linked = await asyncio.gather(*(fleet.link(p) for p in phones))
+        for session in linked:
+            blob = fleet.sessions_dir / session["id"] / "app-state-sync-key-bench.bin"
+            blob.write_bytes(os.urandom(args.auth_kib * 1024))
+        results: dict[str, list[dict[str, float]]] = {"rolling": [], "stop-all": []}
+        for mode in ("rolling", "stop-all"):
+            if mode != "rolling":  # restart serve in the other mode; workers are adopted
+                fleet.stop()
+                fleet.env["BACKUP_MODE"] = mode
+                fleet.start()
+                await all_connected(fleet, args.sessions)
+            for _ in range(args.runs):
+                results[mode].append(await one_backup(fleet, args.sessions))
+        restores = [await one_restore(fleet, args.sessions) for _ in range(args.runs)]
 
     size_mib = args.sessions * args.auth_kib / 1024
     rows = [

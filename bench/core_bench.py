@@ -32,16 +32,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import rss_mb  # noqa: E402
+
 from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, session_secret, sign  # noqa: E402
 from tests.fleet import WEBHOOK_SECRET, Fleet  # noqa: E402
 from wafleet import devstack  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Stack:

@@ -19,26 +19,21 @@ import argparse
 import asyncio
 import json
 import re
-import shutil
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import bench_fleet, poll, remove_engine_workers, row, table_header  # noqa: E402
+
 from core.docker_engine import INSTANCE_LABEL  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from tests.conftest import fleet_env  # noqa: E402
 from tests.fleet import Fleet  # noqa: E402
-from wafleet import devstack  # noqa: E402
 from wafleet.serve import instance_id  # noqa: E402
 
-POLL_S = 0.01
+POLL_S = 0.01  # this table times starts of ~1 s: poll finer than the default
+WIDTH = 44
 UNITS = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 1e3, "mb": 1e6, "gb": 1e9}
 
 
@@ -50,16 +45,6 @@ async def docker(*args: str) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"docker {' '.join(args)}: {err.decode().strip()}")
     return out.decode()
-
-
-async def poll(check: Any, limit_s: float, what: str) -> Any:
-    deadline = time.perf_counter() + limit_s
-    while time.perf_counter() < deadline:
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(POLL_S)
-    raise RuntimeError(f"timed out after {limit_s} s waiting for {what}")
 
 
 def mib(text: str) -> float:
@@ -79,7 +64,7 @@ async def provision_to_qr(fleet: Fleet, phone: str) -> tuple[str, float]:
         status, body = await fleet.call("GET", f"/api/sessions/{sid}/qr")
         return body["qr"] if status == 200 else None
 
-    code = await poll(qr, 15, f"the first QR of {sid}")
+    code = await poll(qr, 15, f"the first QR of {sid}", every=POLL_S)
     elapsed = time.perf_counter() - t0
     assert await fleet.scan(code, phone) == 200
     await fleet.wait_status(sid, "connected")
@@ -97,7 +82,7 @@ async def kill_to_connected(fleet: Fleet, sid: str) -> float:
         status = await fleet.text(f"session:{sid}:status")
         return lock not in (None, old) and status == "connected"
 
-    await poll(back, 15, f"{sid} connected in a new container")
+    await poll(back, 15, f"{sid} connected in a new container", every=POLL_S)
     return time.perf_counter() - t0
 
 
@@ -113,73 +98,37 @@ async def bare_run(image: str) -> float:
     return time.perf_counter() - t0
 
 
-def row(name: str, values: list[float], unit: str, target: str) -> str:
-    med = statistics.median(values)
-    return (
-        f"| {name:<44} | {med:>8.2f} | {min(values):>7.2f} | {max(values):>7.2f} "
-        f"| {unit:<4} | {target:<7} |"
-    )
-
-
 async def bench(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="wafleet-docker-bench-"))
-    redis_proc, redis_url = devstack.start_redis(workdir / "redis")
-    proxies = [devstack.start_proxy(workdir, n) for n in (1, 2)]
-    simwa, simwa_port = devstack.start_simwa(workdir)
-    env = fleet_env(
-        workdir,
-        redis_url,
-        proxies,
-        simwa_port,
-        RUNNER="docker",
-        WORKER_IMAGE=args.image,
-        WORKER_NETWORK="host",
-        LOG_LEVEL="WARNING",
+    env = {
+        "RUNNER": "docker",
+        "WORKER_IMAGE": args.image,
+        "WORKER_NETWORK": "host",
+        "LOG_LEVEL": "WARNING",
         # production clocks: the idle memory is that of a worker as it really runs
-        WORKER_PRESENCE_INTERVAL_MS="15000",
-        WORKER_SELF_MESSAGE_INTERVAL_MS="600000",
-        WATCHDOG_INTERVAL_MS="60000",
-        PING_TIMEOUT_MS="180000",
-    )
-    instance = instance_id(Settings.from_env(env))
-    fleet: Fleet | None = None
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        async with aiohttp.ClientSession() as http:
-            fleet = Fleet(workdir, redis_url, proxies, simwa_port, env, http, client)
-            fleet.start()
-            await provision_to_qr(fleet, "972500000999")  # warm-up: page cache, first import
-            qr_times, sids = [], []
-            for n in range(args.runs):
-                sid, elapsed = await provision_to_qr(fleet, f"97250000{n:04d}")
-                sids.append(sid)
-                qr_times.append(elapsed)
-            crash_times = [await kill_to_connected(fleet, sid) for sid in sids]
-            await asyncio.sleep(args.idle)  # let every worker settle into its idle loop
-            mem = await memory(instance)
-            base = [await bare_run(args.base_image) for _ in range(args.runs)]
-    finally:
-        if fleet is not None:
-            fleet.stop()
-        ids = (await docker("ps", "-aq", "--filter", f"label={INSTANCE_LABEL}={instance}")).split()
-        if ids:
-            await docker("rm", "-f", *ids)
-        await client.aclose()
-        for proxy in proxies:
-            proxy.proc.kill()
-        simwa.stop()
-        redis_proc.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        "WORKER_PRESENCE_INTERVAL_MS": "15000",
+        "WORKER_SELF_MESSAGE_INTERVAL_MS": "600000",
+        "WATCHDOG_INTERVAL_MS": "60000",
+        "PING_TIMEOUT_MS": "180000",
+    }
+    async with bench_fleet("docker", 2, env, cleanup=remove_engine_workers) as fleet:
+        instance = instance_id(Settings.from_env(fleet.env))
+        await provision_to_qr(fleet, "972500000999")  # warm-up: page cache, first import
+        qr_times, sids = [], []
+        for n in range(args.runs):
+            sid, elapsed = await provision_to_qr(fleet, f"97250000{n:04d}")
+            sids.append(sid)
+            qr_times.append(elapsed)
+        crash_times = [await kill_to_connected(fleet, sid) for sid in sids]
+        await asyncio.sleep(args.idle)  # let every worker settle into its idle loop
+        mem = await memory(instance)
+        base = [await bare_run(args.base_image) for _ in range(args.runs)]
 
     print(f"\nDocker runner, {args.runs} runs, median (min, max); image {args.image}\n")
-    print(f"| {'measure':<44} | {'median':>8} | {'min':>7} | {'max':>7} | unit | target  |")
-    print(f"|{'-' * 46}|{'-' * 10}|{'-' * 9}|{'-' * 9}|------|---------|")
-    print(row("provision → first QR", qr_times, "s", "< 1.5"))
-    print(row("docker kill → new container connected", crash_times, "s", "< 5"))
-    print(row(f"idle sim worker container memory (n={len(mem)})", mem, "MiB", ""))
-    print(row("reference: bare docker run --rm (base image)", base, "s", ""))
+    print(table_header(WIDTH))
+    print(row("provision → first QR", qr_times, "s", "< 1.5", WIDTH))
+    print(row("docker kill → new container connected", crash_times, "s", "< 5", WIDTH))
+    print(row(f"idle sim worker container memory (n={len(mem)})", mem, "MiB", "", WIDTH))
+    print(row("reference: bare docker run --rm (base image)", base, "s", "", WIDTH))
 
 
 def main() -> None:

@@ -20,20 +20,15 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import aiohttp
+from _common import bench_fleet, percentile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, session_secret, sign  # noqa: E402
-from tests.event_receiver import EVENTS_SECRET, Receiver  # noqa: E402
-from tests.fleet import WEBHOOK_SECRET, Fleet  # noqa: E402
-from wafleet import devstack  # noqa: E402
+from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, session_secret, sign
+from tests.event_receiver import EVENTS_SECRET, Receiver
+from tests.fleet import WEBHOOK_SECRET
 
 
 class Poster:
@@ -116,10 +111,6 @@ async def burst_run(
     return burst / (max(got[i] for i in ids) - t0)
 
 
-def percentile(samples: list[float], p: float) -> float:
-    return samples[min(len(samples) - 1, round(p / 100 * (len(samples) - 1)))]
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -130,53 +121,25 @@ async def main() -> None:
     args = parser.parse_args()
     receiver = Receiver()
     await receiver.start()
-    with tempfile.TemporaryDirectory(prefix="wafleet-events-bench-") as tmp:
-        workdir = Path(tmp)
-        redis, redis_url = devstack.start_redis(workdir / "redis")
-        proxies = [devstack.start_proxy(workdir, n) for n in range(1, args.sessions // 4 + 2)]
-        simwa, simwa_port = devstack.start_simwa(workdir)
-        from tests.conftest import fleet_env
-
-        env = fleet_env(
-            workdir,
-            redis_url,
-            proxies,
-            simwa_port,
-            LOG_LEVEL="WARNING",
-            EVENTS_WEBHOOK_URL=receiver.url(),
-            EVENTS_WEBHOOK_SECRET=EVENTS_SECRET,
-        )
-        fleet: Fleet | None = None
-        try:
-            async with aiohttp.ClientSession() as http:
-                import redis.asyncio as aioredis
-
-                client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-                fleet = Fleet(workdir, redis_url, proxies, simwa_port, env, http, client)
-                fleet.start()
-                sids = [
-                    str((await fleet.provision(f"97250{n:07d}"))["id"])
-                    for n in range(args.sessions)
-                ]
-                poster = Poster(http, fleet.api)
-                p50s, p99s, rates = [], [], []
-                for _ in range(args.runs):
-                    samples = await latency_run(poster, receiver, sids, args.events)
-                    p50s.append(percentile(samples, 50))
-                    p99s.append(percentile(samples, 99))
-                    rates.append(
-                        await burst_run(poster, receiver, sids, args.burst, args.concurrency)
-                    )
-                await client.aclose()
-        finally:
-            if fleet is not None:
-                fleet.stop()
-                fleet.kill_workers()
-            for proxy in proxies:
-                proxy.proc.kill()
-            simwa.stop()
-            redis.stop()
-            await receiver.stop()
+    try:
+        env = {
+            "LOG_LEVEL": "WARNING",
+            "EVENTS_WEBHOOK_URL": receiver.url(),
+            "EVENTS_WEBHOOK_SECRET": EVENTS_SECRET,
+        }
+        async with bench_fleet("events", args.sessions // 4 + 1, env) as fleet:
+            sids = [
+                str((await fleet.provision(f"97250{n:07d}"))["id"]) for n in range(args.sessions)
+            ]
+            poster = Poster(fleet.http, fleet.api)
+            p50s, p99s, rates = [], [], []
+            for _ in range(args.runs):
+                samples = await latency_run(poster, receiver, sids, args.events)
+                p50s.append(percentile(samples, 50))
+                p99s.append(percentile(samples, 99))
+                rates.append(await burst_run(poster, receiver, sids, args.burst, args.concurrency))
+    finally:
+        await receiver.stop()
     assert all(hit.signed for hit in receiver.hits), "a delivery with a bad signature"
     print(f"sessions {args.sessions}, {args.runs} runs (median of the runs; min-max)")
     print("| measure | median | min | max |")

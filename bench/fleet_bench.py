@@ -50,6 +50,8 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import sample, timed  # noqa: E402
+
 from core.clock import SystemClock  # noqa: E402
 from core.docker_engine import INSTANCE_LABEL  # noqa: E402
 from core.metrics import Metrics  # noqa: E402
@@ -63,31 +65,6 @@ from tests.fake_telegram import CHAT, FakeTelegram  # noqa: E402
 from tests.fleet import API_KEY, WEBHOOK_SECRET  # noqa: E402
 from wafleet import devstack  # noqa: E402
 from wafleet.serve import instance_id  # noqa: E402
-
-
-# The same samplers as bench/load_gen.py (bench scripts are files, not a package).
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid``: what it has spent on the CPU so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def sample(pid: int, seconds: float) -> tuple[float, float]:
-    """(median RSS in MB, CPU as % of one core) of ``pid`` over ``seconds``."""
-    rss = []
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
-    end = t0 + seconds
-    while time.monotonic() < end:
-        rss.append(rss_mb(pid))
-        await asyncio.sleep(1)
-    return statistics.median(rss), 100 * (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
 
 
 async def channel_counters(http: aiohttp.ClientSession, api: str) -> dict[str, float]:
@@ -141,15 +118,6 @@ def remove_containers(instance: str) -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda c: c.remove(force=True), found))
     engine.close()
-
-
-async def timed(samples: int, call: Any) -> list[float]:
-    out = []
-    for _ in range(samples):
-        t = time.perf_counter()
-        await call()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 async def link_all(http: aiohttp.ClientSession, api: str, simwa: str, n: int) -> list[str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -38,6 +39,8 @@ import aiohttp
 import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import sample, timed  # noqa: E402
 
 from core import keys  # noqa: E402
 from core.clock import SystemClock  # noqa: E402
@@ -56,39 +59,6 @@ from wafleet.serve import instance_id  # noqa: E402
 
 PRESENCE_MS = 15_000  # the worker's real ping interval (WORKER_PRESENCE_INTERVAL_MS)
 POLL_MS = 25_000  # the worker's real command-channel poll (POLL_WAIT_MS, COMMAND_POLL_MS)
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid``: what it has spent on the CPU so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def sample(pid: int, seconds: float) -> tuple[float, float]:
-    """(median RSS in MB, CPU as % of one core) of ``pid`` over ``seconds``."""
-    rss = []
-    cpu0, t0 = cpu_seconds(pid), time.monotonic()
-    end = t0 + seconds
-    while time.monotonic() < end:
-        rss.append(rss_mb(pid))
-        await asyncio.sleep(1)
-    return statistics.median(rss), 100 * (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
-
-
-async def timed(samples: int, call: Any) -> list[float]:
-    out = []
-    for _ in range(samples):
-        t = time.perf_counter()
-        await call()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 class Workers:
@@ -308,7 +278,7 @@ async def main() -> None:
                 ("stats (s)", "/api/v1/dashboard/stats"),
                 ("/metrics (s)", "/metrics"),
             ):
-                out[name] = statistics.median(await timed(args.runs, lambda p=path: get(p)))
+                out[name] = statistics.median(await timed(args.runs, functools.partial(get, path)))
 
             # A burst of disconnects: what the chat and the log get, and how fast.
             tasks[0].cancel()  # the steady load stops, so the burst is all that is counted

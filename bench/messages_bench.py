@@ -15,20 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import aiohttp
-import redis.asyncio as aioredis
+from _common import bench_fleet, percentile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.conftest import fleet_env  # noqa: E402
-from tests.fleet import Fleet  # noqa: E402
-from wafleet import devstack  # noqa: E402
+from tests.fleet import Fleet
 
 NO_LIMITS = {
     "MESSAGES_PER_MINUTE": "0",
@@ -45,11 +37,6 @@ NO_LIMITS = {
 }
 TO = "14155550123"
 CLIENT_CONNECTIONS = 16  # the operator's client posts this many at once
-
-
-def percentile(samples: list[float], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def network_log(fleet: Fleet, phone: str) -> dict[str, dict[str, Any]]:
@@ -99,45 +86,26 @@ async def throughput(fleet: Fleet, sessions: list[tuple[str, str]], per_session:
 
 
 async def main(args: argparse.Namespace) -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="wafleet-msg-bench-"))
-    redis_proc, redis_url = devstack.start_redis(workdir / "redis")
-    proxies = [devstack.start_proxy(workdir, n) for n in range(1, 3)]
-    simwa, simwa_port = devstack.start_simwa(workdir)
-    env = fleet_env(workdir, redis_url, proxies, simwa_port, **NO_LIMITS)
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    fleet: Fleet | None = None
-    try:
-        async with aiohttp.ClientSession() as http:
-            fleet = Fleet(workdir, redis_url, proxies, simwa_port, env, http, client)
-            fleet.start()
-            sessions = []
-            for n in range(args.sessions):
-                phone = f"97252{n:07d}"
-                sessions.append(((await fleet.link(phone))["id"], phone))
-            sid, phone = sessions[0]
-            await latency(fleet, sid, phone, 10)  # warm up
-            samples = await latency(fleet, sid, phone, args.latency)
-            rates = [await throughput(fleet, sessions, args.per_session) for _ in range(3)]
-            print(f"sessions linked: {len(sessions)}")
-            print(
-                f"accepted -> sent at the network: p50 {statistics.median(samples):.1f} ms, "
-                f"p99 {percentile(samples, 99):.1f} ms ({len(samples)} messages)"
-            )
-            print(
-                f"outbound across {len(sessions)} sessions: median "
-                f"{statistics.median(rates):.0f} msgs/s (runs: "
-                + ", ".join(f"{r:.0f}" for r in rates)
-                + f"; {args.per_session} per session per run)"
-            )
-    finally:
-        if fleet is not None:
-            fleet.stop()
-            fleet.kill_workers()
-        for proxy in proxies:
-            proxy.proc.kill()
-        simwa.stop()
-        redis_proc.stop()
-        await client.aclose()
+    async with bench_fleet("msg", 2, NO_LIMITS) as fleet:
+        sessions = []
+        for n in range(args.sessions):
+            phone = f"97252{n:07d}"
+            sessions.append(((await fleet.link(phone))["id"], phone))
+        sid, phone = sessions[0]
+        await latency(fleet, sid, phone, 10)  # warm up
+        samples = await latency(fleet, sid, phone, args.latency)
+        rates = [await throughput(fleet, sessions, args.per_session) for _ in range(3)]
+        print(f"sessions linked: {len(sessions)}")
+        print(
+            f"accepted -> sent at the network: p50 {statistics.median(samples):.1f} ms, "
+            f"p99 {percentile(samples, 99):.1f} ms ({len(samples)} messages)"
+        )
+        print(
+            f"outbound across {len(sessions)} sessions: median "
+            f"{statistics.median(rates):.0f} msgs/s (runs: "
+            + ", ".join(f"{r:.0f}" for r in rates)
+            + f"; {args.per_session} per session per run)"
+        )
 
 
 if __name__ == "__main__":

@@ -23,92 +23,46 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import docker
-import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.docker_engine import INSTANCE_LABEL, SESSION_LABEL  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from tests.conftest import fleet_env  # noqa: E402
+from _common import bench_fleet, poll, remove_engine_workers, row, table_header  # noqa: E402
+
+from core.docker_engine import SESSION_LABEL  # noqa: E402
 from tests.fleet import Fleet  # noqa: E402
-from wafleet import devstack  # noqa: E402
-from wafleet.serve import instance_id  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.05
+WIDTH = 50
 SECOND_SOCK = "unix:///run/wafleet-swarm2.sock"
 SECOND_PID = Path("/var/lib/wafleet-swarm2/dockerd.pid")
-
-
-async def poll(check: Any, limit_s: float, what: str) -> Any:
-    deadline = time.perf_counter() + limit_s
-    while time.perf_counter() < deadline:
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(POLL_S)
-    raise RuntimeError(f"timed out after {limit_s} s waiting for {what}")
 
 
 @asynccontextmanager
 async def stack(runner: str, image: str, phones: int) -> AsyncIterator[Fleet]:
     """A fleet on loopback with ``runner``; every worker it made removed afterwards."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"wafleet-{runner}-bench-"))
-    redis_proc, redis_url = devstack.start_redis(workdir / "redis")
-    proxies = [devstack.start_proxy(workdir, n) for n in range(1, (phones + 3) // 4 + 1)]
-    simwa, simwa_port = devstack.start_simwa(workdir)
-    env = fleet_env(
-        workdir,
-        redis_url,
-        proxies,
-        simwa_port,
-        RUNNER=runner,
-        WORKER_IMAGE=image,
-        WORKER_NETWORK="host",
-        WORKER_MEMORY_RESERVATION="32m",
-        LOG_LEVEL="WARNING",
-        PING_TIMEOUT_MS="30000",
-        WATCHDOG_INTERVAL_MS="5000",
-    )
-    (workdir / "sessions").mkdir()
-    instance = instance_id(Settings.from_env(env))
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    engine = docker.from_env()
-    fleet: Fleet | None = None
-    try:
-        async with aiohttp.ClientSession() as http:
-            fleet = Fleet(workdir, redis_url, proxies, simwa_port, env, http, client)
-            fleet.start()
-            yield fleet
-    finally:
-        if fleet is not None:
-            fleet.stop()
-        label = f"{INSTANCE_LABEL}={instance}"
-        for service in engine.services.list(filters={"label": label}):
-            service.remove()
-        for container in engine.containers.list(all=True, filters={"label": label}):
-            container.remove(force=True)
-        engine.close()
-        await client.aclose()
-        for proxy in proxies:
-            proxy.proc.kill()
-        simwa.stop()
-        redis_proc.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    env = {
+        "RUNNER": runner,
+        "WORKER_IMAGE": image,
+        "WORKER_NETWORK": "host",
+        "WORKER_MEMORY_RESERVATION": "32m",
+        "LOG_LEVEL": "WARNING",
+        "PING_TIMEOUT_MS": "30000",
+        "WATCHDOG_INTERVAL_MS": "5000",
+    }
+    proxies = (phones + 3) // 4
+    async with bench_fleet(runner, proxies, env, cleanup=remove_engine_workers) as fleet:
+        yield fleet
 
 
 async def provision_to_qr(fleet: Fleet, phone: str) -> tuple[str, float]:
@@ -237,14 +191,6 @@ async def backup_offline(image: str, sessions: int) -> tuple[list[float], list[f
     return [offline.get(sid, 0.0) for sid in sorted(remote)], paused, took
 
 
-def row(name: str, values: list[float], unit: str, target: str) -> str:
-    med = statistics.median(values)
-    return (
-        f"| {name:<50} | {med:>8.2f} | {min(values):>7.2f} | {max(values):>7.2f} "
-        f"| {unit:<4} | {target:<7} |"
-    )
-
-
 async def bench(args: argparse.Namespace) -> None:
     docker_qr = await qr_times("docker", args.image, args.runs)
     swarm_qr = await qr_times("swarm", args.image, args.runs)
@@ -252,15 +198,18 @@ async def bench(args: argparse.Namespace) -> None:
     loss_fast = await node_loss(args.image, args.runs, "1s")
     offline, paused, took = await backup_offline(args.image, args.backup_sessions)
     print(f"\nSwarm runner, {args.runs} runs, median (min, max); image {args.image}\n")
-    print(f"| {'measure':<50} | {'median':>8} | {'min':>7} | {'max':>7} | unit | target  |")
-    print(f"|{'-' * 52}|{'-' * 10}|{'-' * 9}|{'-' * 9}|------|---------|")
-    print(row("provision → first QR, RUNNER=docker", docker_qr, "s", "< 2"))
-    print(row("provision → first QR, RUNNER=swarm", swarm_qr, "s", "< 2"))
-    print(row("node lost → its sessions connected, heartbeat 5s", loss_default, "s", "< 25"))
-    print(row("node lost → its sessions connected, heartbeat 1s", loss_fast, "s", "< 8"))
-    print(row(f"backup: offline per remote session (n={len(offline)})", offline, "s", ""))
-    print(row(f"backup: docker pause per manager session (n={len(paused)})", paused, "ms", ""))
-    print(row(f"backup of {args.backup_sessions} sessions, whole", [took], "s", ""))
+    print(table_header(WIDTH))
+    print(row("provision → first QR, RUNNER=docker", docker_qr, "s", "< 2", WIDTH))
+    print(row("provision → first QR, RUNNER=swarm", swarm_qr, "s", "< 2", WIDTH))
+    print(
+        row("node lost → its sessions connected, heartbeat 5s", loss_default, "s", "< 25", WIDTH)
+    )
+    print(row("node lost → sessions connected, heartbeat 1s", loss_fast, "s", "< 8", WIDTH))
+    print(row(f"backup: offline per remote session (n={len(offline)})", offline, "s", "", WIDTH))
+    print(
+        row(f"backup: docker pause per manager session (n={len(paused)})", paused, "ms", "", WIDTH)
+    )
+    print(row(f"backup of {args.backup_sessions} sessions, whole", [took], "s", "", WIDTH))
 
 
 def main() -> None:
