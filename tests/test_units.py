@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import re
@@ -21,7 +22,7 @@ from core.notifier import Alert, AlertKind, LogNotifier
 from core.phone import normalize
 from core.proxy_url import ProxyUrl
 from core.runner import WorkerSpec
-from core.settings import Settings
+from core.settings import Settings, env_names
 
 
 def test_proxy_url_masks_and_ids_without_the_password() -> None:
@@ -115,6 +116,38 @@ def test_env_example_lists_every_setting_serve_reads() -> None:
     listed = {"PROXY_URL_<n>" if re.fullmatch(r"PROXY_URL_\d+", n) else n for n in listed}
     assert "PROXY_URL_<n>" in listed  # read by pattern from the whole environment
     assert env.asked == listed - {"PROXY_URL_<n>"}
+
+
+def test_every_setting_is_declared_once_with_its_name_and_default() -> None:
+    """One declaration per setting: the name it is read from, and the default it gets when the
+    environment does not say (a second, drifting copy of a default is what this replaced)."""
+    names = env_names()
+    assert len(names) == len(set(names))
+    read = Settings.from_env(_BASE_ENV)
+    for f in dataclasses.fields(Settings):
+        assert "env" in f.metadata, f"{f.name} is not declared with setting()"
+        if f.name in ("api_key", "webhook_secret"):
+            continue
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if isinstance(default, Path):
+            default = default.resolve()
+        assert getattr(read, f.name) == default, f.name
+
+
+def test_a_setting_in_the_environment_reaches_its_field() -> None:
+    read = Settings.from_env(
+        _BASE_ENV
+        | {
+            "MAX_SESSIONS_PER_PROXY": "2",
+            "TELEGRAM_VIEWER_IDS": "7, 8",
+            "WORKER_CONSTRAINTS": "node.role==worker, node.labels.a==b",
+            "DIGEST_SKIP_EMPTY": "yes",
+        }
+    )
+    assert read.max_sessions_per_proxy == 2
+    assert read.telegram_viewer_ids == frozenset({7, 8})
+    assert read.worker_constraints == ("node.role==worker", "node.labels.a==b")
+    assert read.digest_skip_empty is True
 
 
 def test_settings_that_cannot_work_together_are_refused_in_one_message() -> None:
