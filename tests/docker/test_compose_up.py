@@ -31,7 +31,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.docker_engine import SESSION_LABEL
-from tests.docker.conftest import ROOT, WORKER_IMAGE, Images
+from tests.docker.conftest import ORCH_IMAGE, ROOT, WORKER_IMAGE, Images
 from tests.fleet import API_KEY, PHONE, WEBHOOK_SECRET, Fleet, eventually
 from tests.messaging import FAST, OUTSIDE, send, sent_by, wait_message
 from wafleet import devstack
@@ -228,7 +228,7 @@ async def test_compose_up_links_adopts_on_restart_sends_and_goes_down_clean(
     assert sorted(running) == ["orchestrator", "redis"]
     orchestrator = running["orchestrator"]
     assert orchestrator.attrs["Config"]["User"] == "10001:10001"
-    assert orchestrator.attrs["Config"]["Image"] == "wafleet-orchestrator:latest"
+    assert orchestrator.attrs["Config"]["Image"] == ORCH_IMAGE
     assert running["redis"].attrs["Config"]["Image"] == REDIS_IMAGE
 
     async with (
