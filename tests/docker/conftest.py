@@ -59,7 +59,8 @@ def tree_digest() -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     first = next((i for i in items if i.get_closest_marker("docker")), None)
     if first is not None:
-        first.add_marker(pytest.mark.timeout(FIRST_TEST_TIMEOUT_S))
+        # In front of the test's own timeout marker, if it has one: pytest-timeout takes the first.
+        first.add_marker(pytest.mark.timeout(FIRST_TEST_TIMEOUT_S), append=False)
 
 
 def _tail(text: str, lines: int = 25) -> str:

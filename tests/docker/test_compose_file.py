@@ -1,10 +1,10 @@
 """docker-compose.yml, the one-host deployment: it parses, and it runs the images the build makes.
 
 Checked with Docker Compose itself (``docker-compose config``, Debian's compose; the compose
-plugin of newer engines reads the same file), from a copy of the file beside ``.env.example`` as
-its ``.env``, as an operator starts. The images it names must be the tags
-``scripts/build-images.sh`` gives by default, or ``docker compose up`` would look for images
-nobody built.
+plugin of newer engines reads the same files), from a copy of the file and of
+``docker-compose.override.yml`` beside ``.env.example`` as its ``.env``, as an operator
+starts. The images it names must be the tags ``scripts/build-images.sh`` gives by default, or
+``docker compose up`` would look for images nobody built.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def test_docker_compose_yml_parses_and_names_the_built_images(
     # docker_images: scripts/docker-engine.sh has run, and it installs docker-compose.
     compose = shutil.which("docker-compose")
     assert compose, "docker-compose missing: scripts/docker-engine.sh installs it"
-    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    for name in ("docker-compose.yml", "docker-compose.override.yml"):
+        shutil.copy(ROOT / name, tmp_path / name)
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
     done = subprocess.run(
         [compose, "--profile", "build", "config"],
@@ -56,3 +57,7 @@ def test_docker_compose_yml_parses_and_names_the_built_images(
     assert services["orchestrator"]["build"]["dockerfile"] == "Dockerfile"
     assert services["worker"]["build"]["dockerfile"] == "worker/Dockerfile"
     assert "--appendonly" in services["redis"]["command"]
+    # docker-compose.override.yml, read with it by default, publishes the API on ORCH_PORT.
+    [port] = services["orchestrator"]["ports"]
+    assert (str(port["published"]), port["target"]) == ("3001", 3000)
+    assert config["networks"]["default"]["name"] == "wafleet"
