@@ -1,7 +1,8 @@
 """Settings from the environment: the only module that reads it.
 
-Every name is DESIGN.md's contract. Validation happens once, at start, and collects
-every problem into one ``ConfigError`` so an operator fixes their ``.env`` in one pass.
+The names are fixed (deployments' ``.env`` files rely on them). Validation happens once,
+at start, and collects every problem into one ``ConfigError`` so an operator fixes their
+``.env`` in one pass.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Settings:
     # The chat's daily digest (server local time); skip_empty: no message on a quiet day.
     digest_cron: str = "0 9 * * *"
     digest_skip_empty: bool = False
-    # rolling: pause one worker at a time while its folder is copied; stop-all: SPEC.md's way.
+    # rolling: pause one worker at a time while its folder is copied; stop-all: every worker stops.
     backup_mode: str = "rolling"
     # What a restore accepts from an archive: a crafted one (a zip bomb) is refused unread.
     backup_max_bytes: int = 512 * 1024 * 1024
@@ -69,7 +70,7 @@ class Settings:
     public_webhook_url: str = ""
     # Empty: /metrics is open (for a scraper on a private network); set: Bearer <token> needed.
     metrics_token: str = field(default="", repr=False)
-    # Not in SPEC.md: knobs that let tests and the demo shorten the worker's clocks.
+    # Knobs that let tests and the demo shorten the worker's clocks.
     worker_presence_interval_ms: int = 15_000
     worker_self_message_interval_ms: int = 600_000
     worker_attempts_per_process: int = 50
@@ -102,10 +103,13 @@ class Settings:
     events_max_attempts: int = 25
     events_max_age_ms: int = 24 * 3600 * 1000
     events_retention_ms: int = 7 * 24 * 3600 * 1000
-    # Messages (issue 12): how long an accepted message may wait for its session to send it,
+    # Messages: how long an accepted message may wait for its session to send it,
     # and careful sending: per-session limits (0 = none; a session's own override wins), a
     # warm-up ramp for new numbers, a random pause between messages, "typing..." per character.
     message_ttl_s: int = 86_400
+    # How long a finished message's record (and its idempotency key) is kept for GET and
+    # resends. Redis holds every finished message this long: docs/performance.md sizes it.
+    message_retention_days: int = 7
     messages_per_minute: int = 10
     messages_per_day: int = 500
     message_warmup_days: int = 7
@@ -361,6 +365,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         events_max_age_ms=c.integer("EVENTS_MAX_AGE_MS", 24 * 3600 * 1000, minimum=1),
         events_retention_ms=c.integer("EVENTS_RETENTION_MS", 7 * 24 * 3600 * 1000, minimum=0),
         message_ttl_s=c.integer("MESSAGE_TTL_S", 86_400, minimum=1),
+        message_retention_days=c.integer("MESSAGE_RETENTION_DAYS", 7, minimum=1),
         messages_per_minute=c.integer("MESSAGES_PER_MINUTE", 10),
         messages_per_day=c.integer("MESSAGES_PER_DAY", 500),
         message_warmup_days=c.integer("MESSAGE_WARMUP_DAYS", 7),
