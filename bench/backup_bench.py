@@ -1,4 +1,4 @@
-"""Benchmark of backups and restore on the process runner (issue 5's numbers).
+"""Benchmark of backups and restore on the process runner.
 
 Starts a real stack on loopback (redis-server, microsocks, simwa, ``wafleet serve``), links
 N sessions (default 10) with an auth folder of a realistic size, and prints one table of
@@ -6,7 +6,8 @@ medians over several runs:
 
 - rolling backup (the default): its duration, the longest time one worker was frozen, and
   the fewest sessions seen connected (in Redis and at the network) while it ran;
-- stop-all backup (SPEC.md's way, ``BACKUP_MODE=stop-all``): the same, where "pause" is a
+- stop-all backup (every worker stopped for the copy, ``BACKUP_MODE=stop-all``): the same,
+  where "pause" is a
   worker's down time from its stop to its start, plus the time until all are connected again;
 - restore of the newest archive: request → every session connected again.
 

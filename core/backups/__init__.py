@@ -1,4 +1,5 @@
-"""Backups and restore (SPEC.md Flow 5), one job per module:
+"""Backups and restore (every session's auth zipped; the fleet rebuilt from one archive),
+one job per module:
 
 - ``errors``: every refusal and failure, each with its own stable code;
 - ``records``: what a backup or restore produces, and the validated ``Plan``;
