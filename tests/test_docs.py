@@ -50,7 +50,7 @@ def test_the_pattern_finds_what_a_reader_could_not_look_up() -> None:
         "see SPEC" + ".md, Flow 3",
         "DESIGN" + ".md contract",
         "the layering DESIGN" + "'s layout asks for",
-        "as in ../" + "shared/DESIGN" + ".md",
+        "as in ../" + "shared/" + "DESIGN" + ".md",
         "fixed in issue " + "12",
         "(Issue #" + "7)",
     ]

@@ -5,8 +5,9 @@ one job per module:
 - ``records``: what a backup or restore produces, and the validated ``Plan``;
 - ``archive``: the zip files (write, list with a bounded read, check, extract, swap);
 - ``validate``: an archive's values against the live API's rules;
-- ``schedule``: ``BACKUP_CRON`` parsing;
 - ``service``: ``BackupService``, which drives them all, reaching Redis only through ``Store``.
+
+``BACKUP_CRON`` is read by ``core/cron.py`` (re-exported here as ``cron_trigger``).
 """
 
 from __future__ import annotations
