@@ -1,4 +1,4 @@
-"""SPEC.md's backup endpoints: list, create, restore. Parse, call core, serialize.
+"""The backup endpoints: list, create, restore. Parse, call core, serialize.
 
 A full disk answers 507 Insufficient Storage with the code ``disk_full``: it is the one
 backup failure an operator can fix at once, so it must not hide behind a generic 500.

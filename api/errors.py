@@ -1,4 +1,5 @@
-"""One middleware turns domain errors into DESIGN.md's JSON error shape; handlers never try."""
+"""One middleware turns domain errors into the one JSON error shape
+(``{"error": {"code", "message"}}``); handlers never try."""
 
 from __future__ import annotations
 

@@ -537,7 +537,7 @@ SPEC: dict[str, Any] = {
 }
 
 
-# Incoming messages and receipts for the operator (issue 12): the per-session endpoint at
+# Incoming messages and receipts for the operator : the per-session endpoint at
 # provision, the replay of the durable stream, and the dead letters.
 _OPERATOR_EVENT = {
     "type": "object",
@@ -663,7 +663,7 @@ SPEC["paths"]["/api/sessions/{id}/events/dead-letters/redeliver"] = {
         parameters=_ID,
     )
 }
-# Messages, stop/start and careful-sending limits (issue 12).
+# Messages, stop/start and careful-sending limits.
 _MESSAGE = {
     "type": "object",
     "properties": {

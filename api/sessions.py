@@ -1,4 +1,4 @@
-"""SPEC.md's session endpoints and the dashboard. Parse, call core, serialize."""
+"""The session endpoints and the dashboard. Parse, call core, serialize."""
 
 from __future__ import annotations
 

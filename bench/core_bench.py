@@ -1,4 +1,4 @@
-"""Benchmarks of the session life cycle on the process runner (issue 2's targets).
+"""Benchmarks of the session life cycle on the process runner, against their targets.
 
 Starts a real stack on loopback (redis-server, microsocks, simwa, ``wafleet serve``) and
 prints one table of medians over several runs:

@@ -1,4 +1,4 @@
-"""Benchmarks of the Docker runner (issue 4's targets), on a real Docker Engine.
+"""Benchmarks of the Docker runner, against their targets, on a real Docker Engine.
 
 Starts a real stack on loopback (redis-server, microsocks, simwa, ``wafleet serve`` with
 ``RUNNER=docker``, worker containers with host networking) and prints one table of medians

@@ -1,4 +1,4 @@
-"""The fleet curve (issue 11): N live sim sessions on real workers, for N in ``--sizes``.
+"""The fleet curve: N live sim sessions on real workers, for N in ``--sizes``.
 
 For each N and each runner, a fresh stack on loopback (redis-server, one microsocks per 4
 sessions, simwa, ``wafleet serve`` with the real intervals: PING every 15 s, watchdog every
@@ -89,7 +89,7 @@ async def idle(
     return rss, cpu, polls, looks
 
 
-# What one live sim worker costs the host, with room to spare (measured: ~22 MB a process,
+# What one live sim worker costs the host, with room to spare (measured: ~23 MB a process,
 # ~30 MB a container with its containerd shim).
 WORKER_MB = {"process": 30, "docker": 40}
 MIN_FREE_MB = 1500  # below this during a run, the size is abandoned (the others run tests too)

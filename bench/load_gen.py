@@ -1,4 +1,4 @@
-"""``serve`` alone at 10,000 sessions (issue 11), with this script playing the workers.
+"""``serve`` alone at 10,000 sessions, with this script playing the workers.
 
 No worker process runs: 10,000 session records are written to a real Redis (2,500 proxy
 records at 4 sessions each, every session linked), then this asyncio script sends what

@@ -1,4 +1,4 @@
-"""Benchmarks of sending (issue 12): a real stack on loopback (redis-server, microsocks,
+"""Benchmarks of sending: a real stack on loopback (redis-server, microsocks,
 simwa, ``wafleet serve``, sim workers), no limits, no pauses, no "typing...".
 
 - accepted → sent at the simulated network: the 202's arrival at the client to the
@@ -7,7 +7,8 @@ simwa, ``wafleet serve``, sim workers), no limits, no pauses, no "typing...".
   per session, from the first POST to the last message at the network.
 
 Usage: python bench/messages_bench.py [--latency 200] [--sessions 20] [--per-session 20]
-(the issue's figure is for 100 sessions: ``--sessions 100``; each sim worker is ~26 MB).
+(docs/performance.md's figure is for 100 sessions: ``--sessions 100``; each sim worker is
+~23 MB).
 """
 
 from __future__ import annotations

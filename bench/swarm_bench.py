@@ -1,4 +1,4 @@
-"""Benchmarks of the Swarm runner (issue 10's targets), on the real two-node swarm.
+"""Benchmarks of the Swarm runner, against their targets, on the real two-node swarm.
 
 Starts real stacks on loopback (redis-server, microsocks, simwa, ``wafleet serve``, worker
 services or containers with host networking) and prints one table of medians over several runs:

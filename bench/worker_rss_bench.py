@@ -1,4 +1,5 @@
-"""Benchmark of one idle neonize worker's memory (issue 11, "Lighter neonize workers").
+"""Benchmark of one idle neonize worker's memory, before and after the
+lighter neonize loader.
 
 Starts real ``wafleet worker`` processes with ``WA_DRIVER=neonize`` whose WhatsApp is
 unreachable, samples each one's RSS (``/proc/PID/status``) every few seconds, and prints one
@@ -6,7 +7,7 @@ table: the steady RSS (median, min, max over runs of each run's last sample) and
 over the run, for six variants run side by side:
 
 - ``before``: neonize imported whole and the Go library's pages kept (the worker before
-  issue 11); ``after``: the worker as it is (``neonize_slim`` loads only what the driver
+  the light loader); ``after``: the worker as it is (``neonize_slim`` loads only what the driver
   uses, and the driver drops the Go library's start-up pages);
 - each lever alone (``light loader only``, ``page drop only``);
 - ``before`` and ``after`` also with ``MALLOC_ARENA_MAX=2`` (glibc's malloc arenas).

@@ -5,7 +5,8 @@ hours, every proxy's load against its cap (by proxy id, never its URL), sessions
 
 Sized for a phone: Telegram shows a photo about 320-400 px wide there, so the picture is
 ``WIDTH`` px wide and every font is large enough that its letters stay at least
-``MIN_TEXT_PX`` high once scaled down to ``PHONE_WIDTH`` (``tests/test_charts.py`` checks).
+``MIN_TEXT_PX`` high once scaled down to ``PHONE_WIDTH`` (``tests/test_console_parts.py``
+checks).
 
 Hebrew: Pillow without libraqm draws characters in logical order, which reads backwards for
 right-to-left text, so labels are put in visual order here (``visual``) and the layout is

@@ -4,7 +4,7 @@ Why: ``aiogram.types`` defines ~300 Bot API types as pydantic models with
 ``defer_build=True`` and then calls ``model_rebuild()`` on every one of them at the end of
 its ``__init__`` (to resolve forward references), which builds every validator and
 serializer at once: ~130 MB of ``serve``'s ~190 MB with the bot on, whatever the fleet size
-(issue 11's target is 150 MB at 500 sessions). The console uses a few dozen of those types.
+(the target is under 150 MB at 500 sessions). The console uses a few dozen of those types.
 
 What this does instead: for the duration of that one import, ``model_rebuild`` on an aiogram
 class does nothing but keep the namespace aiogram passes (every type by name); the classes

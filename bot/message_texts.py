@@ -1,4 +1,4 @@
-"""The chat texts of messages and stop/start (issue 12), beside ``texts.py`` and under its
+"""The chat texts of messages and stop/start, beside ``texts.py`` and under its
 rules: built inside an i18n context, every dynamic value HTML-escaped here, once."""
 
 from __future__ import annotations

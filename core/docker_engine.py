@@ -21,7 +21,8 @@ SESSION_MOUNT = "/app/session"
 
 
 def container_name(session_id: str) -> str:
-    """The container (docker) or service (swarm) of a session: DESIGN.md's contract."""
+    """The container (docker) or service (swarm) of a session: a fixed name
+    (``wa_session_<id>``) that operators and their tools look for."""
     return f"{CONTAINER_PREFIX}{session_id}"
 
 

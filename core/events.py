@@ -1,4 +1,5 @@
-"""The webhook's event types and the shape of their ``data`` (DESIGN.md contract).
+"""The webhook's event types and the shape of their ``data``: a fixed
+interface between worker and orchestrator (both sides of a rolling upgrade speak it).
 
 Checked before anything is written, so a malformed event changes nothing: that includes
 every string in ``data`` (core/text.py), since a reason or a pairing code with a NUL or a
@@ -95,7 +96,7 @@ def _timestamp(data: dict[str, Any]) -> None:
 
 
 def _message_in(data: dict[str, Any]) -> dict[str, Any]:
-    """A message that arrived at the session's phone (part 2 streams it to the operator)."""
+    """A message that arrived at the session's phone (streamed to the operator)."""
     _text(data, "messageId", required=True)
     _text(data, "from", required=True)
     body = data.get("text")

@@ -1,6 +1,7 @@
 """Every Redis key wafleet uses, built in one place.
 
-The ``session:*``, ``phone:*`` and ``proxy:*`` keys are SPEC.md's contract, byte for byte;
+The ``session:*``, ``phone:*`` and ``proxy:*`` keys are a fixed format, byte for
+byte (operators' scripts and older data read them);
 the ``wafleet:*`` indexes and the extra per-session keys are ours.
 """
 
@@ -95,7 +96,8 @@ LUA_FORMATS = {
 }
 
 
-# The Telegram bot's own state (not SPEC.md's): the chat language and where a QR is shown.
+# The Telegram bot's own state (not one of the fixed formats): the chat language and where
+# a QR is shown.
 def bot_lang(chat_or_user_id: int) -> str:
     return f"wafleet:lang:{chat_or_user_id}"
 
@@ -176,7 +178,7 @@ def operator_written(session_id: str, event_id: str) -> str:
     return f"wafleet:events:{session_id}:written:{event_id}"
 
 
-# Messages (issue 12): outside SPEC.md's ``session:*`` keys on purpose, so a restore (which
+# Messages: outside the fixed ``session:*`` keys on purpose, so a restore (which
 # replaces every ``session:*`` key) neither wipes a queue of accepted messages nor needs them.
 MESSAGE = "wafleet:message:{id}"  # hash: the record of one message we accepted
 MESSAGE_QUEUE = "wafleet:outbox:{id}"  # list of a session's message ids not yet handed out

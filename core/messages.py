@@ -27,13 +27,12 @@ from core.tasks import every
 MAX_TEXT = 4096  # characters; WhatsApp allows more, an operator's notification needs less
 MAX_IDEMPOTENCY_KEY = 128
 MESSAGE_ID = re.compile(r"[0-9a-f]{32}")
-# A finished record (and its idempotency key) is kept this long for GET and resends.
-KEEP_MS = 7 * 24 * 3600 * 1000
 STATUSES = ("queued", "sent", "delivered", "read", "failed")
 WORKER_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
 EXPIRE_BATCH = 500
 LIMIT_NAMES = ("perMinute", "perDay", "warmupDays")
 MAX_LIMIT = 1_000_000
+DAY_MS = 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -101,6 +100,8 @@ class MessageService:
         self.redis = store.redis
         self.settings = settings
         self.clock = clock
+        # A finished record (and its idempotency key) is kept this long for GET and resends.
+        self.keep_ms = settings.message_retention_days * DAY_MS
         self._accept = self.redis.register_script(load_script("message_accept.lua"))
         self._take = self.redis.register_script(load_script("message_take.lua"))
         self._update = self.redis.register_script(load_script("message_update.lua"))
@@ -146,7 +147,7 @@ class MessageService:
                 now,
                 now + self.settings.message_ttl_s * 1000,
                 "1" if key else "0",
-                KEEP_MS,
+                self.keep_ms,
                 key or "",
             ],
         )
@@ -244,7 +245,7 @@ class MessageService:
                 s.messages_per_day,
                 s.message_warmup_days,
                 random.randint(s.message_pause_min_ms, s.message_pause_max_ms),
-                KEEP_MS,
+                self.keep_ms,
             ],
         )
         ids, wait_ms = [str(i) for i in found[0]], int(found[1])
@@ -291,7 +292,7 @@ class MessageService:
                 message_id,
                 status,
                 reason or "",
-                KEEP_MS,
+                self.keep_ms,
             ],
         )
         if ack:
@@ -310,7 +311,7 @@ class MessageService:
                     keys.message_counts(session_id),
                     keys.fleet_message_counts(),
                 ],
-                args=[KEEP_MS],
+                args=[self.keep_ms],
             )
         elif kind == "CONNECTED":
             await self.redis.delete(keys.session_logged_out(session_id))
@@ -358,7 +359,7 @@ class MessageService:
         """Fail queued messages whose time ran out; how many."""
         expired = await self._expire(
             keys=[keys.message_deadlines(), keys.fleet_message_counts()],
-            args=[self.clock.now_ms(), EXPIRE_BATCH, KEEP_MS],
+            args=[self.clock.now_ms(), EXPIRE_BATCH, self.keep_ms],
         )
         return int(expired)
 

@@ -10,19 +10,19 @@ from core.proxy_url import mask
 
 
 class Status(StrEnum):
-    """SPEC.md's ``session:<id>:status`` values (contract)."""
+    """The ``session:<id>:status`` values: a fixed set that clients rely on."""
 
     PENDING = "pending"
     QR_READY = "qr_ready"
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     FAILED = "failed"
-    # Not SPEC.md's: stopped by the operator (credentials, proxy and sticky mapping kept).
+    # Added to that set: stopped by the operator (credentials, proxy and sticky mapping kept).
     STOPPED = "stopped"
 
 
 class ProxyStatus(StrEnum):
-    """SPEC.md's ``proxy:<url>:status`` values (contract)."""
+    """The ``proxy:<url>:status`` values: a fixed set that clients rely on."""
 
     ACTIVE = "active"
     BAD = "bad"

@@ -38,7 +38,7 @@ class WorkerSpec:
 
     session_id: str
     session_dir: Path
-    # The worker's whole environment as DESIGN.md names it (SESSION_ID, PROXY_URL, ...).
+    # The worker's whole environment, by its fixed names (SESSION_ID, PROXY_URL, ...).
     # It carries secrets: never log it.
     env: dict[str, str] = field(repr=False)
 

@@ -1,4 +1,5 @@
-"""The session service: SPEC.md's flows, and the one place that decides what happens next.
+"""The session service: provision, events, failover, watchdog, crashes; the one place that
+decides what happens next.
 
 Webhooks, the runner's exit notices, the watchdog and the operator (REST or chat) all
 end up here. Work on one session is serialised by a per-session lock so a failover, a
@@ -174,7 +175,7 @@ class SessionService:
         await self.get(session_id)
         return await self.store.events(session_id, count)
 
-    # Flow 1: provision ------------------------------------------------------------------
+    # provision ---------------------------------------------------------------------------
 
     async def provision(
         self,
@@ -559,7 +560,7 @@ class SessionService:
             name=f"proxy-error-{record.id}",
         )
 
-    # Flow 4: failover -------------------------------------------------------------------
+    # failover -----------------------------------------------------------------------------
 
     async def handle_proxy_failure(self, url: str, error: str, reporter: str) -> list[Move]:
         """Confirm a reported proxy failure with our own probe, then move every session off it.
@@ -658,7 +659,7 @@ class SessionService:
                 except Exception:
                     session_log(record.id).exception("could not restart the parked session")
 
-    # Flow 2 and crashes -----------------------------------------------------------------
+    # watchdog and crashes ---------------------------------------------------------------
 
     async def handle_worker_exit(self, session_id: str, code: int | None) -> None:
         """A worker died on its own: restart it at once, unless it keeps dying."""

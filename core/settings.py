@@ -145,6 +145,9 @@ class Settings:
     # careful sending: per-session limits (0 = none; a session's own override wins), a
     # warm-up ramp for new numbers, a random pause between messages, "typing..." per character.
     message_ttl_s: int = setting("MESSAGE_TTL_S", C.integer, 86_400, minimum=1)
+    # How long a finished message's record (and its idempotency key) is kept for GET and
+    # resends. Redis holds every finished message this long: docs/performance.md sizes it.
+    message_retention_days: int = setting("MESSAGE_RETENTION_DAYS", C.integer, 7, minimum=1)
     messages_per_minute: int = setting("MESSAGES_PER_MINUTE", C.integer, 10)
     messages_per_day: int = setting("MESSAGES_PER_DAY", C.integer, 500)
     message_warmup_days: int = setting("MESSAGE_WARMUP_DAYS", C.integer, 7)

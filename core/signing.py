@@ -1,4 +1,4 @@
-"""Webhook signatures (DESIGN.md contract): the worker signs, the API checks.
+"""Webhook signatures (a fixed interface): the worker signs, the API checks.
 
 Each session signs with its own secret, HMAC(WEBHOOK_SECRET, session id), so a worker
 (or a container someone broke into) can only ever speak for its own session.

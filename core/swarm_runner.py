@@ -77,8 +77,9 @@ log = logging.getLogger("wafleet.runner.swarm")
 ENDED = frozenset({"complete", "failed", "shutdown", "rejected", "orphaned", "remove"})
 WAITING = frozenset({"new", "pending"})  # not placed on a node yet
 ALIVE = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
-# A sim worker measured ~26 MiB, an idle neonize worker ~39 MB (docs/performance.md): room
-# for both, so Swarm never packs more workers on a node than its memory holds.
+# A sim worker measured ~23 MB (~30 MB as a container), an idle neonize worker ~39 MB
+# (docs/performance.md): room for both, so Swarm never packs more workers on a node than its
+# memory holds.
 DEFAULT_RESERVATION = "96m"
 DEFAULT_LIMIT = "256m"
 NODE_LOST_WAIT_S = 60.0  # how long the grouped alert waits for the moved tasks to run

@@ -1,4 +1,4 @@
-"""Flow 2's watchdog: a loop around ``SessionService.check_pings``.
+"""The watchdog: a loop around ``SessionService.check_pings``.
 
 Exits are noticed by the runner the moment they happen; the watchdog is for workers that
 are alive but stuck (frozen, deadlocked, wedged on a dead socket) and so stop pinging.

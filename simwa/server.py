@@ -1,4 +1,4 @@
-"""``wafleet simwa``: a stand-in for WhatsApp's servers (DESIGN.md contract).
+"""``wafleet simwa``: a stand-in for WhatsApp's servers, speaking a fixed protocol (below).
 
 Devices connect by WebSocket to ``/ws`` (through their SOCKS5 proxy, so the address we
 see is the proxy's). JSON messages, one per frame:

@@ -1,4 +1,4 @@
-"""Backups and restore (issue 5) against the real system: serve, workers, proxies, simwa.
+"""Backups and restore against the real system: serve, workers, proxies, simwa.
 
 Every test drives ``wafleet serve`` over REST and checks what Redis, the session folders
 and the simulated network really hold afterwards.
@@ -468,7 +468,7 @@ def test_backup_cron_keeps_crontab_meaning() -> None:
         cron_trigger("0 3 * *", UTC)
 
 
-# archives that must never be restored (issue 14) -------------------------------------------
+# archives that must never be restored -------------------------------------------
 
 
 def _write_zip(path: Path, members: list[tuple[str, bytes]]) -> None:

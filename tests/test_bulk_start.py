@@ -1,4 +1,4 @@
-"""Starting many workers at once (issue 11): bounded, connected sessions first, counted.
+"""Starting many workers at once: bounded, connected sessions first, counted.
 
 The reconcile runs in process over the real ``ProcessRunner``, wrapped only to record
 when each start begins and ends, so the test measures how many starts are in flight

@@ -1,4 +1,4 @@
-"""What an idle fleet costs `serve` on the command channel (issue 11), and that a message
+"""What an idle fleet costs `serve` on the command channel, and that a message
 still reaches a waiting worker at once. Real serve, Redis, microsocks, simwa and worker;
 the channel's work is counted at serve, by its own `/metrics` counters."""
 

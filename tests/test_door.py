@@ -1,4 +1,4 @@
-"""Bad input at the door (issue 14): a clear 4xx in the JSON error shape, and nothing changes.
+"""Bad input at the door: a clear 4xx in the JSON error shape, and nothing changes.
 
 Each case here was a 500, a traceback in the log, or a value that poisoned the fleet.
 Requests whose bytes aiohttp's client would clean up (a stray byte in a header, a NUL in a

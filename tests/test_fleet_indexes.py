@@ -1,4 +1,4 @@
-"""What Redis keeps or computes for a fleet of 10,000 (issue 11), checked against the truth.
+"""What Redis keeps or computes for a fleet of 10,000, checked against the truth.
 
 The listing reads a range of an order index, stats count statuses inside Redis, and the
 watchdog is handed only the sessions that have not pinged within the timeout. Each must equal
@@ -134,7 +134,7 @@ async def _pool(store: Store) -> dict[str, tuple[str | None, int]]:
 
 
 async def _least_loaded_by_hand(store: Store) -> str | None:
-    """The rule of SPEC.md's load distribution over every proxy: the active one with the
+    """The load-distribution rule over every proxy: the active one with the
     fewest sessions under the cap, the smallest URL of a tie."""
     usable = [
         (n, url) for url, (s, n) in (await _pool(store)).items() if s == "active" and n < CAP

@@ -213,3 +213,16 @@ async def test_bad_limits_at_provision_are_a_400_and_provision_nothing(
     assert any(name in said for name in ("limit", "perMinute", "perDay", "warmupDays")), said
     assert await fleet.snapshot() == before
     assert not [p for p in fleet.sessions_dir.iterdir() if not p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("fleet_options", [{**FAST, "MESSAGE_RETENTION_DAYS": "2"}])
+async def test_a_finished_message_is_kept_for_the_configured_days(fleet: Fleet) -> None:
+    sid = (await fleet.link())["id"]
+    mid = (await send(fleet, sid, OUTSIDE, "kept", idempotencyKey="order-2d"))["id"]
+    await wait_message(fleet, sid, mid, {"read"})
+    two_days_ms = 2 * 24 * 3600 * 1000
+    # The record and its idempotency key both go after MESSAGE_RETENTION_DAYS, not 7 days.
+    for key in (f"wafleet:message:{mid}", f"wafleet:msgkey:{sid}:order-2d"):
+        ttl = await fleet.redis.pttl(key)
+        assert two_days_ms - 60_000 < ttl <= two_days_ms, (key, ttl)
+    assert (await message(fleet, sid, mid))["status"] == "read"

@@ -481,7 +481,7 @@ def test_builds_client_offline_in_an_empty_folder(tmp_path: Path) -> None:
     attempt = nd._Attempt(asyncio.new_event_loop(), client)
     subscribed = set(client.event.list_func)
     assert EVENT_TO_INT[ConnectedEv] in subscribed and EVENT_TO_INT[LoggedOutEv] in subscribed
-    # messages and receipts do (issue 12); history sync and the stale QR event never do
+    # messages and receipts do; history sync and the stale QR event never do
     assert EVENT_TO_INT[MessageEv] in subscribed and EVENT_TO_INT[ReceiptEv] in subscribed
     for event in (HistorySyncEv, QREv):
         assert EVENT_TO_INT[event] not in subscribed
@@ -817,7 +817,7 @@ def test_forget_auth_keeps_session_json_and_logs(session_dir: Path) -> None:
     assert sorted(p.name for p in session_dir.iterdir()) == ["session.json", "worker.log"]
 
 
-# messages (issue 12): text out with "typing...", incoming messages and receipts mapped from
+# messages: text out with "typing...", incoming messages and receipts mapped from
 # neonize's own event types, and at most once across a crash (worker/send_journal.py) -------
 
 MID = "0123456789abcdef0123456789abcdef"

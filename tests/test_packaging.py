@@ -1,4 +1,4 @@
-"""The layout as shipped: the layering DESIGN.md asks for, and a wheel that works on its own.
+"""The layout as shipped: the layering of docs/architecture.md, and a wheel that works on its own.
 
 The editable install the other tests use finds every package in the source tree, so it would
 hide a wheel that forgot the Lua scripts, the catalogues or a whole package. Here a wheel is

@@ -1,4 +1,4 @@
-"""The dashboard's listing a page at a time (issue 11: 10,000 sessions in one answer was
+"""The dashboard's listing a page at a time (10,000 sessions in one answer was
 megabytes and most of a second). The store against a real Redis, the API through a real
 ``serve``."""
 

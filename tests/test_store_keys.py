@@ -1,7 +1,7 @@
-"""SPEC.md's Redis keys, byte for byte, whichever script writes them, and one place for them.
+"""The fixed Redis keys, byte for byte, whichever script writes them, and one place for them.
 
 The Lua scripts name keys through ``core.keys`` (in ``KEYS[]`` or from its formats), so these
-tests spell the expected keys out literally: a format that drifts from SPEC.md fails here.
+tests spell the expected keys out literally: a format that drifts fails here.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ async def test_a_session_life_writes_exactly_the_spec_keys(store: Store) -> None
     sid, proxy = await store.reserve(PHONE, P1, 4, 4, 7)
     assert (sid, proxy) == ("worker_1", P1)
     session = [f"session:worker_1:{f}" for f in ("created", "lastPing", "phone", "proxy")]
-    # Our indexes beside SPEC.md's keys: the ids as a set, and in order (scored by number).
+    # Our indexes beside the fixed keys: the ids as a set, and in order (scored by number).
     index = ["wafleet:session_seq", "wafleet:sessions", f"phone:{PHONE}:sessions"]
     index.append("wafleet:session_order")
     slot = [f"proxy:{P1}:members"]
@@ -179,7 +179,7 @@ async def test_a_resent_failover_script_moves_the_session_once(store: Store) -> 
 async def test_a_deleted_sessions_messages_leave_no_key_behind(store: Store) -> None:
     """Every message key of a session (records, idempotency keys, queue, commands, counts,
     limits, send state) goes in the delete; the one message still queued is reported on the
-    operator stream, which drains and then goes too. What stays: SPEC's sticky IP, the pool,
+    operator stream, which drains and then goes too. What stays: the phone's sticky IP, the pool,
     and the fleet's counts (a deleted session's messages still happened)."""
     clock = ManualClock(1_700_000_000_000)
     settings = replace(

@@ -150,6 +150,29 @@ def test_a_setting_in_the_environment_reaches_its_field() -> None:
     assert read.digest_skip_empty is True
 
 
+def test_message_retention_is_whole_days_from_the_environment() -> None:
+    assert Settings.from_env(dict(_BASE_ENV)).message_retention_days == 7
+    month = Settings.from_env({**_BASE_ENV, "MESSAGE_RETENTION_DAYS": "30"})
+    assert month.message_retention_days == 30
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("0", "MESSAGE_RETENTION_DAYS must be at least 1, got 0"),
+        ("-3", "MESSAGE_RETENTION_DAYS must be at least 1, got -3"),
+        ("1.5", "MESSAGE_RETENTION_DAYS must be a whole number, got '1.5'"),
+        ("week", "MESSAGE_RETENTION_DAYS must be a whole number, got 'week'"),
+    ],
+)
+def test_a_message_retention_that_is_not_a_positive_whole_number_is_refused(
+    raw: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({**_BASE_ENV, "MESSAGE_RETENTION_DAYS": raw})
+    assert problem in str(refused.value)
+
+
 def test_settings_that_cannot_work_together_are_refused_in_one_message() -> None:
     env = {
         **_BASE_ENV,

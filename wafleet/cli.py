@@ -1,4 +1,5 @@
-"""The ``wafleet`` console script (DESIGN.md contract): serve, worker, simwa, demo, backup."""
+"""The ``wafleet`` console script (its commands are a fixed interface): serve, worker,
+simwa, demo, backup."""
 
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ def make_runner(settings: Settings, notifier: Notifier | None = None) -> Runner:
 
 
 def make_deliveries(settings: Settings, service: SessionService) -> Deliveries:
-    """Incoming messages and receipts to the operator's endpoint (issue 12): the lanes read
+    """Incoming messages and receipts to the operator's endpoint: the lanes read
     the service's event log, and POST through the one HTTP client that guards where."""
     post = HttpPost(settings.events_webhook_policy, settings.events_webhook_timeout_ms / 1000)
     deliveries = Deliveries(
@@ -167,7 +167,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         cleanup.callback(service.commands.close)
         background = TaskGroup()
         cleanup.push_async_callback(background.cancel)
-        # Flow 5's daily backup, in the server's time zone (TZ). The service's own lock keeps
+        # The daily backup, in the server's time zone (TZ). The service's own lock keeps
         # a scheduled and a manual backup from overlapping; max_instances keeps it single.
         scheduler = AsyncIOScheduler(timezone=get_localzone())
         scheduler.add_job(

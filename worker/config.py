@@ -1,4 +1,4 @@
-"""The worker's environment (DESIGN.md contract), read once at start."""
+"""The worker's environment (fixed names: SESSION_ID, PROXY_URL, ...), read once at start."""
 
 from __future__ import annotations
 

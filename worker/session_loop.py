@@ -1,6 +1,6 @@
 """One session's life inside its worker: connect, link, keep alive, classify, reconnect.
 
-Flow 3 of SPEC.md lives here for every driver alike: a proxy failure is reported (the
+What a disconnect means is decided here for every driver alike: a proxy failure is reported (the
 orchestrator fails over), a logout wipes auth and starts a new QR round, a lost
 connection reconnects with capped, jittered backoff. A finished QR round or a server
 that forbids reconnecting leaves the worker idle (still pinging) until the operator acts,
@@ -153,7 +153,7 @@ class SessionLoop:
         return delay * random.uniform(0.5, 1.0)  # jitter: 200 workers must not retry in step
 
     async def _keepalive(self) -> None:
-        """PING always (the worker is alive); presence only while connected (Flow 2)."""
+        """PING always (the worker is alive); presence only while connected."""
         while True:
             self.webhook.send("PING", {"timestamp": time.time_ns() // 1_000_000})
             if self.connected:

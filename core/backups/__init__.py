@@ -1,11 +1,13 @@
-"""Backups and restore (SPEC.md Flow 5), one job per module:
+"""Backups and restore (every session's auth zipped; the fleet rebuilt from one archive),
+one job per module:
 
 - ``errors``: every refusal and failure, each with its own stable code;
 - ``records``: what a backup or restore produces, and the validated ``Plan``;
 - ``archive``: the zip files (write, list with a bounded read, check, extract, swap);
 - ``validate``: an archive's values against the live API's rules;
-- ``schedule``: ``BACKUP_CRON`` parsing;
 - ``service``: ``BackupService``, which drives them all, reaching Redis only through ``Store``.
+
+``BACKUP_CRON`` is read by ``core/cron.py`` (re-exported here as ``cron_trigger``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""Backups and restore (SPEC.md Flow 5): zip every session's auth, keep the last few, and
+"""Backups and restore: zip every session's auth, keep the last few, and
 rebuild the whole fleet from one archive, or refuse a bad archive with nothing changed.
 
 Consistency without a fleet-wide outage: in the default ``rolling`` mode each worker is
 frozen (SIGSTOP / ``docker pause``, its connection stays open) only while its own folder is
-copied, so no session is down for more than that copy. ``stop-all`` is SPEC.md's way:
-stop every worker, copy, start them again.
+copied, so no session is down for more than that copy. ``stop-all`` is the simple
+way: stop every worker, copy, start them again.
 
 A restore does everything that can fail on bad input *before* it stops a worker: the
 archive is checked (``archive.inspect``), every value it would write is validated against

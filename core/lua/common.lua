@@ -90,7 +90,7 @@ local function detach(id, url)
   end
 end
 
--- Move a session's slot to ``new`` and its phone's sticky proxy with it (Flow 4, step 6).
+-- Move a session's slot to ``new`` and its phone's sticky proxy with it (a failover).
 local function move(id, old, new)
   detach(id, old)
   attach(id, new)

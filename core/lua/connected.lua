@@ -1,4 +1,4 @@
--- A session's device linked (Flow 1, step 8): record the phone and write the sticky keys
+-- A session's device linked: record the phone and write the sticky keys
 -- from the proxy the session holds *now*, for a session that still exists.
 -- KEYS: sessions set; session:<id>: phone, status, connectedAt, proxy, then the fields to
 -- clear (qr, qrExpires, reason, pairingCode); phone:<phone>: sessions, proxy, session.

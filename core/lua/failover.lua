@@ -1,5 +1,5 @@
 -- Move a session off its (failed) proxy onto the least-loaded healthy one, and move the
--- phone's sticky mapping with it (Flow 4, steps 3 and 6). Returns the new URL or false.
+-- phone's sticky mapping with it (a failover). Returns the new URL or false.
 -- KEYS: sessions set, session:<id>:proxy. ARGV: id, cap, the proxy to move off ('' = none)
 -- A session no longer on that proxy has moved already (a resent script after a broken
 -- connection, or a failover that won the race): it stays where it is.

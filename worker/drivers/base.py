@@ -3,7 +3,7 @@
 A driver owns exactly one connection attempt at a time. The session loop, not the
 driver, decides what happens after a disconnect (report, back off, reconnect), so
 every driver ends an attempt by raising one of the ``Disconnect`` subclasses below.
-That keeps the classification of SPEC.md's Flow 3 in one place for every driver.
+That keeps the classification of a disconnect in one place for every driver.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Disconnect(Exception):  # noqa: N818 - these are outcomes, not failures of
 
 
 class ProxyFailure(Disconnect):
-    """The proxy is down, refuses our credentials or times out: Flow 4 (failover)."""
+    """The proxy is down, refuses our credentials or times out: the orchestrator fails over."""
 
     code = "proxy_error"
 
