@@ -9,7 +9,14 @@ from api.body import Body, Field
 from api.context import SERVICE
 from api.describe import operation
 from api.schema import answer, obj
-from core.messages import LIMIT_NAMES, MAX_IDEMPOTENCY_KEY, MAX_LIMIT, MAX_TEXT, check_limits
+from core.messages import (
+    LIMIT_NAMES,
+    MAX_IDEMPOTENCY_KEY,
+    MAX_LIMIT,
+    MAX_TEXT,
+    STATUSES,
+    check_limits,
+)
 
 routes = web.RouteTableDef()
 
@@ -17,7 +24,7 @@ MESSAGE = obj(
     {
         "id": {"type": "string"},
         "to": {"type": "string"},
-        "status": {"type": "string", "enum": ["queued", "sent", "delivered", "read", "failed"]},
+        "status": {"type": "string", "enum": list(STATUSES)},
         "reason": {"type": "string", "description": "why it failed (expired, logged_out, ...)"},
     }
 )
