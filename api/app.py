@@ -62,6 +62,8 @@ def create_app(
         openapi.routes,
     ):
         app.router.add_routes(table)
+    # Assembled once from the routes: a handler without a declared operation stops here.
+    app[openapi.DOCUMENT] = openapi.document(app.router)
     app.cleanup_ctx.append(_message_expiry)
     return app
 

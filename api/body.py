@@ -4,16 +4,23 @@ Bodies of the REST API are small; a cap read from the stream (not aiohttp's 1 MB
 ``client_max_size``) keeps a hostile one cheap, and a document nested deeper than any
 real request is refused instead of exhausting the parser's stack (RecursionError).
 Every string in it, field names included, passes core/text.py's one rule.
+
+Each body is declared once (``Body``), beside its handler: the same declaration names the
+fields the handler takes (any other is refused), checks those the API checks itself, and is
+the ``requestBody`` of the OpenAPI document.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from api.schema import JSON, conforms
 from core import text
 from core.errors import InvalidInput
 
@@ -51,6 +58,67 @@ async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str
         names = ", ".join(sorted(name[:40] for name in unknown)[:5])
         raise InvalidInput(f"unknown field(s): {names}")
     return body
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a body: its JSON schema, and who checks its value.
+
+    With ``refuse``, the API checks the value against ``schema`` (a required field also for
+    being there) and answers 400 with that message. Without, the value goes to core as
+    given, which checks it with its own message and in its own order (a restore in progress
+    answers 409 before a bad phone is looked at): ``schema`` then describes what core takes.
+    """
+
+    schema: dict[str, Any]
+    required: bool = False
+    refuse: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Body:
+    """A JSON object body: ``read`` for a handler, ``request_body`` for the document.
+
+    ``required``: the body itself must be sent. ``closed``: unknown fields are refused (every
+    REST body; a worker's signed body may carry more than this one reads). ``extra``: more
+    schema keywords for the document (``minProperties``).
+    """
+
+    fields: Mapping[str, Field]
+    required: bool = False
+    closed: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def schema(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {
+            "type": "object",
+            "properties": {name: f.schema for name, f in self.fields.items()},
+        }
+        if self.closed:
+            schema["additionalProperties"] = False
+        required = [name for name, f in self.fields.items() if f.required]
+        if required:
+            schema["required"] = required
+        return {**schema, **self.extra}
+
+    def request_body(self) -> dict[str, Any]:
+        return {"required": self.required, "content": {JSON: {"schema": self.schema()}}}
+
+    def check(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` if the fields the API checks fit their schema (in declaration order)."""
+        for name, f in self.fields.items():
+            if f.refuse is None:
+                continue
+            if name in body:
+                if not conforms(f.schema, body[name]):
+                    raise InvalidInput(f.refuse)
+            elif f.required:
+                raise InvalidInput(f.refuse)
+        return body
+
+    async def read(self, request: web.Request) -> dict[str, Any]:
+        """The request's body, checked; an empty body is ``{}``."""
+        return self.check(await json_object(request, frozenset(self.fields)))
 
 
 @web.middleware

@@ -11,6 +11,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from api.schema import Component, answer
 from core.errors import (
     Conflict,
     InvalidInput,
@@ -31,6 +32,36 @@ STATUS_OF: tuple[tuple[type[WafleetError], int], ...] = (
 
 class Unauthorized(WafleetError):
     code = "unauthorized"
+
+
+ERROR = Component(
+    "Error",
+    {
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+)
+# What each refusal means across the API, for the document (api/describe.py).
+MEANING = {
+    400: "bad input (invalid_input), or a request that could not be read",
+    401: "missing or wrong API key",
+    404: "not found",
+    409: "conflict: busy (a restore runs), phone_limit, qr_unavailable, in use",
+    500: "restore_failed: the restore failed after the swap and the previous fleet was put back",
+    503: "redis_unavailable: the state store is unreachable (any route), or "
+    "no_proxy_capacity: no proxy has a free slot",
+    507: "disk_full: no space left for the archive",
+}
+
+
+def refusals(*statuses: int) -> dict[str, dict[str, object]]:
+    """The documented error answers for these statuses, each in the error shape."""
+    return {str(status): answer(MEANING[status], ERROR) for status in statuses}
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:

@@ -5,16 +5,70 @@ from __future__ import annotations
 from aiohttp import web
 
 from api import serialize
-from api.body import json_object
+from api.body import Body, Field
 from api.context import SERVICE
-from core.messages import check_limits
+from api.describe import operation
+from api.schema import answer, obj
+from core.messages import (
+    LIMIT_NAMES,
+    MAX_IDEMPOTENCY_KEY,
+    MAX_LIMIT,
+    MAX_TEXT,
+    STATUSES,
+    check_limits,
+)
 
 routes = web.RouteTableDef()
 
+MESSAGE = obj(
+    {
+        "id": {"type": "string"},
+        "to": {"type": "string"},
+        "status": {"type": "string", "enum": list(STATUSES)},
+        "reason": {"type": "string", "description": "why it failed (expired, logged_out, ...)"},
+    }
+)
+_LIMIT_MEANING = {
+    "perMinute": "0: no limit",
+    "perDay": "0: no limit",
+    "warmupDays": "a new number's daily limit ramps up over this many days",
+}
+# Core checks them (core/messages.check_limits), for a provision and a backup's too.
+LIMITS = {
+    name: {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": MAX_LIMIT,
+        "description": _LIMIT_MEANING[name],
+    }
+    for name in LIMIT_NAMES
+}
+SEND = Body(
+    {
+        "to": Field({"type": "string", "example": "14155550123"}, required=True),
+        "text": Field({"type": "string", "minLength": 1, "maxLength": MAX_TEXT}, required=True),
+        "idempotencyKey": Field(
+            {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY}
+        ),
+    },
+    required=True,
+)
+SET_LIMITS = Body(
+    {name: Field(schema) for name, schema in LIMITS.items()},
+    required=True,
+    extra={"minProperties": 1},
+)
+
 
 @routes.post("/api/sessions/{id}/messages")
+@operation(
+    "Send a text through the session: accepted, durable, sent at most once",
+    {202: answer("accepted (the same idempotencyKey: the same message)", MESSAGE)},
+    404,
+    body=SEND,
+)
 async def send(request: web.Request) -> web.Response:
-    body = await json_object(request, frozenset({"to", "text", "idempotencyKey"}))
+    body = await SEND.read(request)
     message, _ = await request.app[SERVICE].messages.accept(
         request.match_info["id"], body.get("to"), body.get("text"), body.get("idempotencyKey")
     )
@@ -23,6 +77,7 @@ async def send(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions/{id}/messages/{mid}")
+@operation("One message and its status", {200: answer("the message", MESSAGE)}, 404)
 async def get_message(request: web.Request) -> web.Response:
     messages = request.app[SERVICE].messages
     message = await messages.get(request.match_info["id"], request.match_info["mid"])
@@ -30,6 +85,11 @@ async def get_message(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions/{id}/limits")
+@operation(
+    "The careful-sending limits in force for the session",
+    {200: answer("limits", obj(LIMITS))},
+    404,
+)
 async def get_limits(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     await service.get(request.match_info["id"])
@@ -37,8 +97,14 @@ async def get_limits(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/sessions/{id}/limits")
+@operation(
+    "Set the session's own limits (the settings' defaults otherwise)",
+    {200: answer("limits in force", obj(LIMITS))},
+    404,
+    body=SET_LIMITS,
+)
 async def set_limits(request: web.Request) -> web.Response:
-    body = await json_object(request, frozenset({"perMinute", "perDay", "warmupDays"}))
+    body = await SET_LIMITS.read(request)
     limits = check_limits(body)
     service = request.app[SERVICE]
     await service.get(request.match_info["id"])
@@ -46,6 +112,12 @@ async def set_limits(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/sessions/{id}/stop")
+@operation(
+    "Stop without deleting: no worker; link, proxy, sticky mapping and queue kept",
+    {200: answer("stopped", serialize.SESSION)},
+    404,
+    409,
+)
 async def stop(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     record = await service.stop(request.match_info["id"])
@@ -53,6 +125,12 @@ async def stop(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/sessions/{id}/start")
+@operation(
+    "Start a stopped session with its saved link (no new QR)",
+    {200: answer("starting", serialize.SESSION)},
+    404,
+    409,
+)
 async def start(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     record = await service.start(request.match_info["id"])

@@ -11,7 +11,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from api import serialize
 from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
+from api.describe import operation
 from api.errors import Unauthorized
+from api.schema import answer, array, obj
 from core import fleet_stats
 from core.models import ProxyStatus
 
@@ -19,6 +21,17 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
+@operation(
+    "Liveness and Redis",
+    {
+        200: answer(
+            "ok; `reconciling` is true while the start-up reconcile still adopts and starts "
+            "workers"
+        )
+    },
+    public=True,
+    responses={503: answer("Redis unreachable")},
+)
 async def healthz(request: web.Request) -> web.Response:
     try:
         await request.app[STORE].redis.ping()
@@ -38,6 +51,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/nodes")
+@operation(
+    "Where the workers run: this host for RUNNER=process/docker, every swarm node (sessions "
+    "or not) for RUNNER=swarm",
+    {200: answer("nodes", obj({"nodes": array(serialize.NODE)}))},
+)
 async def nodes(request: web.Request) -> web.Response:
     """Where the workers run: one node (this host) for process and docker runners, every
     node of the swarm with ``RUNNER=swarm``, each with its sessions."""
@@ -46,6 +64,12 @@ async def nodes(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@operation(
+    "Prometheus metrics",
+    {200: answer("text exposition")},
+    public=True,
+    responses={401: answer("METRICS_TOKEN is set and the bearer token is not it")},
+)
 async def metrics(request: web.Request) -> web.Response:
     _check_token(request)
     stats = await fleet_stats.with_nodes(

@@ -1,13 +1,46 @@
-"""What the REST API shows of core's records: masked proxies, no QR, no secrets."""
+"""What the REST API shows of core's records: masked proxies, no QR, no secrets.
+
+Each shape's schema for the OpenAPI document sits beside the function that makes it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from api.schema import Component, array
 from core.bulk_start import BulkStart
-from core.models import ProxyRecord, SessionRecord
+from core.models import ProxyRecord, SessionRecord, Status
 from core.proxy_url import ProxyUrl
 from core.runner import NodeInfo
+
+SESSION = Component(
+    "Session",
+    {
+        "type": "object",
+        "required": ["id", "status", "phone", "proxy", "created", "lastPing"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": [str(status) for status in Status]},
+            "reason": {"type": "string", "nullable": True},
+            "phone": {"type": "string", "nullable": True},
+            "proxy": {"type": "string", "description": "masked"},
+            "proxyId": {"type": "string", "nullable": True},
+            "created": {"type": "integer"},
+            "lastPing": {"type": "integer", "nullable": True},
+            "lastPingAgeMs": {"type": "integer", "nullable": True},
+            "connectedAt": {"type": "integer", "nullable": True},
+            "qrExpires": {"type": "integer", "nullable": True},
+            "needsQr": {"type": "boolean"},
+            "worker": {"type": "string", "nullable": True},
+            "eventsWebhookUrl": {
+                "type": "string",
+                "nullable": True,
+                "description": "the session's own events endpoint (credentials masked); null: "
+                "EVENTS_WEBHOOK_URL",
+            },
+        },
+    },
+)
 
 
 def session(record: SessionRecord, now_ms: int) -> dict[str, Any]:
@@ -27,6 +60,21 @@ def session(record: SessionRecord, now_ms: int) -> dict[str, Any]:
         "worker": record.lock,
         "eventsWebhookUrl": record.events_webhook_url_masked,
     }
+
+
+PROXY = Component(
+    "Proxy",
+    {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "url": {"type": "string"},
+            "status": {"type": "string"},
+            "sessions": {"type": "integer"},
+            "capacity": {"type": "integer"},
+        },
+    },
+)
 
 
 def proxy(record: ProxyRecord, cap: int) -> dict[str, Any]:
@@ -51,6 +99,19 @@ def starting(progress: BulkStart | None) -> dict[str, int] | None:
     if progress is None:
         return None
     return {"total": progress.total, "started": progress.started, "pending": progress.pending}
+
+
+NODE = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "hostname + short id, or its wafleet label"},
+        "id": {"type": "string"},
+        "state": {"type": "string", "description": "ready, down, unknown, disconnected"},
+        "availability": {"type": "string", "description": "active, pause, drain"},
+        "sessions": {"type": "integer"},
+        "sessionIds": array({"type": "string"}),
+    },
+}
 
 
 def node(info: NodeInfo) -> dict[str, Any]:

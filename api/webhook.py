@@ -18,17 +18,35 @@ from typing import Any
 
 from aiohttp import web
 
-from api.body import parse
+from api.body import Body, Field, parse
 from api.context import SERVICE, SETTINGS
+from api.describe import header, operation
 from api.errors import Unauthorized
+from api.schema import answer
 from core import signing, text
 from core.errors import InvalidInput
+from core.events import CHECKS
 
 log = logging.getLogger("wafleet.webhook")
 routes = web.RouteTableDef()
 MAX_BODY = 64 * 1024
-SESSION_ID = re.compile(r"worker_\d{1,12}", re.ASCII)
+SESSION_ID = re.compile(r"worker_[0-9]{1,12}", re.ASCII)
 _SESSION_FIELD = re.compile(rb'"sessionId"\s*:\s*"([^"\\]{0,64})"')
+# Every request a worker sends: its headers, and the session it speaks for.
+SIGNED = (header(signing.TIMESTAMP_HEADER), header(signing.SIGNATURE_HEADER))
+SIGNED_SESSION = Field({"type": "string", "pattern": f"^{SESSION_ID.pattern}$"}, required=True)
+# Core checks the event (core/events.py), after the signature; the document describes it.
+EVENT = Body(
+    {
+        "sessionId": SIGNED_SESSION,
+        "type": Field({"type": "string", "enum": list(CHECKS)}, required=True),
+        "data": Field({"type": "object"}),
+        "timestamp": Field({"type": "integer"}),
+        "id": Field({"type": "string"}),
+    },
+    required=True,
+    closed=False,
+)
 
 
 @lru_cache(maxsize=4096)
@@ -84,6 +102,18 @@ async def read_signed(
 
 
 @routes.post("/webhook")
+@operation(
+    "Events from workers, HMAC-signed per session",
+    {200: answer("accepted", {"type": "object"})},
+    400,
+    401,
+    404,
+    parameters=SIGNED,
+    body=EVENT,
+    public=True,
+    description="The signature is checked before the body is parsed; every string in data "
+    "obeys the same rule as REST bodies (no control characters, no lone surrogates)",
+)
 async def webhook(request: web.Request) -> web.Response:
     session_id, body = await read_signed(request, MAX_BODY, "webhook")
     service = request.app[SERVICE]

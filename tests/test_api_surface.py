@@ -3,25 +3,47 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from api.openapi import SPEC
+import pytest
+from aiohttp import web
+
+from api.app import create_app
+from api.openapi import DOCUMENT, document
 from tests.fleet import API_KEY, PHONE, WEBHOOK_SECRET, Fleet, eventually
 
 
-async def test_openapi_describes_exactly_the_routes_served(fleet: Fleet) -> None:
-    from api.app import create_app
+def _app() -> web.Application:
+    return create_app(None, None, None, None, None)  # type: ignore[arg-type]
 
+
+def _spec() -> dict[str, Any]:
+    spec: dict[str, Any] = _app()[DOCUMENT]
+    return spec
+
+
+async def test_openapi_describes_exactly_the_routes_served(fleet: Fleet) -> None:
     status, served = await fleet.call("GET", "/api/openapi.json", headers={"X-API-Key": ""})
     assert status == 200
-    assert served == json.loads(json.dumps(SPEC))
-    app = create_app(None, None, None, None, None)  # type: ignore[arg-type]
+    assert served == json.loads(json.dumps(_spec()))
     routes = {
         (r.resource.canonical, r.method.lower())
-        for r in app.router.routes()
+        for r in _app().router.routes()
         if r.resource is not None and r.method != "HEAD"
     }
-    documented = {(path, method) for path, ops in SPEC["paths"].items() for method in ops}
+    documented = {(path, method) for path, ops in served["paths"].items() for method in ops}
     assert routes == documented
+
+
+def test_a_route_without_a_declared_operation_cannot_be_served() -> None:
+    app = _app()
+
+    async def undeclared(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app.router.add_get("/api/v1/cluster", undeclared)
+    with pytest.raises(LookupError, match="GET /api/v1/cluster has no operation declared"):
+        document(app.router)
 
 
 async def test_metrics_and_health_tell_the_truth(fleet: Fleet) -> None:
@@ -95,7 +117,8 @@ async def test_events_buffered_while_serve_is_down_arrive_after(fleet: Fleet) ->
 
 def test_openapi_lists_the_refusals_each_route_can_answer() -> None:
     """What status_code_conformance cannot reach in a short fuzz run, checked by name."""
-    paths = SPEC["paths"]
+    spec = _spec()
+    paths = spec["paths"]
 
     def statuses(path: str, method: str) -> set[str]:
         return set(paths[path][method]["responses"])
@@ -114,5 +137,5 @@ def test_openapi_lists_the_refusals_each_route_can_answer() -> None:
         schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert schema["additionalProperties"] is False
     assert paths["/api/v1/proxies"]["post"]["requestBody"]["required"] is True
-    example = json.dumps(SPEC)
+    example = json.dumps(spec)
     assert "@host:" not in example and "example.com" not in example

@@ -270,3 +270,54 @@ async def test_the_log_never_carries_a_pairing_code(caplog: pytest.LogCaptureFix
         await LogNotifier().notify(alert)
     assert "worker_1" in caplog.text
     assert "ZX9Q-W7KT" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("body", "refusal"),
+    [
+        ({}, None),
+        ({"waitSeconds": 0}, None),
+        ({"waitSeconds": 299.5}, None),
+        ({"waitSeconds": True}, "waitSeconds must be a number from 0 to 300"),
+        ({"waitSeconds": None}, "waitSeconds must be a number from 0 to 300"),
+        ({"waitSeconds": float("nan")}, "waitSeconds must be a number from 0 to 300"),
+        ({"waitSeconds": 301}, "waitSeconds must be a number from 0 to 300"),
+        ({"waitSeconds": "30"}, "waitSeconds must be a number from 0 to 300"),
+    ],
+)
+def test_a_declared_body_checks_what_its_document_says(
+    body: dict[str, Any], refusal: str | None
+) -> None:
+    """api/backups.py's restore body: the schema the document shows is the one enforced."""
+    from api.backups import RESTORE
+
+    schema = RESTORE.schema()["properties"]["waitSeconds"]
+    assert (schema["minimum"], schema["maximum"]) == (0, 300)
+    if refusal is None:
+        assert RESTORE.check(body) is body
+        return
+    with pytest.raises(InvalidInput) as caught:
+        RESTORE.check(body)
+    assert caught.value.message == refusal
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "sent"},
+        {"id": 7, "status": "sent"},
+        {"id": "m1"},
+        {"id": "m1", "status": "SENT"},
+        {"id": "m1", "status": ["sent"]},  # unhashable: once a 500, a 400 like the others
+        {"id": "m1", "status": {"sent": 1}},
+    ],
+)
+def test_a_worker_ack_names_its_shape_when_it_is_not_one(body: dict[str, Any]) -> None:
+    from api.worker_channel import ACK
+
+    with pytest.raises(InvalidInput) as caught:
+        ACK.check(body)
+    assert caught.value.message == "an ack is {id, status: failed | sent}"
+    assert ACK.check({"id": "m1", "status": "failed", "reason": None})
+    with pytest.raises(InvalidInput, match="reason must be a string of at most 512"):
+        ACK.check({"id": "m1", "status": "failed", "reason": "r" * 513})
