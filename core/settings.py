@@ -17,6 +17,7 @@ from core.errors import ConfigError, InvalidInput
 from core.notifier import AlertKind
 from core.proxy_policy import ProxyPolicy, Rules
 from core.proxy_url import ProxyUrl
+from core.runner_registry import is_runner, runner_names
 
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "secret", "<random-32>", "replace-me", "xxx"}
@@ -176,6 +177,14 @@ class _Collector:
             self.problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         return value
 
+    def runner(self, name: str, default: str) -> str:
+        """A runner's name: built in, or added from outside (``core/runner_registry.py``)."""
+        value = self.text(name, default)
+        if not is_runner(value):
+            names = ", ".join(runner_names())
+            self.problems.append(f"{name} must be one of {names}, got {value!r}")
+        return value
+
     def size(self, name: str, default: str) -> str:
         """Docker's size syntax (``96m``, ``1g``, bytes): checked here, parsed by the runner."""
         value = self.text(name, default).lower()
@@ -322,7 +331,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         backup_max_manifest_bytes=c.integer(
             "BACKUP_MAX_MANIFEST_BYTES", 16 * 1024 * 1024, minimum=1024
         ),
-        runner=c.choice("RUNNER", "process", ("process", "docker", "swarm")),
+        runner=c.runner("RUNNER", "process"),
         worker_image=c.text("WORKER_IMAGE", "wafleet-worker:latest"),
         worker_network=c.text("WORKER_NETWORK", "host"),
         wa_driver=c.choice("WA_DRIVER", "sim", ("sim", "neonize")),
