@@ -25,18 +25,9 @@ from typing import Any
 from docker.errors import APIError, DockerException, NotFound
 from docker.types import LogConfig
 
-from core.docker_engine import (
-    INSTANCE_LABEL,
-    SESSION_LABEL,
-    SESSION_MOUNT,
-    SPEC_LABEL,
-    EngineClient,
-    container_name,
-    engine_reason,
-    folder_owner,
-)
-from core.runner import ExitCallback, NodeInfo, WorkerHandle, WorkerSpec, this_host
-from core.tasks import TaskGroup
+from core.docker_engine import SESSION_LABEL, SESSION_MOUNT, container_name, engine_reason
+from core.engine_runner import EngineRunner, EngineRunnerError
+from core.runner import NodeInfo, WorkerExit, WorkerHandle, WorkerSpec, this_host
 
 log = logging.getLogger("wafleet.runner.docker")
 
@@ -44,12 +35,16 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 
 
-class DockerRunnerError(RuntimeError):
+class DockerRunnerError(EngineRunnerError):
     """A worker container could not be started (missing image, name taken, engine error)."""
 
 
-class DockerRunner:
+class DockerRunner(EngineRunner[str]):  # watched: session id -> container id
     name = "docker"
+    kind = "container"
+    inspect = "inspect_container"
+    labels_at = "Config"
+    error = DockerRunnerError
 
     def __init__(
         self,
@@ -71,29 +66,17 @@ class DockerRunner:
         so the worker can write its files). ``command`` replaces the image's command
         (``wafleet worker``); meant for smoke tests only.
         """
-        self.instance = instance
-        self.image = image
-        self.network = network
-        self.stop_grace_s = stop_grace_s
+        super().__init__(
+            instance, image, network, stop_grace_s=stop_grace_s, base_url=base_url, user=user
+        )
         self.mem_limit = mem_limit
         self.pids_limit = pids_limit
-        self.base_url = base_url
-        self.user = user
         self.command = command
-        self._engine = EngineClient(base_url)
-        self._locks: dict[str, asyncio.Lock] = {}
-        # session id -> container id of the workers whose exit we report.
-        self._watched: dict[str, str] = {}
-        self._callbacks: list[ExitCallback] = []
-        self._tasks = TaskGroup()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = threading.Event()
         self._events_thread: threading.Thread | None = None
         self._stream: Any = None
         self._stream_lock = threading.Lock()
-
-    def on_exit(self, callback: ExitCallback) -> None:
-        self._callbacks.append(callback)
 
     # Runner ---------------------------------------------------------------------------------
 
@@ -103,16 +86,10 @@ class DockerRunner:
             await self._stop_locked(sid)
             client = await self._engine.get()
             self._ensure_events()
-            spec.session_dir.mkdir(parents=True, exist_ok=True)
-            env = dict(spec.env)
-            env["SESSION_DIR"] = SESSION_MOUNT
+            env = self._worker_env(spec)
             kwargs: dict[str, Any] = {
                 "name": container_name(sid),
-                "labels": {
-                    SESSION_LABEL: sid,
-                    INSTANCE_LABEL: self.instance,
-                    SPEC_LABEL: self.fingerprint(spec),
-                },
+                "labels": self._worker_labels(spec),
                 "environment": env,
                 "volumes": {
                     str(spec.session_dir.resolve()): {"bind": SESSION_MOUNT, "mode": "rw"}
@@ -125,18 +102,13 @@ class DockerRunner:
                 ),
                 # tini as PID 1: SIGTERM from ``docker stop`` reaches the worker's handlers.
                 "init": True,
-                "user": self.user or folder_owner(spec.session_dir),
+                "user": self._worker_user(spec),
                 "detach": True,
             }
             if self.command is not None:
                 kwargs["command"] = self.command
-            try:
-                # create, then start: ``run`` would try to pull a missing image from a registry.
-                container = await asyncio.to_thread(client.containers.create, self.image, **kwargs)
-            except DockerException as exc:
-                raise DockerRunnerError(
-                    f"cannot create the container of {sid}: {engine_reason(exc)}"
-                ) from exc
+            # create, then start: ``run`` would try to pull a missing image from a registry.
+            container = await self._create(client.containers.create, sid, kwargs)
             cid: str = container.id
             # Watched before it starts, so even an immediate death is reported.
             self._watched[sid] = cid
@@ -152,32 +124,11 @@ class DockerRunner:
             log.info("started worker %s (container %s)", sid, cid[:12])
             return WorkerHandle(sid, cid)
 
-    async def stop(self, session_id: str) -> None:
-        async with self._lock(session_id):
-            await self._stop_locked(session_id)
-
     async def pause(self, session_id: str) -> bool:
-        # The cgroup freezer: the container's processes stop, its sockets stay open.
-        client = await self._engine.get()
-        try:
-            await asyncio.to_thread(client.api.pause, container_name(session_id))
-        except NotFound:
-            return False
-        except APIError as exc:
-            if exc.status_code == 409:  # not running (or already paused)
-                return False
-            raise
-        return True
+        return await self._freeze(container_name(session_id))
 
     async def resume(self, session_id: str) -> None:
-        client = await self._engine.get()
-        try:
-            await asyncio.to_thread(client.api.unpause, container_name(session_id))
-        except NotFound:
-            pass
-        except APIError as exc:
-            if exc.status_code != 409:  # 409: not paused
-                raise
+        await self._thaw(container_name(session_id))
 
     def fingerprint(self, spec: WorkerSpec) -> str:
         # The image and how the container runs matter too: a new WORKER_IMAGE replaces it.
@@ -189,23 +140,13 @@ class DockerRunner:
         # alive and connected; it is adopted and resumed, not replaced.
         found = await asyncio.to_thread(
             client.api.containers,
-            filters={
-                "label": [f"{INSTANCE_LABEL}={self.instance}"],
-                "status": ["running", "paused"],
-            },
+            filters={"label": [self._instance_filter()], "status": ["running", "paused"]},
         )
-        handles: dict[str, WorkerHandle] = {}
-        for c in found:
-            labels = c.get("Labels") or {}
-            sid = labels.get(SESSION_LABEL)
-            if sid:
-                handles[sid] = WorkerHandle(
-                    sid,
-                    c["Id"],
-                    fingerprint=labels.get(SPEC_LABEL),
-                    paused=c.get("State") == "paused",
-                )
-        return handles
+        handles = (
+            self._handle(c.get("Labels") or {}, c["Id"], paused=c.get("State") == "paused")
+            for c in found
+        )
+        return {h.session_id: h for h in handles if h is not None}
 
     async def nodes(self) -> list[NodeInfo]:
         # One engine beside ``serve``: its containers run on this host.
@@ -215,50 +156,24 @@ class DockerRunner:
         sid = handle.session_id
         if sid in self._watched:
             return
-        client = await self._engine.get()
-        try:
-            info = await asyncio.to_thread(client.api.inspect_container, handle.ref)
-        except NotFound:
-            return
-        labels = info["Config"].get("Labels") or {}
-        if labels.get(INSTANCE_LABEL) != self.instance or labels.get(SESSION_LABEL) != sid:
-            return
-        if not info["State"].get("Running"):
+        info = await self._adoptable(handle)
+        if info is None or not info["State"].get("Running"):
             return
         self._ensure_events()
         self._watched[sid] = info["Id"]
         log.info("adopted worker %s (container %s)", sid, info["Id"][:12])
 
-    async def close(self) -> None:
+    # internals ------------------------------------------------------------------------------
+
+    async def _stop_watching(self) -> None:
         self._closing.set()
-        self._watched.clear()
         self._close_stream()
         if self._events_thread is not None:
             await asyncio.to_thread(self._events_thread.join, 10)
             self._events_thread = None
-        await self._tasks.cancel()
-        await self._engine.close()
 
-    # internals ------------------------------------------------------------------------------
-
-    def _lock(self, session_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(session_id, asyncio.Lock())
-
-    async def _stop_locked(self, session_id: str) -> None:
-        # Forget it first: the ``die`` event of a container we stop is not an exit to report.
-        self._watched.pop(session_id, None)
+    async def _remove(self, session_id: str, info: dict[str, Any]) -> None:
         client = await self._engine.get()
-        name = container_name(session_id)
-        try:
-            info = await asyncio.to_thread(client.api.inspect_container, name)
-        except NotFound:
-            return
-        labels = info["Config"].get("Labels") or {}
-        if labels.get(INSTANCE_LABEL) != self.instance:
-            raise DockerRunnerError(
-                f"container {name} belongs to another wafleet instance "
-                f"({labels.get(INSTANCE_LABEL)!r}); not touching it"
-            )
         cid = info["Id"]
         if info["State"].get("Running"):
             with contextlib.suppress(NotFound):
@@ -292,7 +207,7 @@ class DockerRunner:
         filters = {
             "type": "container",
             "event": "die",
-            "label": [f"{INSTANCE_LABEL}={self.instance}"],
+            "label": [self._instance_filter()],
         }
         while not self._closing.is_set():
             client: Any = None
@@ -369,12 +284,7 @@ class DockerRunner:
             return
         del self._watched[sid]
         log.warning("worker %s (container %s) exited with %s", sid, cid[:12], code)
-        for callback in self._callbacks:
-            self._tasks.spawn(_notify(callback, sid, code), name=f"exit-{sid}")
-
-
-async def _notify(callback: ExitCallback, sid: str, code: int | None) -> None:
-    await callback(sid, code)
+        self._notify(sid, WorkerExit.of_code(code))
 
 
 def _iter(stream: Any) -> Iterator[dict[str, Any]]:

@@ -22,7 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from core.runner import ExitCallback, NodeInfo, WorkerHandle, WorkerSpec, this_host
+from core.runner import (
+    ExitCallback,
+    NodeInfo,
+    WorkerExit,
+    WorkerHandle,
+    WorkerSpec,
+    this_host,
+)
 from core.tasks import TaskGroup
 
 log = logging.getLogger("wafleet.runner.process")
@@ -179,8 +186,9 @@ class ProcessRunner:
         if not current or session_id in self._stopping:
             return
         log.warning("worker %s (pid %d) exited with %s", session_id, worker.pid, code)
+        ended = WorkerExit.of_code(code)
         for callback in self._callbacks:
-            self._tasks.spawn(callback(session_id, code), name=f"exit-{session_id}")
+            self._tasks.spawn(callback(session_id, ended), name=f"exit-{session_id}")
 
 
 def _release(worker: _Worker) -> None:

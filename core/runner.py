@@ -11,13 +11,12 @@ import hashlib
 import socket
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 # A worker that exits with this code asks for a fresh process (see worker.drivers.base).
 EXIT_RECYCLE = 75
-# Reported by a runner whose worker could not be placed anywhere (a swarm with no room).
-EXIT_UNSCHEDULABLE = 78
 
 # What a worker's fingerprint leaves out: changing these must not replace a running worker.
 # SESSION_PHONE is only a hint for pairing codes, and the record's phone changes when the
@@ -28,8 +27,34 @@ FINGERPRINT_IGNORES = frozenset(
     {"SESSION_PHONE", "LOG_LEVEL", "LOG_FORMAT", "WORKER_OUTBOX_MAX_BYTES"}
 )
 
-# Called with (session_id, exit_code or None when unknown) when a worker stops by itself.
-ExitCallback = Callable[[str, int | None], Coroutine[Any, Any, None]]
+
+class ExitKind(StrEnum):
+    """What a worker's end means for its session; the runner decides, core acts on it.
+
+    A runner knows how its workers end (an exit code, a task Swarm could not place, ...);
+    the session service knows only these outcomes, so a new runner needs no change there.
+    """
+
+    RECYCLED = "recycled"  # the worker asked for a fresh process: start one at once
+    CRASHED = "crashed"  # it died: restart it, and park it as a crash loop if it keeps dying
+    UNPLACEABLE = "unplaceable"  # nowhere to run it: park it until the operator makes room
+
+
+@dataclass(frozen=True)
+class WorkerExit:
+    """A worker that ended without ``stop`` being asked: what it means, and its exit code."""
+
+    kind: ExitKind
+    code: int | None = None  # the process's exit code, when known
+
+    @classmethod
+    def of_code(cls, code: int | None) -> WorkerExit:
+        """A worker process that exited with ``code`` (None: unknown, e.g. it vanished)."""
+        return cls(ExitKind.RECYCLED if code == EXIT_RECYCLE else ExitKind.CRASHED, code)
+
+
+# Called with (session_id, what the exit means) when a worker stops by itself.
+ExitCallback = Callable[[str, WorkerExit], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)

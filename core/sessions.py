@@ -38,7 +38,7 @@ from core.phone import normalize as normalize_phone
 from core.pings import PingBuffer
 from core.proxies import ProxyPool
 from core.proxy_url import ProxyUrl, mask, parse_input
-from core.runner import EXIT_RECYCLE, EXIT_UNSCHEDULABLE, Runner, WorkerSpec
+from core.runner import ExitKind, Runner, WorkerExit, WorkerSpec
 from core.settings import Settings
 from core.signing import session_secret
 from core.store import Liveness, NoSuchSession, ReservationRefused, Store
@@ -661,22 +661,23 @@ class SessionService:
 
     # watchdog and crashes ---------------------------------------------------------------
 
-    async def handle_worker_exit(self, session_id: str, code: int | None) -> None:
+    async def handle_worker_exit(self, session_id: str, ended: WorkerExit) -> None:
         """A worker died on its own: restart it at once, unless it keeps dying."""
         if self._paused_for_maintenance(f"restarting {session_id}"):
             return
         async with self._session_lock(session_id):
-            await self._handle_worker_exit_locked(session_id, code)
+            await self._handle_worker_exit_locked(session_id, ended)
 
-    async def _handle_worker_exit_locked(self, session_id: str, code: int | None) -> None:
+    async def _handle_worker_exit_locked(self, session_id: str, ended: WorkerExit) -> None:
         record = await self.store.get_session(session_id)
         if record is None or _at_rest(record):
             return  # deleted, or stopped on purpose meanwhile
-        if code == EXIT_RECYCLE:
+        code = ended.code
+        if ended.kind is ExitKind.RECYCLED:
             session_log(session_id).info("recycled its worker process; starting a fresh one")
             await self._start_worker(record.id, record.proxy, record.phone, record.reason)
             return
-        if code == EXIT_UNSCHEDULABLE:
+        if ended.kind is ExitKind.UNPLACEABLE:
             # Restarting would only wait again: parked until the operator makes room.
             await self.store.set_fields(
                 session_id, status=Status.FAILED, reason=Reason.UNSCHEDULABLE

@@ -78,7 +78,8 @@ class Settings:
     backup_max_manifest_bytes: int = setting(
         "BACKUP_MAX_MANIFEST_BYTES", C.integer, 16 * 1024 * 1024, minimum=1024
     )
-    runner: str = setting("RUNNER", C.choice, "process", allowed=("process", "docker", "swarm"))
+    # process, docker, swarm, or a runner added from outside (core/runner_registry.py).
+    runner: str = setting("RUNNER", C.runner, "process")
     worker_image: str = setting("WORKER_IMAGE", C.text, "wafleet-worker:latest")
     worker_network: str = setting("WORKER_NETWORK", C.text, "host")
     wa_driver: str = setting("WA_DRIVER", C.choice, "sim", allowed=("sim", "neonize"))

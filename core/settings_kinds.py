@@ -18,6 +18,7 @@ from core.errors import InvalidInput
 from core.notifier import AlertKind
 from core.proxy_policy import ProxyPolicy, Rules
 from core.proxy_url import ProxyUrl
+from core.runner_registry import is_runner, runner_names
 
 PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "secret", "<random-32>", "replace-me", "xxx"}
@@ -103,6 +104,14 @@ class Kinds:
         value = self.text(name, default)
         if value not in allowed:
             self.problems.append(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def runner(self, name: str, default: str) -> str:
+        """A runner's name: built in, or added from outside (``core/runner_registry.py``)."""
+        value = self.text(name, default)
+        if not is_runner(value):
+            names = ", ".join(runner_names())
+            self.problems.append(f"{name} must be one of {names}, got {value!r}")
         return value
 
     def size(self, name: str, default: str) -> str:

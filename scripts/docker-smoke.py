@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.docker_engine import container_name  # noqa: E402
 from core.docker_runner import DockerRunner  # noqa: E402
-from core.runner import WorkerSpec  # noqa: E402
+from core.runner import WorkerExit, WorkerSpec  # noqa: E402
 
 IDLE = [
     "python",
@@ -88,8 +88,8 @@ async def main() -> int:
     exits: list[tuple[str, int | None, float]] = []
     got_exit = asyncio.Event()
 
-    async def on_exit(sid: str, code: int | None) -> None:
-        exits.append((sid, code, time.time()))
+    async def on_exit(sid: str, ended: WorkerExit) -> None:
+        exits.append((sid, ended.code, time.time()))
         got_exit.set()
 
     tmp = Path(tempfile.mkdtemp(prefix="wafleet-smoke-"))

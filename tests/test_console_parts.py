@@ -203,13 +203,13 @@ def test_rendering_a_big_fleet_stays_quick() -> None:
 
 
 def test_swarm_nodes_are_named_so_two_on_one_host_differ() -> None:
-    from core.swarm_runner import _node_names
+    from core.swarm_watch import node_names
 
     def node(node_id: str, host: str, label: str | None = None) -> dict[str, object]:
         labels = {"wafleet": label} if label else {}
         return {"ID": node_id, "Description": {"Hostname": host}, "Spec": {"Labels": labels}}
 
-    names = _node_names(
+    names = node_names(
         [
             node("aaaaaaaaaaaa1", "box"),
             node("bbbbbbbbbbbb2", "box"),

@@ -32,10 +32,10 @@ from core.history import ConnectedHistory
 from core.journal import Journal, JournalNotifier
 from core.metrics import Metrics
 from core.notifier import FanoutNotifier, LogNotifier, Notifier
-from core.process_runner import ProcessRunner
 from core.proxies import ProxyPool
 from core.proxy_probe import Destination
 from core.runner import Runner
+from core.runner_registry import RunnerContext, create_runner
 from core.sessions import SessionService
 from core.settings import Settings
 from core.store import Store
@@ -56,33 +56,9 @@ def instance_id(settings: Settings) -> str:
 
 
 def make_runner(settings: Settings, notifier: Notifier | None = None) -> Runner:
-    """``notifier`` gets what only a runner sees (RUNNER=swarm: a lost node)."""
-    grace = settings.worker_stop_grace_ms / 1000
-    if settings.runner == "swarm":
-        from core.swarm_runner import SwarmRunner
-
-        return SwarmRunner(
-            instance=instance_id(settings),
-            image=settings.worker_image,
-            network=settings.worker_network,
-            sessions_dir=settings.sessions_dir,
-            stop_grace_s=grace,
-            memory_reservation=settings.worker_memory_reservation,
-            memory_limit=settings.worker_memory_limit,
-            constraints=settings.worker_constraints,
-            notifier=notifier,
-            unschedulable_after_s=settings.worker_unschedulable_ms / 1000,
-        )
-    if settings.runner == "docker":
-        from core.docker_runner import DockerRunner
-
-        return DockerRunner(
-            instance=instance_id(settings),
-            image=settings.worker_image,
-            network=settings.worker_network,
-            stop_grace_s=grace,
-        )
-    return ProcessRunner(instance_id(settings), stop_grace_s=grace)
+    """The runner RUNNER names (``core/runner_registry.py``: built in, or added from
+    outside); ``notifier`` gets what only a runner sees (RUNNER=swarm: a lost node)."""
+    return create_runner(settings.runner, RunnerContext(settings, instance_id(settings), notifier))
 
 
 def make_deliveries(settings: Settings, service: SessionService) -> Deliveries:
