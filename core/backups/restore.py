@@ -155,10 +155,7 @@ class Restoring(BackupParts):
                 await self.store.set_own_limits(s.id, s.limits)
             why = unknown.get(s.proxy) or "the proxy is marked bad or full"
             if outcome == "moved":
-                folder = self.settings.sessions_dir / s.id
-                await asyncio.to_thread(
-                    session_files.write_meta, folder, s.id, s.phone, url, s.created
-                )
+                await session_files.write_record_meta(self.settings.sessions_dir, s, proxy=url)
                 reassigned.append(Reassigned(s.id, s.phone, mask(s.proxy), mask(url), why))
             elif outcome == "parked":
                 reassigned.append(Reassigned(s.id, s.phone, mask(s.proxy), None, why))
