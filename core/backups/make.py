@@ -2,8 +2,8 @@
 
 Consistency without a fleet-wide outage: in the default ``rolling`` mode each worker is
 frozen (SIGSTOP / ``docker pause``, its connection stays open) only while its own folder is
-copied, so no session is down for more than that copy. ``stop-all`` is SPEC.md's way:
-stop every worker, copy, start them again.
+copied, so no session is down for more than that copy. ``stop-all`` is the simple
+way: stop every worker, copy, start them again.
 """
 
 from __future__ import annotations

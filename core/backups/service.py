@@ -1,4 +1,4 @@
-"""Backups and restore (SPEC.md Flow 5): zip every session's auth, keep the last few, and
+"""Backups and restore: zip every session's auth, keep the last few, and
 rebuild the whole fleet from one archive, or refuse a bad archive with nothing changed.
 
 ``BackupService`` is the one entry point: it lists the archives and lets one backup or

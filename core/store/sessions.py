@@ -201,7 +201,7 @@ class SessionRecords(StorePart):
 
     async def set_qr(self, session_id: str, qr: str, expires: int, ttl_ms: int) -> None:
         pipe = self.redis.pipeline(transaction=True)
-        # SPEC.md calls the QR temporary: it disappears when it can no longer be scanned.
+        # A QR is temporary: it disappears when it can no longer be scanned.
         pipe.set(keys.session(session_id, "qr"), qr, px=max(ttl_ms, 1))
         pipe.set(keys.session(session_id, "qrExpires"), expires, px=max(ttl_ms, 1))
         pipe.set(keys.session(session_id, "status"), "qr_ready")
@@ -209,7 +209,7 @@ class SessionRecords(StorePart):
         await pipe.execute()
 
     async def mark_connected(self, session_id: str, phone: str, now: int) -> str | None:
-        """Record the linked phone and write the sticky keys (Flow 1, step 8).
+        """Record the linked phone and write the sticky keys (the device linked).
 
         Returns the phone the session was provisioned for when the operator linked a
         different one, so the caller can warn. ``NoSuchSession`` when it was deleted.
