@@ -6,11 +6,13 @@ Redis from the folders alone, so it is rewritten whenever one of those fields ch
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from core.events import MESSAGE_EVENTS
 
@@ -23,7 +25,51 @@ def folder(sessions_dir: Path, session_id: str) -> Path:
     return sessions_dir / session_id
 
 
-def write_meta(path: Path, session_id: str, phone: str | None, proxy: str, created: int) -> None:
+class MetaSource(Protocol):
+    """What ``session.json`` is written from: a ``SessionRecord``, a restore's planned
+    session, or a ``Meta`` for a session that has no record yet."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def proxy(self) -> str: ...
+    @property
+    def created(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Meta:
+    """``session.json``'s fields, for a session just reserved (its record is not read)."""
+
+    id: str
+    phone: str | None
+    proxy: str
+    created: int
+
+
+async def write_record_meta(
+    sessions_dir: Path,
+    record: MetaSource,
+    *,
+    phone: str | None = None,
+    proxy: str | None = None,
+) -> None:
+    """Write ``record``'s ``session.json`` into its folder, off the event loop. ``phone`` or
+    ``proxy`` (None: the record's) is the value that just changed and is not in ``record``
+    yet: the phone a worker linked, the proxy a session moved to."""
+    await asyncio.to_thread(
+        _write_meta,
+        folder(sessions_dir, record.id),
+        record.id,
+        record.phone if phone is None else phone,
+        record.proxy if proxy is None else proxy,
+        record.created,
+    )
+
+
+def _write_meta(path: Path, session_id: str, phone: str | None, proxy: str, created: int) -> None:
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = {"id": session_id, "phone": phone, "proxy": proxy, "created": created}
     tmp = path / f".{SESSION_FILE}.tmp"

@@ -219,8 +219,9 @@ class SessionService:
                 if own_limits is not None:
                     await self.messages.set_limits(session_id, own_limits)
                 self._provisioned_at[session_id] = self.clock.monotonic()
-                await asyncio.to_thread(
-                    session_files.write_meta, path, session_id, number, proxy_url, now
+                await session_files.write_record_meta(
+                    self.settings.sessions_dir,
+                    session_files.Meta(session_id, number, proxy_url, now),
                 )
                 await self.store.add_event(
                     session_id, "PROVISIONED", {"proxy": mask(proxy_url)}, now
@@ -271,14 +272,8 @@ class SessionService:
             if claimed is None:
                 raise NoCapacity("no proxy has a free slot for this session yet")
             if claimed != proxy:
-                path = session_files.folder(self.settings.sessions_dir, record.id)
-                await asyncio.to_thread(
-                    session_files.write_meta,
-                    path,
-                    record.id,
-                    record.phone,
-                    claimed,
-                    record.created,
+                await session_files.write_record_meta(
+                    self.settings.sessions_dir, record, proxy=claimed
                 )
             proxy = claimed
         await self._start_worker(record.id, proxy, record.phone, reason)
@@ -463,10 +458,7 @@ class SessionService:
             raise NotFound(f"no session {record.id!r}") from None
         self._crashes.pop(record.id, None)
         await self.store.set_fields(record.id, bootId=worker_events.boot_id(data))
-        path = session_files.folder(self.settings.sessions_dir, record.id)
-        await asyncio.to_thread(
-            session_files.write_meta, path, record.id, phone, record.proxy, record.created
-        )
+        await session_files.write_record_meta(self.settings.sessions_dir, record, phone=phone)
         if expected:
             session_log(record.id).warning(
                 "provisioned for +%s but linked by +%s", expected, phone
@@ -628,10 +620,7 @@ class SessionService:
             session_log(session_id).warning(
                 "failing over %s -> %s", record.proxy_masked, mask(new)
             )
-            path = session_files.folder(self.settings.sessions_dir, session_id)
-            await asyncio.to_thread(
-                session_files.write_meta, path, session_id, record.phone, new, record.created
-            )
+            await session_files.write_record_meta(self.settings.sessions_dir, record, proxy=new)
             await self.store.add_event(
                 session_id,
                 "FAILOVER",
@@ -823,16 +812,8 @@ class SessionService:
                         "its running worker was started with other settings (proxy, image or "
                         "worker settings); replacing it"
                     )
-                    path = session_files.folder(self.settings.sessions_dir, record.id)
                     # The cut-short change may not have reached session.json either.
-                    await asyncio.to_thread(
-                        session_files.write_meta,
-                        path,
-                        record.id,
-                        record.phone,
-                        record.proxy,
-                        record.created,
-                    )
+                    await session_files.write_record_meta(self.settings.sessions_dir, record)
                     await self._start_worker(record.id, record.proxy, record.phone, record.reason)
                     report["replaced"].append(record.id)
                     continue

@@ -132,8 +132,8 @@ async def _seed(rig: Rig, n: int) -> list[str]:
     for _ in range(n):
         now = rig.service.clock.now_ms()
         sid, proxy = await rig.store.reserve("", "", 1000, 4, now)
-        path = session_files.folder(rig.settings.sessions_dir, sid)
-        await asyncio.to_thread(session_files.write_meta, path, sid, None, proxy, now)
+        meta = session_files.Meta(sid, None, proxy, now)
+        await session_files.write_record_meta(rig.settings.sessions_dir, meta)
         ids.append(sid)
     return ids
 
@@ -298,8 +298,8 @@ async def test_serve_answers_with_the_progress_while_it_reconciles(fleet: Fleet)
     for _ in range(n):  # in Redis and on disk, no worker: the host just rebooted
         now = int(time.time() * 1000)
         sid, proxy_url = await store.reserve("", "", 100, 4, now)
-        path = session_files.folder(settings.sessions_dir, sid)
-        await asyncio.to_thread(session_files.write_meta, path, sid, None, proxy_url, now)
+        meta = session_files.Meta(sid, None, proxy_url, now)
+        await session_files.write_record_meta(settings.sessions_dir, meta)
         ids.append(sid)
     fleet.port = devstack.free_port()
     fleet.serve = devstack.start_serve(fleet.workdir, fleet.env, fleet.port, reconciled=None)

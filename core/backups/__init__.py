@@ -5,7 +5,11 @@ one job per module:
 - ``records``: what a backup or restore produces, and the validated ``Plan``;
 - ``archive``: the zip files (write, list with a bounded read, check, extract, swap);
 - ``validate``: an archive's values against the live API's rules;
-- ``service``: ``BackupService``, which drives them all, reaching Redis only through ``Store``.
+- ``make``: making a backup (copy the session folders, write the archive, retention);
+- ``restore``: restoring one (check, stage, swap, rebuild Redis, or roll back);
+- ``base``: what those two halves share (the fleet's parts, the progress callback);
+- ``service``: ``BackupService``, the entry point made of both halves, which lets one run
+  at a time and reaches Redis only through ``Store``.
 
 ``BACKUP_CRON`` is read by ``core/cron.py`` (re-exported here as ``cron_trigger``).
 """
