@@ -75,7 +75,7 @@ from core.proxy_probe import probe
 from core.proxy_url import ProxyUrl
 from worker.config import WorkerConfig
 from worker.drivers import make_driver
-from worker.drivers import neonize_driver as nd
+from worker.drivers.neonize import driver as nd
 from worker.drivers import neonize_slim as slim
 from worker.drivers.base import (
     ConnectionLost,
