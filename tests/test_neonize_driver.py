@@ -75,7 +75,6 @@ from core.proxy_probe import probe
 from core.proxy_url import ProxyUrl
 from worker.config import WorkerConfig
 from worker.drivers import make_driver
-from worker.drivers import neonize_driver as nd
 from worker.drivers import neonize_slim as slim
 from worker.drivers.base import (
     ConnectionLost,
@@ -86,6 +85,9 @@ from worker.drivers.base import (
     QrTimeout,
     SendFailed,
 )
+from worker.drivers.neonize import client as nc
+from worker.drivers.neonize import driver as nd
+from worker.drivers.neonize import events as ne
 from worker.message_ids import wa_id
 from worker.send_journal import SendJournal
 
@@ -95,7 +97,7 @@ ME = "972501234567"
 
 def test_pinned_neonize() -> None:
     # The driver calls the Go core's Neonize() itself: its ABI is the one of 0.5.2.
-    assert neonize.__version__ == nd.NEONIZE_VERSION == "0.5.2"
+    assert neonize.__version__ == slim.NEONIZE_VERSION == "0.5.2"
     assert len(gocode.Neonize.argtypes) == 17
 
 
@@ -259,7 +261,7 @@ def _drive(client: Any) -> list[Any]:
 
 @pytest.mark.parametrize("fail", [False, True], ids=["answers", "errors"])
 def test_slim_client_makes_the_go_calls_of_neonizes_newclient(fail: bool) -> None:
-    props = nd.DEVICE_PROPS
+    props = nc.DEVICE_PROPS
     theirs, ours = RecordingCore(fail), RecordingCore(fail)
     full = neonize.client.NewClient("/x/neonize.db", props=props, uuid="worker_1#1")
     full._stop_finalizer.detach()
@@ -365,7 +367,7 @@ class Core:
 
     def __init__(self, driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch) -> None:
         self.driver = driver
-        self.attempt: nd._Attempt | None = None
+        self.attempt: nc.Attempt | None = None
         self.started = asyncio.Event()
         self.sent: list[tuple[str, tuple[Any, ...]]] = []
         monkeypatch.setattr(driver, "_start_core", self._start)
@@ -387,7 +389,7 @@ class Core:
         self.sent.append((name, args))
         return result
 
-    def _start(self, attempt: nd._Attempt) -> None:
+    def _start(self, attempt: nc.Attempt) -> None:
         self.attempt = attempt
         self.started.set()
 
@@ -478,7 +480,7 @@ def test_builds_client_offline_in_an_empty_folder(tmp_path: Path) -> None:
     client = driver.build_client()
     assert client.name == str(folder / "neonize.db")
     assert not folder.exists()  # nothing on disk until the Go core opens the store
-    attempt = nd._Attempt(asyncio.new_event_loop(), client)
+    attempt = nc.Attempt(asyncio.new_event_loop(), client)
     subscribed = set(client.event.list_func)
     assert EVENT_TO_INT[ConnectedEv] in subscribed and EVENT_TO_INT[LoggedOutEv] in subscribed
     # messages and receipts do; history sync and the stale QR event never do
@@ -558,7 +560,7 @@ async def _noop() -> None:
 
 def test_core_gets_a_socks5_url() -> None:
     proxy = ProxyUrl.parse("socks5h://us%40er:p%3Ass@proxy.example:1080")
-    assert nd.core_address(proxy) == "socks5://us%40er:p%3Ass@proxy.example:1080"
+    assert nc.core_address(proxy) == "socks5://us%40er:p%3Ass@proxy.example:1080"
 
 
 # events -> listener calls / Disconnects --------------------------------------------------------
@@ -678,7 +680,7 @@ async def test_repeated_keepalive_timeouts_are_a_drop(
     core, listener = Core(driver, monkeypatch), Recorder()
     task = await _start(driver, core, listener)
     await core.event(ConnectedEv(status=True))
-    await core.event(KeepAliveTimeoutEv(ErrorCount=nd.KEEPALIVE_FAILURES_LOST))
+    await core.event(KeepAliveTimeoutEv(ErrorCount=ne.KEEPALIVE_FAILURES_LOST))
     assert type(await _outcome(task)) is ConnectionLost
 
 
@@ -782,7 +784,7 @@ async def test_a_stuck_core_never_blocks_the_loop(
     driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A Go call that never returns costs a daemon thread, not the loop's PINGs."""
-    monkeypatch.setattr(nd, "CALL_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(nc, "CALL_TIMEOUT_S", 0.3)
     core, listener = Core(driver, monkeypatch), Recorder()
     task = await _start(driver, core, listener)
     await core.event(ConnectedEv(status=True))
@@ -908,7 +910,7 @@ async def test_messages_and_receipts_are_taken_before_whatsmeow_may_acknowledge_
     """whatsmeow acknowledges a message to WhatsApp once the event callback returns: the
     listener (the outbox) must have it by then, in Go's thread, not later on the loop; and
     while the outbox refuses it, the callback must not return (no acknowledgement)."""
-    monkeypatch.setattr(nd, "FULL_RETRY_S", 0.01, raising=False)
+    monkeypatch.setattr(nc, "FULL_RETRY_S", 0.01)
     SendJournal(session_dir).sent(MID, "3EB0OURS")
     core, listener, task = await _connected(driver, monkeypatch)
     source = MessageSource(Chat=JID(User=THEM), Sender=JID(User=THEM))
