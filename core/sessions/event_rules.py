@@ -1,20 +1,152 @@
-"""What each kind of a worker's life-cycle event does to its session."""
+"""What each kind of worker event means: the shape of its data, and what it does.
+
+Every kind is read here and nowhere else: its check (``CHECKS``), run before anything is
+written so that a malformed event changes nothing, and its effect (the tables of
+``EventRules``; a ``PING`` has ``on_ping``). The checks cover every string in ``data``
+(core/text.py): a reason or a pairing code with a NUL or a lone surrogate could not be
+written to the event stream nor shown in the chat. How an event is taken in (once, in
+order, under the session's lock) is core/sessions/worker_events.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from core import events as worker_events
-from core import session_files
-from core.errors import NotFound
+from core import session_files, text
+from core.errors import InvalidInput, NotFound
+from core.events import BOOT_ID, EventKind, boot_id
 from core.models import Reason, SessionRecord, Status
 from core.notifier import Alert, AlertKind, Done
+from core.phone import normalize as normalize_phone
 from core.proxy_url import ProxyUrl
 from core.sessions.context import Context, session_log
 from core.sessions.failover import Failover
 from core.store import NoSuchSession
+
+MAX_TEXT = 2048
+MAX_MESSAGE_TEXT = 16 * 1024  # an incoming message; the webhook's body cap bounds it anyway
+MESSAGE_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
+
+# the shape of each kind's data -----------------------------------------------------------
+
+
+def _text(data: dict[str, Any], name: str, required: bool) -> str | None:
+    value = data.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+        raise InvalidInput(f"data.{name} must be a non-empty string")
+    return value
+
+
+def _code(data: dict[str, Any]) -> None:
+    value = data.get("code")
+    if value is not None and not isinstance(value, str | int):
+        raise InvalidInput("data.code must be a string or a number")
+
+
+def _timestamp(data: dict[str, Any]) -> None:
+    ts = data.get("timestamp")
+    if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
+        raise InvalidInput("data.timestamp must be milliseconds since the epoch")
+
+
+def _qr(data: dict[str, Any]) -> dict[str, Any]:
+    _text(data, "qr", required=True)
+    ttl = data.get("ttlMs")
+    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
+        raise InvalidInput("data.ttlMs must be a positive whole number of milliseconds")
+    return data
+
+
+def _pairing(data: dict[str, Any]) -> dict[str, Any]:
+    _text(data, "code", required=True)
+    return data
+
+
+def _connected(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "phoneNumber": normalize_phone(data.get("phoneNumber"))}
+
+
+def _disconnected(data: dict[str, Any]) -> dict[str, Any]:
+    _text(data, "reason", required=False)
+    _code(data)
+    return data
+
+
+def _ping(data: dict[str, Any]) -> dict[str, Any]:
+    ts = data.get("timestamp")
+    if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool)):
+        raise InvalidInput("data.timestamp must be milliseconds since the epoch")
+    return data
+
+
+def _proxy_error(data: dict[str, Any]) -> dict[str, Any]:
+    _text(data, "error", required=False)
+    _text(data, "proxyId", required=False)  # which proxy the worker used (never its URL)
+    return data
+
+
+def _auth_failure(data: dict[str, Any]) -> dict[str, Any]:
+    _text(data, "reason", required=False)
+    return data
+
+
+def _message_in(data: dict[str, Any]) -> dict[str, Any]:
+    """A message that arrived at the session's phone (streamed to the operator)."""
+    _text(data, "messageId", required=True)
+    _text(data, "from", required=True)
+    body = data.get("text")
+    if not isinstance(body, str) or len(body) > MAX_MESSAGE_TEXT:
+        raise InvalidInput(f"data.text must be a string of at most {MAX_MESSAGE_TEXT} characters")
+    _timestamp(data)
+    return data
+
+
+def _message_status(data: dict[str, Any]) -> dict[str, Any]:
+    """About a message this session sent; ``messageId`` is OUR id (core/messages.py)."""
+    _text(data, "messageId", required=True)
+    if data.get("status") not in MESSAGE_STATUSES:
+        raise InvalidInput(f"data.status must be one of {', '.join(sorted(MESSAGE_STATUSES))}")
+    _text(data, "reason", required=False)
+    return data
+
+
+CHECKS: dict[EventKind, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    EventKind.QR_CODE: _qr,
+    EventKind.PAIRING_CODE: _pairing,
+    EventKind.CONNECTED: _connected,
+    EventKind.DISCONNECTED: _disconnected,
+    EventKind.PING: _ping,
+    EventKind.PROXY_ERROR: _proxy_error,
+    EventKind.AUTH_FAILURE: _auth_failure,
+    EventKind.MESSAGE_IN: _message_in,
+    EventKind.MESSAGE_STATUS: _message_status,
+}
+
+
+def check(kind: object, data: object) -> tuple[EventKind, dict[str, Any]]:
+    """Validated ``(type, data)``; ``InvalidInput`` names the first problem."""
+    if not isinstance(kind, str) or kind not in CHECKS:
+        raise InvalidInput(f"type must be one of {', '.join(sorted(CHECKS))}")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidInput("data must be a JSON object")
+    text.check_tree(data, "data")
+    boot = data.get("bootId")
+    if boot is not None and (not isinstance(boot, str) or not BOOT_ID.fullmatch(boot)):
+        raise InvalidInput("data.bootId must be 8-64 letters, digits, '_' or '-'")
+    event_kind = EventKind(kind)
+    return event_kind, CHECKS[event_kind](data)
+
+
+# what each kind does ---------------------------------------------------------------------
+
+LifeCycleRule = Callable[[SessionRecord, dict[str, Any], int], Awaitable[None]]
+MessageRule = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 class EventRules:
@@ -22,6 +154,25 @@ class EventRules:
         """``failover``: a confirmed ``PROXY_ERROR`` moves every session off the proxy."""
         self.ctx = ctx
         self.failover = failover
+        # Applied under the session's lock, after the event went into the session's history.
+        self.life_cycle: dict[EventKind, LifeCycleRule] = {
+            EventKind.QR_CODE: self.on_qr_code,
+            EventKind.PAIRING_CODE: self.on_pairing_code,
+            EventKind.CONNECTED: self.on_connected,
+            EventKind.DISCONNECTED: self.on_disconnected,
+            EventKind.AUTH_FAILURE: self.on_auth_failure,
+            EventKind.PROXY_ERROR: self.on_proxy_error,
+        }
+        # Applied after the event went into the operator's stream (core/event_log.py).
+        self.message: dict[EventKind, MessageRule] = {
+            EventKind.MESSAGE_IN: self.on_message_in,
+            EventKind.MESSAGE_STATUS: self.on_message_status,
+        }
+
+    async def on_ping(self, session_id: str, now: int) -> None:
+        """Alive now: coalesced with the other pings into one write (core/pings.py)."""
+        if not await self.ctx.pings.record(session_id, now):
+            raise NotFound(f"no session {session_id!r}")
 
     async def on_qr_code(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
         ctx = self.ctx
@@ -54,7 +205,7 @@ class EventRules:
         except NoSuchSession:
             raise NotFound(f"no session {record.id!r}") from None
         ctx.crashes.pop(record.id, None)
-        await ctx.store.set_fields(record.id, bootId=worker_events.boot_id(data))
+        await ctx.store.set_fields(record.id, bootId=boot_id(data))
         path = session_files.folder(ctx.settings.sessions_dir, record.id)
         await asyncio.to_thread(
             session_files.write_meta, path, record.id, phone, record.proxy, record.created
@@ -81,14 +232,15 @@ class EventRules:
                 done=Done.NOTHING_NEEDED,
             )
         )
+        await ctx.messages.connected(record.id)
 
     async def on_disconnected(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
         code = str(data.get("code") or Reason.CONNECTION_LOST)
-        if worker_events.stale_disconnect(data, record.status, record.boot_id):
+        if _stale_disconnect(data, record.status, record.boot_id):
             session_log(record.id).info(
                 "ignoring DISCONNECTED (%s) from worker boot %s: boot %s is connected",
                 code,
-                worker_events.boot_id(data),
+                boot_id(data),
                 record.boot_id,
             )
             return
@@ -132,6 +284,7 @@ class EventRules:
                 done=Done.NEW_QR_ROUND,
             )
         )
+        await ctx.messages.logged_out(record.id)
 
     async def on_proxy_error(self, record: SessionRecord, data: dict[str, Any], now: int) -> None:
         reported = data.get("proxyId")
@@ -151,6 +304,30 @@ class EventRules:
             name=f"proxy-error-{record.id}",
         )
 
+    async def on_message_in(self, session_id: str, data: dict[str, Any]) -> None:
+        await self.ctx.messages.count_received(session_id)
+
+    async def on_message_status(self, session_id: str, data: dict[str, Any]) -> None:
+        await self.ctx.messages.update(
+            session_id, data["messageId"], data["status"], data.get("reason"), ack=False
+        )
+
+
+def _stale_disconnect(data: dict[str, Any], status: str, connected_boot: str | None) -> bool:
+    """True for a ``DISCONNECTED`` from another process than the one now connected.
+
+    After a split brain two copies of a worker run; the newer connection replaces the older
+    one, whose "stream replaced" can reach ``serve`` after the newer copy's ``CONNECTED``.
+    Applied, it would show the session disconnected although a worker is connected. A worker
+    reports ``DISCONNECTED`` only for a connection it held, so one from a process other than
+    the last to report ``CONNECTED``, while the session is connected, is about a connection
+    that was already superseded. Events without boot ids (older workers) are applied as before.
+    """
+    if status != "connected" or connected_boot is None:
+        return False
+    sender = boot_id(data)
+    return sender is not None and sender != connected_boot
+
 
 def _proxy_id(url: str) -> str | None:
     try:
@@ -167,8 +344,14 @@ def _disconnect_action(code: str) -> Done:
     }.get(code, Done.RECONNECTING)
 
 
-def loggable(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+_GRANTS_ACCESS: dict[EventKind, tuple[str, ...]] = {
+    EventKind.QR_CODE: ("qr",),
+    EventKind.PAIRING_CODE: ("code",),
+}
+
+
+def loggable(kind: EventKind, data: dict[str, Any]) -> dict[str, Any]:
     """What goes into the event history: never a QR or a pairing code (they grant access).
     The sender's ``bootId`` neither: it only tells copies of one worker apart."""
-    hidden: Iterable[str] = {"QR_CODE": ("qr",), "PAIRING_CODE": ("code",)}.get(kind, ())
+    hidden: Iterable[str] = _GRANTS_ACCESS.get(kind, ())
     return {k: ("…" if k in hidden else v) for k, v in data.items() if k != "bootId"}

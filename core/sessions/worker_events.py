@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from core import events as worker_events
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput
+from core.events import APPLIED_TTL_MS, MESSAGE_EVENTS, EventKind, check_id
 from core.models import Status
 from core.sessions.context import Context, session_log
-from core.sessions.event_rules import EventRules, loggable
+from core.sessions.event_rules import EventRules, check, loggable
 
 
 class WorkerEvents:
@@ -30,17 +30,16 @@ class WorkerEvents:
         deduplicated: it only says "alive now", and the hot path stays one round trip.
         """
         ctx = self.ctx
-        kind, data = worker_events.check(kind, data)
-        eid = worker_events.check_id(event_id)
+        kind, data = check(kind, data)
+        eid = check_id(event_id)
         now = ctx.clock.now_ms()
-        if kind in worker_events.MESSAGE_EVENTS:
+        if kind in MESSAGE_EVENTS:
             if eid is None:
                 raise InvalidInput(f"a {kind} event needs an id, so a resend is stored once")
             await self._message_event(session_id, kind, data, eid, now)
             return
-        if kind == "PING":
-            if not await ctx.pings.record(session_id, now):
-                raise NotFound(f"no session {session_id!r}")
+        if kind == EventKind.PING:
+            await self.rules.on_ping(session_id, now)
             ctx.metrics.events.labels(kind).inc()
             return
         async with ctx.locks.session(session_id):
@@ -51,24 +50,20 @@ class WorkerEvents:
                 # A stopped worker's last words on its way out: the session stays stopped.
                 session_log(session_id).info("ignoring %s: the session is stopped", kind)
                 return
-            if eid and not await ctx.store.claim_event(
-                session_id, eid, now, worker_events.APPLIED_TTL_MS
-            ):
+            if eid and not await ctx.store.claim_event(session_id, eid, now, APPLIED_TTL_MS):
                 session_log(session_id).info("ignoring %s event %s: already applied", kind, eid)
                 return
             try:
                 ctx.metrics.events.labels(kind).inc()
                 await ctx.store.add_event(session_id, kind, loggable(kind, data), now)
-                handler = getattr(self.rules, f"on_{kind.lower()}")
-                await handler(record, data, now)
-                await ctx.messages.on_session_event(session_id, kind, data)
+                await self.rules.life_cycle[kind](record, data, now)
             except Exception:
                 if eid:
                     await ctx.store.unclaim_event(session_id, eid)
                 raise
 
     async def _message_event(
-        self, session_id: str, kind: str, data: dict[str, Any], eid: str, now: int
+        self, session_id: str, kind: EventKind, data: dict[str, Any], eid: str, now: int
     ) -> None:
         """Messages in and receipts: not the session's life, so no session lock and no entry
         in its history; applied once per event id all the same.
@@ -87,7 +82,7 @@ class WorkerEvents:
         first = await ctx.operator_events.append(session_id, eid, kind, data, now)
         # A status again changes nothing; an incoming message is counted once (a crash right
         # here leaves the count one short, never the message lost).
-        if kind == "MESSAGE_STATUS" or first:
-            await worker_events.on_message_event(ctx.messages, session_id, kind, data, now)
+        if kind == EventKind.MESSAGE_STATUS or first:
+            await self.rules.message[kind](session_id, data)
         if first:
             ctx.metrics.events.labels(kind).inc()
