@@ -25,7 +25,7 @@ from api.errors import Unauthorized
 from api.schema import answer
 from core import signing, text
 from core.errors import InvalidInput
-from core.events import CHECKS
+from core.events import EventKind
 
 log = logging.getLogger("wafleet.webhook")
 routes = web.RouteTableDef()
@@ -35,11 +35,11 @@ _SESSION_FIELD = re.compile(rb'"sessionId"\s*:\s*"([^"\\]{0,64})"')
 # Every request a worker sends: its headers, and the session it speaks for.
 SIGNED = (header(signing.TIMESTAMP_HEADER), header(signing.SIGNATURE_HEADER))
 SIGNED_SESSION = Field({"type": "string", "pattern": f"^{SESSION_ID.pattern}$"}, required=True)
-# Core checks the event (core/events.py), after the signature; the document describes it.
+# Core checks the event (core/sessions/event_rules.py) after the signature; this describes it.
 EVENT = Body(
     {
         "sessionId": SIGNED_SESSION,
-        "type": Field({"type": "string", "enum": list(CHECKS)}, required=True),
+        "type": Field({"type": "string", "enum": [k.value for k in EventKind]}, required=True),
         "data": Field({"type": "object"}),
         "timestamp": Field({"type": "integer"}),
         "id": Field({"type": "string"}),

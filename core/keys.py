@@ -20,7 +20,7 @@ SESSION_ORDER = "wafleet:session_order"
 PROXY_LOAD = "wafleet:proxy_load"
 
 SESSION_FIELDS = ("status", "phone", "proxy", "qr", "lock", "created", "lastPing")
-# bootId: the worker process that last reported CONNECTED (core/events.stale_disconnect).
+# bootId: the worker process that last reported CONNECTED (a stale DISCONNECTED is told by it).
 EXTRA_SESSION_FIELDS = (
     "reason",
     "qrExpires",

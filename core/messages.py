@@ -299,23 +299,25 @@ class MessageService:
             self.wake(session_id)  # the next message may go (after its pause)
         return bool(applied)
 
-    async def on_session_event(self, session_id: str, kind: str, data: dict[str, Any]) -> None:
-        """What the session's life means for its messages: a logout on the phone fails the
-        queue (and new messages, until it connects again)."""
-        if kind == "AUTH_FAILURE" and data.get("reason") != "qr_timeout":
-            await self._logged_out(
-                keys=[
-                    keys.session_logged_out(session_id),
-                    keys.message_queue(session_id),
-                    keys.message_deadlines(),
-                    keys.message_counts(session_id),
-                    keys.fleet_message_counts(),
-                ],
-                args=[self.keep_ms],
-            )
-        elif kind == "CONNECTED":
-            await self.redis.delete(keys.session_logged_out(session_id))
-            self.wake(session_id)
+    async def logged_out(self, session_id: str) -> None:
+        """The session was logged out on the phone: its queue fails, and so do new
+        messages, until it connects again."""
+        await self._logged_out(
+            keys=[
+                keys.session_logged_out(session_id),
+                keys.message_queue(session_id),
+                keys.message_deadlines(),
+                keys.message_counts(session_id),
+                keys.fleet_message_counts(),
+            ],
+            args=[self.keep_ms],
+        )
+
+    async def connected(self, session_id: str) -> None:
+        """The session is linked again: it takes messages, and its worker is woken for any
+        that wait."""
+        await self.redis.delete(keys.session_logged_out(session_id))
+        self.wake(session_id)
 
     async def count_received(self, session_id: str) -> bool:
         """Count an incoming message (the session's count and the fleet's in one step); False

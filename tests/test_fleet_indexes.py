@@ -21,7 +21,7 @@ from core import fleet_stats
 from core.clock import ManualClock
 from core.history import ConnectedHistory
 from core.models import ProxyStatus, Status
-from core.sessions import _at_rest
+from core.sessions import at_rest
 from core.store import Liveness, ReservationRefused, Store, id_order
 from tests.aof_redis import AofRedis
 
@@ -94,7 +94,7 @@ async def _check(store: Store, now: int) -> None:
 
     # The watchdog's rule over every record, against the rule over what liveness hands it.
     def stale(s: Liveness) -> bool:
-        return not _at_rest(s) and now - (s.last_ping or s.created) > TIMEOUT
+        return not at_rest(s) and now - (s.last_ping or s.created) > TIMEOUT
 
     everyone = [
         Liveness(

@@ -177,7 +177,7 @@ async def test_the_fleets_counts_are_the_sum_of_its_sessions_on_every_path(
     assert await messages.take(SID) == ([], -1)
     assert (await messages.get(SID, stale.id)).reason == "expired"
     gone, _ = await messages.accept(other, OUTSIDE, "logged out before it went")
-    await messages.on_session_event(other, "AUTH_FAILURE", {"reason": "logged_out"})
+    await messages.logged_out(other)  # a logout on the phone
     after, _ = await messages.accept(other, OUTSIDE, "while logged out")
     assert (await messages.get(other, gone.id)).reason == "logged_out"
     assert (await messages.get(other, after.id)).reason == "logged_out"
