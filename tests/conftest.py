@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +11,12 @@ import pytest
 import redis.asyncio as aioredis
 
 import bot  # noqa: F401  (first: in-process bot tests get aiogram's types deferred, as serve does)
+from core.process_runner import ProcessRunner
+from core.runner import Runner
 from tests.aof_redis import AofRedis
 from tests.event_receiver import Receiver
 from tests.fleet import API_KEY, WEBHOOK_SECRET, Fleet
+from tests.service_rig import ServiceRig, service_rig
 from wafleet import devstack
 
 
@@ -100,3 +103,28 @@ async def fleet(
                 proxy.proc.kill()
             for proc in procs:
                 proc.stop()
+
+
+@pytest.fixture
+def rig_env() -> dict[str, str]:
+    """Settings a test module gives its in-process ``rig`` over the rig's own."""
+    return {}
+
+
+@pytest.fixture
+def rig_runner() -> Callable[[ProcessRunner], Runner]:
+    """How a test module wraps the rig's process runner (by default, it does not)."""
+    return lambda runner: runner
+
+
+@pytest.fixture
+async def rig(
+    tmp_path: Path,
+    redis_client: aioredis.Redis,
+    redis_server: str,
+    rig_env: dict[str, str],
+    rig_runner: Callable[[ProcessRunner], Runner],
+) -> AsyncIterator[ServiceRig]:
+    """The session service in this process over real parts (``tests/service_rig.py``)."""
+    async with service_rig(tmp_path, redis_client, redis_server, rig_env, rig_runner) as made:
+        yield made

@@ -11,35 +11,29 @@ saved credentials after a reboot took every worker down.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from api import serialize
 from bot import texts
 from bot.i18n import build_i18n
 from core import session_files
 from core.bulk_start import BulkStart
-from core.clock import ManualClock
 from core.fleet_stats import FleetStats
-from core.metrics import Metrics
 from core.notifier import Alert, AlertKind
 from core.process_runner import ProcessRunner, find_workers
-from core.proxies import ProxyPool
-from core.runner import WorkerHandle, WorkerSpec
+from core.runner import Runner, WorkerHandle, WorkerSpec
 from core.sessions import SessionService
 from core.settings import Settings
 from core.store import Store
-from tests.fleet import API_KEY, WEBHOOK_SECRET, Fleet, eventually
+from tests.fleet import Fleet, eventually
+from tests.service_rig import Alerts, ServiceRig
 from tests.test_backups import create, link_many, restore
-from tests.test_session_service import Alerts
 from wafleet import devstack
 
 BOUND = 4
@@ -88,42 +82,21 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(
-    tmp_path: Path, redis_client: aioredis.Redis, redis_server: str
-) -> AsyncIterator[Rig]:
-    proxy = devstack.start_proxy(tmp_path, 1)
-    env = {
-        "API_KEY": API_KEY,
-        "WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "REDIS_URL": redis_server,
-        "SESSIONS_DIR": str(tmp_path / "sessions"),
-        "BACKUPS_DIR": str(tmp_path / "backups"),
-        # Nothing listens on either: the workers run and retry, nothing else happens.
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(devstack.free_port()),
-        "SIMWA_URL": f"ws://localhost:{devstack.free_port()}/ws",
-        "WORKER_STOP_GRACE_MS": "1000",
-        "MAX_SESSIONS_PER_PROXY": "1000",
-        "WORKER_START_CONCURRENCY": str(BOUND),
-        "PROXY_URL_1": proxy.url,
-    }
-    settings = Settings.from_env(env)
-    store = Store(redis_client)
-    alerts = Alerts()
-    pool = ProxyPool(store, alerts, settings.max_sessions_per_proxy)
-    await pool.seed(settings.proxy_urls)
-    instance = f"test-{os.getpid()}-{tmp_path.name}"
-    inner = ProcessRunner(instance, stop_grace_s=1.0)
-    recorder = StartRecorder(inner)
-    service = SessionService(settings, store, pool, recorder, alerts, ManualClock(), Metrics())
-    recorder.service = service
-    try:
-        yield Rig(service, recorder, alerts, store, settings, instance)
-    finally:
-        await asyncio.gather(*(inner.stop(sid) for sid in find_workers(instance)))
-        await service.close()
-        await inner.close()
-        proxy.proc.kill()
+def rig_env() -> dict[str, str]:
+    return {"MAX_SESSIONS_PER_PROXY": "1000", "WORKER_START_CONCURRENCY": str(BOUND)}
+
+
+@pytest.fixture
+def rig_runner() -> Callable[[ProcessRunner], Runner]:
+    return StartRecorder
+
+
+@pytest.fixture
+def rig(rig: ServiceRig) -> Rig:
+    """The conftest's in-process rig, its runner the recorder of every start."""
+    assert isinstance(rig.runner, StartRecorder)
+    rig.runner.service = rig.service
+    return Rig(rig.service, rig.runner, rig.alerts, rig.store, rig.settings, rig.instance)
 
 
 async def _seed(rig: Rig, n: int) -> list[str]:

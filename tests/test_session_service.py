@@ -11,98 +11,25 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from core import session_files
-from core.clock import ManualClock
-from core.metrics import Metrics
 from core.models import Reason, Status
-from core.notifier import Alert, AlertKind
-from core.process_runner import ProcessRunner, find_workers
-from core.proxies import ProxyPool
-from core.sessions import CRASH_LIMIT, SessionService
-from core.settings import Settings
-from core.store import Store
-from tests.fleet import API_KEY, PHONE, WEBHOOK_SECRET, eventually
-from wafleet import devstack
+from core.notifier import AlertKind
+from core.sessions import CRASH_LIMIT
+from tests.fleet import PHONE, eventually
+from tests.service_rig import ServiceRig
 
 PING_TIMEOUT_S = 60
 
 
-@dataclass
-class Alerts:
-    seen: list[Alert] = field(default_factory=list)
-
-    async def notify(self, alert: Alert) -> None:
-        self.seen.append(alert)
-
-    def kinds(self, session_id: str) -> list[AlertKind]:
-        return [a.kind for a in self.seen if a.session_id == session_id]
-
-
-@dataclass
-class Rig:
-    service: SessionService
-    clock: ManualClock
-    alerts: Alerts
-    redis: aioredis.Redis
-    instance: str
-
-    def workers(self) -> dict[str, int]:
-        return find_workers(self.instance)
-
-    async def replaced(self, sid: str, old: int | None) -> int:
-        async def new_pid() -> int | None:
-            pid = self.workers().get(sid)
-            return pid if pid not in (None, old) else None
-
-        return await eventually(new_pid, 10, f"a new worker for {sid}")
-
-
 @pytest.fixture
-async def rig(
-    tmp_path: Path, redis_client: aioredis.Redis, redis_server: str
-) -> AsyncIterator[Rig]:
-    proxy = devstack.start_proxy(tmp_path, 1)
-    env = {
-        "API_KEY": API_KEY,
-        "WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "REDIS_URL": redis_server,
-        "SESSIONS_DIR": str(tmp_path / "sessions"),
-        "BACKUPS_DIR": str(tmp_path / "backups"),
-        # Nothing listens on either: the workers' pings never arrive, the clock decides.
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(devstack.free_port()),
-        "SIMWA_URL": f"ws://localhost:{devstack.free_port()}/ws",
-        "PING_TIMEOUT_MS": str(PING_TIMEOUT_S * 1000),
-        "WORKER_STOP_GRACE_MS": "1000",
-        "PROXY_URL_1": proxy.url,
-    }
-    settings = Settings.from_env(env)
-    store = Store(redis_client)
-    alerts = Alerts()
-    pool = ProxyPool(store, alerts, settings.max_sessions_per_proxy)
-    await pool.seed(settings.proxy_urls)
-    instance = f"test-{os.getpid()}-{tmp_path.name}"
-    runner = ProcessRunner(instance, stop_grace_s=1.0)
-    clock = ManualClock()
-    service = SessionService(settings, store, pool, runner, alerts, clock, Metrics())
-    try:
-        yield Rig(service, clock, alerts, redis_client, instance)
-    finally:
-        for sid in list(find_workers(instance)):
-            await runner.stop(sid)
-        await service.close()
-        await runner.close()
-        proxy.proc.kill()
+def rig_env() -> dict[str, str]:
+    return {"PING_TIMEOUT_MS": str(PING_TIMEOUT_S * 1000)}
 
 
-async def test_the_watchdog_restarts_on_the_injected_clock(rig: Rig) -> None:
+async def test_the_watchdog_restarts_on_the_injected_clock(rig: ServiceRig) -> None:
     sid = (await rig.service.provision(PHONE)).id
     pid = await rig.replaced(sid, None)
     rig.clock.advance(PING_TIMEOUT_S - 1)
@@ -115,14 +42,14 @@ async def test_the_watchdog_restarts_on_the_injected_clock(rig: Rig) -> None:
     assert await rig.service.check_pings() == []  # the restart earned a full timeout
 
 
-async def _crash(rig: Rig, sid: str) -> int:
+async def _crash(rig: ServiceRig, sid: str) -> int:
     """SIGKILL the session's worker; the runner notices the exit by itself."""
     pid = rig.workers()[sid]
     os.kill(pid, signal.SIGKILL)
     return pid
 
 
-async def test_crashes_spread_over_the_window_are_restarted_every_time(rig: Rig) -> None:
+async def test_crashes_spread_over_the_window_are_restarted_every_time(rig: ServiceRig) -> None:
     sid = (await rig.service.provision(PHONE)).id
     await rig.replaced(sid, None)
     for _ in range(CRASH_LIMIT + 2):
@@ -134,7 +61,7 @@ async def test_crashes_spread_over_the_window_are_restarted_every_time(rig: Rig)
 
 
 async def test_more_than_five_crashes_in_five_minutes_park_the_session(
-    rig: Rig, caplog: pytest.LogCaptureFixture
+    rig: ServiceRig, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="wafleet.session"):
         sid = (await rig.service.provision(PHONE)).id
@@ -167,7 +94,7 @@ async def test_more_than_five_crashes_in_five_minutes_park_the_session(
     assert any(r.name == f"wafleet.session.{other}" for r in caplog.records)
 
 
-async def test_a_phone_mismatch_alerts_and_moves_the_sticky_keys(rig: Rig) -> None:
+async def test_a_phone_mismatch_alerts_and_moves_the_sticky_keys(rig: ServiceRig) -> None:
     linked = "972509999999"
     record = await rig.service.provision(PHONE)
     await rig.service.handle_event(record.id, "CONNECTED", {"phoneNumber": "+" + linked})
