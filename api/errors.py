@@ -7,8 +7,6 @@ from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import (
     Conflict,
@@ -17,6 +15,8 @@ from core.errors import (
     NotFound,
     WafleetError,
 )
+from core.promise import NotReplicated
+from core.redis_client import switching
 
 log = logging.getLogger("wafleet.api")
 
@@ -25,6 +25,7 @@ STATUS_OF: tuple[tuple[type[WafleetError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (NoCapacity, 503),
+    (NotReplicated, 503),  # code redis_unavailable: the write is not on a replica yet
 )
 
 
@@ -65,10 +66,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if "Allow" in exc.headers:  # a 405 says which methods the resource has
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except (RedisConnectionError, RedisTimeoutError):
-        # Still unreachable after the client's own reconnects and retries: down, not broken.
-        log.warning("Redis unreachable on %s %s", request.method, request.path)
-        return error_response(503, "redis_unavailable", "the state store is unreachable: retry")
-    except Exception:
+    except Exception as exc:
+        if switching(exc):
+            # Still unreachable after the client's own reconnects and retries, or changing
+            # primary (core/redis_client.py): down for now, not broken.
+            log.warning(
+                "Redis unavailable on %s %s (%s)", request.method, request.path, exc_name(exc)
+            )
+            return error_response(
+                503, "redis_unavailable", "the state store is unreachable: retry"
+            )
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error: see the server log")
+
+
+def exc_name(exc: BaseException) -> str:
+    """The error's class and the first word of Redis's reply (``MASTERDOWN``), no more: a
+    reply may quote a key, and keys hold phone numbers."""
+    words = str(exc).split(" ", 1)
+    return f"{type(exc).__name__} {words[0][:24]}".rstrip()

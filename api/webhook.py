@@ -21,6 +21,7 @@ from aiohttp import web
 from api.body import parse
 from api.context import SERVICE, SETTINGS
 from api.errors import Unauthorized
+from api.promise import NO_PROMISE
 from core import signing, text
 from core.errors import InvalidInput
 
@@ -86,6 +87,8 @@ async def read_signed(
 @routes.post("/webhook")
 async def webhook(request: web.Request) -> web.Response:
     session_id, body = await read_signed(request, MAX_BODY, "webhook")
+    if body.get("type") == "PING":
+        request[NO_PROMISE] = True  # kept in memory and flushed later: it promises nothing
     service = request.app[SERVICE]
     await service.handle_event(
         session_id, body.get("type"), body.get("data"), event_id=body.get("id")

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from api.context import SERVICE, SETTINGS
 from api.errors import error_response
+from api.promise import NO_PROMISE
 from api.webhook import read_signed
 from core.errors import InvalidInput
 
@@ -39,6 +40,8 @@ async def poll(request: web.Request) -> web.Response:
     if not isinstance(wait_ms, int) or isinstance(wait_ms, bool) or wait_ms < 0:
         raise InvalidInput("waitMs must be a whole number of milliseconds")
     commands = await service.commands.poll(session_id, min(wait_ms, limit) / 1000)
+    if not commands:
+        request[NO_PROMISE] = True  # nothing handed out: nothing to wait for a replica for
     return web.json_response({"commands": commands})
 
 

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from core import endpoint_url
 from core.errors import ConfigError, InvalidInput
@@ -33,6 +34,14 @@ class Settings:
     api_key: str = field(repr=False)
     webhook_secret: str = field(repr=False)
     redis_url: str = field(repr=False)
+    # Redis Sentinel (core/redis_client.py): when set, the primary is asked of them, and
+    # REDIS_URL gives only the password and database. A promise waits for REDIS_WAIT_REPLICAS
+    # replicas to have the write, up to REDIS_WAIT_MS (core/promise.py).
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "wafleet"
+    redis_sentinel_password: str = field(default="", repr=False)
+    redis_wait_replicas: int = 1
+    redis_wait_ms: int = 1000
     max_sessions_per_proxy: int = 4
     max_sessions_per_phone: int = 4
     watchdog_interval_ms: int = 60_000
@@ -118,7 +127,10 @@ class Settings:
 
     @property
     def webhook_url(self) -> str:
-        """Where workers post events; ``PUBLIC_WEBHOOK_URL`` wins when the host is not local."""
+        """Where workers post events; ``PUBLIC_WEBHOOK_URL`` wins when the host is not local.
+
+        Comma-separated when it lists several ``serve`` replicas: the worker's ``WEBHOOK_URL``
+        carries the list as it is (worker/endpoints.py picks one)."""
         if self.public_webhook_url:
             return self.public_webhook_url
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
@@ -259,6 +271,30 @@ class _Collector:
             self.problems.append(f"{name}: {exc}")
             return Rules()
 
+    def addresses(self, name: str) -> tuple[tuple[str, int], ...]:
+        """Comma-separated ``host:port`` (``[v6]:port`` for an IPv6 address); empty: none."""
+        found: list[tuple[str, int]] = []
+        for part in self.text(name, "").split(","):
+            if not (part := part.strip()):
+                continue
+            host, _, port = part.rpartition(":")
+            host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+            if not host or not port.isdigit() or not 0 < int(port) < 65536 or " " in host:
+                self.problems.append(f"{name}: {part!r} is not host:port")
+                continue
+            found.append((host, int(port)))
+        return tuple(found)
+
+    def webhook_urls(self, name: str) -> str:
+        """Empty, or comma-separated http(s) URLs (one per ``serve`` replica), kept as given."""
+        raw = self.text(name, "")
+        urls = [u.strip() for u in raw.split(",")] if raw else []
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                self.problems.append(f"{name}: {url!r} is not an http(s) URL")
+        return ",".join(urls)
+
     def events_url(self, name: str, policy: ProxyPolicy) -> str:
         """Empty (no global endpoint), or an http(s) URL the destination policy admits."""
         raw = self.text(name, "")
@@ -299,6 +335,11 @@ def _parse(env: Mapping[str, str]) -> Settings:
         api_key=c.secret("API_KEY"),
         webhook_secret=c.secret("WEBHOOK_SECRET"),
         redis_url=c.text("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        redis_sentinels=c.addresses("REDIS_SENTINELS"),
+        redis_sentinel_master=c.text("REDIS_SENTINEL_MASTER", "wafleet"),
+        redis_sentinel_password=c.text("REDIS_SENTINEL_PASSWORD", ""),
+        redis_wait_replicas=c.integer("REDIS_WAIT_REPLICAS", 1, minimum=0),
+        redis_wait_ms=c.integer("REDIS_WAIT_MS", 1000, minimum=1),
         max_sessions_per_proxy=c.integer("MAX_SESSIONS_PER_PROXY", 4, minimum=1),
         max_sessions_per_phone=c.integer("MAX_SESSIONS_PER_PHONE", 4, minimum=1),
         watchdog_interval_ms=c.integer("WATCHDOG_INTERVAL_MS", 60_000, minimum=100),
@@ -329,7 +370,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         simwa_url=c.text("SIMWA_URL", "ws://localhost:8765/ws"),
         http_host=c.text("HTTP_HOST", "0.0.0.0"),
         http_port=c.integer("HTTP_PORT", 3000, minimum=0),
-        public_webhook_url=c.text("PUBLIC_WEBHOOK_URL", ""),
+        public_webhook_url=c.webhook_urls("PUBLIC_WEBHOOK_URL"),
         metrics_token=c.optional_secret("METRICS_TOKEN"),
         worker_presence_interval_ms=c.integer("WORKER_PRESENCE_INTERVAL_MS", 15_000, minimum=50),
         worker_self_message_interval_ms=c.integer(
@@ -397,6 +438,16 @@ def _parse(env: Mapping[str, str]) -> Settings:
         )
     if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         c.problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+    elif settings.redis_sentinels and settings.redis_url.startswith("unix://"):
+        c.problems.append(
+            "REDIS_URL must be redis:// or rediss:// when REDIS_SENTINELS is set (it gives the "
+            "password and database; the Sentinels name the primary's address)"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", settings.redis_sentinel_master):
+        c.problems.append(
+            "REDIS_SENTINEL_MASTER must be the name Sentinel monitors: 1-64 letters, digits, "
+            f"'.', '_' or '-', got {settings.redis_sentinel_master!r}"
+        )
     if settings.message_pause_max_ms < settings.message_pause_min_ms:
         c.problems.append(
             f"MESSAGE_PAUSE_MAX_MS ({settings.message_pause_max_ms}) must not be below "

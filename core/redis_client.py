@@ -1,0 +1,146 @@
+"""The one place a Redis client is made: one Redis at ``REDIS_URL``, or the current primary
+of a Sentinel-watched group (``REDIS_SENTINELS``).
+
+Through Sentinel, every new connection asks the Sentinels where the primary is, so a
+promotion is followed without a restart: connections to a dead primary fail and reconnect
+to the one the Sentinels now name; a connection still open to a primary that was demoted
+gets ``READONLY`` (or ``UNBLOCKED`` on a blocking command), which redis-py turns into a
+``ConnectionError`` that drops it, and the retry reconnects. While no primary is known (the
+few seconds between a primary's death and its replica's promotion) calls fail after the
+retries below and the API answers 503 ``redis_unavailable`` (``switching`` tells which
+errors mean that).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MasterDownError, ReadOnlyError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.settings import Settings
+
+# After a Redis restart every pooled connection is dead: a call that meets one reconnects and
+# tries again (0.05 s, 0.1 s, 0.2 s, 0.4 s, 0.5 s apart) instead of failing the request; while
+# Redis stays down the caller gets the error after about 1.3 s and the API answers 503.
+REDIS_RETRIES = 5
+REDIS_BACKOFF = ExponentialBackoff(cap=0.5, base=0.05)
+# At once; more callers wait up to REDIS_POOL_WAIT_S for one. A burst of 200 provisions with
+# their workers' events and polls exhausted 100 connections and a 5 s wait (503s in
+# bench/fleet_bench.py); Redis takes 10,000 clients.
+REDIS_CONNECTIONS = 400
+REDIS_POOL_WAIT_S = 20.0
+# A Sentinel answers "where is the primary" from memory: a second is long.
+SENTINEL_TIMEOUT_S = 1.0
+# Replies that mean "this node cannot take the command now, another will soon": a replica
+# whose primary is gone (MASTERDOWN), a node still loading its data (LOADING), a demoted
+# primary (READONLY, UNBLOCKED).
+SWITCHING_REPLIES = ("MASTERDOWN", "LOADING", "READONLY", "UNBLOCKED")
+
+
+def switching(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis is away or changing primary (answer 503, retry later),
+    rather than a bug. redis-py makes ``LOADING`` a ``ConnectionError`` (BusyLoadingError)
+    and ``MASTERDOWN`` a ``MasterDownError``, and strips the code from the message of the
+    replies it knows; one it does not know keeps its code as the message's first word."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | ReadOnlyError | MasterDownError):
+        return True
+    if not isinstance(exc, ResponseError):
+        return False
+    code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+    return code in SWITCHING_REPLIES
+
+
+def connect(settings: Settings) -> aioredis.Redis:
+    """The client ``serve`` uses for everything: through Sentinel when it is configured."""
+    if settings.redis_sentinels:
+        return via_sentinel(
+            settings.redis_sentinels,
+            settings.redis_sentinel_master,
+            settings.redis_url,
+            settings.redis_sentinel_password,
+        )
+    return from_url(settings.redis_url)
+
+
+def _pool_options() -> dict[str, Any]:
+    """A client that survives a Redis restart (and a switch of primary).
+
+    A retry resends a command when its connection failed, perhaps after Redis ran it.
+    Every write of the store is a ``SET``/``DEL`` of a whole value or an atomic script that
+    checks its own precondition (core/store.py), so running one twice changes nothing more.
+    ``ReadOnlyError`` is retried too: a demoted primary refused the write, so it did not run.
+    """
+    # A burst (hundreds of messages, their workers' events and polls at once) needs more
+    # than the pool's connections at a time: wait for a free one rather than fail.
+    return {
+        "max_connections": REDIS_CONNECTIONS,
+        "timeout": REDIS_POOL_WAIT_S,
+        "decode_responses": True,
+        "retry": Retry(REDIS_BACKOFF, REDIS_RETRIES),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, ReadOnlyError],
+        "health_check_interval": 10,  # a connection idle that long is pinged before use
+        "socket_keepalive": True,
+        "socket_connect_timeout": 2,
+    }
+
+
+def from_url(url: str) -> aioredis.Redis:
+    """One Redis at ``url`` (``REDIS_URL`` without Sentinels): today's single host."""
+    pool = BlockingConnectionPool.from_url(url, **_pool_options())
+    return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool (find the primary on every connect) with the blocking pool's wait for
+    a free connection: redis-py ships the two apart, and a burst must wait, not fail."""
+
+
+class SentinelRedis(aioredis.Redis):
+    """The primary's client; closing it also closes its connections to the Sentinels."""
+
+    watchers: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.watchers is not None:
+            await self.watchers.aclose()
+
+
+def via_sentinel(
+    sentinels: tuple[tuple[str, int], ...], master: str, url: str, sentinel_password: str = ""
+) -> aioredis.Redis:
+    """The current primary of ``master`` as the Sentinels at ``sentinels`` name it; ``url``
+    (``REDIS_URL``) gives the password, user name, database and TLS of the Redis nodes."""
+    parts = urlsplit(url)
+    db = parts.path.lstrip("/") or "0"
+    node: dict[str, Any] = {"db": int(db) if db.isdigit() else 0}
+    if parts.password is not None:
+        node["password"] = unquote(parts.password)
+    if parts.username:
+        node["username"] = unquote(parts.username)
+    if parts.scheme == "rediss":
+        node["ssl"] = True
+    watchers: dict[str, Any] = {
+        "socket_timeout": SENTINEL_TIMEOUT_S,
+        "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+    }
+    if sentinel_password:
+        watchers["password"] = sentinel_password
+    sentinel = Sentinel(list(sentinels), sentinel_kwargs=watchers)
+    client: SentinelRedis = sentinel.master_for(
+        master,
+        redis_class=SentinelRedis,
+        connection_pool_class=_BlockingSentinelPool,
+        **node,
+        **_pool_options(),
+    )
+    client.watchers = sentinel
+    return client
