@@ -14,6 +14,7 @@ import bot  # noqa: F401  (first: in-process bot tests get aiogram's types defer
 from tests.aof_redis import AofRedis
 from tests.event_receiver import Receiver
 from tests.fleet import API_KEY, WEBHOOK_SECRET, Fleet
+from tests.sentinel_redis import SentinelGroup
 from wafleet import devstack
 
 
@@ -31,6 +32,17 @@ def aof_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AofRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """A Redis primary, one replica and three Sentinels, settled (``tests/sentinel_redis.py``)."""
+    group = SentinelGroup(tmp_path_factory.mktemp("sentinel"))
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
 
 
 @pytest.fixture

@@ -4,19 +4,17 @@ Sentinels (Debian's redis-server; ``--sentinel`` needs no other package).
 Each node and Sentinel has its own port and folder; the Sentinels' configuration files are
 written here (Sentinel rewrites its own as it learns). ``down-after-milliseconds`` 1000: a
 SIGKILLed primary is seen down in about a second, and a majority of the three (quorum 2)
-promotes a replica in about 2-3 s. A module uses ``sentinel_group`` (and
-``sentinel_fleet_options`` for serve's settings); ``kill_primary`` takes the primary away.
+promotes a replica in about 2-3 s. ``sentinel_group`` (a conftest fixture) is one, settled;
+``settings`` gives serve's; ``kill_primary`` takes the primary away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import redis
 
 from wafleet import devstack
@@ -199,14 +197,3 @@ class SentinelGroup:
                 return port, time.monotonic()
             await asyncio.sleep(0.05)
         raise AssertionError(f"no replica promoted in {timeout} s")
-
-
-@pytest.fixture
-def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
-    """A primary, one replica and three Sentinels, settled (``SentinelGroup``)."""
-    group = SentinelGroup(tmp_path_factory.mktemp("sentinel"))
-    try:
-        group.start()
-        yield group
-    finally:
-        group.stop()

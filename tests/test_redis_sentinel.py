@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from core import redis_client
 from core.promise import NotReplicated, Promises
-from tests.sentinel_redis import SentinelGroup, sentinel_group  # noqa: F401 (fixture)
+from tests.sentinel_redis import SentinelGroup
 
 
 def sentinel_client(group: SentinelGroup) -> aioredis.Redis:
@@ -119,7 +119,7 @@ async def test_replies_of_a_switch_are_told_from_bugs(
             await direct.set("x", "1")
         assert redis_client.switching(readonly.value)
         await direct.config_set("replica-serve-stale-data", "no")
-        await direct.execute_command("REPLICAOF", "127.0.0.1", "1")  # a primary that is not
+        await direct.replicaof("127.0.0.1", 1)  # a primary that is not
         with pytest.raises(ResponseError) as masterdown:
             await direct.get("x")
         assert "MASTER is down" in str(masterdown.value)
@@ -129,9 +129,10 @@ async def test_replies_of_a_switch_are_told_from_bugs(
         with pytest.raises(ResponseError) as wrongtype:
             await primary.lpush("a-string", "2")
         assert not redis_client.switching(wrongtype.value)
-        with pytest.raises(ResponseError) as unknown:
-            await primary.execute_command("NO-SUCH-COMMAND")
-        assert not redis_client.switching(unknown.value)
+        await primary.set("not-a-number", "x")
+        with pytest.raises(ResponseError) as not_a_number:
+            await primary.incr("not-a-number")
+        assert not redis_client.switching(not_a_number.value)
         # A reply redis-py has no class for keeps its code: UNBLOCKED, from a demoted primary.
         unblocked = ResponseError("UNBLOCKED force unblock from blocking operation")
         assert redis_client.switching(unblocked)
