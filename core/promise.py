@@ -14,6 +14,11 @@ connection, writes (``INCR`` of ``keys.PROMISE``) and then waits; the replicatio
 ordered, so a replica that has this write has every write made before it on any
 connection.
 
+A request during which the primary changed (Sentinel promoted a replica) answers 503 too,
+whatever it was going to answer: part of its writes may have gone to the old primary after
+its replica's last copy, and the rest to the new one, so its outcome (a 201, or a 404 for
+what it wrote itself a moment before) describes a state that no longer exists.
+
 Concurrent promises share one ``WAIT`` (a group commit): a promise asked while another
 ``WAIT`` runs joins the next one, which starts after the running one ends, so it covers
 every write finished before it was asked, and a burst of answers costs one ``WAIT`` per
@@ -29,6 +34,7 @@ import redis.asyncio as aioredis
 
 from core import keys
 from core.errors import WafleetError
+from core.redis_client import primary_switches
 
 log = logging.getLogger("wafleet.promise")
 
@@ -49,9 +55,25 @@ class Promises:
         self._tasks: set[asyncio.Task[None]] = set()
         self.waits = 0  # WAITs run (the group commit's effect, seen in tests)
 
-    async def keep(self) -> None:
-        """Return once every write made before this call is on ``replicas`` replicas;
-        ``NotReplicated`` (or the client's own Redis error) when it is not."""
+    def switches(self) -> int:
+        """A mark to give ``keep``/``check`` at the end of the request."""
+        return primary_switches(self.redis)
+
+    def check(self, since: int) -> None:
+        """``NotReplicated`` when the primary changed after ``since`` (``switches()``)."""
+        if primary_switches(self.redis) != since:
+            raise NotReplicated("Redis changed primary while the request ran: retry")
+
+    async def keep(self, since: int) -> None:
+        """Return once every write made before this call is on ``replicas`` replicas, and
+        the primary is the one it was at ``since``; ``NotReplicated`` (or the client's own
+        Redis error) when not."""
+        self.check(since)
+        if self.replicas > 0:
+            await self._replicated()
+        self.check(since)  # the WAIT itself may have met the new primary
+
+    async def _replicated(self) -> None:
         batch = self._next
         if batch is None:
             batch = self._next = asyncio.get_running_loop().create_future()

@@ -13,6 +13,8 @@ errors mean that).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -26,6 +28,8 @@ from redis.exceptions import MasterDownError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.settings import Settings
+
+log = logging.getLogger("wafleet.redis")
 
 # After a Redis restart every pooled connection is dead: a call that meets one reconnects and
 # tries again (0.05 s, 0.1 s, 0.2 s, 0.4 s, 0.5 s apart) instead of failing the request; while
@@ -100,7 +104,30 @@ def from_url(url: str) -> aioredis.Redis:
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's pool (find the primary on every connect) with the blocking pool's wait for
-    a free connection: redis-py ships the two apart, and a burst must wait, not fail."""
+    a free connection: redis-py ships the two apart, and a burst must wait, not fail.
+
+    It counts the times the primary changed (``primary_switches``): a request during which it
+    changed may have written to the old primary what the new one never got.
+    """
+
+    switches = 0
+    _last: Any = None
+
+    async def get_master_address(self) -> Any:
+        # Typed here: redis-py annotates this method in some releases and not in others.
+        discover: Callable[[], Awaitable[Any]] = super().get_master_address
+        address = await discover()
+        if address != self._last:
+            if self._last is not None:
+                self.switches += 1
+                log.warning("Redis primary is now %s:%s (was %s:%s)", *address, *self._last)
+            self._last = address
+        return address
+
+
+def primary_switches(client: aioredis.Redis) -> int:
+    """How many times ``client`` saw the primary change (always 0 without Sentinel)."""
+    return int(getattr(client.connection_pool, "switches", 0))
 
 
 class SentinelRedis(aioredis.Redis):

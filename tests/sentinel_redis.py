@@ -79,7 +79,9 @@ class SentinelGroup:
         node.folder.mkdir(parents=True, exist_ok=True)
         argv = [devstack.need("redis-server"), "--port", str(node.port), "--bind", "127.0.0.1"]
         argv += ["--save", "", "--appendonly", "no", "--dir", str(node.folder)]
-        argv += ["--replica-announce-ip", "127.0.0.1"]
+        # A replica (re)joining gets its full copy at once: Redis's default waits 5 s for
+        # more replicas to share one transfer, and promises wait for it meanwhile.
+        argv += ["--replica-announce-ip", "127.0.0.1", "--repl-diskless-sync-delay", "0"]
         if replica_of is not None:
             argv += ["--replicaof", "127.0.0.1", str(replica_of)]
         node.proc = devstack.spawn("redis", argv, node.folder / "redis.log")

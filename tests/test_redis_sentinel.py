@@ -46,7 +46,7 @@ async def test_a_promise_waits_on_the_connection_that_wrote(
     other = sentinel_client(sentinel_group)
     pid = replica_pid(sentinel_group)
     promises = Promises(client, replicas=1, wait_ms=300)
-    await promises.keep()  # replica running: kept
+    await promises.keep(0)  # replica running: kept
     os.kill(pid, signal.SIGSTOP)
     try:
         await other.set("written-elsewhere", "1")  # another connection's write
@@ -55,12 +55,12 @@ async def test_a_promise_waits_on_the_connection_that_wrote(
         assert await client.wait(1, 300) == 1
         assert time.monotonic() - started < 0.2
         with pytest.raises(NotReplicated) as refused:
-            await promises.keep()
+            await promises.keep(0)
         assert refused.value.code == "redis_unavailable"
     finally:
         os.kill(pid, signal.SIGCONT)
         await other.aclose()
-    await promises.keep()  # the replica caught up: kept again
+    await promises.keep(0)  # the replica caught up: kept again
     assert await client.get("written-elsewhere") == "1"
 
 
@@ -69,10 +69,10 @@ async def test_concurrent_promises_share_one_wait(client: aioredis.Redis) -> Non
     pooled connections), and a promise that joins a WAIT already under way (that WAIT was
     sent before its writes, so it would not cover them)."""
     promises = Promises(client, replicas=1, wait_ms=1000)
-    await asyncio.gather(*(promises.keep() for _ in range(200)))
+    await asyncio.gather(*(promises.keep(0) for _ in range(200)))
     assert promises.waits <= 3  # the first alone, the rest in one or two batches
     before = promises.waits
-    await promises.keep()  # a later promise never rides on a finished WAIT
+    await promises.keep(0)  # a later promise never rides on a finished WAIT
     assert promises.waits == before + 1
 
 
@@ -84,7 +84,7 @@ async def test_the_client_follows_a_promotion_and_keeps_what_was_promised(
     primary is gone must be one that ``switching`` recognises (a 503 for the caller)."""
     promises = Promises(client, replicas=1, wait_ms=1000)
     await client.set("before", "kept")
-    await promises.keep()
+    await promises.keep(0)
     old = sentinel_group.kill_primary()
     killed = time.monotonic()
     failures: list[BaseException] = []
@@ -103,6 +103,7 @@ async def test_the_client_follows_a_promotion_and_keeps_what_was_promised(
     assert [f for f in failures if not redis_client.switching(f)] == []
     new_port, _ = await sentinel_group.wait_promoted(old.port)
     assert (await client.info("server"))["tcp_port"] == new_port
+    assert redis_client.primary_switches(client) == 1  # what turns a spanning request to 503
     assert await client.get("before") == "kept"
     print(f"writes failed for {promoted - killed:.2f} s ({len(failures)} errors) until {new_port}")
 

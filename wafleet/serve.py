@@ -117,8 +117,8 @@ def make_deliveries(settings: Settings, service: SessionService) -> Deliveries:
 def make_promises(settings: Settings, store: Store) -> Promises | None:
     """With Redis Sentinel, a 2xx waits for the write to reach a replica (core/promise.py);
     one Redis alone has no replica to wait for, and nothing changes."""
-    if not settings.redis_sentinels or settings.redis_wait_replicas == 0:
-        log.info("Redis: %s", "via Sentinel, no WAIT" if settings.redis_sentinels else "one host")
+    if not settings.redis_sentinels:
+        log.info("Redis: one host (REDIS_URL)")
         return None
     log.info(
         "Redis: via Sentinel (master %r); a promise waits for %d replica(s), %d ms at most",

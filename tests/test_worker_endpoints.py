@@ -1,0 +1,122 @@
+"""A worker given several ``serve`` URLs (``PUBLIC_WEBHOOK_URL`` -> ``WEBHOOK_URL``) uses
+the first that answers and moves on when it fails: real sockets, a real worker process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.fleet import PHONE, Fleet
+from tests.messaging import FAST, OUTSIDE, send, sent_by, wait_message
+from wafleet import devstack
+from worker.endpoints import Endpoints
+from worker.http_post import HttpError
+
+
+class Replica:
+    """A stand-in ``serve`` that answers every POST with its own name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = devstack.free_port()
+        self.runner: web.AppRunner | None = None
+        self.paths: list[str] = []
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._answer)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path)
+        return web.json_response({"at": self.name})
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/webhook"
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[tuple[Replica, Replica]]:
+    a, b = Replica("a"), Replica("b")
+    await a.start()
+    await b.start()
+    yield a, b
+    await a.stop()
+    await b.stop()
+
+
+async def test_a_replica_that_dies_is_left_for_the_next_within_the_request(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """Caught: a worker that sticks to the first URL (its events pile up in the outbox and
+    its messages wait while another replica is up), or that moves only after the retry
+    backoff of a failed request rather than in the same request."""
+    a, b = replicas
+    endpoints = Endpoints(f"{a.url}, {b.url}")
+    events = endpoints.poster(lambda url: url)
+    polls = endpoints.poster(lambda url: url.removesuffix("/webhook") + "/worker/commands")
+    try:
+        assert (await events.post(b"{}", {})).body == b'{"at": "a"}'
+        await a.stop()
+        started = time.monotonic()
+        assert (await events.post(b"{}", {})).body == b'{"at": "b"}'
+        assert time.monotonic() - started < 1.0
+        # the command channel learnt it too: its poll goes to b without trying a first
+        assert (await polls.post(b"{}", {})).body == b'{"at": "b"}'
+        assert a.paths == ["/webhook"]
+        assert b.paths == ["/webhook", "/worker/commands"]
+    finally:
+        await events.close()
+        await polls.close()
+
+
+async def test_one_url_fails_as_before_and_a_dead_first_url_is_skipped(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """Caught: one URL behaving differently from before (it must fail the request so the
+    caller backs off and the outbox keeps the event), or a dead first URL costing more
+    than a refused connection."""
+    _, b = replicas
+    dead = f"http://127.0.0.1:{devstack.free_port()}/webhook"
+    alone = Endpoints(dead).poster(lambda url: url)
+    with pytest.raises(HttpError):
+        await alone.post(b"{}", {})
+    await alone.close()
+    endpoints = Endpoints(f"{dead},{b.url}")
+    poster = endpoints.poster(lambda url: url)
+    started = time.monotonic()
+    assert (await poster.post(b"{}", {})).body == b'{"at": "b"}'
+    assert time.monotonic() - started < 1.0
+    assert endpoints.current == 1
+    await poster.close()
+
+
+@pytest.fixture
+def fleet_options() -> dict[str, Any]:
+    return {**FAST, "start": False}
+
+
+async def test_a_worker_whose_first_serve_url_is_dead_links_and_sends_through_the_next(
+    fleet: Fleet,
+) -> None:
+    """Caught: ``WEBHOOK_URL`` with several URLs read as one (no event would arrive) or the
+    command channel not following the list (the message would stay queued)."""
+    fleet.port = devstack.free_port()
+    dead = f"http://127.0.0.1:{devstack.free_port()}/webhook"
+    fleet.env["PUBLIC_WEBHOOK_URL"] = f"{dead},http://127.0.0.1:{fleet.port}/webhook"
+    fleet.start()
+    sid = (await fleet.link())["id"]  # its QR and CONNECTED came through the second URL
+    mid = (await send(fleet, sid, OUTSIDE, "via the second replica"))["id"]
+    await wait_message(fleet, sid, mid, {"sent", "delivered", "read"})
+    assert [m["text"] for m in await sent_by(fleet, PHONE)] == ["via the second replica"]
