@@ -11,6 +11,8 @@ incoming message at the operator's endpoint).
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -184,3 +186,49 @@ async def test_a_killed_primary_is_replaced_and_every_promise_survives(
         f"{restarted - killed:.2f} s); {len(accepted)} messages, {len(provisioned)} "
         f"sessions, {len(entered)} incoming"
     )
+
+
+@pytest.mark.timeout(180)
+async def test_nothing_is_promised_while_no_replica_takes_the_write(
+    fleet: Fleet, sentinel_group: SentinelGroup, receiver: Receiver
+) -> None:
+    """Caught: a 202 answered while the only replica is frozen (its promise would die with
+    the primary), a worker's event 2xx'd then (the worker would delete it from its outbox),
+    reads refused for no reason, and a retry of the refused request sending twice."""
+    sid = (await fleet.link())["id"]
+    (replica,) = [n for n in sentinel_group.nodes if n is not sentinel_group.first_primary]
+    assert replica.proc is not None
+    body = {"to": OUTSIDE, "text": "while frozen", "idempotencyKey": "frozen-1"}
+    path = f"/api/sessions/{sid}/messages"
+    os.kill(replica.proc.popen.pid, signal.SIGSTOP)  # connected, but acknowledges nothing
+    try:
+        started = time.monotonic()
+        status, answer = await fleet.call("POST", path, body)
+        assert (status, answer["error"]["code"]) == (503, "redis_unavailable")
+        assert 0.9 < time.monotonic() - started < 5  # REDIS_WAIT_MS, then the 503
+        assert (await fleet.call("GET", f"/api/sessions/{sid}/status"))[0] == 200
+        await incoming_message(fleet, "arrived while frozen")
+        await asyncio.sleep(1.5)  # the worker's event meets a 503 and stays in its outbox
+        assert "Redis WAIT: 0 of 1 replicas" in fleet.log()
+    finally:
+        os.kill(replica.proc.popen.pid, signal.SIGCONT)
+    status, answer = await fleet.call("POST", path, body)  # the caller's retry
+    assert status == 202, answer
+    await eventually(
+        lambda: _status_in(fleet, sid, answer["id"], {"sent", "delivered", "read"}),
+        30,
+        "the message sent",
+    )
+    assert [m["text"] for m in await sent_by(fleet, PHONE)] == ["while frozen"]
+
+    async def arrived() -> bool:
+        return any(
+            h.body["type"] == "MESSAGE_IN" and h.body["data"]["text"] == "arrived while frozen"
+            for h in receiver.hits
+        )
+
+    await eventually(arrived, 30, "the incoming message at the endpoint")
+
+
+async def _status_in(fleet: Fleet, sid: str, mid: str, wanted: set[str]) -> bool:
+    return (await message(fleet, sid, mid))["status"] in wanted
