@@ -79,12 +79,15 @@ async def test_concurrent_promises_share_one_wait(client: aioredis.Redis) -> Non
 async def test_the_client_follows_a_promotion_and_keeps_what_was_promised(
     sentinel_group: SentinelGroup, client: aioredis.Redis
 ) -> None:
-    """Caught: a client that keeps talking to the address it started with (REDIS_URL), and
-    errors during the switch that the API would answer with a 500: every failure while the
-    primary is gone must be one that ``switching`` recognises (a 503 for the caller)."""
+    """Caught: a client that keeps talking to the address it started with (REDIS_URL);
+    errors during the switch that the API would answer with a 500 (every failure while the
+    primary is gone must be one that ``switching`` recognises: a 503 for the caller); and a
+    request that spanned the switch answered with its 2xx, though what it wrote before the
+    switch may be lost (a WAIT retried on the new primary would pass)."""
     promises = Promises(client, replicas=1, wait_ms=1000)
     await client.set("before", "kept")
     await promises.keep(0)
+    since = promises.switches()  # a request that began here...
     old = sentinel_group.kill_primary()
     killed = time.monotonic()
     failures: list[BaseException] = []
@@ -103,7 +106,9 @@ async def test_the_client_follows_a_promotion_and_keeps_what_was_promised(
     assert [f for f in failures if not redis_client.switching(f)] == []
     new_port, _ = await sentinel_group.wait_promoted(old.port)
     assert (await client.info("server"))["tcp_port"] == new_port
-    assert redis_client.primary_switches(client) == 1  # what turns a spanning request to 503
+    assert redis_client.primary_switches(client) == 1
+    with pytest.raises(NotReplicated):  # ...and ends after the switch: a 503, not its 2xx
+        await promises.keep(since)
     assert await client.get("before") == "kept"
     print(f"writes failed for {promoted - killed:.2f} s ({len(failures)} errors) until {new_port}")
 
