@@ -85,7 +85,7 @@ class SentinelGroup:
         if replica_of is not None:
             argv += ["--replicaof", "127.0.0.1", str(replica_of)]
         node.proc = devstack.spawn("redis", argv, node.folder / "redis.log")
-        devstack.wait_port("127.0.0.1", node.port, proc=node.proc.popen)
+        devstack.wait_port("127.0.0.1", node.port, timeout=30, proc=node.proc.popen)
 
     def _start_sentinel(self, sentinel: Node, primary_port: int) -> None:
         sentinel.folder.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,7 @@ class SentinelGroup:
         )
         argv = [devstack.need("redis-server"), str(conf), "--sentinel"]
         sentinel.proc = devstack.spawn("sentinel", argv, sentinel.folder / "sentinel.log")
-        devstack.wait_port("127.0.0.1", sentinel.port, proc=sentinel.proc.popen)
+        devstack.wait_port("127.0.0.1", sentinel.port, timeout=30, proc=sentinel.proc.popen)
 
     def stop(self) -> None:
         for node in [*self.sentinels, *self.nodes]:
@@ -152,7 +152,7 @@ class SentinelGroup:
     def connected_replicas(self, port: int) -> int:
         return int(str(self._replication(port).get("connected_slaves", 0)))
 
-    def wait_settled(self, primary: int, timeout: float = 30.0) -> None:
+    def wait_settled(self, primary: int, timeout: float = 60.0) -> None:
         """Until the Sentinels know each other and name ``primary``, and every other running
         node is its replica, in sync."""
         deadline = time.monotonic() + timeout
