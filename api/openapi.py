@@ -35,7 +35,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "conflict: busy (a restore runs), phone_limit, qr_unavailable, in use",
         500: "restore_failed: the restore failed after the swap and the previous fleet "
         "was put back",
-        503: "redis_unavailable: the state store is unreachable (any route), or "
+        503: "redis_unavailable: the state store is unreachable or changing primary (any "
+        "route), or a write did not reach REDIS_WAIT_REPLICAS replicas in time (retry), or "
         "no_proxy_capacity: no proxy has a free slot",
         507: "disk_full: no space left for the archive",
     }

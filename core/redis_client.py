@@ -171,3 +171,18 @@ def via_sentinel(
     )
     client.watchers = sentinel
     return client
+
+
+async def primary_view(client: aioredis.Redis) -> tuple[str, int]:
+    """``("host:port" of the primary, how many replicas it has connected)``: what a cluster
+    view shows. Through Sentinel, the address is the one the Sentinels named last."""
+    info = await client.info("replication")
+    pool = client.connection_pool
+    known = getattr(pool, "master_address", None)
+    if known:
+        where = f"{known[0]}:{known[1]}"
+    elif "path" in pool.connection_kwargs:
+        where = str(pool.connection_kwargs["path"])
+    else:
+        where = f"{pool.connection_kwargs.get('host')}:{pool.connection_kwargs.get('port')}"
+    return where, int(info.get("connected_slaves", 0))

@@ -86,6 +86,8 @@ async def test_the_client_follows_a_promotion_and_keeps_what_was_promised(
     switch may be lost (a WAIT retried on the new primary would pass)."""
     promises = Promises(client, replicas=1, wait_ms=1000)
     await client.set("before", "kept")
+    first = sentinel_group.first_primary.port
+    assert await redis_client.primary_view(client) == (f"127.0.0.1:{first}", 1)
     await promises.keep(0)
     since = promises.switches()  # a request that began here...
     old = sentinel_group.kill_primary()
@@ -107,6 +109,7 @@ async def test_the_client_follows_a_promotion_and_keeps_what_was_promised(
     new_port, _ = await sentinel_group.wait_promoted(old.port)
     assert (await client.info("server"))["tcp_port"] == new_port
     assert redis_client.primary_switches(client) == 1
+    assert await redis_client.primary_view(client) == (f"127.0.0.1:{new_port}", 0)
     with pytest.raises(NotReplicated):  # ...and ends after the switch: a 503, not its 2xx
         await promises.keep(since)
     assert await client.get("before") == "kept"
@@ -142,3 +145,15 @@ async def test_replies_of_a_switch_are_told_from_bugs(
         # A reply redis-py has no class for keeps its code: UNBLOCKED, from a demoted primary.
         unblocked = ResponseError("UNBLOCKED force unblock from blocking operation")
         assert redis_client.switching(unblocked)
+
+
+async def test_one_redis_is_its_own_primary_with_no_replicas(redis_server: str) -> None:
+    """Caught: the cluster view of a single Redis (no Sentinel) naming no address or
+    failing, as if a Sentinel pool were always there."""
+    client = redis_client.from_url(redis_server)
+    try:
+        port = redis_server.rsplit(":", 1)[1].split("/")[0]
+        assert await redis_client.primary_view(client) == (f"127.0.0.1:{port}", 0)
+        assert redis_client.primary_switches(client) == 0
+    finally:
+        await client.aclose()
