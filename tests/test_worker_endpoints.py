@@ -13,6 +13,7 @@ from aiohttp import web
 from tests.fleet import PHONE, Fleet
 from tests.messaging import FAST, OUTSIDE, send, sent_by, wait_message
 from wafleet import devstack
+from worker.config import WorkerConfig, WorkerConfigError
 from worker.endpoints import Endpoints
 from worker.http_post import HttpError
 
@@ -120,3 +121,18 @@ async def test_a_worker_whose_first_serve_url_is_dead_links_and_sends_through_th
     mid = (await send(fleet, sid, OUTSIDE, "via the second replica"))["id"]
     await wait_message(fleet, sid, mid, {"sent", "delivered", "read"})
     assert [m["text"] for m in await sent_by(fleet, PHONE)] == ["via the second replica"]
+
+
+def test_a_worker_refuses_a_webhook_list_with_a_bad_url() -> None:
+    """Caught: a bad entry in the list found only when the worker first fails over to it
+    (its events would then wait in the outbox for a URL that can never answer)."""
+    env = {
+        "SESSION_ID": "worker_1",
+        "PROXY_URL": "socks5h://user:pass@127.0.0.1:1080",
+        "WEBHOOK_URL": "http://127.0.0.1:3000/webhook,127.0.0.2:3000/webhook",
+        "WEBHOOK_SECRET": "s" * 20,
+    }
+    with pytest.raises(WorkerConfigError, match="'127.0.0.2:3000/webhook' is not an http"):
+        WorkerConfig.from_env(env)
+    env["WEBHOOK_URL"] = "http://127.0.0.1:3000/webhook"
+    assert WorkerConfig.from_env(env).webhook_url == "http://127.0.0.1:3000/webhook"
