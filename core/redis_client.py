@@ -43,6 +43,11 @@ REDIS_CONNECTIONS = 400
 REDIS_POOL_WAIT_S = 20.0
 # A Sentinel answers "where is the primary" from memory: a second is long.
 SENTINEL_TIMEOUT_S = 1.0
+# Through Sentinel, a reply may take this long (plus REDIS_WAIT_MS) before the connection is
+# given up: a primary frozen or cut off by the network sends no reset, and without a limit
+# every request on it would hang while the Sentinels promote its replica. The longest wait
+# asked of Redis on purpose is the bot's outbox read (1.5 s) or a WAIT.
+REPLY_TIMEOUT_S = 5.0
 # Replies that mean "this node cannot take the command now, another will soon": a replica
 # whose primary is gone (MASTERDOWN), a node still loading its data (LOADING), a demoted
 # primary (READONLY, UNBLOCKED).
@@ -70,6 +75,7 @@ def connect(settings: Settings) -> aioredis.Redis:
             settings.redis_sentinel_master,
             settings.redis_url,
             settings.redis_sentinel_password,
+            reply_timeout_s=REPLY_TIMEOUT_S + settings.redis_wait_ms / 1000,
         )
     return from_url(settings.redis_url)
 
@@ -142,13 +148,20 @@ class SentinelRedis(aioredis.Redis):
 
 
 def via_sentinel(
-    sentinels: tuple[tuple[str, int], ...], master: str, url: str, sentinel_password: str = ""
+    sentinels: tuple[tuple[str, int], ...],
+    master: str,
+    url: str,
+    sentinel_password: str = "",
+    reply_timeout_s: float = REPLY_TIMEOUT_S + 1,
 ) -> aioredis.Redis:
     """The current primary of ``master`` as the Sentinels at ``sentinels`` name it; ``url``
     (``REDIS_URL``) gives the password, user name, database and TLS of the Redis nodes."""
     parts = urlsplit(url)
     db = parts.path.lstrip("/") or "0"
-    node: dict[str, Any] = {"db": int(db) if db.isdigit() else 0}
+    node: dict[str, Any] = {
+        "db": int(db) if db.isdigit() else 0,
+        "socket_timeout": reply_timeout_s,
+    }
     if parts.password is not None:
         node["password"] = unquote(parts.password)
     if parts.username:

@@ -11,6 +11,7 @@ promotes a replica in about 2-3 s. ``sentinel_group`` (a conftest fixture) is on
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,15 @@ class SentinelGroup:
         node = self.node(port)
         assert node.proc is not None
         node.proc.kill()  # SIGKILL: what it had not sent its replica is gone
+        return node
+
+    def freeze_primary(self) -> Node:
+        """SIGSTOP: connections to it stay open and silent, as with a hung host."""
+        port = self.primary_port()
+        assert port is not None, "no primary to freeze"
+        node = self.node(port)
+        assert node.proc is not None
+        node.proc.popen.send_signal(signal.SIGSTOP)
         return node
 
     async def wait_promoted(self, old: int, timeout: float = 30.0) -> tuple[int, float]:

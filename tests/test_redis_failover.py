@@ -75,9 +75,9 @@ class Answers:
 
 
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize("replica_lags", [False, True], ids=["in-sync", "replica-lagging"])
+@pytest.mark.parametrize("fault", ["killed", "killed-replica-lagging", "frozen"])
 async def test_a_killed_primary_is_replaced_and_every_promise_survives(
-    fleet: Fleet, sentinel_group: SentinelGroup, receiver: Receiver, replica_lags: bool
+    fleet: Fleet, sentinel_group: SentinelGroup, receiver: Receiver, fault: str
 ) -> None:
     """Caught: serve staying on the dead primary's address (only 503s after the kill), a 500
     for an error of the switch (READONLY, a reset), a 2xx answered before the replica had
@@ -85,11 +85,16 @@ async def test_a_killed_primary_is_replaced_and_every_promise_survives(
     incoming message whose event the worker deleted from its outbox missing at the
     operator's endpoint), and a message sent twice at the network after the switch.
 
-    ``replica-lagging``: the replica is frozen and cut off for the last half second before
+    ``killed-replica-lagging``: the replica is frozen and cut off for the last half second before
     the kill, so the primary dies holding writes the replica never got (an in-sync replica
     on loopback is so close behind that a missing WAIT rarely shows). Without the WAIT
     those writes are answered 2xx and are gone after the promotion (seen: a 201'd session
     answering 404).
+
+    ``frozen``: the primary stops (SIGSTOP: a hung host or a network cut, no reset) and comes
+    back after the promotion, still calling itself primary until the Sentinels demote it.
+    Caught: requests hanging on its silent connections (no reply timeout), and writes it
+    takes before its demotion answered 2xx.
     """
     sid = (await fleet.link())["id"]
     answers = Answers()
@@ -144,6 +149,7 @@ async def test_a_killed_primary_is_replaced_and_every_promise_survives(
     await asyncio.sleep(2.0)
     (replica,) = [n for n in sentinel_group.nodes if n is not sentinel_group.first_primary]
     assert replica.proc is not None
+    replica_lags = fault == "killed-replica-lagging"
     if replica_lags:
         # Frozen, and cut from the primary: what the primary writes from here on stays in
         # its backlog (a frozen replica alone would still find it in its socket buffer).
@@ -151,14 +157,17 @@ async def test_a_killed_primary_is_replaced_and_every_promise_survives(
         with sentinel_group.client(sentinel_group.first_primary.port) as primary:
             primary.client_kill_filter(_type="replica")
         await asyncio.sleep(0.5)
-    old = sentinel_group.kill_primary()
+    old = sentinel_group.freeze_primary() if fault == "frozen" else sentinel_group.kill_primary()
     killed = time.monotonic()
     if replica_lags:  # back well before the Sentinels would call it down (1 s)
         await asyncio.sleep(0.3)
         os.kill(replica.proc.popen.pid, signal.SIGCONT)
     new_port, promoted = await sentinel_group.wait_promoted(old.port)
-    # What a supervisor does with the old primary: back, as a replica of the one promoted.
-    sentinel_group.start_node(old, replica_of=new_port)
+    if fault == "frozen":  # it wakes up a primary; the Sentinels make it a replica
+        assert old.proc is not None
+        os.kill(old.proc.popen.pid, signal.SIGCONT)
+    else:  # what a supervisor does: back, as a replica of the one promoted
+        sentinel_group.start_node(old, replica_of=new_port)
     restarted = time.monotonic()
 
     async def healthy_again() -> bool:
@@ -200,9 +209,9 @@ async def test_a_killed_primary_is_replaced_and_every_promise_survives(
 
     gone = [t - killed for t in answers.unavailable()]
     print(
-        f"\npromotion {promoted - killed:.2f} s after the kill; 503s: {len(gone)} of "
+        f"\n{fault}: promoted {promoted - killed:.2f} s after the fault; 503s: {len(gone)} of "
         f"{len(answers.seen)} answers, from {min(gone, default=0):.2f} s to "
-        f"{max(gone, default=0):.2f} s after the kill (old primary back as a replica at "
+        f"{max(gone, default=0):.2f} s after it (old primary back at "
         f"{restarted - killed:.2f} s); {len(accepted)} messages, {len(provisioned)} "
         f"sessions, {len(entered)} incoming"
     )
