@@ -71,7 +71,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # Still unreachable after the client's own reconnects and retries, or changing
             # primary (core/redis_client.py): down for now, not broken.
             log.warning(
-                "Redis unavailable on %s %s (%s)", request.method, request.path, exc_name(exc)
+                "Redis unavailable on %s %s (%s)", request.method, request.path, _reason(exc)
             )
             return error_response(
                 503, "redis_unavailable", "the state store is unreachable: retry"
@@ -80,8 +80,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(500, "internal", "internal error: see the server log")
 
 
-def exc_name(exc: BaseException) -> str:
-    """The error's class and the first word of Redis's reply (``MASTERDOWN``), no more: a
-    reply may quote a key, and keys hold phone numbers."""
-    words = str(exc).split(" ", 1)
-    return f"{type(exc).__name__} {words[0][:24]}".rstrip()
+def _reason(exc: BaseException) -> str:
+    """The error's class and Redis's reply code (``MASTERDOWN``), no more: a reply's text
+    may quote a key, and keys hold phone numbers."""
+    code = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__} {code}" if code else type(exc).__name__
