@@ -3,6 +3,8 @@ the first that answers and moves on when it fails: real sockets, a real worker p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -121,6 +123,75 @@ async def test_a_worker_whose_first_serve_url_is_dead_links_and_sends_through_th
     mid = (await send(fleet, sid, OUTSIDE, "via the second replica"))["id"]
     await wait_message(fleet, sid, mid, {"sent", "delivered", "read"})
     assert [m["text"] for m in await sent_by(fleet, PHONE)] == ["via the second replica"]
+
+
+class Relay:
+    """A stand-in replica in front of the real ``serve``: a TCP relay that can be killed,
+    cutting every connection through it (a long poll held open included)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = devstack.free_port()
+        self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.connections = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async def kill(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()  # a reset, as from a dead host's kernel
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+async def test_a_worker_whose_replica_dies_moves_on_with_its_poll_and_events(
+    fleet: Fleet,
+) -> None:
+    """Caught: a worker that notices a dead replica only for its events and keeps polling
+    the dead one for commands (or backs off for long): a message accepted after the replica
+    died would wait. The relay dies while the worker's long poll is held open through it."""
+    fleet.port = devstack.free_port()
+    relay = Relay(fleet.port)
+    await relay.start()
+    fleet.env["PUBLIC_WEBHOOK_URL"] = (
+        f"http://127.0.0.1:{relay.port}/webhook,http://127.0.0.1:{fleet.port}/webhook"
+    )
+    fleet.start()
+    try:
+        sid = (await fleet.link())["id"]
+        first = (await send(fleet, sid, OUTSIDE, "through the first"))["id"]
+        await wait_message(fleet, sid, first, {"sent", "delivered", "read"})
+        assert relay.connections > 0  # the worker was talking through the first replica
+        await asyncio.sleep(0.5)  # its next long poll is waiting at serve, through the relay
+        await relay.kill()
+        killed = time.monotonic()
+        second = (await send(fleet, sid, OUTSIDE, "after it died"))["id"]
+        await wait_message(fleet, sid, second, {"sent", "delivered", "read"}, timeout=15)
+        took = time.monotonic() - killed
+        assert took < 3.0, f"the message waited {took:.1f} s for the worker to move on"
+    finally:
+        await relay.kill()
+    texts = [m["text"] for m in await sent_by(fleet, PHONE)]
+    assert texts == ["through the first", "after it died"]
+    print(f"\nreplica killed -> message sent through the next: {took:.2f} s")
 
 
 def test_a_worker_refuses_a_webhook_list_with_a_bad_url() -> None:
