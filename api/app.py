@@ -22,9 +22,11 @@ from api.auth import api_key_middleware
 from api.body import path_params_middleware
 from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
 from api.errors import error_middleware
+from api.promise import PROMISES, promise_middleware
 from core.backups import BackupService
 from core.messages import run_expiry
 from core.metrics import Metrics
+from core.promise import Promises
 from core.proxies import ProxyPool
 from core.sessions import SessionService
 from core.settings import Settings
@@ -38,10 +40,18 @@ def create_app(
     pool: ProxyPool,
     metrics: Metrics,
     backup_service: BackupService | None = None,
+    promises: Promises | None = None,
 ) -> web.Application:
-    # Order matters: errors wrap everything; the key is checked before any input is looked at.
+    """``promises``: with Redis Sentinel, every 2xx to a write waits for a replica."""
+    # Order matters: errors wrap everything (a promise not kept is a 503 too); the key is
+    # checked before any input is looked at.
     app = web.Application(
-        middlewares=[error_middleware, api_key_middleware, path_params_middleware]
+        middlewares=[
+            error_middleware,
+            promise_middleware,
+            api_key_middleware,
+            path_params_middleware,
+        ]
     )
     app[SETTINGS] = settings
     app[STORE] = store
@@ -50,6 +60,8 @@ def create_app(
     app[METRICS] = metrics
     if backup_service is not None:
         app[backups.BACKUPS] = backup_service
+    if promises is not None:
+        app[PROMISES] = promises
     for table in (
         sessions.routes,
         events.routes,

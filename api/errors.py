@@ -8,8 +8,6 @@ from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.schema import Component, answer
 from core.errors import (
@@ -19,6 +17,8 @@ from core.errors import (
     NotFound,
     WafleetError,
 )
+from core.promise import NotReplicated
+from core.redis_client import switching
 
 log = logging.getLogger("wafleet.api")
 
@@ -27,6 +27,7 @@ STATUS_OF: tuple[tuple[type[WafleetError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (NoCapacity, 503),
+    (NotReplicated, 503),  # code redis_unavailable: the write is not on a replica yet
 )
 
 
@@ -53,7 +54,8 @@ MEANING = {
     404: "not found",
     409: "conflict: busy (a restore runs), phone_limit, qr_unavailable, in use",
     500: "restore_failed: the restore failed after the swap and the previous fleet was put back",
-    503: "redis_unavailable: the state store is unreachable (any route), or "
+    503: "redis_unavailable: the state store is unreachable or changing primary (any "
+    "route), or a write did not reach REDIS_WAIT_REPLICAS replicas in time (retry), or "
     "no_proxy_capacity: no proxy has a free slot",
     507: "disk_full: no space left for the archive",
 }
@@ -97,10 +99,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if "Allow" in exc.headers:  # a 405 says which methods the resource has
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except (RedisConnectionError, RedisTimeoutError):
-        # Still unreachable after the client's own reconnects and retries: down, not broken.
-        log.warning("Redis unreachable on %s %s", request.method, request.path)
-        return error_response(503, "redis_unavailable", "the state store is unreachable: retry")
-    except Exception:
+    except Exception as exc:
+        if switching(exc):
+            # Still unreachable after the client's own reconnects and retries, or changing
+            # primary (core/redis_client.py): down for now, not broken.
+            log.warning(
+                "Redis unavailable on %s %s (%s)", request.method, request.path, _reason(exc)
+            )
+            return error_response(
+                503, "redis_unavailable", "the state store is unreachable: retry"
+            )
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error: see the server log")
+
+
+def _reason(exc: BaseException) -> str:
+    """The error's class and Redis's reply code (``MASTERDOWN``), no more: a reply's text
+    may quote a key, and keys hold phone numbers."""
+    code = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__} {code}" if code else type(exc).__name__

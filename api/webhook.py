@@ -22,6 +22,7 @@ from api.body import Body, Field, parse
 from api.context import SERVICE, SETTINGS
 from api.describe import header, operation
 from api.errors import Unauthorized
+from api.promise import NO_PROMISE
 from api.schema import answer
 from core import signing, text
 from core.errors import InvalidInput
@@ -116,6 +117,8 @@ async def read_signed(
 )
 async def webhook(request: web.Request) -> web.Response:
     session_id, body = await read_signed(request, MAX_BODY, "webhook")
+    if body.get("type") == "PING":
+        request[NO_PROMISE] = True  # kept in memory and flushed later: it promises nothing
     service = request.app[SERVICE]
     await service.handle_event(
         session_id, body.get("type"), body.get("data"), event_id=body.get("id")

@@ -18,6 +18,7 @@ from api.body import Body, Field
 from api.context import SERVICE, SETTINGS
 from api.describe import operation
 from api.errors import ERROR, error_response
+from api.promise import NO_PROMISE
 from api.schema import answer
 from api.webhook import SIGNED, SIGNED_SESSION, read_signed
 
@@ -83,6 +84,8 @@ async def poll(request: web.Request) -> web.Response:
     limit = request.app[SETTINGS].command_poll_ms
     wait_ms = body.get("waitMs", limit)
     commands = await service.commands.poll(session_id, min(wait_ms, limit) / 1000)
+    if not commands:
+        request[NO_PROMISE] = True  # nothing handed out: nothing to wait for a replica for
     return web.json_response({"commands": commands})
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 SESSIONS = "wafleet:sessions"  # set of session ids
 PROXIES = "wafleet:proxies"  # set of full proxy URLs
 SESSION_SEQ = "wafleet:session_seq"  # counter behind worker_<n>
+# Counter written just before a WAIT on the same connection, so the WAIT has a write to wait
+# for (core/promise.py); its value means nothing.
+PROMISE = "wafleet:promise"
 # Sorted set of the same ids scored by their number (``worker_<n>`` -> n): a listing page is
 # a range of it, O(page), not a read and sort of every id. The scripts that add or remove an
 # id of SESSIONS keep it; ``session_order.lua`` rebuilds it when it is missing (older data).

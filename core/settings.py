@@ -16,6 +16,7 @@ rewrite each message, for one more dependency in every image.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -41,6 +42,14 @@ class Settings:
     api_key: str = setting("API_KEY", C.secret, "", secret=True)
     webhook_secret: str = setting("WEBHOOK_SECRET", C.secret, "", secret=True)
     redis_url: str = setting("REDIS_URL", C.text, "redis://127.0.0.1:6379/0", secret=True)
+    # Redis Sentinel (core/redis_client.py): when set, the primary is asked of them, and
+    # REDIS_URL gives only the password and database. A promise waits for REDIS_WAIT_REPLICAS
+    # replicas to have the write, up to REDIS_WAIT_MS (core/promise.py).
+    redis_sentinels: tuple[tuple[str, int], ...] = setting("REDIS_SENTINELS", C.addresses, ())
+    redis_sentinel_master: str = setting("REDIS_SENTINEL_MASTER", C.text, "wafleet")
+    redis_sentinel_password: str = setting("REDIS_SENTINEL_PASSWORD", C.text, "", secret=True)
+    redis_wait_replicas: int = setting("REDIS_WAIT_REPLICAS", C.integer, 1, minimum=0)
+    redis_wait_ms: int = setting("REDIS_WAIT_MS", C.integer, 1000, minimum=1)
     max_sessions_per_proxy: int = setting("MAX_SESSIONS_PER_PROXY", C.integer, 4, minimum=1)
     max_sessions_per_phone: int = setting("MAX_SESSIONS_PER_PHONE", C.integer, 4, minimum=1)
     watchdog_interval_ms: int = setting("WATCHDOG_INTERVAL_MS", C.integer, 60_000, minimum=100)
@@ -86,7 +95,8 @@ class Settings:
     simwa_url: str = setting("SIMWA_URL", C.text, "ws://localhost:8765/ws")
     http_host: str = setting("HTTP_HOST", C.text, "0.0.0.0")
     http_port: int = setting("HTTP_PORT", C.integer, 3000, minimum=0)
-    public_webhook_url: str = setting("PUBLIC_WEBHOOK_URL", C.text, "")
+    # Where workers post; comma-separated when it lists several serve replicas.
+    public_webhook_url: str = setting("PUBLIC_WEBHOOK_URL", C.webhook_urls, "")
     # Empty: /metrics is open (for a scraper on a private network); set: Bearer <token> needed.
     metrics_token: str = setting("METRICS_TOKEN", C.optional_secret, "", secret=True)
     # The worker's clocks (tests and the demo shorten them).
@@ -161,7 +171,10 @@ class Settings:
 
     @property
     def webhook_url(self) -> str:
-        """Where workers post events; ``PUBLIC_WEBHOOK_URL`` wins when the host is not local."""
+        """Where workers post events; ``PUBLIC_WEBHOOK_URL`` wins when the host is not local.
+
+        Comma-separated when it lists several ``serve`` replicas: the worker's ``WEBHOOK_URL``
+        carries the list as it is (worker/endpoints.py picks one)."""
         if self.public_webhook_url:
             return self.public_webhook_url
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
@@ -225,6 +238,16 @@ def _pair_problems(settings: Settings) -> list[str]:
         )
     if not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         problems.append("REDIS_URL must start with redis://, rediss:// or unix://")
+    elif settings.redis_sentinels and settings.redis_url.startswith("unix://"):
+        problems.append(
+            "REDIS_URL must be redis:// or rediss:// when REDIS_SENTINELS is set (it gives the "
+            "password and database; the Sentinels name the primary's address)"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", settings.redis_sentinel_master):
+        problems.append(
+            "REDIS_SENTINEL_MASTER must be the name Sentinel monitors: 1-64 letters, digits, "
+            f"'.', '_' or '-', got {settings.redis_sentinel_master!r}"
+        )
     if settings.message_pause_max_ms < settings.message_pause_min_ms:
         problems.append(
             f"MESSAGE_PAUSE_MAX_MS ({settings.message_pause_max_ms}) must not be below "

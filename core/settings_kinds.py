@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from core import endpoint_url
 from core.errors import InvalidInput
@@ -201,6 +202,32 @@ class Kinds:
         except ValueError as exc:
             self.problems.append(f"{name}: {exc}")
             return Rules()
+
+    def addresses(
+        self, name: str, default: tuple[tuple[str, int], ...]
+    ) -> tuple[tuple[str, int], ...]:
+        """Comma-separated ``host:port`` (``[v6]:port`` for an IPv6 address); empty: none."""
+        found: list[tuple[str, int]] = []
+        for part in self.text(name, "").split(","):
+            if not (part := part.strip()):
+                continue
+            host, _, port = part.rpartition(":")
+            host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+            if not host or not port.isdigit() or not 0 < int(port) < 65536 or " " in host:
+                self.problems.append(f"{name}: {part!r} is not host:port")
+                continue
+            found.append((host, int(port)))
+        return tuple(found) or default
+
+    def webhook_urls(self, name: str, default: str) -> str:
+        """Empty, or comma-separated http(s) URLs (one per ``serve`` replica), kept as given."""
+        raw = self.text(name, default)
+        urls = [u.strip() for u in raw.split(",")] if raw else []
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                self.problems.append(f"{name}: {url!r} is not an http(s) URL")
+        return ",".join(urls)
 
     def events_url(self, name: str, default: str, policy: str) -> str:
         """Empty (no global endpoint), or an http(s) URL the destination ``policy`` (the name

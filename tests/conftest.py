@@ -16,6 +16,7 @@ from core.runner import Runner
 from tests.aof_redis import AofRedis
 from tests.event_receiver import Receiver
 from tests.fleet import API_KEY, WEBHOOK_SECRET, Fleet
+from tests.sentinel_redis import SentinelGroup
 from tests.service_rig import ServiceRig, service_rig
 from wafleet import devstack
 
@@ -34,6 +35,17 @@ def aof_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AofRedis]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """A Redis primary, one replica and three Sentinels, settled (``tests/sentinel_redis.py``)."""
+    group = SentinelGroup(tmp_path_factory.mktemp("sentinel"))
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
 
 
 @pytest.fixture

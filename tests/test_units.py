@@ -173,6 +173,51 @@ def test_a_message_retention_that_is_not_a_positive_whole_number_is_refused(
     assert problem in str(refused.value)
 
 
+def test_sentinel_settings_are_read_and_bad_ones_refused_in_one_message() -> None:
+    """Caught: a Sentinel list read wrong (an IPv6 address, spaces), or a typo in it, a
+    master name or a webhook URL list found only when serve first talks to it."""
+    settings = Settings.from_env(
+        {
+            **_BASE_ENV,
+            "REDIS_SENTINELS": " 127.0.0.1:26379, [::1]:26380 ,sentinel-3:26381",
+            "PUBLIC_WEBHOOK_URL": "http://127.0.0.1:3000/webhook, http://127.0.0.2:3000/webhook",
+        }
+    )
+    assert settings.redis_sentinels == (
+        ("127.0.0.1", 26379),
+        ("::1", 26380),
+        ("sentinel-3", 26381),
+    )
+    assert (settings.redis_sentinel_master, settings.redis_wait_replicas) == ("wafleet", 1)
+    assert settings.redis_wait_ms == 1000
+    assert settings.webhook_url == "http://127.0.0.1:3000/webhook,http://127.0.0.2:3000/webhook"
+    assert Settings.from_env(_BASE_ENV).redis_sentinels == ()  # one host: unchanged
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(
+            {
+                **_BASE_ENV,
+                "REDIS_URL": "unix:///run/redis.sock",
+                "REDIS_SENTINELS": "127.0.0.1:26379,127.0.0.1,host:99999",
+                "REDIS_SENTINEL_MASTER": "my master",
+                "REDIS_WAIT_REPLICAS": "-1",
+                "REDIS_WAIT_MS": "0",
+                "PUBLIC_WEBHOOK_URL": "http://127.0.0.1:3000/webhook,ftp://x/webhook",
+            }
+        )
+    message = str(refused.value)
+    assert message.count("\n  - ") == 7
+    for part in (
+        "REDIS_SENTINELS: '127.0.0.1' is not host:port",
+        "REDIS_SENTINELS: 'host:99999' is not host:port",
+        "REDIS_URL must be redis:// or rediss:// when REDIS_SENTINELS is set",
+        "REDIS_SENTINEL_MASTER must be the name Sentinel monitors",
+        "REDIS_WAIT_REPLICAS must be at least 0",
+        "REDIS_WAIT_MS must be at least 1",
+        "PUBLIC_WEBHOOK_URL: 'ftp://x/webhook' is not an http(s) URL",
+    ):
+        assert part in message
+
+
 def test_settings_that_cannot_work_together_are_refused_in_one_message() -> None:
     env = {
         **_BASE_ENV,

@@ -23,6 +23,7 @@ from tzlocal import get_localzone
 
 from api.app import create_app
 from api.server import JsonErrorRunner
+from core import redis_client
 from core.backups import BackupService, cron_trigger
 from core.clock import SystemClock
 from core.deliveries import Deliveries, RetryPolicy
@@ -32,6 +33,7 @@ from core.history import ConnectedHistory
 from core.journal import Journal, JournalNotifier
 from core.metrics import Metrics
 from core.notifier import FanoutNotifier, LogNotifier, Notifier
+from core.promise import Promises
 from core.proxies import ProxyPool
 from core.proxy_probe import Destination
 from core.runner import Runner
@@ -88,6 +90,21 @@ def make_deliveries(settings: Settings, service: SessionService) -> Deliveries:
     return deliveries
 
 
+def make_promises(settings: Settings, store: Store) -> Promises | None:
+    """With Redis Sentinel, a 2xx waits for the write to reach a replica (core/promise.py);
+    one Redis alone has no replica to wait for, and nothing changes."""
+    if not settings.redis_sentinels:
+        log.info("Redis: one host (REDIS_URL)")
+        return None
+    log.info(
+        "Redis: via Sentinel (master %r); a promise waits for %d replica(s), %d ms at most",
+        settings.redis_sentinel_master,
+        settings.redis_wait_replicas,
+        settings.redis_wait_ms,
+    )
+    return Promises(store.redis, settings.redis_wait_replicas, settings.redis_wait_ms)
+
+
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     try:
@@ -100,12 +117,16 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         raise ConfigError(f"DIGEST_CRON: {exc}") from None
     # Clean-up runs in reverse order of registration, whatever fails on the way up.
     async with contextlib.AsyncExitStack() as cleanup:
-        store = Store.connect(settings.redis_url)
+        store = Store(redis_client.connect(settings))
         cleanup.push_async_callback(store.close)
+        where = "through REDIS_SENTINELS" if settings.redis_sentinels else "at REDIS_URL"
         try:
             await store.redis.ping()
         except Exception as exc:
-            raise ConfigError(f"cannot reach Redis at REDIS_URL ({type(exc).__name__})") from None
+            raise ConfigError(f"cannot reach Redis {where} ({type(exc).__name__})") from None
+        promises = make_promises(settings, store)
+        if promises is not None:
+            cleanup.push_async_callback(promises.close)
         settings.sessions_dir.mkdir(parents=True, exist_ok=True)
         journal = Journal(store.redis, SystemClock())  # what the daily digest tells
         notifier = FanoutNotifier(LogNotifier(), JournalNotifier(journal))
@@ -133,7 +154,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             notifier.add(telegram.notifier)
             cleanup.push_async_callback(telegram.close)  # sends what is queued, last
         web_runner = JsonErrorRunner(
-            create_app(settings, store, service, pool, metrics, backups), access_log=None
+            create_app(settings, store, service, pool, metrics, backups, promises),
+            access_log=None,
         )
         await web_runner.setup()
         # Reverse order: the site stops taking webhooks first, then the service's tasks go.

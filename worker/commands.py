@@ -19,7 +19,8 @@ from typing import Any
 
 from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from worker.drivers.base import Driver, NotConnected, SendFailed
-from worker.http_post import HttpError, HttpPoster
+from worker.endpoints import FailoverPoster
+from worker.http_post import HttpError
 from worker.message_ids import wa_id
 from worker.webhook_client import WebhookClient
 
@@ -41,7 +42,6 @@ def channel_url(webhook_url: str, path: str) -> str:
 class CommandClient:
     def __init__(
         self,
-        webhook_url: str,
         session_id: str,
         secret: str,
         driver: Driver,
@@ -53,11 +53,12 @@ class CommandClient:
         self.driver = driver
         self.webhook = webhook
         self.connected = connected
+        # At the replica the events go to (``webhook.endpoints``, which moves on for both).
         # The poll is held open up to POLL_WAIT_MS: give it that long and some more.
-        self._poll = HttpPoster(
-            channel_url(webhook_url, "/worker/commands"), 20 + POLL_WAIT_MS / 1000
+        self._poll = webhook.endpoints.poster(
+            lambda url: channel_url(url, "/worker/commands"), 20 + POLL_WAIT_MS / 1000
         )
-        self._ack = HttpPoster(channel_url(webhook_url, "/worker/commands/ack"))
+        self._ack = webhook.endpoints.poster(lambda url: channel_url(url, "/worker/commands/ack"))
         self._failures = 0
 
     async def run(self) -> None:
@@ -105,7 +106,7 @@ class CommandClient:
         self._failures = 0
         return True
 
-    async def _call(self, http: HttpPoster, body: dict[str, Any]) -> dict[str, Any] | None:
+    async def _call(self, http: FailoverPoster, body: dict[str, Any]) -> dict[str, Any] | None:
         """A signed request; its JSON answer, or None when it should be tried again."""
         raw = json.dumps({"sessionId": self.session_id, **body}, separators=(",", ":")).encode()
         ts = time.time_ns() // 1_000_000

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from core.proxy_url import ProxyUrl
 from worker.outbox import DEFAULT_MAX_BYTES
@@ -40,6 +41,12 @@ class WorkerConfig:
         ]
         if missing:
             raise WorkerConfigError(f"worker cannot start: {', '.join(missing)} not set")
+        for url in e["WEBHOOK_URL"].split(","):
+            parts = urlsplit(url.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise WorkerConfigError(
+                    f"worker cannot start: WEBHOOK_URL: {url.strip()!r} is not an http(s) URL"
+                )
         try:
             ProxyUrl.parse(e["PROXY_URL"])
         except ValueError as exc:

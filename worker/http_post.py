@@ -1,6 +1,6 @@
 """A minimal HTTP/1.1 POST client on asyncio streams, for the worker's webhook.
 
-The worker posts small JSON events to one orchestrator URL and nothing else; a full HTTP
+The worker posts small JSON events to an orchestrator URL and nothing else; a full HTTP
 client library costs ~10 MB of RSS in every one of hundreds of worker processes, which is
 a sixth of a real (neonize) worker's budget. This speaks just enough HTTP/1.1 for that:
 one kept-alive connection, ``Content-Length`` bodies, http or https.
@@ -13,6 +13,10 @@ import contextlib
 import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+# A replica that does not even take the connection in this long is away: move on (the
+# answer itself may take longer, so the whole request has its own, longer, limit).
+CONNECT_TIMEOUT_S = 2.0
 
 
 class HttpError(OSError):
@@ -51,7 +55,10 @@ class HttpPoster:
 
     async def _exchange(self, body: bytes, headers: dict[str, str]) -> Answer:
         if self._conn is None:
-            self._conn = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
+            self._conn = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, ssl=self.tls),
+                min(CONNECT_TIMEOUT_S, self.timeout_s),
+            )
         reader, writer = self._conn
         head = [
             f"POST {self.path} HTTP/1.1",

@@ -42,7 +42,7 @@ async def run_worker(config: WorkerConfig) -> None:
         ProxyUrl.parse(config.proxy_url).id,
     )
     commands = CommandClient(
-        config.webhook_url, config.session_id, config.webhook_secret, driver, webhook, loop.online
+        config.session_id, config.webhook_secret, driver, webhook, loop.online
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from worker.http_post import HttpError, HttpPoster
+from worker.endpoints import Endpoints
+from worker.http_post import HttpError
 from worker.outbox import DEFAULT_MAX_BYTES, Outbox
 
 log = logging.getLogger("wafleet.worker.webhook")
@@ -55,6 +56,8 @@ class WebhookClient:
         outbox_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.url = url
+        # One or several serve replicas (comma-separated): the command channel shares it.
+        self.endpoints = Endpoints(url)
         self.session_id = session_id
         self.secret = secret
         self.boot_id = boot_id
@@ -64,7 +67,7 @@ class WebhookClient:
         self._drained = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._http = HttpPoster(url)
+        self._http = self.endpoints.poster(lambda webhook_url: webhook_url)
         self._sender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
