@@ -14,14 +14,17 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.i18n import LANGUAGES
+from bot.paging import Page
 from core.backups import BackupInfo
 from core.models import ProxyRecord, SessionRecord
 from core.notifier import Alert, AlertKind
 from core.proxy_url import ProxyUrl
 
 # Telegram allows 100 buttons under a message; an alert names at most this many sessions in
-# buttons (two each, plus a few for the fleet), the text still names them all.
+# buttons per next step, and at most MAX_BUTTONS buttons in all (the fleet's first); the
+# text still names them all.
 MAX_ALERT_SESSIONS = 20
+MAX_BUTTONS = 100
 NEW_QR_KINDS = frozenset({AlertKind.LOGGED_OUT, AlertKind.QR_EXPIRED})
 # A parked or restarted worker: the operator restarts it by hand or looks at it first.
 RESTART_KINDS = frozenset(
@@ -52,17 +55,24 @@ class SessionCb(CallbackData, prefix="s"):
 
 
 class ProxyCb(CallbackData, prefix="p"):
+    """Remove a proxy; ``page`` and ``status``: the listing page to show again after."""
+
     pid: str
-
-
-class PageCb(CallbackData, prefix="pg"):
-    page: int
-    status: str = ""  # the list's filter; empty: every session
+    page: int = 0
+    status: str = ""
 
 
 class View(StrEnum):
     PROXIES = "proxies"
     SESSIONS = "sessions"
+
+
+class PageCb(CallbackData, prefix="pg"):
+    """A page of a listing (``bot/paging.py``): the one page button of every listing."""
+
+    page: int
+    status: str = ""  # the list's filter; empty: everything
+    what: View = View.SESSIONS  # which listing
 
 
 class ViewCb(CallbackData, prefix="view"):
@@ -108,23 +118,27 @@ def session_buttons(
             text=_("Delete"), callback_data=SessionCb(action=SessionAction.DELETE, sid=record.id)
         )
     sizes = [3] * len(records)
-    nav = 0
-    if page > 0:
-        if page > 1:
-            kb.button(text="⏮", callback_data=PageCb(page=0, status=status))
-            nav += 1
-        kb.button(text="◀", callback_data=PageCb(page=page - 1, status=status))
-        nav += 1
-    if page + 1 < pages:
-        kb.button(text="▶", callback_data=PageCb(page=page + 1, status=status))
-        nav += 1
-        if page + 2 < pages:
-            kb.button(text="⏭", callback_data=PageCb(page=pages - 1, status=status))
-            nav += 1
-    if nav:
+    if nav := page_row(kb, page, pages, status, View.SESSIONS):
         sizes.append(nav)
     kb.adjust(*sizes)
     return kb.as_markup()
+
+
+def page_row(kb: InlineKeyboardBuilder, page: int, pages: int, status: str, what: View) -> int:
+    """The page buttons of every listing: first, previous, next, last (those that lead
+    somewhere). Returns how many were added, for the keyboard's last row."""
+    targets: list[tuple[str, int]] = []
+    if page > 1:
+        targets.append(("⏮", 0))
+    if page > 0:
+        targets.append(("◀", page - 1))
+    if page + 1 < pages:
+        targets.append(("▶", page + 1))
+    if page + 2 < pages:
+        targets.append(("⏭", pages - 1))
+    for text, target in targets:
+        kb.button(text=text, callback_data=PageCb(page=target, status=status, what=what))
+    return len(targets)
 
 
 def confirm_delete(sid: str) -> InlineKeyboardMarkup:
@@ -162,15 +176,29 @@ def alert_buttons(alerts: list[Alert]) -> InlineKeyboardMarkup | None:
             restart.append(alert.session_id)
         elif alert.kind is AlertKind.NODE_LOST:
             status += [s for s in str(alert.facts.get("sessionIds") or "").split(",") if s]
+    kinds = {a.kind for a in alerts}
+    fleet: list[tuple[str, CallbackData]] = []
+    if kinds & PROXIES_KINDS:
+        fleet.append((_("Proxies"), ViewCb(what=View.PROXIES)))
+    if kinds & ADD_PROXY_KINDS:
+        fleet.append((_("Add proxy"), AskCb(what="proxy")))
+    if AlertKind.NODE_LOST in kinds:
+        fleet.append((_("Sessions"), ViewCb(what=View.SESSIONS)))
+    left = MAX_BUTTONS - len(fleet)  # a burst of every kind at once still fits
+    new_qr = _first(new_qr)[:left]
+    left -= len(new_qr)
+    restart = _first(restart)[: left // 2]
+    left -= 2 * len(restart)
+    status = _first(status)[:left]
     kb = InlineKeyboardBuilder()
     sizes: list[int] = []
-    for sid in _first(new_qr):
+    for sid in new_qr:
         kb.button(
             text=_("New QR for {sid}").format(sid=sid),
             callback_data=SessionCb(action=SessionAction.NEW_QR, sid=sid),
         )
         sizes.append(1)
-    for sid in _first(restart):
+    for sid in restart:
         kb.button(
             text=_("Restart {sid}").format(sid=sid),
             callback_data=SessionCb(action=SessionAction.RESTART, sid=sid),
@@ -180,25 +208,16 @@ def alert_buttons(alerts: list[Alert]) -> InlineKeyboardMarkup | None:
             callback_data=SessionCb(action=SessionAction.STATUS, sid=sid),
         )
         sizes.append(2)
-    for sid in _first(status):
+    for sid in status:
         kb.button(
             text=_("Status {sid}").format(sid=sid),
             callback_data=SessionCb(action=SessionAction.STATUS, sid=sid),
         )
         sizes.append(1)
-    kinds = {a.kind for a in alerts}
-    fleet = 0
-    if kinds & PROXIES_KINDS:
-        kb.button(text=_("Proxies"), callback_data=ViewCb(what=View.PROXIES))
-        fleet += 1
-    if kinds & ADD_PROXY_KINDS:
-        kb.button(text=_("Add proxy"), callback_data=AskCb(what="proxy"))
-        fleet += 1
-    if AlertKind.NODE_LOST in kinds:
-        kb.button(text=_("Sessions"), callback_data=ViewCb(what=View.SESSIONS))
-        fleet += 1
+    for text, data in fleet:
+        kb.button(text=text, callback_data=data)
     if fleet:
-        sizes.append(fleet)
+        sizes.append(len(fleet))
     if not sizes:
         return None
     kb.adjust(*sizes)
@@ -210,16 +229,23 @@ def _first(session_ids: list[str]) -> list[str]:
     return sorted(set(session_ids), key=lambda s: (len(s), s))[:MAX_ALERT_SESSIONS]
 
 
-def proxy_buttons(records: list[ProxyRecord]) -> InlineKeyboardMarkup | None:
-    if not records:
+def proxy_buttons(shown: Page[ProxyRecord], status: str = "") -> InlineKeyboardMarkup | None:
+    """A remove button per proxy on the page (numbered as the listing numbers it), four to
+    a row, then the page buttons."""
+    if not shown.items:
         return None
     kb = InlineKeyboardBuilder()
-    for n, record in enumerate(records, 1):
+    for n, record in enumerate(shown.items, shown.first):
+        pid = ProxyUrl.parse(record.url).id
         kb.button(
             text=_("Remove #{n}").format(n=n),
-            callback_data=ProxyCb(pid=ProxyUrl.parse(record.url).id),
+            callback_data=ProxyCb(pid=pid, page=shown.number, status=status),
         )
-    kb.adjust(4)
+    n = len(shown.items)
+    sizes = [min(4, n - at) for at in range(0, n, 4)]
+    if nav := page_row(kb, shown.number, shown.count, status, View.PROXIES):
+        sizes.append(nav)
+    kb.adjust(*sizes)
     return kb.as_markup()
 
 

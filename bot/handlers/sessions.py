@@ -4,14 +4,13 @@ buttons. ``/status`` and ``/qr`` take an id or a phone (``bot/lookup.py``)."""
 from __future__ import annotations
 
 import contextlib
-import math
 
 from aiogram import F, Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
-from bot import keyboards, lookup, message_texts, texts
+from bot import keyboards, lookup, message_texts, paging, texts
 from bot.handlers.common import args, chat_of, hide_proxy_url, message_of, one_arg
 from bot.keyboards import PageCb, SessionAction, SessionCb, View, ViewCb
 from bot.notifier import TelegramNotifier
@@ -50,12 +49,10 @@ async def _page(
     records = await service.all_sessions()
     if status:
         records = [r for r in records if r.status == status]
-    pages = max(1, math.ceil(len(records) / PAGE_SIZE))
-    page = min(max(page, 0), pages - 1)
-    shown = records[page * PAGE_SIZE : (page + 1) * PAGE_SIZE]
+    shown = paging.page_of(records, page, PAGE_SIZE)
     now = service.clock.now_ms()
-    text = texts.sessions_page(shown, page, pages, now, len(records), status)
-    return text, keyboards.session_buttons(shown, page, pages, status)
+    text = texts.sessions_page(shown.items, shown.number, shown.count, now, shown.total, status)
+    return text, keyboards.session_buttons(shown.items, shown.number, shown.count, status)
 
 
 async def sessions(message: Message, command: CommandObject, service: SessionService) -> None:
@@ -228,7 +225,7 @@ def build_router() -> Router:
     router = Router(name="sessions")
     router.message.register(provision, Command("provision"))
     router.message.register(sessions, Command("sessions"))
-    router.callback_query.register(sessions_page, PageCb.filter())
+    router.callback_query.register(sessions_page, PageCb.filter(F.what == View.SESSIONS))
     router.callback_query.register(sessions_button, ViewCb.filter(F.what == View.SESSIONS))
     router.message.register(find, Command("find"))
     router.message.register(status, Command("status"))
