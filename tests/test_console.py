@@ -140,7 +140,7 @@ async def test_nodes_in_rest_metrics_and_chat_match_the_fleet(
 
     telegram.send("/nodes")
     reply = await telegram.wait_call("sendMessage", lambda c: c.chat == ADMIN)
-    assert host in reply.text and "ready · 2 session(s)" in reply.text
+    assert host in reply.text and "ready · 2 sessions" in reply.text
     telegram.send("/lang he")
     await telegram.wait_call("sendMessage", lambda c: "בעברית" in c.text)
     mark = len(telegram.calls)
