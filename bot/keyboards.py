@@ -21,10 +21,8 @@ from core.notifier import Alert, AlertKind
 from core.proxy_url import ProxyUrl
 
 # Telegram allows 100 buttons under a message; an alert names at most this many sessions in
-# buttons per next step, and at most MAX_BUTTONS buttons in all (the fleet's first); the
-# text still names them all.
+# buttons (two each, plus a few for the fleet), the text still names them all.
 MAX_ALERT_SESSIONS = 20
-MAX_BUTTONS = 100
 NEW_QR_KINDS = frozenset({AlertKind.LOGGED_OUT, AlertKind.QR_EXPIRED})
 # A parked or restarted worker: the operator restarts it by hand or looks at it first.
 RESTART_KINDS = frozenset(
@@ -176,29 +174,15 @@ def alert_buttons(alerts: list[Alert]) -> InlineKeyboardMarkup | None:
             restart.append(alert.session_id)
         elif alert.kind is AlertKind.NODE_LOST:
             status += [s for s in str(alert.facts.get("sessionIds") or "").split(",") if s]
-    kinds = {a.kind for a in alerts}
-    fleet: list[tuple[str, CallbackData]] = []
-    if kinds & PROXIES_KINDS:
-        fleet.append((_("Proxies"), ViewCb(what=View.PROXIES)))
-    if kinds & ADD_PROXY_KINDS:
-        fleet.append((_("Add proxy"), AskCb(what="proxy")))
-    if AlertKind.NODE_LOST in kinds:
-        fleet.append((_("Sessions"), ViewCb(what=View.SESSIONS)))
-    left = MAX_BUTTONS - len(fleet)  # a burst of every kind at once still fits
-    new_qr = _first(new_qr)[:left]
-    left -= len(new_qr)
-    restart = _first(restart)[: left // 2]
-    left -= 2 * len(restart)
-    status = _first(status)[:left]
     kb = InlineKeyboardBuilder()
     sizes: list[int] = []
-    for sid in new_qr:
+    for sid in _first(new_qr):
         kb.button(
             text=_("New QR for {sid}").format(sid=sid),
             callback_data=SessionCb(action=SessionAction.NEW_QR, sid=sid),
         )
         sizes.append(1)
-    for sid in restart:
+    for sid in _first(restart):
         kb.button(
             text=_("Restart {sid}").format(sid=sid),
             callback_data=SessionCb(action=SessionAction.RESTART, sid=sid),
@@ -208,16 +192,25 @@ def alert_buttons(alerts: list[Alert]) -> InlineKeyboardMarkup | None:
             callback_data=SessionCb(action=SessionAction.STATUS, sid=sid),
         )
         sizes.append(2)
-    for sid in status:
+    for sid in _first(status):
         kb.button(
             text=_("Status {sid}").format(sid=sid),
             callback_data=SessionCb(action=SessionAction.STATUS, sid=sid),
         )
         sizes.append(1)
-    for text, data in fleet:
-        kb.button(text=text, callback_data=data)
+    kinds = {a.kind for a in alerts}
+    fleet = 0
+    if kinds & PROXIES_KINDS:
+        kb.button(text=_("Proxies"), callback_data=ViewCb(what=View.PROXIES))
+        fleet += 1
+    if kinds & ADD_PROXY_KINDS:
+        kb.button(text=_("Add proxy"), callback_data=AskCb(what="proxy"))
+        fleet += 1
+    if AlertKind.NODE_LOST in kinds:
+        kb.button(text=_("Sessions"), callback_data=ViewCb(what=View.SESSIONS))
+        fleet += 1
     if fleet:
-        sizes.append(len(fleet))
+        sizes.append(fleet)
     if not sizes:
         return None
     kb.adjust(*sizes)

@@ -44,6 +44,7 @@ class Call:
     files: dict[str, bytes]
     at: float
     status: int = 200
+    refused: str = ""  # Telegram's words when it answered 400
 
     def get(self, name: str) -> Any:
         """A parameter, JSON-decoded when aiogram sent it as JSON."""
@@ -267,7 +268,7 @@ class FakeTelegram:
             )
         refused = _refusal(call)
         if refused is not None:
-            call.status = 400
+            call.status, call.refused = 400, refused
             return _error(400, refused)
         handler = getattr(self, "_m_" + method, None)
         if handler is None:
@@ -332,6 +333,7 @@ class FakeTelegram:
         if target is None or target.kind != "text":
             return _error(400, "Bad Request: message to edit not found")
         if (target.text, target.reply_markup) == (call.text, call.get("reply_markup")):
+            call.refused = limits.NOT_MODIFIED
             return _error(400, limits.NOT_MODIFIED)
         target.text = call.params.get("text", "")
         target.reply_markup = call.get("reply_markup")

@@ -27,7 +27,7 @@ from aiogram.enums import ParseMode
 from redis.exceptions import ResponseError
 
 from bot.app import build_bot, build_dispatcher
-from bot.i18n import build_i18n
+from bot.i18n import CatalogueI18n, build_i18n
 from bot.keyboards import (
     AskCb,
     BackupAction,
@@ -586,6 +586,10 @@ class Console:
     store: Store
     bot: Bot
     dp: Dispatcher
+    service: SessionService
+    pool: ProxyPool
+    notifier: TelegramNotifier
+    i18n: CatalogueI18n
 
 
 @pytest.fixture
@@ -603,6 +607,7 @@ async def console(
         "TELEGRAM_API_URL": telegram.url,
         "TELEGRAM_CHAT_ID": str(CHAT),
         "TELEGRAM_ADMIN_IDS": str(ADMIN),
+        "TELEGRAM_VIEWER_IDS": str(VIEWER),
     }
     settings = Settings.from_env(env)
     store = Store(redis_client)
@@ -618,13 +623,14 @@ async def console(
     polling = dp.start_polling(bot, handle_signals=False, close_bot_session=False)
     task = asyncio.create_task(polling)
     try:
-        yield Console(store, bot, dp)
+        yield Console(store, bot, dp, service, pool, notifier, i18n)
     finally:
         with contextlib.suppress(RuntimeError):
             await dp.stop_polling()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await notifier.close(grace_s=0.5)
         await service.close()
         await bot.session.close()
 
