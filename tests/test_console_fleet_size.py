@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -91,6 +92,10 @@ class Chat:
 
     def last(self, chat: int = ADMIN) -> StoredMessage:
         return newest(self.fake, chat)
+
+
+def in_chat(chat: int) -> Callable[[Call], bool]:
+    return lambda c: c.chat == chat
 
 
 def nav(message: StoredMessage, symbol: str) -> str:
@@ -240,8 +245,8 @@ async def test_every_answer_of_the_console_fits_telegram_at_10000_sessions_on_25
     at = sorted(proxy_url(n) for n in range(PROXIES + 1)).index(proxy_url(PROXIES))
     await chat.say("/proxies")
     listing = chat.last()
-    page = PageCb(page=at // 10, what=View.PROXIES).pack()
-    assert f"page {at // 10 + 1} of 251" in (await chat.press(listing, page)).text
+    its_page = PageCb(page=at // 10, what=View.PROXIES).pack()
+    assert f"page {at // 10 + 1} of 251" in (await chat.press(listing, its_page)).text
     remove = next(b for b in listing.buttons() if b["text"] == f"Remove #{at + 1}")
     assert remove["callback_data"].endswith(f":{at // 10}:")
     mark_remove = len(telegram.calls)
@@ -279,13 +284,12 @@ async def test_a_proxy_url_typed_by_anyone_leaves_the_chat_and_the_log(
     """A viewer or a stranger is refused ``/addproxy``; the message with the password is
     deleted all the same, as an admin's is, and the log names the command only."""
     caplog.set_level(logging.INFO, "wafleet")
-    chat = Chat(telegram)
     for n, user in enumerate((VIEWER, STRANGER, ADMIN)):
         url = f"socks5h://wa:{PASSWORD}@127.0.0.{2 + n}:{30_000 + n}"
         mark = len(telegram.calls)
         sent = telegram.send(f"/addproxy {url}", user=user)
-        answer = await telegram.wait_call("sendMessage", lambda c, u=user: c.chat == u, 15, mark)
-        gone = await telegram.wait_call("deleteMessage", lambda c, u=user: c.chat == u, 15, mark)
+        answer = await telegram.wait_call("sendMessage", in_chat(user), 15, mark)
+        gone = await telegram.wait_call("deleteMessage", in_chat(user), 15, mark)
         assert int(gone.params["message_id"]) == sent
         if user == ADMIN:
             assert "Added" in answer.text
@@ -302,4 +306,3 @@ async def test_a_proxy_url_typed_by_anyone_leaves_the_chat_and_the_log(
     assert PASSWORD not in logged
     assert f"refused viewer {VIEWER}" in logged and "/addproxy <a URL, not logged>" in logged
     assert f"refused user {STRANGER}" in logged
-    del chat
