@@ -175,8 +175,7 @@ async def test_a_viewer_reads_and_is_refused_every_action(
     presses += [BackupCb(action=a, id="backup_2026-01-01").pack() for a in BackupAction]
     assert not [p for p in presses if button_reads_only(p)]
     mark = len(telegram.calls)
-    for command in actions:
-        telegram.send(command, user=VIEWER)
+    sent = {command: telegram.send(command, user=VIEWER) for command in actions}
     for data in presses:
         telegram.press(listing, data, user=VIEWER)
     # a named viewer is a viewer in the alert chat too, where others may act
@@ -204,8 +203,11 @@ async def test_a_viewer_reads_and_is_refused_every_action(
     assert not [
         c
         for c in telegram.calls[mark:]
-        if c.method in ("sendPhoto", "editMessageMedia", "editMessageText", "deleteMessage")
+        if c.method in ("sendPhoto", "editMessageMedia", "editMessageText")
     ]
+    # the one message deleted: the refused /addproxy, whose URL holds a password
+    deleted = [int(c.params["message_id"]) for c in telegram.calls_of("deleteMessage", VIEWER)]
+    assert deleted == [sent["/addproxy socks5h://a:b@127.0.0.1:9"]]
     assert await fleet.snapshot() == before
     assert fleet.workers()[sid] == pid
     assert fleet.log().count(f"refused viewer {VIEWER}") == len(actions) + len(presses) + 1

@@ -70,16 +70,21 @@ class Chat:
 
     def __init__(self, fake: FakeTelegram) -> None:
         self.fake = fake
+        self.took: dict[str, float] = {}  # how long each answer took, by what was said
 
     async def say(self, text: str, user: int = ADMIN, photo: bool = False) -> Call:
         mark = len(self.fake.calls)
+        started = time.monotonic()
         self.fake.send(text, user=user)
         method = "sendPhoto" if photo else "sendMessage"
-        return await self.fake.wait_call(method, lambda c: c.chat == user, 60, mark)
+        answer = await self.fake.wait_call(method, lambda c: c.chat == user, 60, mark)
+        self.took[text] = answer.at - started
+        return answer
 
     async def press(self, shown: StoredMessage, data: str, user: int = ADMIN) -> Call:
         """The edit or message the button leads to (any status: the caller checks)."""
         mark = len(self.fake.calls)
+        started = time.monotonic()
         self.fake.press(shown, data, user=user)
 
         async def answer() -> Call | None:
@@ -88,7 +93,9 @@ class Chat:
                     return call
             return None
 
-        return await eventually(answer, 60, f"the answer to {data}")
+        found = await eventually(answer, 60, f"the answer to {data}")
+        self.took[data] = found.at - started
+        return found
 
     def last(self, chat: int = ADMIN) -> StoredMessage:
         return newest(self.fake, chat)
@@ -276,6 +283,8 @@ async def test_every_answer_of_the_console_fits_telegram_at_10000_sessions_on_25
         f"{max(len(c.shown) for c in captions)} chars, most buttons {len(most.buttons())}, "
         f"longest callback data {data} bytes"
     )
+    slowest = sorted(chat.took.items(), key=lambda t: -t[1])[:5]
+    print("slowest answers: " + ", ".join(f"{what} {s:.1f} s" for what, s in slowest))
 
 
 async def test_a_proxy_url_typed_by_anyone_leaves_the_chat_and_the_log(
