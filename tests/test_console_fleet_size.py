@@ -284,6 +284,14 @@ async def test_every_answer_of_the_console_fits_telegram_at_10000_sessions_on_25
         f"longest callback data {data} bytes"
     )
     slowest = sorted(chat.took.items(), key=lambda t: -t[1])[:5]
+    print(
+        "pages: "
+        + ", ".join(
+            f"{w} {s * 1000:.0f} ms"
+            for w, s in chat.took.items()
+            if w.startswith(("pg:", "/sessions"))
+        )
+    )
     print("slowest answers: " + ", ".join(f"{what} {s:.1f} s" for what, s in slowest))
 
 
