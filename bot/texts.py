@@ -29,6 +29,7 @@ from core.notifier import Alert, AlertKind, Done
 from core.runner import NodeInfo
 
 MAX_MESSAGE = 4000  # Telegram's limit is 4096; leave room for the markup
+MAX_DETAIL = 300  # of an error's message from core, in a chat answer
 
 ALERT_ICONS = {
     AlertKind.CONNECTED: "✅",
@@ -127,8 +128,11 @@ def error(exc: WafleetError) -> str:
         "no_proxy_capacity": _("No proxy capacity for that."),
     }
     title = titles.get(exc.code, _("That did not work."))
+    # Core's message may quote what was typed, up to a whole message long: cut, so the
+    # answer still fits in one.
+    detail = exc.message if len(exc.message) <= MAX_DETAIL else exc.message[:MAX_DETAIL] + "…"
     return _("❌ {title}\n{detail}\nNothing was changed.").format(
-        title=title, detail=html.italic(html.quote(exc.message))
+        title=title, detail=html.italic(html.quote(detail))
     )
 
 

@@ -345,6 +345,11 @@ async def test_a_proxy_url_typed_by_anyone_leaves_the_chat_and_the_log(
         else:
             assert "Nothing was done" in answer.text
     assert len(await console.pool.all_proxies()) == 1  # the admin's only
+    # a whole message of a query that names nothing: the answer says so, and fits
+    mark = len(telegram.calls)
+    telegram.send("/status " + "x" * 4080 + "!")  # 4,089 characters: Telegram takes it
+    answer = await telegram.wait_call("sendMessage", in_chat(ADMIN), 15, mark)
+    assert answer.text.startswith("❌ Not found.") and answer.text.endswith("Nothing was changed.")
     # a viewer's /provision with a proxy: refused, deleted too
     mark = len(telegram.calls)
     sent = telegram.send(f"/provision socks5h://wa:{PASSWORD}@127.0.0.9:1", user=VIEWER)
