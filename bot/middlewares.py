@@ -4,8 +4,7 @@ and no action runs for viewers.
 Which commands and buttons only read is decided in ``bot/roles.py``'s one table, here, for
 every update: handlers never check roles themselves. A refused message that carries a proxy
 URL is deleted all the same, as an admin's is: the refusal must not leave a password in the
-chat. Registered after the i18n middleware,
-so a refusal is in the reader's language.
+chat. Registered after the i18n middleware, so a refusal is in the reader's language.
 """
 
 from __future__ import annotations
