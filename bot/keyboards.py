@@ -14,6 +14,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.i18n import LANGUAGES
+from bot.paging import Page
 from core.backups import BackupInfo
 from core.models import ProxyRecord, SessionRecord
 from core.notifier import Alert, AlertKind
@@ -52,17 +53,24 @@ class SessionCb(CallbackData, prefix="s"):
 
 
 class ProxyCb(CallbackData, prefix="p"):
+    """Remove a proxy; ``page`` and ``status``: the listing page to show again after."""
+
     pid: str
-
-
-class PageCb(CallbackData, prefix="pg"):
-    page: int
-    status: str = ""  # the list's filter; empty: every session
+    page: int = 0
+    status: str = ""
 
 
 class View(StrEnum):
     PROXIES = "proxies"
     SESSIONS = "sessions"
+
+
+class PageCb(CallbackData, prefix="pg"):
+    """A page of a listing (``bot/paging.py``): the one page button of every listing."""
+
+    page: int
+    status: str = ""  # the list's filter; empty: everything
+    what: View = View.SESSIONS  # which listing
 
 
 class ViewCb(CallbackData, prefix="view"):
@@ -108,23 +116,27 @@ def session_buttons(
             text=_("Delete"), callback_data=SessionCb(action=SessionAction.DELETE, sid=record.id)
         )
     sizes = [3] * len(records)
-    nav = 0
-    if page > 0:
-        if page > 1:
-            kb.button(text="⏮", callback_data=PageCb(page=0, status=status))
-            nav += 1
-        kb.button(text="◀", callback_data=PageCb(page=page - 1, status=status))
-        nav += 1
-    if page + 1 < pages:
-        kb.button(text="▶", callback_data=PageCb(page=page + 1, status=status))
-        nav += 1
-        if page + 2 < pages:
-            kb.button(text="⏭", callback_data=PageCb(page=pages - 1, status=status))
-            nav += 1
-    if nav:
+    if nav := page_row(kb, page, pages, status, View.SESSIONS):
         sizes.append(nav)
     kb.adjust(*sizes)
     return kb.as_markup()
+
+
+def page_row(kb: InlineKeyboardBuilder, page: int, pages: int, status: str, what: View) -> int:
+    """The page buttons of every listing: first, previous, next, last (those that lead
+    somewhere). Returns how many were added, for the keyboard's last row."""
+    targets: list[tuple[str, int]] = []
+    if page > 1:
+        targets.append(("⏮", 0))
+    if page > 0:
+        targets.append(("◀", page - 1))
+    if page + 1 < pages:
+        targets.append(("▶", page + 1))
+    if page + 2 < pages:
+        targets.append(("⏭", pages - 1))
+    for text, target in targets:
+        kb.button(text=text, callback_data=PageCb(page=target, status=status, what=what))
+    return len(targets)
 
 
 def confirm_delete(sid: str) -> InlineKeyboardMarkup:
@@ -210,16 +222,23 @@ def _first(session_ids: list[str]) -> list[str]:
     return sorted(set(session_ids), key=lambda s: (len(s), s))[:MAX_ALERT_SESSIONS]
 
 
-def proxy_buttons(records: list[ProxyRecord]) -> InlineKeyboardMarkup | None:
-    if not records:
+def proxy_buttons(shown: Page[ProxyRecord], status: str = "") -> InlineKeyboardMarkup | None:
+    """A remove button per proxy on the page (numbered as the listing numbers it), four to
+    a row, then the page buttons."""
+    if not shown.items:
         return None
     kb = InlineKeyboardBuilder()
-    for n, record in enumerate(records, 1):
+    for n, record in enumerate(shown.items, shown.first):
+        pid = ProxyUrl.parse(record.url).id
         kb.button(
             text=_("Remove #{n}").format(n=n),
-            callback_data=ProxyCb(pid=ProxyUrl.parse(record.url).id),
+            callback_data=ProxyCb(pid=pid, page=shown.number, status=status),
         )
-    kb.adjust(4)
+    n = len(shown.items)
+    sizes = [min(4, n - at) for at in range(0, n, 4)]
+    if nav := page_row(kb, shown.number, shown.count, status, View.PROXIES):
+        sizes.append(nav)
+    kb.adjust(*sizes)
     return kb.as_markup()
 
 

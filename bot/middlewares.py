@@ -2,8 +2,9 @@
 and no action runs for viewers.
 
 Which commands and buttons only read is decided in ``bot/roles.py``'s one table, here, for
-every update: handlers never check roles themselves. Registered after the i18n middleware,
-so a refusal is in the reader's language.
+every update: handlers never check roles themselves. A refused message that carries a proxy
+URL is deleted all the same, as an admin's is: the refusal must not leave a password in the
+chat. Registered after the i18n middleware, so a refusal is in the reader's language.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiogram import BaseMiddleware
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, User
 
 from bot import texts
+from bot.handlers.common import hide_proxy_url
 from bot.roles import Role, button_reads_only, command_name, command_reads_only, role_of
 
 log = logging.getLogger("wafleet.bot.access")
@@ -55,6 +57,9 @@ class Access(BaseMiddleware):
         self._log_refusal(role, user, chat, event)
         text = texts.viewer_refusal() if role is Role.VIEWER else texts.refusal()
         if isinstance(event, Message):
+            # Refused or not, a command that carries a proxy URL carries its password: out of
+            # the chat, as an admin's is (``/addproxy``, ``/provision <proxy>``).
+            await hide_proxy_url(event)
             await event.answer(text)
         elif isinstance(event, CallbackQuery):
             await event.answer(text[:200], show_alert=True)
@@ -66,7 +71,13 @@ class Access(BaseMiddleware):
     ) -> None:
         attempt = ""
         if isinstance(event, Message):
-            attempt = (event.text or event.caption or "<no text>")[:80]
+            said = event.text or event.caption or "<no text>"
+            # Never the words of a message with a URL: it may hold a password, and a cut at
+            # 80 characters could leave one the log's redaction no longer recognises.
+            if "://" in said:
+                name = command_name(said)
+                said = (f"/{name} " if name else "") + "<a URL, not logged>"
+            attempt = said[:80]
         elif isinstance(event, CallbackQuery):
             attempt = "button " + (event.data or "")[:64]
         log.warning(

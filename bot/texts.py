@@ -1,7 +1,9 @@
 """Every text the bot shows, built from core's records and the gettext catalogue.
 
 Called inside an i18n context (a handler, or the notifier's ``use_locale``). Dynamic
-values are HTML-escaped here, once; nothing outside this module formats chat text.
+values are HTML-escaped here, once; nothing outside this module formats chat text. A count
+that a word agrees with takes the word's plural form from the catalogue (``ngettext``:
+English has two forms, Hebrew three, with the dual of "hour" or "time").
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from typing import Any
 
 from aiogram import html
 from aiogram.types import BotCommand
-from aiogram.utils.i18n import get_i18n
+from aiogram.utils.i18n import get_i18n, ngettext
 from aiogram.utils.i18n import gettext as _
 
 from bot import charts
+from bot.paging import Page
 from core.backups import BackupInfo, BackupResult, RestoreReport
 from core.bulk_start import BulkStart
 from core.errors import WafleetError
@@ -26,6 +29,7 @@ from core.notifier import Alert, AlertKind, Done
 from core.runner import NodeInfo
 
 MAX_MESSAGE = 4000  # Telegram's limit is 4096; leave room for the markup
+MAX_DETAIL = 300  # of an error's message from core, in a chat answer
 
 ALERT_ICONS = {
     AlertKind.CONNECTED: "✅",
@@ -124,8 +128,11 @@ def error(exc: WafleetError) -> str:
         "no_proxy_capacity": _("No proxy capacity for that."),
     }
     title = titles.get(exc.code, _("That did not work."))
+    # Core's message may quote what was typed, up to a whole message long: cut, so the
+    # answer still fits in one.
+    detail = exc.message if len(exc.message) <= MAX_DETAIL else exc.message[:MAX_DETAIL] + "…"
     return _("❌ {title}\n{detail}\nNothing was changed.").format(
-        title=title, detail=html.italic(html.quote(exc.message))
+        title=title, detail=html.italic(html.quote(detail))
     )
 
 
@@ -148,7 +155,15 @@ def status_name(status: str) -> str:
 def age(now_ms: int, then_ms: int | None) -> str:
     if then_ms is None:
         return "—"
-    return _("{n} s ago").format(n=max(0, (now_ms - then_ms) // 1000))
+    n = max(0, (now_ms - then_ms) // 1000)
+    return ngettext("{n} s ago", "{n} s ago", n).format(n=n)
+
+
+def sessions_count(n: int | None) -> str:
+    """A count of sessions in words ("1 session"); "?" when not known (an old archive)."""
+    if n is None:
+        return "?"
+    return ngettext("{n} session", "{n} sessions", n).format(n=n)
 
 
 def phone(number: str | None) -> str:
@@ -220,9 +235,11 @@ def found(records: list[SessionRecord], query: str, total: int, now_ms: int) -> 
 def ambiguous(query: str, records: list[SessionRecord], now_ms: int, total: int) -> str:
     """``/status`` or ``/qr`` with a phone that several sessions share: pick one by button."""
     lines = [
-        _("{n} sessions have the phone {phone}; pick one:").format(
-            n=total, phone=html.quote(phone(query))
-        )
+        ngettext(
+            "{n} session has the phone {phone}; pick one:",
+            "{n} sessions have the phone {phone}; pick one:",
+            total,
+        ).format(n=total, phone=html.quote(phone(query)))
     ]
     lines += [session_line(r, now_ms) for r in records]
     return bounded(lines)
@@ -266,9 +283,12 @@ def qr_caption(sid: str, expires_in_s: int | None) -> str:
         sid=html.bold(html.quote(sid))
     )
     if expires_in_s is not None:
-        text += "\n" + _("Expires in {n} s; a new one replaces it here.").format(
-            n=max(0, expires_in_s)
-        )
+        n = max(0, expires_in_s)
+        text += "\n" + ngettext(
+            "Expires in {n} s; a new one replaces it here.",
+            "Expires in {n} s; a new one replaces it here.",
+            n,
+        ).format(n=n)
     return text
 
 
@@ -317,16 +337,36 @@ def cancelled() -> str:
     return _("Cancelled; nothing was changed.")
 
 
-def proxies(records: list[ProxyRecord], cap: int) -> str:
-    if not records:
+def proxy_status_name(status: str) -> str:
+    return _("active") if status == ProxyStatus.ACTIVE else _("bad")
+
+
+def proxies(shown: Page[ProxyRecord], cap: int, status: str = "") -> str:
+    """A page of the pool, numbered as in the whole listing, with each proxy's load."""
+    if not shown.total:
+        if status:
+            return _("No proxy is {status} now.").format(status=proxy_status_name(status))
         return _("The pool is empty. Add a proxy with /addproxy socks5h://user:pass@host:port")
-    lines = [_("Proxies (sessions / cap):")]
-    for n, record in enumerate(records, 1):
-        status = _("active") if record.status == ProxyStatus.ACTIVE else _("bad")
+    where = {"n": shown.total, "page": shown.number + 1, "pages": shown.count}
+    if status:
+        head = _("Proxies {status} ({n}), page {page} of {pages}; load in sessions / cap:")
+        head = head.format(status=proxy_status_name(status), **where)
+    else:
+        head = _("Proxies ({n}), page {page} of {pages}; load in sessions / cap:").format(**where)
+    lines = [head]
+    for n, record in enumerate(shown.items, shown.first):
         lines.append(
-            f"{n}. {html.code(html.quote(record.masked))} · {status} · {record.sessions}/{cap}"
+            f"{n}. {html.code(html.quote(record.masked))} · "
+            f"{proxy_status_name(record.status)} · {record.sessions}/{cap}"
         )
-    return "\n".join(lines)
+    return bounded(lines)
+
+
+def unknown_proxy_status(given: str) -> str:
+    return _("There is no proxy status {given}. Filter by one of: {known}").format(
+        given=html.code(html.quote(given[:40])),
+        known=", ".join(html.code(s.value) for s in ProxyStatus),
+    )
 
 
 def proxy_added(record: ProxyRecord) -> str:
@@ -416,8 +456,9 @@ def digest(tally: Tally, fleet: FleetStats, now_ms: int) -> str:
     """The digest's caption: what happened since the last one, then the fleet's numbers."""
     lines = [_("📰 <b>Daily digest</b>")]
     if tally.since_ms is not None:
-        lines[0] += " · " + _("the last {hours} h").format(
-            hours=max(1, round((now_ms - tally.since_ms) / 3_600_000))
+        hours = max(1, round((now_ms - tally.since_ms) / 3_600_000))
+        lines[0] += " · " + ngettext("the last hour", "the last {hours} hours", hours).format(
+            hours=hours
         )
     if tally.empty:
         lines.append(_("Nothing happened since the last digest."))
@@ -452,10 +493,10 @@ def nodes(found: list[NodeInfo]) -> str:
         return _("The runner could not list its nodes; see the log.")
     lines = [_("Nodes and their sessions:")]
     lines += [
-        _("• {name} · {state} · {n} session(s)").format(
+        _("• {name} · {state} · {sessions}").format(
             name=html.bold(html.quote(node.name)),
             state=node_state(node.state, node.availability),
-            n=len(node.session_ids),
+            sessions=sessions_count(len(node.session_ids)),
         )
         for node in found
     ]
@@ -479,10 +520,10 @@ def backup_started() -> str:
 
 
 def backup_done(result: BackupResult) -> str:
-    return _("💾 Backup {name}: {size}, {n} session(s); longest pause {pause} ms.").format(
+    return _("💾 Backup {name}: {size}, {sessions}; longest pause {pause} ms.").format(
         name=html.code(html.quote(result.info.path.name)),
         size=_megabytes(result.info.size),
-        n=result.info.sessions if result.info.sessions is not None else "?",
+        sessions=sessions_count(result.info.sessions),
         pause=round(result.max_pause_ms),
     )
 
@@ -492,10 +533,10 @@ def backups(found: list[BackupInfo]) -> str:
         return _("No backups yet. Make one with /backup.")
     lines = [_("Backups, newest first:")]
     lines += [
-        _("{id} · {size} · {n} session(s)").format(
+        _("{id} · {size} · {sessions}").format(
             id=html.code(html.quote(info.id)),
             size=_megabytes(info.size),
-            n=info.sessions if info.sessions is not None else "?",
+            sessions=sessions_count(info.sessions),
         )
         for info in found
     ]
@@ -516,8 +557,13 @@ def restore_started(backup_id: str) -> str:
 
 
 def restore_done(report: RestoreReport) -> str:
-    return _("📦 Restored {n} session(s) from {id}; {connected} connected so far.").format(
-        n=len(report.sessions),
+    n = len(report.sessions)
+    return ngettext(
+        "📦 Restored {n} session from {id}; {connected} connected so far.",
+        "📦 Restored {n} sessions from {id}; {connected} connected so far.",
+        n,
+    ).format(
+        n=n,
         id=html.code(html.quote(report.backup_id)),
         connected=len(report.connected),
     )
@@ -599,47 +645,61 @@ def _alert_facts(alert: Alert) -> str:
     f = alert.facts
     try:
         if alert.kind is AlertKind.WATCHDOG_RESTART:
-            return _("no ping for {n} s").format(n=int(f["seconds"]))
+            n = int(f["seconds"])
+            return ngettext("no ping for {n} s", "no ping for {n} s", n).format(n=n)
         if alert.kind is AlertKind.WORKER_CRASHED and "exit_code" in f:
             return _("exit code {code}").format(code=int(f["exit_code"]))
         if alert.kind is AlertKind.CRASH_LOOP:
-            return _("exited {n} times in {minutes} min").format(
-                n=int(f["exits"]), minutes=int(f["minutes"])
-            )
+            n, minutes = int(f["exits"]), int(f["minutes"])
+            within = ngettext("{n} min", "{n} min", minutes).format(n=minutes)
+            return ngettext(
+                "exited {n} time in {within}", "exited {n} times in {within}", n
+            ).format(n=n, within=within)
         if alert.kind is AlertKind.CAPACITY_LOW:
-            return _("{free} free slot(s) left of {total}").format(
-                free=int(f["free"]), total=int(f["total"])
-            )
+            free = int(f["free"])
+            return ngettext(
+                "{free} free slot left of {total}", "{free} free slots left of {total}", free
+            ).format(free=free, total=int(f["total"]))
         if alert.kind is AlertKind.PHONE_MISMATCH:
             return _("provisioned for {expected}").format(
                 expected=html.quote(phone(str(f["expected"])))
             )
         if alert.kind is AlertKind.FAILOVER_IMPOSSIBLE:
-            return _("{n} session(s) have no proxy to move to").format(n=int(f["sessions"]))
+            n = int(f["sessions"])
+            return ngettext(
+                "{n} session has no proxy to move to", "{n} sessions have no proxy to move to", n
+            ).format(n=n)
         if alert.kind is AlertKind.DISCONNECTED:
             return _disconnect_reason(str(f.get("code") or "connection_lost"))
         if alert.kind is AlertKind.BACKUP_DONE:
-            return _("{name}: {size}, {n} session(s)").format(
+            return _("{name}: {size}, {sessions}").format(
                 name=html.code(html.quote(str(f["archive"]))),
                 size=_megabytes(int(f["size_bytes"])),
-                n=int(f["sessions"]),
+                sessions=sessions_count(int(f["sessions"])),
             )
         if alert.kind is AlertKind.BACKUP_FAILED:
             # The error's own text is English from the OS or a library: the log has it.
             return _("the disk is full") if f.get("code") == "disk_full" else ""
         if alert.kind is AlertKind.NODE_LOST:
-            return _("node {node}: {n} session(s) moved, {stuck} not moved").format(
-                node=html.code(html.quote(str(f["node"])[:12])),
-                n=int(f["sessions"]) - int(f.get("notMoved") or 0),
-                stuck=int(f.get("notMoved") or 0),
-            )
+            stuck = int(f.get("notMoved") or 0)
+            n = int(f["sessions"]) - stuck
+            return ngettext(
+                "node {node}: {n} session moved, {stuck} not moved",
+                "node {node}: {n} sessions moved, {stuck} not moved",
+                n,
+            ).format(node=html.code(html.quote(str(f["node"])[:12])), n=n, stuck=stuck)
         if alert.kind is AlertKind.BULK_START_DONE:
             return _("{started} of {total} started, {failed} failed").format(
                 started=int(f["started"]), total=int(f["total"]), failed=int(f["failed"])
             )
         if alert.kind is AlertKind.RESTORE_DONE:
-            return _("{n} session(s) from {id}; {connected} connected so far").format(
-                n=int(f["sessions"]),
+            n = int(f["sessions"])
+            return ngettext(
+                "{n} session from {id}; {connected} connected so far",
+                "{n} sessions from {id}; {connected} connected so far",
+                n,
+            ).format(
+                n=n,
                 id=html.code(html.quote(str(f["backup"]))),
                 connected=int(f["connected"]),
             )

@@ -5,6 +5,11 @@ uploads, ``{"ok": ..., "result": ...}`` answers), keeps the chat's messages so e
 be checked, records every call, and can answer the next calls of a method with 429 to
 exercise flood limits. Tests push updates (commands, button presses) into its
 ``getUpdates`` long poll.
+
+It refuses, with Telegram's own HTTP 400 and words, whatever the real Bot API refuses
+(``tests/telegram_limits.py``): a text over 4,096 characters, a caption over 1,024, more
+than 100 buttons, callback data over 64 bytes, HTML it cannot parse, an edit that changes
+nothing. So every bot test also checks that its answers would reach a real chat.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pytest
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from tests import telegram_limits as limits
 from tests.fleet import eventually
 
 TOKEN = "123456789:TEST-fake-token-abcdefghijklmnopqrstuvwxyz"
@@ -38,6 +44,7 @@ class Call:
     files: dict[str, bytes]
     at: float
     status: int = 200
+    refused: str = ""  # Telegram's words when it answered 400
 
     def get(self, name: str) -> Any:
         """A parameter, JSON-decoded when aiogram sent it as JSON."""
@@ -65,6 +72,18 @@ class Call:
         media = self.get("media")
         caption = media.get("caption", "") if isinstance(media, dict) else ""
         return self.params.get("text") or self.params.get("caption") or caption or ""
+
+    @property
+    def shown(self) -> str:
+        """The text or caption as the chat shows it: the HTML tags out, entities decoded."""
+        media = self.get("media")
+        mode = media.get("parse_mode") if isinstance(media, dict) else None
+        return limits.shown_text(self.text, self.params.get("parse_mode") or mode)
+
+    def buttons(self) -> list[dict[str, str]]:
+        markup = self.get("reply_markup")
+        rows = markup.get("inline_keyboard", []) if isinstance(markup, dict) else []
+        return [button for row in rows for button in row]
 
     @property
     def photo(self) -> bytes | None:
@@ -247,6 +266,10 @@ class FakeTelegram:
                 },
                 status=429,
             )
+        refused = _refusal(call)
+        if refused is not None:
+            call.status, call.refused = 400, refused
+            return _error(400, refused)
         handler = getattr(self, "_m_" + method, None)
         if handler is None:
             return _ok(True)
@@ -309,6 +332,9 @@ class FakeTelegram:
         target = self._edit_target(call)
         if target is None or target.kind != "text":
             return _error(400, "Bad Request: message to edit not found")
+        if (target.text, target.reply_markup) == (call.text, call.get("reply_markup")):
+            call.refused = limits.NOT_MODIFIED
+            return _error(400, limits.NOT_MODIFIED)
         target.text = call.params.get("text", "")
         target.reply_markup = call.get("reply_markup")
         target.edits += 1
@@ -333,6 +359,24 @@ class FakeTelegram:
         key = (call.chat or 0, int(call.params.get("message_id") or 0))
         self.messages.pop(key, None)
         return _ok(True)
+
+
+def _refusal(call: Call) -> str | None:
+    """What the real Bot API would answer 400 to in ``call``, in its words; None if nothing."""
+    mode = call.params.get("parse_mode")
+    if call.method in ("sendMessage", "editMessageText"):
+        refused = limits.text_refusal(call.params.get("text", ""), mode)
+    elif call.method in ("sendPhoto", "editMessageCaption"):
+        refused = limits.caption_refusal(call.params.get("caption", ""), mode)
+    elif call.method == "editMessageMedia":
+        media = call.get("media")
+        media = media if isinstance(media, dict) else {}
+        refused = limits.caption_refusal(media.get("caption") or "", media.get("parse_mode"))
+    elif call.method == "answerCallbackQuery":
+        refused = limits.popup_refusal(call.params.get("text"))
+    else:
+        refused = None
+    return refused or limits.markup_refusal(call.get("reply_markup"))
 
 
 async def _read_form(request: web.Request) -> tuple[dict[str, str], dict[str, bytes]]:

@@ -397,7 +397,7 @@ async def test_backup_list_and_restore_from_the_chat(fleet: Fleet, telegram: Fak
     mark = len(telegram.calls)
     telegram.send("/backup")
     done = await telegram.wait_call(
-        "editMessageText", lambda c: c.chat == ADMIN and "1 session(s)" in c.text, after=mark
+        "editMessageText", lambda c: c.chat == ADMIN and "1 session;" in c.text, after=mark
     )
     assert "backup_" in done.text
     # one message: sent once, then edited with progress and the result
@@ -426,7 +426,7 @@ async def test_backup_list_and_restore_from_the_chat(fleet: Fleet, telegram: Fak
     mark = len(telegram.calls)
     telegram.press(confirm, confirm.buttons()[0]["callback_data"])
     report = await telegram.wait_call(
-        "editMessageText", lambda c: "Restored 1 session(s)" in c.text, timeout=45, after=mark
+        "editMessageText", lambda c: "Restored 1 session from" in c.text, timeout=45, after=mark
     )
     assert "1 connected" in report.text
     edits = [c for c in telegram.calls[mark:] if c.method == "editMessageText"]

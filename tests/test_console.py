@@ -140,13 +140,13 @@ async def test_nodes_in_rest_metrics_and_chat_match_the_fleet(
 
     telegram.send("/nodes")
     reply = await telegram.wait_call("sendMessage", lambda c: c.chat == ADMIN)
-    assert host in reply.text and "ready · 2 session(s)" in reply.text
+    assert host in reply.text and "ready · 2 sessions" in reply.text
     telegram.send("/lang he")
     await telegram.wait_call("sendMessage", lambda c: "בעברית" in c.text)
     mark = len(telegram.calls)
     telegram.send("/nodes")
     hebrew = await telegram.wait_call("sendMessage", lambda c: c.chat == ADMIN, after=mark)
-    assert host in hebrew.text and "פעיל · 2 חיבורים" in hebrew.text
+    assert host in hebrew.text and "פעיל · שני חיבורים" in hebrew.text
 
 
 async def test_the_api_refuses_the_nodes_listing_without_the_key(fleet: Fleet) -> None:
