@@ -224,9 +224,15 @@ def start_serve(
     (serve answers while it runs); None returns as soon as serve listens."""
     full = {**os.environ, **env, "HTTP_HOST": "127.0.0.1", "HTTP_PORT": str(port)}
     proc = spawn("serve", [sys.executable, "-m", "wafleet", "serve"], workdir / "serve.log", full)
-    wait_port("127.0.0.1", port, timeout=20, proc=proc.popen)
-    if reconciled is not None:
-        wait_reconciled(port, reconciled, proc.popen)
+    try:
+        wait_port("127.0.0.1", port, timeout=20, proc=proc.popen)
+        if reconciled is not None:
+            wait_reconciled(port, reconciled, proc.popen)
+    except BaseException:
+        # A serve that did not come up in time is nobody's to stop but ours: left running, it
+        # would go on starting workers for whatever the next user of this Redis provisions.
+        proc.kill()
+        raise
     return proc
 
 
