@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from api import (
+    api_keys,
+    audit_trail,
     backups,
     events,
     messages,
@@ -20,12 +22,16 @@ from api import (
 )
 from api.auth import api_key_middleware
 from api.body import path_params_middleware
-from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
+from api.context import AUDIT, KEYS, METRICS, OWNERS, POOL, RATE, SERVICE, SETTINGS, STORE
 from api.errors import error_middleware
+from core.api_keys import ApiKeys
+from core.audit import Audit
 from core.backups import BackupService
 from core.messages import run_expiry
 from core.metrics import Metrics
+from core.owners import Owners
 from core.proxies import ProxyPool
+from core.rate_limit import KeyRate
 from core.sessions import SessionService
 from core.settings import Settings
 from core.store import Store
@@ -39,15 +45,22 @@ def create_app(
     metrics: Metrics,
     backup_service: BackupService | None = None,
 ) -> web.Application:
-    # Order matters: errors wrap everything; the key is checked before any input is looked at.
+    # Order matters: errors wrap everything; the audit trail sees refusals by the key check
+    # too; the key is checked before any input is looked at.
     app = web.Application(
-        middlewares=[error_middleware, api_key_middleware, path_params_middleware]
+        middlewares=[
+            error_middleware,
+            audit_trail.audit_middleware,
+            api_key_middleware,
+            path_params_middleware,
+        ]
     )
     app[SETTINGS] = settings
     app[STORE] = store
     app[SERVICE] = service
     app[POOL] = pool
     app[METRICS] = metrics
+    app.on_startup.append(_access)
     if backup_service is not None:
         app[backups.BACKUPS] = backup_service
     for table in (
@@ -59,6 +72,8 @@ def create_app(
         messages.routes,
         worker_channel.routes,
         ops.routes,
+        api_keys.routes,
+        audit_trail.routes,
         openapi.routes,
     ):
         app.router.add_routes(table)
@@ -66,6 +81,15 @@ def create_app(
     app[openapi.DOCUMENT] = openapi.document(app.router)
     app.cleanup_ctx.append(_message_expiry)
     return app
+
+
+async def _access(app: web.Application) -> None:
+    """Keys, rates, owners and the audit trail, on the app's own Redis client."""
+    redis, clock, settings = app[STORE].redis, app[SERVICE].clock, app[SETTINGS]
+    app[KEYS] = ApiKeys(redis, clock, settings.key_rotate_grace_s)
+    app[RATE] = KeyRate(redis, settings.key_rate_per_s, settings.key_rate_burst)
+    app[AUDIT] = Audit(redis, clock, settings.audit_retention_days)
+    app[OWNERS] = Owners(redis)
 
 
 async def _message_expiry(app: web.Application) -> AsyncIterator[None]:
