@@ -15,7 +15,9 @@ OTHER_PHONE = "972501234568"
 
 
 async def issue(fleet: Fleet, name: str, scope: str, **extra: Any) -> dict[str, Any]:
-    status, body = await fleet.call("POST", "/api/v1/keys", {"name": name, "scope": scope, **extra})
+    status, body = await fleet.call(
+        "POST", "/api/v1/keys", {"name": name, "scope": scope, **extra}
+    )
     assert status == 201, body
     found: dict[str, Any] = body
     return found
