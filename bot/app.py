@@ -20,6 +20,7 @@ from aiogram.types import BotCommand
 from aiogram.utils.token import TokenValidationError, validate_token
 
 from bot import texts
+from bot.audit_trail import ChatAudit
 from bot.digest import Digest
 from bot.handlers import get_routers
 from bot.i18n import (
@@ -31,6 +32,7 @@ from bot.i18n import (
 )
 from bot.middlewares import Access
 from bot.notifier import TelegramNotifier
+from core.audit import Audit
 from core.backups import BackupService
 from core.errors import ConfigError
 from core.history import ConnectedHistory
@@ -77,6 +79,10 @@ def build_dispatcher(
     access = Access(
         settings.telegram_admin_ids, settings.telegram_viewer_ids, settings.telegram_chat_id
     )
+    # The audit trail wraps the access check, so refused attempts are entries too.
+    audit = ChatAudit(Audit(redis, service.clock, settings.audit_retention_days))
+    dp.message.outer_middleware(audit)
+    dp.callback_query.outer_middleware(audit)
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)
     dp.include_routers(*get_routers())
