@@ -14,6 +14,7 @@ one past its grace is refused at once, on every replica.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -35,6 +36,10 @@ _KEY = re.compile(r"wfk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1
 CACHE_S = 60.0
 CACHE_MAX = 10_000
+# scrypt runs in threads (it releases the GIL), so the event loop — the webhook, the workers'
+# command channel — never waits on it; at most this many at once, so a flood of wrong
+# secrets for a real key id queues here instead of taking every core.
+HASHING_AT_ONCE = 2
 MAX_NAME = 64
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_RATE = 10_000
@@ -101,6 +106,7 @@ class ApiKeys:
         self.rotate_grace_ms = rotate_grace_s * 1000
         # sha256 of a presented key -> (the stored hash it proved, until when (monotonic)).
         self._verified: dict[str, tuple[str, float]] = {}
+        self._hashing = asyncio.Semaphore(HASHING_AT_ONCE)
 
     async def create(
         self, name: object, scope: object, expires_at: object = None, rate_per_s: object = None
@@ -210,7 +216,9 @@ class ApiKeys:
         if cached is not None and cached[1] > time.monotonic() and cached[0] in accepted:
             return _record(key_id, f)
         for stored, salt in accepted.items():
-            if hmac.compare_digest(_hash(secret, bytes.fromhex(salt)), stored):
+            async with self._hashing:
+                proof = await asyncio.to_thread(_hash, secret, bytes.fromhex(salt))
+            if hmac.compare_digest(proof, stored):
                 if len(self._verified) >= CACHE_MAX:
                     self._verified.clear()
                 self._verified[fingerprint] = (stored, time.monotonic() + CACHE_S)
