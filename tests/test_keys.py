@@ -160,3 +160,30 @@ async def test_over_its_rate_a_key_gets_429_with_retry_after(fleet: Fleet) -> No
         assert (await fleet.call("GET", path))[0] == 200
     await asyncio.sleep(int(retry) + 0.2)
     assert (await call_as(fleet, a["key"], "GET", path))[0] == 200
+
+
+async def test_ownership_survives_stop_start_restart_and_a_restore(fleet: Fleet) -> None:
+    """Catches an owner kept in a key that a stop/start, a restart of serve or a restore
+    rewrites: the client would lose its own session (404) or another would gain it."""
+    a = await issue(fleet, "client-a", "client")
+    b = await issue(fleet, "client-b", "client")
+    sid = await provision_as(fleet, a["key"], PHONE)
+    await fleet.qr(sid)
+    path = f"/api/sessions/{sid}/status"
+    assert (await call_as(fleet, a["key"], "POST", f"/api/sessions/{sid}/stop"))[0] == 200
+    assert (await call_as(fleet, a["key"], "POST", f"/api/sessions/{sid}/start"))[0] == 200
+    assert (await call_as(fleet, a["key"], "POST", f"/api/sessions/{sid}/restart"))[0] == 200
+    fleet.stop()
+    fleet.start()
+    await fleet.qr(sid)
+    status, backup = await fleet.call("POST", "/api/v1/backups/create", {})
+    assert status == 201, backup
+    status, restored = await fleet.call(
+        "POST", f"/api/v1/backups/restore/{backup['id']}", {"waitSeconds": 0}
+    )
+    assert status == 200 and restored["sessions"] == [sid], restored
+    assert (await call_as(fleet, a["key"], "GET", path))[0] == 200
+    assert (await call_as(fleet, b["key"], "GET", path))[0] == 404
+    assert (await fleet.status(sid))["owner"] == a["id"]
+    _, page = await call_as(fleet, a["key"], "GET", "/api/v1/dashboard/sessions")
+    assert [s["id"] for s in page["sessions"]] == [sid]
