@@ -13,7 +13,6 @@ from aiohttp import web
 from api import serialize
 from api.auth import principal
 from api.context import OWNERS, SERVICE
-from core import keys
 from core.models import SessionRecord
 
 
@@ -31,11 +30,10 @@ async def sessions_json(
 ) -> list[dict[str, Any]]:
     now = request.app[SERVICE].clock.now_ms()
     views = [serialize.session(r, now) for r in records]
-    if _admin(request) and records:
-        redis = request.app[OWNERS].redis
-        owners = await redis.hmget(keys.SESSION_OWNERS, [r.id for r in records])
-        for view, owner in zip(views, owners, strict=True):
-            view["owner"] = owner
+    if _admin(request):
+        owners = await request.app[OWNERS].of_many([r.id for r in records])
+        for view in views:
+            view["owner"] = owners.get(view["id"])
     return views
 
 

@@ -38,6 +38,13 @@ class Owners:
         found = await self.redis.hget(keys.SESSION_OWNERS, session_id)
         return None if found is None else str(found)
 
+    async def of_many(self, session_ids: list[str]) -> dict[str, str]:
+        """The owners of those of ``session_ids`` that have one."""
+        if not session_ids:
+            return {}
+        found = await self.redis.hmget(keys.SESSION_OWNERS, session_ids)
+        return {i: str(o) for i, o in zip(session_ids, found, strict=True) if o is not None}
+
     async def owned(self, key_id: str) -> list[str]:
         """The key's session ids in id order (a deleted session's may linger: callers read
         the records, which leaves them out)."""

@@ -164,7 +164,8 @@ async def test_over_its_rate_a_key_gets_429_with_retry_after(fleet: Fleet) -> No
 
 async def test_ownership_survives_stop_start_restart_and_a_restore(fleet: Fleet) -> None:
     """Catches an owner kept in a key that a stop/start, a restart of serve or a restore
-    rewrites: the client would lose its own session (404) or another would gain it."""
+    rewrites, or left out of the backup: the client would lose its own session (404) or
+    another would gain it."""
     a = await issue(fleet, "client-a", "client")
     b = await issue(fleet, "client-b", "client")
     sid = await provision_as(fleet, a["key"], PHONE)
@@ -178,6 +179,8 @@ async def test_ownership_survives_stop_start_restart_and_a_restore(fleet: Fleet)
     await fleet.qr(sid)
     status, backup = await fleet.call("POST", "/api/v1/backups/create", {})
     assert status == 201, backup
+    # As on a fresh install: the archive alone must say whose the session is.
+    await fleet.redis.delete("wafleet:owners", f"wafleet:owner:{a['id']}:sessions")
     status, restored = await fleet.call(
         "POST", f"/api/v1/backups/restore/{backup['id']}", {"waitSeconds": 0}
     )
