@@ -25,7 +25,7 @@ from core.errors import InvalidInput, WafleetError
 log = logging.getLogger("wafleet.audit")
 routes = web.RouteTableDef()
 # What a handler may set for the entry when the session is known only after it ran.
-SESSION_OF_ACTION = "wafleet.audit_session"
+SESSION_OF_ACTION = web.RequestKey("audit_session", str)
 
 ENTRY = obj(
     {

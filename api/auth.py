@@ -24,7 +24,6 @@ from api.errors import Forbidden, RateLimited, Unauthorized
 from core.errors import NotFound
 
 PUBLIC = frozenset({"/api/openapi.json"})
-PRINCIPAL = "wafleet.principal"
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,7 @@ class Principal:
 
 
 ADMIN = Principal("admin", "admin")
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def _raw(value: str) -> bytes:
@@ -73,8 +73,7 @@ async def identify(request: web.Request, given: str) -> Principal | None:
 
 
 def principal(request: web.Request) -> Principal | None:
-    found = request.get(PRINCIPAL)
-    return found if isinstance(found, Principal) else None
+    return request.get(PRINCIPAL)
 
 
 @web.middleware

@@ -32,6 +32,7 @@ from bot.i18n import (
 )
 from bot.middlewares import Access
 from bot.notifier import TelegramNotifier
+from core.api_keys import ApiKeys
 from core.audit import Audit
 from core.backups import BackupService
 from core.errors import ConfigError
@@ -80,7 +81,10 @@ def build_dispatcher(
         settings.telegram_admin_ids, settings.telegram_viewer_ids, settings.telegram_chat_id
     )
     # The audit trail wraps the access check, so refused attempts are entries too.
-    audit = ChatAudit(Audit(redis, service.clock, settings.audit_retention_days))
+    trail = Audit(redis, service.clock, settings.audit_retention_days)
+    dp.workflow_data["audit_trail"] = trail
+    dp.workflow_data["api_keys"] = ApiKeys(redis, service.clock, settings.key_rotate_grace_s)
+    audit = ChatAudit(trail)
     dp.message.outer_middleware(audit)
     dp.callback_query.outer_middleware(audit)
     dp.message.outer_middleware(access)

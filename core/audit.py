@@ -125,12 +125,25 @@ class Audit:
                     if len(found) == limit:
                         break
             start = f"({cursor}"
+        await self._counts(found)
+        return found, cursor
+
+    async def latest(self, n: int) -> list[dict[str, Any]]:
+        """The last ``n`` entries, oldest first (flood entries with their count)."""
+        batch = cast(
+            "list[tuple[str, dict[str, str]]]",
+            await self.redis.xrevrange(keys.AUDIT, "+", "-", count=n),
+        )
+        found = [_view(str(i), f) for i, f in reversed(batch)]
+        await self._counts(found)
+        return found
+
+    async def _counts(self, found: list[dict[str, Any]]) -> None:
         floods = [e for e in found if e.get("reason") == "flood"]
         if floods:
             counts = await self.redis.mget([keys.audit_flood_count(e["id"]) for e in floods])
             for e, n in zip(floods, counts, strict=True):
                 e["count"] = int(n or 1)
-        return found, cursor
 
 
 def _view(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
