@@ -46,3 +46,21 @@ async def test_chat_actions_and_refusals_are_in_the_trail(
     }
     assert "words-nobody-else-may-read" not in str(entries)
     assert all("from" not in e for e in entries)
+
+
+async def test_keys_and_audit_in_the_chat_show_no_secret(
+    fleet: Fleet, telegram: FakeTelegram
+) -> None:
+    """Catches /keys showing a key's value, /audit missing what was just done or open to a
+    stranger."""
+    _, issued = await fleet.call("POST", "/api/v1/keys", {"name": "client-a", "scope": "client"})
+    mark = len(telegram.calls)
+    telegram.send("/keys", user=ADMIN)
+    shown = await telegram.wait_call("sendMessage", lambda c: "client-a" in c.text, after=mark)
+    assert issued["id"] in shown.text and issued["key"] not in shown.text
+    telegram.send("/audit 5", user=ADMIN)
+    trail = await telegram.wait_call("sendMessage", lambda c: "key_create" in c.text, after=mark)
+    assert "admin key_create done" in trail.text
+    telegram.send("/keys", user=STRANGER)
+    refusal = await telegram.wait_call("sendMessage", lambda c: c.chat == STRANGER, after=mark)
+    assert "client-a" not in refusal.text and "only answers its operators" in refusal.text
