@@ -6,6 +6,8 @@ import asyncio
 import time
 from typing import Any
 
+from core.audit import Audit, Entry
+from core.clock import SystemClock
 from tests.fleet import PHONE, Fleet
 from tests.keyring import OTHER_PHONE, call_as, issue, provision_as
 
@@ -107,3 +109,16 @@ async def test_a_flood_of_refusals_is_one_counted_entry(fleet: Fleet) -> None:
         ("provision", None),
         ("proxy_remove", "forbidden"),
     ]
+
+
+async def test_entries_past_the_retention_are_trimmed(redis_client: Any) -> None:
+    """Catches a trail that grows for ever (or trims by count and loses recent entries):
+    an entry older than AUDIT_RETENTION_DAYS goes at the next append, a recent one stays."""
+    day = 86_400_000
+    now = int(time.time() * 1000)
+    await redis_client.xadd("wafleet:audit", {"actor": "old"}, id=f"{now - 2 * day}-0")
+    await redis_client.xadd("wafleet:audit", {"actor": "recent"}, id=f"{now - day // 2}-0")
+    trail = Audit(redis_client, SystemClock(), retention_days=1)
+    await trail.record(Entry("admin", "rest", "backup", "done"))
+    entries, _ = await trail.page()
+    assert [e["actor"] for e in entries] == ["recent", "admin"]

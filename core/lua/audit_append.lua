@@ -1,6 +1,7 @@
--- Append one audit entry; past `limit` refused entries in a minute for one actor, the first
--- over it is a `flood` entry and the rest only count in it (a guessing loop cannot fill the
--- trail, and the count still says how hard it tried).
+-- Append one audit entry, trimming the trail exactly to the retention (MINID without `~`:
+-- only what is past it goes, and nothing older stays). Past `limit` refused entries in a
+-- minute for one actor, the first over it is a `flood` entry and the rest only count in it
+-- (a guessing loop cannot fill the trail, and the count still says how hard it tried).
 -- KEYS: the stream, the actor's refused counter for this minute, the minute's flood entry id
 -- ARGV: oldest id kept (MINID), refused ('1'/'0'), limit, count key prefix, retention ms,
 --       then field, value pairs (for a refused entry the last pair is its reason)
@@ -24,10 +25,10 @@ if refused then
       return id
     end
     fields[#fields] = 'flood'
-    id = redis.call('XADD', stream, 'MINID', '~', minid, '*', unpack(fields))
+    id = redis.call('XADD', stream, 'MINID', minid, '*', unpack(fields))
     redis.call('SET', flood, id, 'PX', 120000)
     redis.call('SET', count_prefix .. id, 1, 'PX', retention)
     return id
   end
 end
-return redis.call('XADD', stream, 'MINID', '~', minid, '*', unpack(fields))
+return redis.call('XADD', stream, 'MINID', minid, '*', unpack(fields))
