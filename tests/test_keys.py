@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from api import openapi
+from api.app import create_app
 from tests.fleet import API_KEY, PHONE, Fleet
 from tests.keyring import OTHER_PHONE, call_as, fill, issue, provision_as, served_routes
 
@@ -190,3 +192,16 @@ async def test_ownership_survives_stop_start_restart_and_a_restore(fleet: Fleet)
     assert (await fleet.status(sid))["owner"] == a["id"]
     _, page = await call_as(fleet, a["key"], "GET", "/api/v1/dashboard/sessions")
     assert [s["id"] for s in page["sessions"]] == [sid]
+
+
+def test_the_document_names_each_operations_scopes() -> None:
+    """Catches scopes enforced but not documented (or documented wrong): a read key may only
+    GET, a client key reaches the session routes, the rest is admin only."""
+    app = create_app(None, None, None, None, None)  # type: ignore[arg-type]
+    paths = openapi.document(app.router)["paths"]
+    assert paths["/api/sessions/{id}/status"]["get"]["x-scopes"] == ["admin", "read", "client"]
+    assert paths["/api/sessions/{id}/restart"]["post"]["x-scopes"] == ["admin", "client"]
+    for admin_only in ("/api/v1/keys", "/api/v1/audit", "/api/v1/proxies", "/api/v1/nodes"):
+        assert paths[admin_only]["get"]["x-scopes"] == ["admin"], admin_only
+    assert "403" in paths["/api/v1/keys"]["post"]["responses"]
+    assert "429" in paths["/api/sessions/{id}/status"]["get"]["responses"]
