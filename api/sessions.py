@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from aiohttp import web
@@ -322,8 +323,8 @@ async def _client_stats(request: web.Request, key_id: str) -> dict[str, object]:
     for record in mine:
         by_status[record.status] = by_status.get(record.status, 0) + 1
     totals = dict.fromkeys(_COUNTS, 0)
-    for record in mine:
-        for name, n in dataclasses.asdict(await service.messages.counts(record.id)).items():
+    for counts in await asyncio.gather(*(service.messages.counts(r.id) for r in mine)):
+        for name, n in dataclasses.asdict(counts).items():
             totals[name] += n
     return {
         "sessions": {"total": len(mine), "byStatus": by_status},
