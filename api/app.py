@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from api import (
+    api_keys,
+    audit_trail,
     backups,
     events,
     messages,
@@ -20,14 +22,18 @@ from api import (
 )
 from api.auth import api_key_middleware
 from api.body import path_params_middleware
-from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
+from api.context import AUDIT, KEYS, METRICS, OWNERS, POOL, RATE, SERVICE, SETTINGS, STORE
 from api.errors import error_middleware
 from api.promise import PROMISES, promise_middleware
+from core.api_keys import ApiKeys
+from core.audit import Audit
 from core.backups import BackupService
 from core.messages import run_expiry
 from core.metrics import Metrics
+from core.owners import Owners
 from core.promise import Promises
 from core.proxies import ProxyPool
+from core.rate_limit import KeyRate
 from core.sessions import SessionService
 from core.settings import Settings
 from core.store import Store
@@ -43,11 +49,13 @@ def create_app(
     promises: Promises | None = None,
 ) -> web.Application:
     """``promises``: with Redis Sentinel, every 2xx to a write waits for a replica."""
-    # Order matters: errors wrap everything (a promise not kept is a 503 too); the key is
-    # checked before any input is looked at.
+    # Order matters: errors wrap everything (a promise not kept is a 503 too); the audit trail
+    # sees refusals by the key check and a promise not kept; the key is checked before any
+    # input is looked at.
     app = web.Application(
         middlewares=[
             error_middleware,
+            audit_trail.audit_middleware,
             promise_middleware,
             api_key_middleware,
             path_params_middleware,
@@ -58,6 +66,7 @@ def create_app(
     app[SERVICE] = service
     app[POOL] = pool
     app[METRICS] = metrics
+    app.on_startup.append(_access)
     if backup_service is not None:
         app[backups.BACKUPS] = backup_service
     if promises is not None:
@@ -71,6 +80,8 @@ def create_app(
         messages.routes,
         worker_channel.routes,
         ops.routes,
+        api_keys.routes,
+        audit_trail.routes,
         openapi.routes,
     ):
         app.router.add_routes(table)
@@ -78,6 +89,15 @@ def create_app(
     app[openapi.DOCUMENT] = openapi.document(app.router)
     app.cleanup_ctx.append(_message_expiry)
     return app
+
+
+async def _access(app: web.Application) -> None:
+    """Keys, rates, owners and the audit trail, on the app's own Redis client."""
+    redis, clock, settings = app[STORE].redis, app[SERVICE].clock, app[SETTINGS]
+    app[KEYS] = ApiKeys(redis, clock, settings.key_rotate_grace_s)
+    app[RATE] = KeyRate(redis, settings.key_rate_per_s, settings.key_rate_burst)
+    app[AUDIT] = Audit(redis, clock, settings.audit_retention_days)
+    app[OWNERS] = Owners(redis)
 
 
 async def _message_expiry(app: web.Application) -> AsyncIterator[None]:

@@ -93,6 +93,7 @@ async def list_backups(request: web.Request) -> web.Response:
     409,
     507,
     body=CREATE,
+    audit="backup",
 )
 async def create_backup(request: web.Request) -> web.Response:
     await CREATE.read(request)
@@ -115,6 +116,7 @@ async def create_backup(request: web.Request) -> web.Response:
     500,
     507,
     body=RESTORE,
+    audit="restore",
 )
 async def restore_backup(request: web.Request) -> web.Response:
     body = await RESTORE.read(request)

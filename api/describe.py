@@ -9,8 +9,14 @@ decorator under the route's::
     async def get_thing(request: web.Request) -> web.Response: ...
 
 What every ``/api/`` route can answer is added here, not repeated beside each handler:
-401 (the key is checked first), 503 (Redis down), and 400 for a route that takes a path
-id, a query parameter or a body (each passes core/text.py's rule; bodies must be objects).
+401 (the key is checked first), 403 and 429 (a key's scope and rate), 503 (Redis down), and
+400 for a route that takes a path id, a query parameter or a body (each passes
+core/text.py's rule; bodies must be objects).
+
+``scopes`` says which keys may call the route (api/auth.py enforces exactly this, and the
+document shows it as ``x-scopes``): admin only unless the route says more, so a new route is
+closed to client and read keys until someone decides otherwise. A ``read`` key passes only
+on a GET. ``audit`` names the action the route is in the audit trail as (api/audit_trail.py).
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from api.errors import refusals
 from api.schema import Component
 
 _ATTRIBUTE = "__openapi_operation__"
+ADMIN = ("admin",)
+# A session's own routes: a client key reaches its own sessions there, a read key GETs.
+SESSION = ("admin", "read", "client")
 _PATH_PARAMETER = re.compile(r"\{([^}:]+)")
 
 H = TypeVar("H", bound=Callable[..., Any])
@@ -47,13 +56,19 @@ class Operation:
     description: str | None = None
     responses: Mapping[int, dict[str, Any]] = field(default_factory=dict)
     mentions: Sequence[Component] = ()
+    scopes: tuple[str, ...] = ADMIN
+    audit: str | None = None
 
-    def document(self, path: str) -> dict[str, Any]:
+    def allowed(self, method: str) -> tuple[str, ...]:
+        """The scopes that may call this operation with ``method`` (read: GETs only)."""
+        return tuple(s for s in self.scopes if s != "read" or method in ("GET", "HEAD"))
+
+    def document(self, path: str, method: str = "GET") -> dict[str, Any]:
         """The OpenAPI operation object at ``path`` (aiohttp's canonical ``/x/{id}`` form)."""
         parameters = [*path_parameters(path), *self.parameters]
         statuses = set(self.refuses)
         if not self.public:
-            statuses |= {401, 503}
+            statuses |= {401, 403, 429, 503}
             if parameters or self.body is not None:
                 statuses.add(400)
         found: dict[str, Any] = {"summary": self.summary}
@@ -61,6 +76,8 @@ class Operation:
             found["description"] = self.description
         if self.public:
             found["security"] = []
+        else:
+            found["x-scopes"] = list(self.allowed(method))
         if parameters:
             found["parameters"] = parameters
         if self.body is not None:
@@ -83,6 +100,8 @@ def operation(
     description: str | None = None,
     responses: Mapping[int, dict[str, Any]] | None = None,
     mentions: Sequence[Component] = (),
+    scopes: tuple[str, ...] = ADMIN,
+    audit: str | None = None,
 ) -> Callable[[H], H]:
     """Declare the operation of the handler below; the handler itself is left as it is."""
     declared = Operation(
@@ -95,6 +114,8 @@ def operation(
         description,
         responses or {},
         mentions,
+        scopes,
+        audit,
     )
 
     def attach(handler: H) -> H:

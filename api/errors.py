@@ -35,6 +35,22 @@ class Unauthorized(WafleetError):
     code = "unauthorized"
 
 
+class Forbidden(WafleetError):
+    """A valid key outside its scope."""
+
+    code = "forbidden"
+
+
+class RateLimited(WafleetError):
+    """A key over its rate; ``retry_after``: whole seconds until a request may pass."""
+
+    code = "rate_limited"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many requests for this key: retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
 ERROR = Component(
     "Error",
     {
@@ -51,8 +67,10 @@ ERROR = Component(
 MEANING = {
     400: "bad input (invalid_input), or a request that could not be read",
     401: "missing or wrong API key",
+    403: "forbidden: a valid key outside its scope (x-scopes)",
     404: "not found",
     409: "conflict: busy (a restore runs), phone_limit, qr_unavailable, in use",
+    429: "rate_limited: over the key's rate (KEY_RATE_PER_S); Retry-After says when to retry",
     500: "restore_failed: the restore failed after the swap and the previous fleet was put back",
     503: "redis_unavailable: the state store is unreachable or changing primary (any "
     "route), or a write did not reach REDIS_WAIT_REPLICAS replicas in time (retry), or "
@@ -89,6 +107,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except Unauthorized as exc:
         return error_response(401, exc.code, exc.message)
+    except Forbidden as exc:
+        return error_response(403, exc.code, exc.message)
+    except RateLimited as exc:
+        response = error_response(429, exc.code, exc.message)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except WafleetError as exc:
         status = next((s for kind, s in STATUS_OF if isinstance(exc, kind)), 500)
         return error_response(status, exc.code, exc.message)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.context import SERVICE
-from api.describe import operation, query
+from api.describe import SESSION, operation, query
 from api.schema import Component, answer, array, obj
 from core import event_log
 from core.errors import InvalidInput
@@ -102,6 +102,7 @@ async def replay(request: web.Request) -> web.Response:
         query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0}),
         LIMIT,
     ],
+    scopes=SESSION,
 )
 async def dead_letters(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
@@ -129,6 +130,7 @@ async def dead_letters(request: web.Request) -> web.Response:
         )
     },
     404,
+    scopes=SESSION,
 )
 async def redeliver(request: web.Request) -> web.Response:
     """Dead letters go back in line, oldest first, after what is waiting now, with their own

@@ -7,7 +7,8 @@ from aiohttp import web
 from api import serialize
 from api.body import Body, Field
 from api.context import SERVICE
-from api.describe import operation
+from api.describe import SESSION, operation
+from api.owned import session_json
 from api.schema import answer, obj
 from core.messages import (
     LIMIT_NAMES,
@@ -66,6 +67,8 @@ SET_LIMITS = Body(
     {202: answer("accepted (the same idempotencyKey: the same message)", MESSAGE)},
     404,
     body=SEND,
+    scopes=SESSION,
+    audit="message",
 )
 async def send(request: web.Request) -> web.Response:
     body = await SEND.read(request)
@@ -77,7 +80,9 @@ async def send(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions/{id}/messages/{mid}")
-@operation("One message and its status", {200: answer("the message", MESSAGE)}, 404)
+@operation(
+    "One message and its status", {200: answer("the message", MESSAGE)}, 404, scopes=SESSION
+)
 async def get_message(request: web.Request) -> web.Response:
     messages = request.app[SERVICE].messages
     message = await messages.get(request.match_info["id"], request.match_info["mid"])
@@ -89,6 +94,7 @@ async def get_message(request: web.Request) -> web.Response:
     "The careful-sending limits in force for the session",
     {200: answer("limits", obj(LIMITS))},
     404,
+    scopes=SESSION,
 )
 async def get_limits(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
@@ -102,6 +108,8 @@ async def get_limits(request: web.Request) -> web.Response:
     {200: answer("limits in force", obj(LIMITS))},
     404,
     body=SET_LIMITS,
+    scopes=SESSION,
+    audit="limits",
 )
 async def set_limits(request: web.Request) -> web.Response:
     body = await SET_LIMITS.read(request)
@@ -117,11 +125,12 @@ async def set_limits(request: web.Request) -> web.Response:
     {200: answer("stopped", serialize.SESSION)},
     404,
     409,
+    scopes=SESSION,
+    audit="stop",
 )
 async def stop(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    record = await service.stop(request.match_info["id"])
-    return web.json_response(serialize.session(record, service.clock.now_ms()))
+    record = await request.app[SERVICE].stop(request.match_info["id"])
+    return web.json_response(await session_json(request, record))
 
 
 @routes.post("/api/sessions/{id}/start")
@@ -130,8 +139,9 @@ async def stop(request: web.Request) -> web.Response:
     {200: answer("starting", serialize.SESSION)},
     404,
     409,
+    scopes=SESSION,
+    audit="start",
 )
 async def start(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    record = await service.start(request.match_info["id"])
-    return web.json_response(serialize.session(record, service.clock.now_ms()))
+    record = await request.app[SERVICE].start(request.match_info["id"])
+    return web.json_response(await session_json(request, record))

@@ -35,7 +35,9 @@ def document(router: web.UrlDispatcher) -> dict[str, Any]:
             )
         for mentioned in found.mentions:
             _collect(mentioned, components)
-        paths.setdefault(path, {})[route.method.lower()] = _refer(found.document(path), components)
+        paths.setdefault(path, {})[route.method.lower()] = _refer(
+            found.document(path, route.method), components
+        )
     schemas: dict[str, Any] = {}
     while len(schemas) < len(components):  # a component's schema may name others
         for name, component in list(components.items()):

@@ -10,9 +10,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from api import serialize
+from api.auth import identify, presented
 from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
 from api.describe import operation
-from api.errors import Unauthorized
+from api.errors import Forbidden, Unauthorized
 from api.schema import answer, array, obj
 from core import fleet_stats
 from core.models import ProxyStatus
@@ -68,10 +69,13 @@ async def nodes(request: web.Request) -> web.Response:
     "Prometheus metrics",
     {200: answer("text exposition")},
     public=True,
-    responses={401: answer("METRICS_TOKEN is set and the bearer token is not it")},
+    responses={
+        401: answer("METRICS_TOKEN is set and neither it nor an admin key was given"),
+        403: answer("a read or client key: the metrics are the whole fleet's"),
+    },
 )
 async def metrics(request: web.Request) -> web.Response:
-    _check_token(request)
+    await _check_token(request)
     stats = await fleet_stats.with_nodes(
         await request.app[POOL].stats(), request.app[SERVICE].runner
     )
@@ -106,14 +110,18 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=text, content_type="text/plain", charset="utf-8")
 
 
-def _check_token(request: web.Request) -> None:
-    """With ``METRICS_TOKEN`` set, only ``Authorization: Bearer <token>`` may scrape."""
+async def _check_token(request: web.Request) -> None:
+    """With ``METRICS_TOKEN`` set, only that bearer token or an admin key may scrape; a read or
+    client key is refused either way (the metrics count every client's sessions)."""
     expected = request.app[SETTINGS].metrics_token
-    if not expected:
-        return
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    given = presented(request)
     # surrogatepass: a header that is not valid UTF-8 is a wrong token, not a 500.
-    if not hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode()):
+    if expected and hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode()):
+        return
+    caller = await identify(request, given)
+    if caller is not None and caller.scope != "admin":
+        raise Forbidden("the metrics are the whole fleet's: an admin key or METRICS_TOKEN")
+    if expected and caller is None:
         raise Unauthorized("missing or wrong metrics token (Authorization: Bearer <token>)")
 
 

@@ -35,7 +35,9 @@ async def list_proxies(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/proxies")
-@operation("Add a proxy", {201: answer("added", serialize.PROXY)}, 409, body=ADD)
+@operation(
+    "Add a proxy", {201: answer("added", serialize.PROXY)}, 409, body=ADD, audit="proxy_add"
+)
 async def add_proxy(request: web.Request) -> web.Response:
     body = await ADD.read(request)
     record = await request.app[POOL].add_from_input(body.get("url"))
@@ -44,7 +46,13 @@ async def add_proxy(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/v1/proxies/{id}")
-@operation("Remove an unused proxy", {200: answer("removed", {"type": "object"})}, 404, 409)
+@operation(
+    "Remove an unused proxy",
+    {200: answer("removed", {"type": "object"})},
+    404,
+    409,
+    audit="proxy_remove",
+)
 async def remove_proxy(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     record = await pool.get(request.match_info["id"])

@@ -38,6 +38,12 @@ SESSION = Component(
                 "description": "the session's own events endpoint (credentials masked); null: "
                 "EVENTS_WEBHOOK_URL",
             },
+            "owner": {
+                "type": "string",
+                "nullable": True,
+                "description": "admin keys only: the id of the client key that provisioned "
+                "it (null: an admin did)",
+            },
         },
     },
 )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from aiohttp import web
 
 from api import events as operator_events
 from api import serialize
+from api.audit_trail import SESSION_OF_ACTION
 from api.body import Body, Field
-from api.context import POOL, SERVICE
-from api.describe import operation, query
+from api.context import OWNERS, POOL, SERVICE
+from api.describe import SESSION, operation, query
 from api.messages import LIMITS
+from api.owned import client_key, session_json, sessions_json
 from api.proxies import PROXY_URL
 from api.schema import answer, array, obj
 from api.webhook import SESSION_ID
@@ -19,6 +22,7 @@ from core import fleet_stats
 from core import qr as qr_render
 from core.errors import InvalidInput
 from core.messages import Counts
+from core.store.sessions import id_order
 
 routes = web.RouteTableDef()
 
@@ -94,13 +98,19 @@ def _now(request: web.Request) -> int:
     409,
     503,
     body=PROVISION,
+    scopes=SESSION,
+    audit="provision",
 )
 async def provision(request: web.Request) -> web.Response:
     body = await PROVISION.read(request)
     record = await request.app[SERVICE].provision(
         body.get("phone"), body.get("proxy"), body.get("eventsWebhookUrl"), body.get("limits")
     )
-    return web.json_response(serialize.session(record, _now(request)), status=201)
+    request[SESSION_OF_ACTION] = record.id
+    # Always written, an admin's provision clearing it: an id used again after a restore
+    # must not inherit an old owner.
+    await request.app[OWNERS].set(record.id, client_key(request))
+    return web.json_response(await session_json(request, record), status=201)
 
 
 @routes.get("/api/sessions/{id}/qr")
@@ -124,6 +134,7 @@ async def provision(request: web.Request) -> web.Response:
     },
     404,
     409,
+    scopes=SESSION,
 )
 async def get_qr(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
@@ -141,17 +152,19 @@ async def get_qr(request: web.Request) -> web.Response:
     {202: answer("restarting with a new QR round", serialize.SESSION)},
     404,
     409,
+    scopes=SESSION,
+    audit="qr",
 )
 async def new_qr(request: web.Request) -> web.Response:
     record = await request.app[SERVICE].request_new_qr(request.match_info["id"])
-    return web.json_response(serialize.session(record, _now(request)), status=202)
+    return web.json_response(await session_json(request, record), status=202)
 
 
 @routes.get("/api/sessions/{id}/status")
-@operation("One session", {200: answer("the session", serialize.SESSION)}, 404)
+@operation("One session", {200: answer("the session", serialize.SESSION)}, 404, scopes=SESSION)
 async def status(request: web.Request) -> web.Response:
     record = await request.app[SERVICE].get(request.match_info["id"])
-    return web.json_response(serialize.session(record, _now(request)))
+    return web.json_response(await session_json(request, record))
 
 
 @routes.get("/api/sessions/{id}/events")
@@ -163,6 +176,7 @@ async def status(request: web.Request) -> web.Response:
     404,
     parameters=operator_events.REPLAY,
     mentions=[operator_events.OPERATOR_EVENT],
+    scopes=SESSION,
 )
 async def events(request: web.Request) -> web.Response:
     if "since" in request.query:  # the operator's stream of messages and receipts
@@ -172,10 +186,17 @@ async def events(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/sessions/{id}/restart")
-@operation("Restart the session's worker", {200: answer("restarted", serialize.SESSION)}, 404, 409)
+@operation(
+    "Restart the session's worker",
+    {200: answer("restarted", serialize.SESSION)},
+    404,
+    409,
+    scopes=SESSION,
+    audit="restart",
+)
 async def restart(request: web.Request) -> web.Response:
     record = await request.app[SERVICE].restart(request.match_info["id"])
-    return web.json_response(serialize.session(record, _now(request)))
+    return web.json_response(await session_json(request, record))
 
 
 @routes.delete("/api/sessions/{id}")
@@ -184,10 +205,13 @@ async def restart(request: web.Request) -> web.Response:
     {200: answer("deleted", {"type": "object"})},
     404,
     409,
+    scopes=SESSION,
+    audit="delete",
 )
 async def delete(request: web.Request) -> web.Response:
     session_id = request.match_info["id"]
     await request.app[SERVICE].delete(session_id)
+    await request.app[OWNERS].set(session_id, None)
     return web.json_response({"deleted": session_id})
 
 
@@ -212,14 +236,22 @@ async def delete(request: web.Request) -> web.Response:
         query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
         query("cursor", {"type": "string", "pattern": f"^{SESSION_ID.pattern}$"}),
     ],
+    scopes=SESSION,
 )
 async def dashboard_sessions(request: web.Request) -> web.Response:
     after, limit = _page_query(request)
-    records, cursor, total = await request.app[SERVICE].session_page(after, limit)
-    now = _now(request)
+    own = client_key(request)
+    if own is None:
+        records, cursor, total = await request.app[SERVICE].session_page(after, limit)
+    else:  # a client's own sessions, paged the same way
+        mine = await request.app[OWNERS].records(request.app[SERVICE].store, own)
+        total = len(mine)
+        later = [r for r in mine if after is None or id_order(r.id) > id_order(after)]
+        records = later[:limit]
+        cursor = records[-1].id if len(later) > limit else None
     return web.json_response(
         {
-            "sessions": [serialize.session(r, now) for r in records],
+            "sessions": await sessions_json(request, records),
             "total": total,
             "next": cursor,
         }
@@ -254,8 +286,12 @@ def _page_query(request: web.Request) -> tuple[str | None, int]:
     "progress of a bulk start of workers (after a reboot or a restore; absent when none "
     "runs); `reconciling: true` while serve's start-up reconcile runs",
     {200: answer("stats", STATS)},
+    scopes=SESSION,
 )
 async def dashboard_stats(request: web.Request) -> web.Response:
+    own = client_key(request)
+    if own is not None:  # a client's own sessions only: no pool, no nodes
+        return web.json_response(await _client_stats(request, own))
     stats = await fleet_stats.with_nodes(
         await request.app[POOL].stats(), request.app[SERVICE].runner
     )
@@ -278,3 +314,19 @@ async def dashboard_stats(request: web.Request) -> web.Response:
     if starting is not None:  # only while a bulk start of workers runs
         body["starting"] = starting
     return web.json_response(body)
+
+
+async def _client_stats(request: web.Request, key_id: str) -> dict[str, object]:
+    service = request.app[SERVICE]
+    mine = await request.app[OWNERS].records(service.store, key_id)
+    by_status: dict[str, int] = {}
+    for record in mine:
+        by_status[record.status] = by_status.get(record.status, 0) + 1
+    totals = dict.fromkeys(_COUNTS, 0)
+    for counts in await asyncio.gather(*(service.messages.counts(r.id) for r in mine)):
+        for name, n in dataclasses.asdict(counts).items():
+            totals[name] += n
+    return {
+        "sessions": {"total": len(mine), "byStatus": by_status},
+        "messages": totals,
+    }

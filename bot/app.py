@@ -20,6 +20,7 @@ from aiogram.types import BotCommand
 from aiogram.utils.token import TokenValidationError, validate_token
 
 from bot import texts
+from bot.audit_trail import ChatAudit
 from bot.digest import Digest
 from bot.handlers import get_routers
 from bot.i18n import (
@@ -31,6 +32,8 @@ from bot.i18n import (
 )
 from bot.middlewares import Access
 from bot.notifier import TelegramNotifier
+from core.api_keys import ApiKeys
+from core.audit import Audit
 from core.backups import BackupService
 from core.errors import ConfigError
 from core.history import ConnectedHistory
@@ -77,6 +80,13 @@ def build_dispatcher(
     access = Access(
         settings.telegram_admin_ids, settings.telegram_viewer_ids, settings.telegram_chat_id
     )
+    # The audit trail wraps the access check, so refused attempts are entries too.
+    trail = Audit(redis, service.clock, settings.audit_retention_days)
+    dp.workflow_data["audit_trail"] = trail
+    dp.workflow_data["api_keys"] = ApiKeys(redis, service.clock, settings.key_rotate_grace_s)
+    audit = ChatAudit(trail)
+    dp.message.outer_middleware(audit)
+    dp.callback_query.outer_middleware(audit)
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)
     dp.include_routers(*get_routers())

@@ -81,6 +81,8 @@ def commands() -> list[BotCommand]:
         BotCommand(command="backup", description=_("Back up every session now")),
         BotCommand(command="backups", description=_("The backups, to restore one")),
         BotCommand(command="restore", description=_("Restore a backup: /restore <id>")),
+        BotCommand(command="keys", description=_("The issued API keys (admins)")),
+        BotCommand(command="audit", description=_("The latest of the audit trail: [n]")),
         BotCommand(command="lang", description=_("Language: English / Hebrew")),
     ]
 
@@ -112,6 +114,7 @@ def usage(command: str) -> str:
         "addproxy": "/addproxy socks5h://user:pass@host:1080",
         "lang": "/lang he",
         "restore": "/restore backup_2025-01-31",
+        "audit": "/audit 20",
     }
     return _("Missing or extra arguments. Example: {example}").format(
         example=html.code(examples.get(command, "/" + command))

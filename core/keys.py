@@ -266,3 +266,39 @@ def operator_deleted(session_id: str) -> str:
     (the session's own, '' for ``EVENTS_WEBHOOK_URL``). The lane removes the stream (and this)
     once nothing is left to deliver."""
     return f"wafleet:events:{session_id}:deleted"
+
+
+# Issued API keys (core/api_keys.py): a hash per key id, the set of ids, each key's token
+# bucket; which key owns a session (hash id -> key id, kept outside the fleet's patterns so a
+# restore keeps it) and each key's sessions.
+API_KEYS = "wafleet:apikeys"
+SESSION_OWNERS = "wafleet:owners"
+
+
+def api_key(key_id: str) -> str:
+    return f"wafleet:apikey:{key_id}"
+
+
+def api_key_rate(key_id: str) -> str:
+    return f"wafleet:apikey:{key_id}:rate"
+
+
+def owner_sessions(key_id: str) -> str:
+    return f"wafleet:owner:{key_id}:sessions"
+
+
+# The audit trail (core/audit.py): one stream, a counter of refused entries per actor and
+# minute, the flood entry of that minute, and the count each flood entry stands for.
+AUDIT = "wafleet:audit"
+
+
+def audit_refused(actor: str, minute: int) -> str:
+    return f"wafleet:audit:refused:{minute}:{actor}"
+
+
+def audit_flood(actor: str, minute: int) -> str:
+    return f"wafleet:audit:flood:{minute}:{actor}"
+
+
+def audit_flood_count(entry_id: str) -> str:
+    return f"wafleet:audit:count:{entry_id}"

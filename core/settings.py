@@ -168,6 +168,13 @@ class Settings:
     typing_max_ms: int = setting("TYPING_MAX_MS", C.integer, 6_000)
     # How long a worker's poll of its command channel is held open when there is nothing.
     command_poll_ms: int = setting("COMMAND_POLL_MS", C.integer, 25_000, minimum=100)
+    # Issued API keys: the old key of a rotation stays valid this long; each key's requests
+    # per second (a token bucket) and the burst it may spend at once.
+    key_rotate_grace_s: int = setting("KEY_ROTATE_GRACE_S", C.integer, 3_600, minimum=0)
+    key_rate_per_s: int = setting("KEY_RATE_PER_S", C.integer, 20, minimum=1)
+    key_rate_burst: int = setting("KEY_RATE_BURST", C.integer, 40, minimum=1)
+    # The audit trail of every action that changes the fleet is trimmed to this many days.
+    audit_retention_days: int = setting("AUDIT_RETENTION_DAYS", C.integer, 90, minimum=1)
 
     @property
     def webhook_url(self) -> str:

@@ -11,6 +11,7 @@ from aiogram import Router
 from bot.handlers import (
     backups,
     errors,
+    keys,
     lang,
     messages,
     nodes,
@@ -31,5 +32,6 @@ def get_routers() -> list[Router]:
         stats.build_router(),
         nodes.build_router(),
         backups.build_router(),
+        keys.build_router(),
         lang.build_router(),
     ]

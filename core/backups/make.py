@@ -21,6 +21,7 @@ from core.backups import archive
 from core.backups.base import BackupParts, Progress
 from core.backups.records import BackupResult
 from core.models import Reason
+from core.owners import Owners
 
 log = logging.getLogger("wafleet.backups")
 
@@ -120,6 +121,7 @@ class Making(BackupParts):
         records = await self.store.list_sessions()
         sticky, sticky_sessions = await self.store.sticky_maps()
         limits = await self.store.own_limits([r.id for r in records])
+        owners = await Owners(self.store.redis).of_many([r.id for r in records])
         return {
             "format": archive.FORMAT,
             "created": now,
@@ -138,6 +140,7 @@ class Making(BackupParts):
                     # credentials, like the proxies below: the archive is owner-only).
                     "eventsWebhookUrl": r.events_webhook_url,
                     "limits": limits.get(r.id, {}),
+                    "owner": owners.get(r.id),
                 }
                 for r in records
             ],

@@ -103,6 +103,10 @@ class PlannedSession:
     stopped: bool = False
     events_webhook_url: str | None = None
     limits: dict[str, int] | None = None
+    # The client key that owns it (None: an admin's); ``owner_known`` False: an older
+    # archive that does not say, so the live owner is left as it is.
+    owner: str | None = None
+    owner_known: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from core.backups.records import BackupInfo, Plan, Reassigned, RestoreReport
 from core.errors import Conflict
 from core.models import Reason, Status
 from core.notifier import Alert, AlertKind, Done, Move
+from core.owners import Owners
 from core.proxy_probe import probe
 from core.proxy_url import ProxyUrl, mask
 from core.store import FleetSnapshot
@@ -153,6 +154,8 @@ class Restoring(BackupParts):
                 raise Conflict(f"could not restore {s.id}: {url}")
             if s.limits is not None:
                 await self.store.set_own_limits(s.id, s.limits)
+            if s.owner_known:
+                await Owners(self.store.redis).set(s.id, s.owner)
             why = unknown.get(s.proxy) or "the proxy is marked bad or full"
             if outcome == "moved":
                 await session_files.write_record_meta(self.settings.sessions_dir, s, proxy=url)

@@ -150,9 +150,17 @@ def _operator_set(
             limits = check_provision_limits(limits) if limits != {} else {}
         except InvalidInput as exc:
             raise BadLimits(f"{where} has limits the API would refuse: {exc}") from None
+    owner = entry.get("owner")
+    if owner is not None and not (isinstance(owner, str) and _OWNER.fullmatch(owner)):
+        raise BadManifest(f"{where} has an owner that is no key id")
     return replace(
         planned,
         stopped=status == Status.STOPPED,
         events_webhook_url=url,
         limits=limits,
+        owner=owner,
+        owner_known="owner" in entry,
     )
+
+
+_OWNER = re.compile(r"[0-9a-f]{12}")
