@@ -119,7 +119,6 @@ def deploy(
         # The host is not used with Sentinel: the password and the database are.
         "REDIS_URL": f"redis://:{redis_password}@{SLOTS[1][0]}:{redis_port}/0",
         **{f"PROXY_URL_{n}": p.url for n, p in enumerate(proxies, 1)},
-        "PING_TIMEOUT_MS": "20000",
         "WORKER_UNSCHEDULABLE_MS": "5000",
         # No careful-sending pauses: the messages of the test leave at once.
         "MESSAGES_PER_MINUTE": "0",
