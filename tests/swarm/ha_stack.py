@@ -192,8 +192,8 @@ def worker_services(stack: HaStack) -> list[Any]:
 
 def print_logs(stack: HaStack) -> None:
     for service in ("serve-1", "serve-2", "serve-3", "sentinel-2", "sentinel-3"):
-        logs = docker_cli("service", "logs", "--raw", "--tail", "25", f"{stack.name}_{service}")
-        print(f"--- {stack.name}_{service} (last 25 lines) ---\n{logs.stdout}{logs.stderr}")
+        logs = docker_cli("service", "logs", "--raw", "--tail", "60", f"{stack.name}_{service}")
+        print(f"--- {stack.name}_{service} (last 60 lines) ---\n{logs.stdout}{logs.stderr}")
 
 
 async def remove_stack(stack: HaStack) -> None:
