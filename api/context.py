@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from core.cluster import Cluster
 from core.metrics import Metrics
 from core.proxies import ProxyPool
 from core.sessions import SessionService
@@ -15,3 +16,4 @@ SERVICE = web.AppKey("service", SessionService)
 POOL = web.AppKey("pool", ProxyPool)
 STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", Metrics)
+CLUSTER = web.AppKey("cluster", Cluster)

@@ -305,6 +305,45 @@ SPEC: dict[str, Any] = {
                 },
             )
         },
+        "/api/v1/cluster": {
+            "get": _op(
+                "The serve replicas seen in the last three leases, the leader (null while "
+                "none holds the lease), and the Redis primary with its connected replicas",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "leader": {"type": "string", "nullable": True},
+                                "replicas": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "id": {"type": "string"},
+                                            "url": {"type": "string"},
+                                            "leader": {"type": "boolean"},
+                                            "seenAt": {"type": "integer"},
+                                        },
+                                        "required": ["id", "url", "leader", "seenAt"],
+                                    },
+                                },
+                                "redis": {
+                                    "type": "object",
+                                    "properties": {
+                                        "primary": {"type": "string"},
+                                        "replicas": {"type": "integer"},
+                                    },
+                                    "required": ["primary", "replicas"],
+                                },
+                            },
+                            "required": ["leader", "replicas", "redis"],
+                        },
+                        "cluster",
+                    )
+                },
+            )
+        },
         "/api/v1/proxies": {
             "get": _op(
                 "The proxy pool (passwords masked)",
@@ -510,7 +549,8 @@ SPEC: dict[str, Any] = {
                 "responses": {
                     "200": {
                         "description": "ok; `reconciling` is true while the start-up "
-                        "reconcile still adopts and starts workers"
+                        "reconcile still adopts and starts workers; `replica` names the "
+                        "replica that answered (SERVE_ID) and `leader` says whether it leads"
                     },
                     "503": {"description": "Redis unreachable"},
                 },

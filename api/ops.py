@@ -10,9 +10,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from api import serialize
-from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
+from api.context import CLUSTER, METRICS, POOL, SERVICE, SETTINGS, STORE
 from api.errors import Unauthorized
 from core import fleet_stats
+from core.errors import NotFound
 from core.models import ProxyStatus
 
 routes = web.RouteTableDef()
@@ -27,14 +28,26 @@ async def healthz(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     # "reconciling": serve answers already, but is still adopting and starting the workers
     # that Redis knows (a readiness probe or a script can wait for it to turn false).
-    return web.json_response(
-        {
-            "ok": True,
-            "redis": "ok",
-            "runner": service.runner.name,
-            "reconciling": service.reconciling,
-        }
-    )
+    body: dict[str, object] = {
+        "ok": True,
+        "redis": "ok",
+        "runner": service.runner.name,
+        "reconciling": service.reconciling,
+    }
+    cluster = request.app.get(CLUSTER)
+    if cluster is not None:  # which replica answered, and whether it leads
+        body |= {"replica": cluster.serve_id, "leader": cluster.leadership.is_leader()}
+    return web.json_response(body)
+
+
+@routes.get("/api/v1/cluster")
+async def cluster_view(request: web.Request) -> web.Response:
+    """The ``serve`` replicas seen lately (each heartbeats into Redis), which one leads, and
+    the Redis primary with its replica count."""
+    cluster = request.app.get(CLUSTER)
+    if cluster is None:
+        raise NotFound("this server runs without cluster support")
+    return web.json_response(await cluster.view())
 
 
 @routes.get("/api/v1/nodes")

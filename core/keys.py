@@ -261,3 +261,29 @@ def operator_deleted(session_id: str) -> str:
     (the session's own, '' for ``EVENTS_WEBHOOK_URL``). The lane removes the stream (and this)
     once nothing is left to deliver."""
     return f"wafleet:events:{session_id}:deleted"
+
+
+# Several serve replicas (core/leadership.py, core/cluster.py, core/redis_locks.py) ----------
+
+LEADER = "wafleet:leader"  # "<fencing token> <SERVE_ID>" of the leader, expiring with its lease
+LEADER_EPOCH = "wafleet:leader_epoch"  # counter: each win of the lease takes the next token
+REPLICAS = "wafleet:replicas"  # sorted set: SERVE_ID scored by its last heartbeat (epoch ms)
+REPLICA_URLS = "wafleet:replica_urls"  # hash: SERVE_ID -> its own base URL
+CLUSTER_BUS = "wafleet:bus"  # pub/sub channel between replicas (core/cluster_bus.py)
+
+
+def lock(kind: str, name: str) -> str:
+    """A cross-replica lock (``core/redis_locks.py``): ``kind`` is ``session`` or ``proxy``;
+    a proxy's ``name`` is a digest of its URL, never the URL (it holds the password)."""
+    return f"wafleet:lock:{kind}:{name}"
+
+
+def worker_replacing(session_id: str) -> str:
+    """Set while a replica stops or replaces the session's worker on purpose: the leader,
+    which watches every worker's exit, then does not take that exit for a crash."""
+    return f"wafleet:replacing:{session_id}"
+
+
+def job_run(job: str, fire_time: str) -> str:
+    """One scheduled run of ``job`` (backup, digest) claimed by the leader that runs it."""
+    return f"wafleet:job:{job}:{fire_time}"

@@ -37,6 +37,7 @@ from core.phone import normalize as normalize_phone
 from core.pings import PingBuffer
 from core.proxies import ProxyPool
 from core.proxy_url import ProxyUrl, mask, parse_input
+from core.redis_locks import RedisLocks
 from core.runner import EXIT_RECYCLE, EXIT_UNSCHEDULABLE, Runner, WorkerSpec
 from core.settings import Settings
 from core.signing import session_secret
@@ -96,8 +97,9 @@ class SessionService:
         # Incoming messages and receipts, kept for the operator (core/deliveries.py sends them).
         self.operator_events = EventLog(store.redis, settings.events_retention_ms)
         self._maintenance: str | None = None  # what replaces the whole fleet right now
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._proxy_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # In Redis, so one session's (one proxy's) work never interleaves across replicas.
+        self._locks = RedisLocks(store.redis, "session")
+        self._proxy_locks = RedisLocks(store.redis, "proxy")
         self._provisioned_at: dict[str, float] = {}
         self._crashes: defaultdict[str, deque[float]] = defaultdict(deque)
         self.starting: bulk_start.BulkStart | None = None  # a bulk start running now
@@ -970,7 +972,7 @@ class SessionService:
         }
         return WorkerSpec(session_id=session_id, session_dir=path, env=env)
 
-    def _session_lock(self, session_id: str) -> asyncio.Lock:
+    def _session_lock(self, session_id: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self._locks[session_id]
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,11 @@ MIN_SECRET_LEN = 16
 # older than PING_TIMEOUT_MS. Below this many intervals, one late or lost ping (a slow
 # reconnect, a busy orchestrator) restarts a healthy worker, in a loop.
 MIN_PINGS_PER_TIMEOUT = 3
+# The leader's Telegram long poll must end inside its lease with a second to spare, and a
+# poll waits whole seconds: below this a lease leaves no room for one.
+MIN_LEADER_LEASE_MS = 3_000
+MAX_LEADER_LEASE_MS = 600_000
+SERVE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,100}")
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,10 @@ class Settings:
     typing_max_ms: int = 6_000
     # How long a worker's poll of its command channel is held open when there is nothing.
     command_poll_ms: int = 25_000
+    # Several serve replicas: this one's name ("" = <hostname>:<HTTP_PORT>), and how long the
+    # leader's lease in Redis lasts without a renewal (core/leadership.py).
+    serve_id: str = ""
+    leader_lease_ms: int = 5_000
 
     @property
     def webhook_url(self) -> str:
@@ -123,6 +133,16 @@ class Settings:
             return self.public_webhook_url
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
         return f"http://{host}:{self.http_port}/webhook"
+
+    @property
+    def replica_id(self) -> str:
+        """``SERVE_ID``, or ``<hostname>:<HTTP_PORT>``: how this replica is named in Redis."""
+        return self.serve_id or f"{socket.gethostname()}:{self.http_port}"
+
+    @property
+    def replica_url(self) -> str:
+        """This replica's own base URL, as ``GET /api/v1/cluster`` lists it."""
+        return f"http://{self.http_host}:{self.http_port}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -369,6 +389,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
         typing_ms_per_char=c.integer("TYPING_MS_PER_CHAR", 40),
         typing_max_ms=c.integer("TYPING_MAX_MS", 6_000),
         command_poll_ms=c.integer("COMMAND_POLL_MS", 25_000, minimum=100),
+        serve_id=c.text("SERVE_ID", ""),
+        leader_lease_ms=c.integer("LEADER_LEASE_MS", 5_000, minimum=MIN_LEADER_LEASE_MS),
     )
     if settings.events_webhook_url and not settings.events_webhook_secret:
         c.problems.append(
@@ -401,6 +423,15 @@ def _parse(env: Mapping[str, str]) -> Settings:
         c.problems.append(
             f"MESSAGE_PAUSE_MAX_MS ({settings.message_pause_max_ms}) must not be below "
             f"MESSAGE_PAUSE_MIN_MS ({settings.message_pause_min_ms})"
+        )
+    if settings.serve_id and not SERVE_ID.fullmatch(settings.serve_id):
+        c.problems.append(
+            "SERVE_ID must be 1 to 100 of A-Z a-z 0-9 . _ : @ - (it names this replica in Redis)"
+        )
+    if settings.leader_lease_ms > MAX_LEADER_LEASE_MS:
+        c.problems.append(
+            f"LEADER_LEASE_MS must be at most {MAX_LEADER_LEASE_MS}: a dead leader's work waits "
+            "that long for another replica"
         )
     c.problems.extend(_timing_problems(settings))
     if c.problems:
