@@ -69,13 +69,21 @@ class RedisLocks:
             key = self.key(name)
             token = secrets.token_hex(12)
             await self._take(key, token)
-            renewer = asyncio.create_task(self._keep(key, token), name=f"lock-{key}")
+            # Most holds end long before a third of the ttl: a renewing task is made only
+            # for one that lasts that long (a failover, a worker slow to stop).
+            renewer: list[asyncio.Task[None]] = []
+            later = asyncio.get_running_loop().call_later(
+                self.ttl_ms / 3000,
+                lambda: renewer.append(asyncio.create_task(self._keep(key, token))),
+            )
             try:
                 yield
             finally:
-                renewer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewer
+                later.cancel()
+                for task in renewer:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 try:
                     await asyncio.shield(self._release(keys=[key], args=[token]))
                 except Exception:  # Redis away: the lock frees itself at its expiry
@@ -98,10 +106,10 @@ class RedisLocks:
     async def _keep(self, key: str, token: str) -> None:
         """Renew while held: a failover or a bulk start may hold a session's lock for long."""
         while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
             try:
                 if not await self._renew(keys=[key], args=[token, self.ttl_ms]):
                     log.error("lock %s expired while held (the holder was stalled)", key)
                     return
             except Exception:
                 log.warning("could not renew %s; trying again", key)
+            await asyncio.sleep(self.ttl_ms / 3000)

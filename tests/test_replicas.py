@@ -9,10 +9,13 @@ within a lease, each crash handled once, one alert, never two Telegram pollers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +91,18 @@ class Replicas:
             replica.name, [sys.executable, "-m", "wafleet", "serve"], log, env
         )
         devstack.wait_port(replica.host, replica.port, timeout=20, proc=replica.proc.popen)
+        # The port was free when drawn; make sure it is this replica that answers on it.
+        url = f"{replica.api}/healthz"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError, ValueError),
+                urllib.request.urlopen(url, timeout=2) as answer,
+            ):
+                if json.loads(answer.read()).get("replica") == replica.name:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"{replica.name} does not answer on {replica.api}")
 
     def log(self, replica: Replica) -> str:
         return (self.fleet.workdir / f"{replica.name}.log").read_text(errors="replace")

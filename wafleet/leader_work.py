@@ -103,8 +103,10 @@ class LeaderWork:
             self.tasks.spawn(self.history.run(self.store), name="connected-history")
             self.deliveries = self.make_deliveries()
             self.tasks.spawn(self.deliveries.run(), name="event-deliveries")
-            if self.telegram is not None:
-                self.telegram.lead(self.leadership.left_s)
+        if self.telegram is not None:
+            # Outside: an operator's command read by the leader's poll is an operator's
+            # action (allowed on any replica), not leader work to be fenced.
+            self.telegram.lead(self.leadership.left_s)
 
     async def stop(self) -> None:
         """Telegram first (no poll may outlive the lease), then everything else."""
