@@ -285,5 +285,6 @@ def worker_replacing(session_id: str) -> str:
 
 
 def job_run(job: str, fire_time: str) -> str:
-    """One scheduled run of ``job`` (backup, digest) claimed by the leader that runs it."""
+    """One scheduled run of ``job`` (backup, digest), by its fire time (epoch s), claimed by
+    the leader that runs it."""
     return f"wafleet:job:{job}:{fire_time}"

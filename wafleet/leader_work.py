@@ -145,8 +145,10 @@ class LeaderWork:
         """The scheduler's job for ``action``: run once per fire time, by the leader."""
 
         async def run() -> None:
-            minute = int(time.time() // 60)  # cron fires on whole minutes
-            claim = keys.job_run(job, str(minute))
+            # Cron fires on whole seconds (a sixth field may name them), every replica a few
+            # milliseconds after: rounded, every replica names this run alike.
+            fired = round(time.time())
+            claim = keys.job_run(job, str(fired))
             deadline = time.monotonic() + JOB_WAIT_LEASES * self.leadership.lease_ms / 1000
             while time.monotonic() < deadline:
                 if self.leadership.is_leader():
@@ -161,7 +163,7 @@ class LeaderWork:
                 if await self.store.redis.exists(claim):
                     return  # the leader runs it
                 await asyncio.sleep(0.2)
-            log.error("scheduled %s at minute %d: no leader claimed it", job, minute)
+            log.error("scheduled %s at %d: no leader claimed it", job, fired)
 
         return run
 
