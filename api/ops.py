@@ -21,23 +21,30 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    cluster = request.app.get(CLUSTER)
+    # Which replica answered, and whether it leads (by its own clock: no Redis needed).
+    replica = (
+        {}
+        if cluster is None
+        else {"replica": cluster.serve_id, "leader": cluster.leadership.is_leader()}
+    )
     try:
         await request.app[STORE].redis.ping()
     except Exception as exc:  # health must answer, whatever is broken
-        return web.json_response({"ok": False, "redis": type(exc).__name__}, status=503)
+        body = {"ok": False, "redis": type(exc).__name__, **replica}
+        return web.json_response(body, status=503)
     service = request.app[SERVICE]
     # "reconciling": serve answers already, but is still adopting and starting the workers
     # that Redis knows (a readiness probe or a script can wait for it to turn false).
-    body: dict[str, object] = {
-        "ok": True,
-        "redis": "ok",
-        "runner": service.runner.name,
-        "reconciling": service.reconciling,
-    }
-    cluster = request.app.get(CLUSTER)
-    if cluster is not None:  # which replica answered, and whether it leads
-        body |= {"replica": cluster.serve_id, "leader": cluster.leadership.is_leader()}
-    return web.json_response(body)
+    return web.json_response(
+        {
+            "ok": True,
+            "redis": "ok",
+            "runner": service.runner.name,
+            "reconciling": service.reconciling or (cluster is not None and cluster.settling()),
+            **replica,
+        }
+    )
 
 
 @routes.get("/api/v1/cluster")

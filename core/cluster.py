@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,6 +41,8 @@ class Cluster:
         self.serve_id = leadership.serve_id
         self.url = url
         self.clock = clock
+        # Set by serve: True while this replica has not settled (see LeaderWork.settling).
+        self.settling: Callable[[], bool] = lambda: False
 
     @property
     def gone_after_ms(self) -> int:

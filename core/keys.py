@@ -270,6 +270,7 @@ LEADER_EPOCH = "wafleet:leader_epoch"  # counter: each win of the lease takes th
 REPLICAS = "wafleet:replicas"  # sorted set: SERVE_ID scored by its last heartbeat (epoch ms)
 REPLICA_URLS = "wafleet:replica_urls"  # hash: SERVE_ID -> its own base URL
 CLUSTER_BUS = "wafleet:bus"  # pub/sub channel between replicas (core/cluster_bus.py)
+CAPACITY_LOW_SAID = "wafleet:capacity_low"  # set once the low-capacity alert went out
 
 
 def lock(kind: str, name: str) -> str:

@@ -83,6 +83,9 @@ class Leadership:
         self._value: str | None = None  # "<token> <id>" while this replica leads
         self._valid_until = 0.0
         self._listeners: list[Listener] = []
+        # False until the first round asked Redis: till then nobody knows whether this
+        # replica will lead (and reconcile), so it does not say it has settled.
+        self.decided = False
         self._acquire = redis.register_script(load_script("leader_acquire.lua"))
         self._renew = redis.register_script(load_script("lease_renew.lua"))
         self._release = redis.register_script(load_script("lease_release.lua"))
@@ -194,6 +197,7 @@ class Leadership:
             self._valid_until = sent + self.lease_ms / 1000 - self.margin_s
             log.warning("%s is the leader now (fencing token %d)", self.serve_id, token)
             await self._tell(True)
+        self.decided = True
 
     async def resign(self) -> None:
         """A clean stop: leader work stops first, then the lease is freed, so another

@@ -81,6 +81,7 @@ class LeaderWork:
         self.telegram = telegram
         self.on_failure = on_failure
         self.deliveries: Deliveries | None = None
+        self.reconciled = False  # this leadership's start-up reconcile is over
         self.tasks = TaskGroup()
         leadership.on_change(self.changed)
 
@@ -95,6 +96,7 @@ class LeaderWork:
         if value is None:
             return
         s = self.settings
+        self.reconciled = False
         with acting_as_leader(value):  # every task spawned here inherits it
             self.tasks.spawn(self._reconcile_then_watch(), name="reconcile+watchdog")
             self.tasks.spawn(
@@ -122,6 +124,13 @@ class LeaderWork:
         if self.deliveries is not None:
             self.deliveries.wake(session_id)
 
+    def settling(self) -> bool:
+        """True until this replica knows it follows, or leads and has reconciled: what
+        ``/healthz`` says as ``reconciling`` (a readiness probe waits for it)."""
+        if not self.leadership.decided:
+            return True
+        return self.leadership.is_leader() and not self.reconciled
+
     async def _reconcile_then_watch(self) -> None:
         try:
             await self.service.reconcile()
@@ -133,6 +142,8 @@ class LeaderWork:
             log.exception("the start-up reconcile failed; stopping")
             self.on_failure(exc)  # serve without a reconcile would lose sessions
             return
+        finally:
+            self.reconciled = True
         # Pings sent while no leader listened were lost (a worker keeps only its newest one
         # and backs off): a silence counts from when a leader could hear it, so the first
         # pass waits a full timeout instead of restarting every adopted worker.

@@ -206,6 +206,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             fail,
         )
         bus.on("events", lambda notice: work.wake_deliveries(str(notice.get("sessionId"))))
+        cluster.settling = work.settling
         # Flow 5's daily backup and the digest, in the server's time zone (TZ). The scheduler
         # fires on every replica; the leader of the moment claims the run (LeaderWork).
         # The service's own lock keeps a scheduled and a manual backup from overlapping.
