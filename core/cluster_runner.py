@@ -5,8 +5,9 @@ replica the load balancer picked), but only the leader watches exits and acts on
 two replicas both restarting a crashed worker would be two workers and two alerts. So:
 
 * exit notices reach the session service only on the leader (followers drop theirs);
-* a worker started by a follower is announced on the cluster bus, and the leader adopts it
-  (watches its exit); a new leader adopts every running worker in its start-up reconcile;
+* a worker started (or stopped) by a follower is announced on the cluster bus, and the
+  leader adopts it (watches its exit) and, if it is reconciling, leaves that session alone;
+  a new leader adopts every running worker in its start-up reconcile;
 * a follower that stops or replaces a worker on purpose marks it in Redis first
   (``keys.worker_replacing``), and the leader, which sees that worker exit, does not take
   the exit for a crash (the leader's own runner knows what it stops itself);
@@ -17,6 +18,7 @@ two replicas both restarting a crashed worker would be two workers and two alert
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from core import keys
 from core.cluster_bus import ClusterBus
@@ -44,6 +46,9 @@ class ClusterRunner:
         self._mark_ms = int((stop_grace_s + 15) * 1000)
         self._callbacks: list[ExitCallback] = []
         self._tasks = TaskGroup()
+        # Set by serve: told of each worker a follower started or stopped (a reconcile
+        # running on the leader leaves those sessions alone: its picture of them is older).
+        self.on_foreign_action: Callable[[str], None] | None = None
         inner.on_exit(self._exited)
         bus.on("adopt", self._adopt_notice)
 
@@ -72,6 +77,8 @@ class ClusterRunner:
         finally:
             if marked:
                 await self._unmark(session_id)
+        if not self.leadership.is_leader():
+            self.bus.post("adopt", sessionId=session_id, ref="")
 
     async def running(self) -> dict[str, WorkerHandle]:
         return await self.inner.running()
@@ -141,8 +148,13 @@ class ClusterRunner:
                 await callback(session_id, code)
 
     async def _adopt_notice(self, notice: dict[str, object]) -> None:
+        """A follower started (``ref``) or stopped (no ``ref``) a session's worker."""
         if not self.leadership.is_leader():
             return
         sid, ref = notice.get("sessionId"), notice.get("ref")
-        if isinstance(sid, str) and isinstance(ref, str):
+        if not isinstance(sid, str):
+            return
+        if self.on_foreign_action is not None:
+            self.on_foreign_action(sid)
+        if isinstance(ref, str) and ref:
             await self.inner.adopt(WorkerHandle(sid, ref))

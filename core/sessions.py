@@ -133,6 +133,10 @@ class SessionService:
         if self._acted_on is not None:
             self._acted_on.add(session_id)
 
+    def acted_elsewhere(self, session_id: str) -> None:
+        """Another serve replica started or stopped this session's worker."""
+        self._acted(session_id)
+
     def _refuse_during_maintenance(self) -> None:
         if self._maintenance is not None:
             raise Busy(f"{self._maintenance} is in progress: try again when it ends")

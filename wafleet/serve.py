@@ -160,6 +160,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         service = SessionService(
             settings, store, pool, runner, notifier, SystemClock(), metrics, journal
         )
+        runner.on_foreign_action = service.acted_elsewhere
         service.messages.on_wake = lambda sid: bus.post("wake", sessionId=sid)
         bus.on("wake", lambda notice: service.messages.wake_here(str(notice.get("sessionId"))))
         service.operator_events.on_append(lambda sid: bus.post("events", sessionId=sid))
