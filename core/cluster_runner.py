@@ -112,9 +112,11 @@ class ClusterRunner:
             await self.leadership.fence()
 
     async def _know_current(self, session_id: str) -> None:
-        """The worker running now may have been started by another replica, which this
-        one's runner never saw: learn it from the session's ``lock`` (its handle), so the
+        """A process worker running now may have been started by another replica, which
+        this one's runner never saw: learn it from the session's ``lock`` (its handle), so the
         stop that comes first stops it and there are never two workers for one session."""
+        if self.inner.name != "process":
+            return  # containers and services are found by their name, whoever started them
         ref = await self.bus.redis.get(keys.session(session_id, "lock"))
         if ref:
             await self.inner.adopt(WorkerHandle(session_id, str(ref)))
