@@ -271,6 +271,7 @@ REPLICAS = "wafleet:replicas"  # sorted set: SERVE_ID scored by its last heartbe
 REPLICA_URLS = "wafleet:replica_urls"  # hash: SERVE_ID -> its own base URL
 CLUSTER_BUS = "wafleet:bus"  # pub/sub channel between replicas (core/cluster_bus.py)
 CAPACITY_LOW_SAID = "wafleet:capacity_low"  # set once the low-capacity alert went out
+MAINTENANCE = "wafleet:maintenance"  # "<SERVE_ID> <what>" while a replica replaces the fleet
 
 
 def lock(kind: str, name: str) -> str:

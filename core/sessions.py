@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 from core import bulk_start, endpoint_url, session_files
@@ -97,6 +97,11 @@ class SessionService:
         # Incoming messages and receipts, kept for the operator (core/deliveries.py sends them).
         self.operator_events = EventLog(store.redis, settings.events_retention_ms)
         self._maintenance: str | None = None  # what replaces the whole fleet right now
+        # Several replicas (set by serve, core/fleet_maintenance.py): claims the fleet-wide
+        # maintenance in Redis (False: another replica holds it) or gives it back (None);
+        # and what another replica is doing to the whole fleet right now.
+        self.claim_maintenance: Callable[[str | None], Awaitable[bool]] | None = None
+        self.maintenance_elsewhere: str | None = None
         # In Redis, so one session's (one proxy's) work never interleaves across replicas.
         self._locks = RedisLocks(store.redis, "session")
         self._proxy_locks = RedisLocks(store.redis, "proxy")
@@ -118,11 +123,16 @@ class SessionService:
         or delete a worker: operators get a 409, the watchdog and crash handling wait."""
         if self.reconciling:
             raise Busy("the start-up reconcile is in progress: try again when it ends")
+        self._refuse_during_maintenance()
+        if self.claim_maintenance is not None and not await self.claim_maintenance(what):
+            raise Busy("another serve replica is replacing the fleet: try again when it ends")
         self._maintenance = what
         try:
             yield
         finally:
             self._maintenance = None
+            if self.claim_maintenance is not None:
+                await self.claim_maintenance(None)
 
     @property
     def reconciling(self) -> bool:
@@ -138,12 +148,12 @@ class SessionService:
         self._acted(session_id)
 
     def _refuse_during_maintenance(self) -> None:
-        if self._maintenance is not None:
-            raise Busy(f"{self._maintenance} is in progress: try again when it ends")
+        if (running := self._maintenance or self.maintenance_elsewhere) is not None:
+            raise Busy(f"{running} is in progress: try again when it ends")
 
     def _paused_for_maintenance(self, what: str) -> bool:
-        if self._maintenance is not None:
-            log.info("%s skipped: %s is in progress", what, self._maintenance)
+        if (running := self._maintenance or self.maintenance_elsewhere) is not None:
+            log.info("%s skipped: %s is in progress", what, running)
             return True
         return False
 

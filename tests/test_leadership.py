@@ -12,7 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from core import keys
+from core.cluster_bus import ClusterBus
 from core.errors import ConfigError
+from core.fleet_maintenance import FleetMaintenance
 from core.leadership import Leadership, LostLeadership, acting_as_leader
 from core.redis_locks import RedisLocks
 from core.settings import Settings
@@ -125,3 +127,30 @@ def test_lease_and_replica_name_are_checked_at_start() -> None:
     with pytest.raises(ConfigError, match="SERVE_ID"):
         Settings.from_env({**base, "SERVE_ID": "a b"})
     assert Settings.from_env({**base, "SERVE_ID": "eu-1:3000"}).replica_id == "eu-1:3000"
+
+
+class Mirror:
+    maintenance_elsewhere: str | None = None
+
+
+async def test_a_restore_on_one_replica_holds_every_replica_off_the_fleet(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Would catch: a restore's maintenance kept in the restoring process only: the leader
+    (another replica) would restart the workers the restore stops, and operators on other
+    replicas would provision into a fleet being replaced; and a second restore at once."""
+    here, there = Mirror(), Mirror()
+    a = FleetMaintenance(redis_client, ClusterBus(redis_client, "a"), "a", here)
+    b = FleetMaintenance(redis_client, ClusterBus(redis_client, "b"), "b", there)
+    assert await a.claim("a restore")
+    assert not await b.claim("a restore")  # one at a time, fleet-wide
+    await a.look()
+    await b.look()
+    assert here.maintenance_elsewhere is None  # its own: the service knows it already
+    assert there.maintenance_elsewhere == "a restore (another replica)"
+    await a.claim(None)
+    await b.look()
+    assert there.maintenance_elsewhere is None
+    assert await b.claim("a restore")
+    await b.claim(None)
+    assert await redis_client.exists(keys.MAINTENANCE) == 0

@@ -35,6 +35,7 @@ from core.cluster_runner import ClusterRunner
 from core.deliveries import Deliveries, RetryPolicy
 from core.endpoint_url import mask as mask_url
 from core.errors import ConfigError
+from core.fleet_maintenance import FleetMaintenance
 from core.history import ConnectedHistory
 from core.journal import Journal, JournalNotifier
 from core.leadership import Leadership
@@ -161,6 +162,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             settings, store, pool, runner, notifier, SystemClock(), metrics, journal
         )
         runner.on_foreign_action = service.acted_elsewhere
+        maintenance = FleetMaintenance(store.redis, bus, settings.replica_id, service)
+        service.claim_maintenance = maintenance.claim
         service.messages.on_wake = lambda sid: bus.post("wake", sessionId=sid)
         bus.on("wake", lambda notice: service.messages.wake_here(str(notice.get("sessionId"))))
         service.operator_events.on_append(lambda sid: bus.post("events", sessionId=sid))
@@ -222,6 +225,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         )
         background.spawn(service.pings.run(), name="ping-flusher")  # PINGs come at once
         background.spawn(bus.run(), name="cluster-bus")
+        background.spawn(maintenance.run(), name="fleet-maintenance")
         await history.sample(store)  # the chart's first point, before anyone can ask for it
         site = web.TCPSite(web_runner, settings.http_host, settings.http_port)
         await site.start()
