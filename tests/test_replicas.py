@@ -367,3 +367,38 @@ async def test_a_message_accepted_on_one_replica_wakes_the_poll_held_by_another(
 
 async def _some(items: list[str]) -> list[str] | None:
     return items or None
+
+
+async def test_a_restore_on_a_follower_makes_every_replica_refuse_until_it_ends(
+    fleet: Fleet, replicas: Replicas
+) -> None:
+    """Would catch: a restore's maintenance kept in the restoring replica's memory: the
+    other replicas (the leader among them, with its watchdog) would go on starting and
+    moving workers in a fleet being replaced."""
+    a, c = replicas.a, replicas.c
+    await start_led_by_a(replicas, c)
+    sid = (await fleet.link())["id"]
+    status, backup = await fleet.call("POST", "/api/v1/backups/create")
+    assert status == 201, backup
+    restoring = asyncio.create_task(
+        replicas.call(c, "POST", f"/api/v1/backups/restore/{backup['id']}", {"waitSeconds": 10})
+    )
+
+    async def refused_on_a() -> bool:
+        status, _ = await replicas.call(a, "POST", "/api/sessions/worker_999/restart")
+        return status == 409
+
+    await eventually(refused_on_a, 10, "the leader refusing during the restore")
+    status, body = await replicas.call(
+        a, "POST", "/api/sessions/provision", {"phone": "972501234599"}
+    )
+    assert status == 409 and body["error"]["code"] == "busy", body
+    status, report = await restoring
+    assert status == 200, report
+
+    async def open_again() -> bool:
+        status, _ = await replicas.call(a, "POST", "/api/sessions/worker_999/restart")
+        return status == 404
+
+    await eventually(open_again, 5, "the leader taking actions again")
+    await fleet.wait_status(sid, "connected")
