@@ -6,6 +6,7 @@ from aiohttp import web
 
 from core.api_keys import ApiKeys
 from core.audit import Audit
+from core.cluster import Cluster
 from core.metrics import Metrics
 from core.owners import Owners
 from core.proxies import ProxyPool
@@ -23,3 +24,4 @@ KEYS = web.AppKey("api_keys", ApiKeys)
 AUDIT = web.AppKey("audit", Audit)
 OWNERS = web.AppKey("owners", Owners)
 RATE = web.AppKey("key_rate", KeyRate)
+CLUSTER = web.AppKey("cluster", Cluster)

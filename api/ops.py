@@ -11,11 +11,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from api import serialize
 from api.auth import identify, presented
-from api.context import METRICS, POOL, SERVICE, SETTINGS, STORE
+from api.context import CLUSTER, METRICS, POOL, SERVICE, SETTINGS, STORE
 from api.describe import operation
 from api.errors import Forbidden, Unauthorized
 from api.schema import answer, array, obj
 from core import fleet_stats
+from core.errors import NotFound
 from core.models import ProxyStatus
 
 routes = web.RouteTableDef()
@@ -34,10 +35,18 @@ routes = web.RouteTableDef()
     responses={503: answer("Redis unreachable")},
 )
 async def healthz(request: web.Request) -> web.Response:
+    cluster = request.app.get(CLUSTER)
+    # Which replica answered, and whether it leads (by its own clock: no Redis needed).
+    replica = (
+        {}
+        if cluster is None
+        else {"replica": cluster.serve_id, "leader": cluster.leadership.is_leader()}
+    )
     try:
         await request.app[STORE].redis.ping()
     except Exception as exc:  # health must answer, whatever is broken
-        return web.json_response({"ok": False, "redis": type(exc).__name__}, status=503)
+        body = {"ok": False, "redis": type(exc).__name__, **replica}
+        return web.json_response(body, status=503)
     service = request.app[SERVICE]
     # "reconciling": serve answers already, but is still adopting and starting the workers
     # that Redis knows (a readiness probe or a script can wait for it to turn false).
@@ -46,9 +55,42 @@ async def healthz(request: web.Request) -> web.Response:
             "ok": True,
             "redis": "ok",
             "runner": service.runner.name,
-            "reconciling": service.reconciling,
+            "reconciling": service.reconciling or (cluster is not None and cluster.settling()),
+            **replica,
         }
     )
+
+
+_REPLICA = obj(
+    {
+        "id": {"type": "string", "description": "SERVE_ID, or <hostname>:<HTTP_PORT>"},
+        "url": {"type": "string", "description": "the replica's own base URL"},
+        "leader": {"type": "boolean"},
+        "seenAt": {"type": "integer", "description": "epoch ms of its last heartbeat"},
+    }
+)
+_CLUSTER = obj(
+    {
+        "leader": {"type": ["string", "null"], "description": "the leading replica's id"},
+        "replicas": array(_REPLICA),
+        "redis": obj({"primary": {"type": "string"}, "replicas": {"type": "integer"}}),
+    }
+)
+
+
+@routes.get("/api/v1/cluster")
+@operation(
+    "The serve replicas seen within three leases, which one leads, and the Redis primary",
+    {200: answer("the cluster", _CLUSTER)},
+    404,
+)
+async def cluster_view(request: web.Request) -> web.Response:
+    """The ``serve`` replicas seen lately (each heartbeats into Redis), which one leads, and
+    the Redis primary with its replica count."""
+    cluster = request.app.get(CLUSTER)
+    if cluster is None:
+        raise NotFound("this server runs without cluster support")
+    return web.json_response(await cluster.view())
 
 
 @routes.get("/api/v1/nodes")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from aiogram import Bot, Dispatcher
@@ -16,7 +17,8 @@ from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.types import BotCommand
+from aiogram.methods import GetUpdates, TelegramMethod
+from aiogram.types import BotCommand, Update
 from aiogram.utils.token import TokenValidationError, validate_token
 
 from bot import texts
@@ -44,6 +46,11 @@ from core.settings import Settings
 from core.tasks import TaskGroup
 
 log = logging.getLogger("wafleet.bot")
+
+POLL_TIMEOUT_S = 10  # how long Telegram holds a getUpdates open when nothing comes
+# A poll must end this long before the lease does, by this replica's clock (whole seconds:
+# Telegram's timeout is one); LEADER_LEASE_MS's minimum leaves room for a one-second poll.
+POLL_SPARE_S = 1
 
 
 def build_bot(settings: Settings) -> Bot:
@@ -137,11 +144,32 @@ class TelegramBot:
         )
         self.tasks = TaskGroup()
         self._stopping = False
+        self._polling: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self.notifier.start()
+    def start(self, lead: bool = True) -> None:
+        """``lead`` False: a replica that is not the leader yet; ``lead`` starts the polling
+        and the alerts when it wins the lease, ``follow`` stops them when it loses it."""
+        self.notifier.start(alerts=False)
         self.tasks.spawn(self._register_commands(), name="telegram-commands")
-        self.tasks.spawn(self._poll(), name="telegram-polling")
+        if lead:
+            self.lead(lambda: 3600.0)
+
+    def lead(self, lease_left_s: Callable[[], float]) -> None:
+        """Poll and send alerts while ``lease_left_s()`` (this replica's lease, by its own
+        clock) leaves room: Telegram answers a second poller with 409, and two leaders
+        would both act on one operator's command."""
+        self.notifier.lead(lambda: lease_left_s() > 0)
+        if self._polling is None or self._polling.done():
+            self._polling = self.tasks.spawn(self._poll(lease_left_s), name="telegram-polling")
+
+    async def follow(self) -> None:
+        """This replica lost the lease: no poll from here on, no alert sent."""
+        if self._polling is not None:
+            self._polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._polling
+            self._polling = None
+        await self.notifier.follow()
 
     async def _register_commands(self) -> None:
         """The command menu per language; Telegram picks it by the user's app language."""
@@ -155,24 +183,51 @@ class TelegramBot:
             lambda: self.bot.set_my_commands(commands, language_code=language)
         )
 
-    async def _poll(self) -> None:
-        """Long polling; restarted with backoff if it fails to start (e.g. ``getMe``)."""
+    async def _poll(self, lease_left_s: Callable[[], float]) -> None:
+        """Long polling that never outlives the lease: each ``getUpdates`` asks Telegram to
+        hold it no longer than the lease has left minus ``POLL_SPARE_S``, so even a poll
+        sent just before this replica froze has ended when another can win the lease and
+        poll. A poll that comes back after the lease ran out is not handled: its updates
+        were not confirmed (no next offset was sent), so the next leader gets them."""
+        await self.bot.me()  # a wrong token fails here, once, and is logged
+        allowed = self.dp.resolve_used_update_types()
+        offset: int | None = None
         delay = 1.0
         while not self._stopping:
+            wait_s = min(POLL_TIMEOUT_S, int(lease_left_s() - POLL_SPARE_S))
+            if wait_s < 1:
+                await asyncio.sleep(0.1)  # the lease is about to be renewed (or lost)
+                continue
             try:
-                await self.dp.start_polling(
-                    self.bot, handle_signals=False, close_bot_session=False
+                updates = await self.bot(
+                    GetUpdates(offset=offset, timeout=wait_s, allowed_updates=allowed),
+                    request_timeout=wait_s + POLL_SPARE_S + 10,
                 )
-            except Exception:
-                log.exception("Telegram polling failed; retrying in %.0f s", delay)
+                delay = 1.0
+            except Exception as exc:
+                log.warning("Telegram polling failed (%s); again in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
+                continue
+            if lease_left_s() <= 0:
+                log.warning("the lease ran out during a poll: its updates are the next leader's")
+                return
+            for update in updates:
+                offset = update.update_id + 1
+                self.tasks.spawn(self._handle(update), name=f"telegram-update-{update.update_id}")
+
+    async def _handle(self, update: Update) -> None:
+        try:
+            answer = await self.dp.feed_update(self.bot, update)
+            if isinstance(answer, TelegramMethod):
+                await self.dp.silent_call_request(bot=self.bot, result=answer)
+        except Exception:
+            log.exception("could not handle Telegram update %d", update.update_id)
 
     async def stop_polling(self) -> None:
         """First step of shutdown: no new operator commands."""
         self._stopping = True
-        with contextlib.suppress(RuntimeError, TimeoutError):  # RuntimeError: never started
-            await asyncio.wait_for(self.dp.stop_polling(), 10)
+        await self.follow()
         await self.tasks.cancel()
 
     async def close(self) -> None:

@@ -72,6 +72,11 @@ def unexplained_disconnects(burst: list[Alert]) -> bool:
     )
 
 
+async def _until_cancelled() -> None:
+    """Wait for ``follow`` to cancel the alert loop of a replica that lost its lease."""
+    await asyncio.Event().wait()
+
+
 def placeholder_png(colour: str) -> bytes:
     """A plain picture that replaces a QR in place, so the code is no longer scannable."""
     image = Image.new("RGB", (240, 240), colour)
@@ -111,6 +116,8 @@ class TelegramNotifier:
         self._tasks = TaskGroup()
         self._qr_lock = asyncio.Lock()
         self._placeholders: dict[str, bytes] = {}
+        self._alerts: asyncio.Task[None] | None = None
+        self._may_send: Callable[[], bool] = lambda: True
 
     # core's Notifier --------------------------------------------------------------------
 
@@ -124,9 +131,30 @@ class TelegramNotifier:
 
     # lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, alerts: bool = True) -> None:
+        """The QR loop runs on every replica (a QR event arrives where its worker posts); the
+        alert loop, with several replicas, on the leader only (``lead``): one reader keeps
+        a burst one message, and a replica that lost its lease stops sending."""
         self._tasks.spawn(self._qr_loop(), name="telegram-qr")
-        self._tasks.spawn(self._alert_loop(), name="telegram-alerts")
+        if alerts:
+            self.lead(lambda: True)
+
+    def lead(self, may_send: Callable[[], bool]) -> None:
+        """Send the outbox's alerts while ``may_send()``: asked before every message."""
+        self._may_send = may_send
+        if self._alerts is None or self._alerts.done():
+            self.outbox.recover()  # what a leader before read and never finished
+            self._alerts = self._tasks.spawn(self._alert_loop(), name="telegram-alerts")
+
+    async def follow(self) -> None:
+        """Stop sending alerts (this replica lost the lease): what was read and not sent
+        stays in the outbox, unacknowledged, for the next leader to read again."""
+        self._may_send = lambda: False
+        if self._alerts is not None:
+            self._alerts.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._alerts
+            self._alerts = None
 
     async def close(self, grace_s: float = 5.0) -> None:
         """Give queued messages ``grace_s`` to go out, then stop the loops.
@@ -323,6 +351,12 @@ class TelegramNotifier:
         ):
             burst += await self.outbox.take(block_ms=min(left, window_ms))
         fresh = [e.alert for e in await self.outbox.unsent(burst) if e.alert is not None]
+        if not self._may_send():
+            # The lease ran out while the burst was read (a frozen leader, thawed): the
+            # entries stay unacknowledged and the current leader sends them, once.
+            log.warning("not the leader any more: leaving %d alert(s) to it", len(burst))
+            self._reading = []
+            await _until_cancelled()
         if fresh:
             await self._send_burst(fresh)
         await self.outbox.done(burst)
@@ -353,6 +387,8 @@ class TelegramNotifier:
                 messages = texts.alert_burst(alerts)
                 markup = keyboards.alert_buttons(alerts)
             for n, text in enumerate(messages, 1):
+                if not self._may_send():
+                    await _until_cancelled()  # the lease ran out mid-burst: stop here
                 await self._send_text(chat, text, markup if n == len(messages) else None, thread)
 
     async def _send_text(

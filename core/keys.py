@@ -302,3 +302,31 @@ def audit_flood(actor: str, minute: int) -> str:
 
 def audit_flood_count(entry_id: str) -> str:
     return f"wafleet:audit:count:{entry_id}"
+
+# Several serve replicas (core/leadership.py, core/cluster.py, core/redis_locks.py) ----------
+
+LEADER = "wafleet:leader"  # "<fencing token> <SERVE_ID>" of the leader, expiring with its lease
+LEADER_EPOCH = "wafleet:leader_epoch"  # counter: each win of the lease takes the next token
+REPLICAS = "wafleet:replicas"  # sorted set: SERVE_ID scored by its last heartbeat (epoch ms)
+REPLICA_URLS = "wafleet:replica_urls"  # hash: SERVE_ID -> its own base URL
+CLUSTER_BUS = "wafleet:bus"  # pub/sub channel between replicas (core/cluster_bus.py)
+CAPACITY_LOW_SAID = "wafleet:capacity_low"  # set once the low-capacity alert went out
+MAINTENANCE = "wafleet:maintenance"  # "<SERVE_ID> <what>" while a replica replaces the fleet
+
+
+def lock(kind: str, name: str) -> str:
+    """A cross-replica lock (``core/redis_locks.py``): ``kind`` is ``session`` or ``proxy``;
+    a proxy's ``name`` is a digest of its URL, never the URL (it holds the password)."""
+    return f"wafleet:lock:{kind}:{name}"
+
+
+def worker_replacing(session_id: str) -> str:
+    """Set while a replica stops or replaces the session's worker on purpose: the leader,
+    which watches every worker's exit, then does not take that exit for a crash."""
+    return f"wafleet:replacing:{session_id}"
+
+
+def job_run(job: str, fire_time: str) -> str:
+    """One scheduled run of ``job`` (backup, digest), by its fire time (epoch s), claimed by
+    the leader that runs it."""
+    return f"wafleet:job:{job}:{fire_time}"

@@ -13,6 +13,7 @@ import asyncio
 import random
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,8 @@ class MessageService:
         # Per session: set when something may now be handed to its worker, so a waiting
         # poll answers at once instead of at its next recheck.
         self._wakers: dict[str, asyncio.Event] = {}
+        # Set by serve: passes every wake on to the other replicas (core/cluster_bus.py).
+        self.on_wake: Callable[[str], None] | None = None
 
     # the operator's side ----------------------------------------------------------------
 
@@ -375,6 +378,12 @@ class MessageService:
             event.set()
 
     def wake(self, session_id: str) -> None:
+        self.wake_here(session_id)
+        if self.on_wake is not None:  # the session's worker may be polling another replica
+            self.on_wake(session_id)
+
+    def wake_here(self, session_id: str) -> None:
+        """Wake a poll waiting in this process only (what another replica's wake does)."""
         event = self._wakers.get(session_id)
         if event is not None:
             event.set()

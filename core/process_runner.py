@@ -83,7 +83,9 @@ class ProcessRunner:
 
     async def adopt(self, handle: WorkerHandle) -> None:
         pid = _pid_of(handle.ref)
-        if pid is None or handle.session_id in self._workers:
+        watched = self._workers.get(handle.session_id)
+        # Another serve replica may have replaced the worker this one watches: watch the new.
+        if pid is None or (watched is not None and watched.pid == pid):
             return
         if _session_of(pid, self.instance) != handle.session_id:
             return

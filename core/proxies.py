@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from core import fleet_stats
+from core import fleet_stats, keys
 from core.errors import Conflict, NotFound
 from core.fleet_stats import FleetStats
 from core.models import ProxyRecord, ProxyStatus
@@ -41,7 +41,6 @@ class ProxyPool:
         # Where the workers go; a proxy that cannot reach it fails the probe.
         self.destination = destination
         self._recovered: list[RecoveredCallback] = []
-        self._capacity_low = False
 
     def on_recovered(self, callback: RecoveredCallback) -> None:
         """Called after a proxy returns or is added: parked sessions may now get a slot."""
@@ -127,12 +126,16 @@ class ProxyPool:
         """Warn once when fewer than one proxy's worth of slots is left; re-arm when it grows."""
         free, total = await self.free_slots()
         low = free < self.cap
-        if low and not self._capacity_low:
-            await self.notifier.notify(
-                Alert(
-                    AlertKind.CAPACITY_LOW,
-                    facts={"free": free, "total": total},
-                    done=Done.ADD_PROXY_SOON,
+        # "Said already" lives in Redis: several serve replicas say it once between them.
+        if low:
+            first = await self.store.redis.set(keys.CAPACITY_LOW_SAID, 1, nx=True)
+            if first:
+                await self.notifier.notify(
+                    Alert(
+                        AlertKind.CAPACITY_LOW,
+                        facts={"free": free, "total": total},
+                        done=Done.ADD_PROXY_SOON,
+                    )
                 )
-            )
-        self._capacity_low = low
+        else:
+            await self.store.redis.delete(keys.CAPACITY_LOW_SAID)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -30,6 +31,11 @@ from core.settings_kinds import Kinds, setting
 # older than PING_TIMEOUT_MS. Below this many intervals, one late or lost ping (a slow
 # reconnect, a busy orchestrator) restarts a healthy worker, in a loop.
 MIN_PINGS_PER_TIMEOUT = 3
+# The leader's Telegram long poll must end inside its lease with a second to spare, and a
+# poll waits whole seconds: below this a lease leaves no room for one.
+MIN_LEADER_LEASE_MS = 3_000
+MAX_LEADER_LEASE_MS = 600_000
+SERVE_ID = re.compile(r"[A-Za-z0-9._:@-]{1,100}")
 
 
 C = Kinds
@@ -168,6 +174,12 @@ class Settings:
     typing_max_ms: int = setting("TYPING_MAX_MS", C.integer, 6_000)
     # How long a worker's poll of its command channel is held open when there is nothing.
     command_poll_ms: int = setting("COMMAND_POLL_MS", C.integer, 25_000, minimum=100)
+    # Several serve replicas: this one's name ("" = <hostname>:<HTTP_PORT>), and how long the
+    # leader's lease in Redis lasts without a renewal (core/leadership.py).
+    serve_id: str = setting("SERVE_ID", C.text, "")
+    leader_lease_ms: int = setting(
+        "LEADER_LEASE_MS", C.integer, 5_000, minimum=MIN_LEADER_LEASE_MS
+    )
     # Issued API keys: the old key of a rotation stays valid this long; each key's requests
     # per second (a token bucket) and the burst it may spend at once.
     key_rotate_grace_s: int = setting("KEY_ROTATE_GRACE_S", C.integer, 3_600, minimum=0)
@@ -186,6 +198,16 @@ class Settings:
             return self.public_webhook_url
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
         return f"http://{host}:{self.http_port}/webhook"
+
+    @property
+    def replica_id(self) -> str:
+        """``SERVE_ID``, or ``<hostname>:<HTTP_PORT>``: how this replica is named in Redis."""
+        return self.serve_id or f"{socket.gethostname()}:{self.http_port}"
+
+    @property
+    def replica_url(self) -> str:
+        """This replica's own base URL, as ``GET /api/v1/cluster`` lists it."""
+        return f"http://{self.http_host}:{self.http_port}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -254,6 +276,15 @@ def _pair_problems(settings: Settings) -> list[str]:
         problems.append(
             "REDIS_SENTINEL_MASTER must be the name Sentinel monitors: 1-64 letters, digits, "
             f"'.', '_' or '-', got {settings.redis_sentinel_master!r}"
+        )
+    if settings.serve_id and not SERVE_ID.fullmatch(settings.serve_id):
+        problems.append(
+            "SERVE_ID must be 1 to 100 of A-Z a-z 0-9 . _ : @ - (it names this replica in Redis)"
+        )
+    if settings.leader_lease_ms > MAX_LEADER_LEASE_MS:
+        problems.append(
+            f"LEADER_LEASE_MS must be at most {MAX_LEADER_LEASE_MS}: a dead leader's work waits "
+            "that long for another replica"
         )
     if settings.message_pause_max_ms < settings.message_pause_min_ms:
         problems.append(

@@ -15,6 +15,7 @@ nothing. So every bot test also checks that its answers would reach a real chat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -149,6 +150,9 @@ class FakeTelegram:
     calls: list[Call] = field(default_factory=list)
     messages: dict[tuple[int, int], StoredMessage] = field(default_factory=dict)
     polls: int = 0
+    conflicts: int = 0  # getUpdates refused with 409 because another was open
+    max_hold_s: float = 2.0  # the longest a getUpdates is held (Telegram's timeout, capped)
+    _polling: list[web.Request] = field(default_factory=list)  # getUpdates held open now
     _updates: list[dict[str, Any]] = field(default_factory=list)
     _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -250,7 +254,21 @@ class FakeTelegram:
         params, files = await _read_form(request)
         if method == "getUpdates":
             self.polls += 1
-            return _ok(await self._get_updates(params))
+            # A poll whose client has gone away (timed out, killed) is no poller.
+            self._polling = [r for r in self._polling if not _gone(r)]
+            if self._polling:
+                # Telegram allows one poller per token: a second one is refused with 409.
+                self.conflicts += 1
+                return _error(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only "
+                    "one bot instance is running",
+                )
+            self._polling.append(request)
+            try:
+                return _ok(await self._get_updates(params, request))
+            finally:
+                self._polling = [r for r in self._polling if r is not request]
         call = Call(method, params, files, time.monotonic())
         self.calls.append(call)
         pending = self._failures.get(method)
@@ -277,16 +295,22 @@ class FakeTelegram:
         call.status = result.status
         return result
 
-    async def _get_updates(self, params: dict[str, str]) -> list[dict[str, Any]]:
+    async def _get_updates(
+        self, params: dict[str, str], request: web.Request
+    ) -> list[dict[str, Any]]:
         offset = int(params.get("offset") or 0)
         self._updates = [u for u in self._updates if u["update_id"] >= offset]
         if not self._updates:
             self._arrived.clear()
-            wait = min(float(params.get("timeout") or 0), 2.0)
-            try:
-                await asyncio.wait_for(self._arrived.wait(), wait)
-            except TimeoutError:
-                return []
+            # Held as Telegram holds it (capped, to keep tests quick), and, as Telegram does,
+            # no longer once the client has gone away: a killed poller is no poller.
+            deadline = time.monotonic() + min(float(params.get("timeout") or 0), self.max_hold_s)
+            while not self._arrived.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 or _gone(request):
+                    return []
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), min(left, 0.05))
         return list(self._updates)
 
     def _store(self, call: Call, kind: str, text: str, photo: bytes | None) -> web.Response:
@@ -392,6 +416,11 @@ async def _read_form(request: web.Request) -> tuple[dict[str, str], dict[str, by
         else:
             params[name] = str(value)
     return params, files
+
+
+def _gone(request: web.Request) -> bool:
+    """The client closed the connection (a timed-out or killed poller)."""
+    return request.transport is None or request.transport.is_closing()
 
 
 def _ok(result: Any) -> web.Response:

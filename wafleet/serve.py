@@ -1,8 +1,10 @@
 """``wafleet serve``: the composition root. Builds every part, injects them, runs them.
 
-Start order matters: HTTP first, so REST shows the progress of the start-up reconcile (a
-bulk start of hundreds of workers takes minutes), then the reconcile, and the watchdog only
-after it (workers still waiting in its queue have old pings). Requests and worker events
+Several replicas may run (``wafleet/leader_work.py``): each answers REST, ``/webhook`` and
+the command channel; the one holding the leader's lease also runs the singletons. Start order
+matters: HTTP first, so REST shows the progress of the start-up reconcile (a bulk start of
+hundreds of workers takes minutes), then the lease (the leader reconciles, and watches only
+after it: workers still waiting in its queue have old pings). Requests and worker events
 during the reconcile are safe: it decides each session under that session's lock and leaves
 alone what a request or an event acted on since it began. Stopping leaves every worker
 running, so a restart of ``serve`` loses no session.
@@ -15,6 +17,7 @@ import contextlib
 import hashlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -22,15 +25,21 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from tzlocal import get_localzone
 
 from api.app import create_app
+from api.context import CLUSTER
 from api.server import JsonErrorRunner
 from core import redis_client
 from core.backups import BackupService, cron_trigger
 from core.clock import SystemClock
+from core.cluster import Cluster
+from core.cluster_bus import ClusterBus
+from core.cluster_runner import ClusterRunner
 from core.deliveries import Deliveries, RetryPolicy
 from core.endpoint_url import mask as mask_url
 from core.errors import ConfigError
+from core.fleet_maintenance import FleetMaintenance
 from core.history import ConnectedHistory
 from core.journal import Journal, JournalNotifier
+from core.leadership import Leadership
 from core.metrics import Metrics
 from core.notifier import FanoutNotifier, LogNotifier, Notifier
 from core.promise import Promises
@@ -42,8 +51,8 @@ from core.sessions import SessionService
 from core.settings import Settings
 from core.store import Store
 from core.tasks import TaskGroup
-from core.watchdog import run_watchdog
 from wafleet.event_post import HttpPost
+from wafleet.leader_work import LeaderOnly, LeaderWork
 
 if TYPE_CHECKING:
     from bot.app import TelegramBot
@@ -136,11 +145,25 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             store, notifier, settings.max_sessions_per_proxy, destination, settings.proxy_policy
         )
         await pool.seed(settings.proxy_urls)
-        runner = make_runner(settings, notifier)
+        # Several replicas: one leader (its lease), and notices between them.
+        leadership = Leadership(store.redis, settings.replica_id, settings.leader_lease_ms)
+        bus = ClusterBus(store.redis, settings.replica_id)
+        runner = ClusterRunner(
+            make_runner(settings, LeaderOnly(notifier, leadership)),
+            leadership,
+            bus,
+            settings.worker_stop_grace_ms / 1000,
+        )
         cleanup.push_async_callback(runner.close)
         service = SessionService(
             settings, store, pool, runner, notifier, SystemClock(), metrics, journal
         )
+        runner.on_foreign_action = service.acted_elsewhere
+        maintenance = FleetMaintenance(store.redis, bus, settings.replica_id, service)
+        service.claim_maintenance = maintenance.claim
+        service.messages.on_wake = lambda sid: bus.post("wake", sessionId=sid)
+        bus.on("wake", lambda notice: service.messages.wake_here(str(notice.get("sessionId"))))
+        service.operator_events.on_append(lambda sid: bus.post("events", sessionId=sid))
         backups = BackupService(settings, store, service, runner, notifier, SystemClock())
         if (counted := await service.messages.count_fleet_if_new()) is not None:
             log.info("fleet message counts made from the sessions': %s", counted)
@@ -153,10 +176,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             telegram = TelegramBot(settings, store.redis, service, pool, backups, journal)
             notifier.add(telegram.notifier)
             cleanup.push_async_callback(telegram.close)  # sends what is queued, last
-        web_runner = JsonErrorRunner(
-            create_app(settings, store, service, pool, metrics, backups, promises),
-            access_log=None,
-        )
+        cluster = Cluster(store.redis, leadership, settings.replica_url, SystemClock())
+        app = create_app(settings, store, service, pool, metrics, backups, promises)
+        app[CLUSTER] = cluster
+        web_runner = JsonErrorRunner(app, access_log=None)
         await web_runner.setup()
         # Reverse order: the site stops taking webhooks first, then the service's tasks go.
         cleanup.push_async_callback(service.close)
@@ -165,11 +188,32 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         cleanup.callback(service.commands.close)
         background = TaskGroup()
         cleanup.push_async_callback(background.cancel)
-        # The daily backup, in the server's time zone (TZ). The service's own lock keeps
-        # a scheduled and a manual backup from overlapping; max_instances keeps it single.
+        failed: list[BaseException] = []
+
+        def fail(exc: BaseException) -> None:
+            failed.append(exc)
+            stop.set()
+
+        history = ConnectedHistory(store.redis, SystemClock())
+        work = LeaderWork(
+            settings,
+            leadership,
+            store,
+            service,
+            pool,
+            history,
+            lambda: make_deliveries(settings, service),
+            telegram,
+            fail,
+        )
+        bus.on("events", lambda notice: work.wake_deliveries(str(notice.get("sessionId"))))
+        cluster.settling = work.settling
+        # The daily backup and the digest, in the server's time zone (TZ). The scheduler
+        # fires on every replica; the leader of the moment claims the run (LeaderWork).
+        # The service's own lock keeps a scheduled and a manual backup from overlapping.
         scheduler = AsyncIOScheduler(timezone=get_localzone())
         scheduler.add_job(
-            backups.run_scheduled,
+            work.scheduled("backup", backups.run_scheduled),
             trigger,
             id="backup",
             max_instances=1,
@@ -177,40 +221,24 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             misfire_grace_time=3600,
         )
         background.spawn(service.pings.run(), name="ping-flusher")  # PINGs come at once
-        history = ConnectedHistory(store.redis, SystemClock())
+        background.spawn(bus.run(), name="cluster-bus")
+        background.spawn(maintenance.run(), name="fleet-maintenance")
         await history.sample(store)  # the chart's first point, before anyone can ask for it
         site = web.TCPSite(web_runner, settings.http_host, settings.http_port)
         await site.start()
         log.info(
-            "wafleet listening on http://%s:%d (runner: %s)",
+            "wafleet listening on http://%s:%d (runner: %s, replica %s)",
             settings.http_host,
             settings.http_port,
             runner.name,
+            settings.replica_id,
         )
-        failed: list[BaseException] = []
-
-        async def reconcile_then_watch() -> None:
-            try:
-                await service.reconcile()
-            except Exception as exc:  # serve without a reconcile would lose sessions
-                log.exception("the start-up reconcile failed; stopping")
-                failed.append(exc)
-                stop.set()
-                return
-            # Pings sent while serve was down were lost (a worker keeps only its newest one
-            # and backs off): a silence counts from when serve could hear it, so the first
-            # pass waits a full timeout instead of restarting every adopted worker.
-            await asyncio.sleep(settings.ping_timeout_ms / 1000)
-            await run_watchdog(service, settings.watchdog_interval_ms / 1000)
-
-        background.spawn(reconcile_then_watch(), name="reconcile+watchdog")
-        background.spawn(
-            pool.run_prober(settings.proxy_probe_interval_ms / 1000), name="proxy-prober"
-        )
-        background.spawn(history.run(store), name="connected-history")
+        await cluster.beat()
+        background.spawn(cluster.run(), name="cluster-heartbeat")
+        cleanup.push_async_callback(_quietly, cluster.leave)
         if telegram is not None and telegram.digest is not None:
             scheduler.add_job(
-                telegram.digest.send,
+                work.scheduled("digest", telegram.digest.send),
                 digest_trigger,
                 id="digest",
                 max_instances=1,
@@ -218,16 +246,17 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 misfire_grace_time=3600,
             )
             log.info("daily digest: cron %r (%s)", settings.digest_cron, digest_trigger)
-        deliveries = make_deliveries(settings, service)
-        cleanup.push_async_callback(deliveries.close)
-        background.spawn(deliveries.run(), name="event-deliveries")
         scheduler.start()
         cleanup.callback(scheduler.shutdown, wait=False)
         log.info("backups: %s, cron %r (%s)", settings.backup_mode, settings.backup_cron, trigger)
         if telegram is not None:
-            telegram.start()
+            telegram.start(lead=False)  # polls and sends alerts while this replica leads
             cleanup.push_async_callback(telegram.stop_polling)  # no new commands from here on
-            log.info("Telegram bot: on (long polling)")
+            log.info("Telegram bot: on (long polling on the leader)")
+        # Last: leader work may start the moment the lease is won. Stopping resigns first,
+        # so another replica takes over at once rather than after a whole lease.
+        lease = background.spawn(leadership.run(), name="leader-lease")
+        cleanup.push_async_callback(_cancel, lease)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -237,3 +266,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             raise failed[0]
         log.info("stopping; workers keep running and are adopted at the next start")
     log.info("stopped")  # every clean-up step ran (a SIGKILL after the grace would not get here)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def _quietly(action: Callable[[], Awaitable[None]]) -> None:
+    with contextlib.suppress(Exception):
+        await action()

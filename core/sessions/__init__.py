@@ -18,6 +18,7 @@ restart and a delete of the same session never interleave.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.bulk_start import BulkStart
@@ -102,6 +103,28 @@ class SessionService:
 
         runner.on_exit(supervision.handle_worker_exit)
         pool.on_recovered(failover.retry_parked)
+
+    @property
+    def claim_maintenance(self) -> Callable[[str | None], Awaitable[bool]] | None:
+        """Several replicas: claims the fleet-wide maintenance in Redis, or gives it back."""
+        return self._ctx.claim_maintenance
+
+    @claim_maintenance.setter
+    def claim_maintenance(self, claim: Callable[[str | None], Awaitable[bool]] | None) -> None:
+        self._ctx.claim_maintenance = claim
+
+    @property
+    def maintenance_elsewhere(self) -> str | None:
+        """What another replica is doing to the whole fleet now (core/fleet_maintenance.py)."""
+        return self._ctx.maintenance_elsewhere
+
+    @maintenance_elsewhere.setter
+    def maintenance_elsewhere(self, what: str | None) -> None:
+        self._ctx.maintenance_elsewhere = what
+
+    def acted_elsewhere(self, session_id: str) -> None:
+        """Another serve replica started or stopped this session's worker."""
+        self._ctx.acted(session_id)
 
     @property
     def reconciling(self) -> bool:

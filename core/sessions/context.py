@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from core.clock import Clock
@@ -60,7 +60,6 @@ class Context:
     clock: Clock
     metrics: Metrics
     journal: Journal | None
-    locks: Locks = field(default_factory=Locks)
     provisioned_at: dict[str, float] = field(default_factory=dict)  # for provision-to-QR
     crashes: defaultdict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
     # While a reconcile runs (serve answers requests meanwhile): the sessions whose worker
@@ -75,6 +74,13 @@ class Context:
         self.operator_events = EventLog(self.store.redis, self.settings.events_retention_ms)
         self.messages = MessageService(self.store, self.settings, self.clock)
         self._maintenance: str | None = None  # what replaces the whole fleet right now
+        # Several replicas (set by serve, core/fleet_maintenance.py): claims the fleet-wide
+        # maintenance in Redis (False: another replica holds it) or gives it back (None);
+        # and what another replica is doing to the whole fleet right now.
+        self.claim_maintenance: Callable[[str | None], Awaitable[bool]] | None = None
+        self.maintenance_elsewhere: str | None = None
+        # Held in Redis, so they hold across every serve replica (core/redis_locks.py).
+        self.locks = Locks(self.store.redis)
 
     async def get(self, session_id: str) -> SessionRecord:
         record = await self.store.get_session(session_id)
@@ -88,11 +94,16 @@ class Context:
         or delete a worker: operators get a 409, the watchdog and crash handling wait."""
         if self.reconciling:
             raise Busy("the start-up reconcile is in progress: try again when it ends")
+        self.refuse_during_maintenance()
+        if self.claim_maintenance is not None and not await self.claim_maintenance(what):
+            raise Busy("another serve replica is replacing the fleet: try again when it ends")
         self._maintenance = what
         try:
             yield
         finally:
             self._maintenance = None
+            if self.claim_maintenance is not None:
+                await self.claim_maintenance(None)
 
     @property
     def reconciling(self) -> bool:
@@ -105,12 +116,12 @@ class Context:
             self.acted_on.add(session_id)
 
     def refuse_during_maintenance(self) -> None:
-        if self._maintenance is not None:
-            raise Busy(f"{self._maintenance} is in progress: try again when it ends")
+        if (running := self._maintenance or self.maintenance_elsewhere) is not None:
+            raise Busy(f"{running} is in progress: try again when it ends")
 
     def paused_for_maintenance(self, what: str) -> bool:
-        if self._maintenance is not None:
-            log.info("%s skipped: %s is in progress", what, self._maintenance)
+        if (running := self._maintenance or self.maintenance_elsewhere) is not None:
+            log.info("%s skipped: %s is in progress", what, running)
             return True
         return False
 

@@ -8,17 +8,21 @@ without any room changing.
 
 from __future__ import annotations
 
-import asyncio
-from collections import defaultdict
 from contextlib import AbstractAsyncContextManager
+
+import redis.asyncio as aioredis
+
+from core.redis_locks import RedisLocks
 
 
 class Locks:
-    """In-process locks, one per session and one per proxy."""
+    """One lock per session and one per proxy, held in Redis (``core/redis_locks.py``), so a
+    restart sent to one ``serve`` replica and a delete sent to another run one after the
+    other, as they do inside one process."""
 
-    def __init__(self) -> None:
-        self._sessions: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._proxies: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self._sessions = RedisLocks(redis, "session")
+        self._proxies = RedisLocks(redis, "proxy")
 
     def session(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """Held while anything reads a session to decide what to do with it, and does it."""
@@ -29,5 +33,5 @@ class Locks:
         return self._proxies[url]
 
     def forget(self, session_id: str) -> None:
-        """The session is deleted: its lock goes with it."""
+        """The session is deleted: its in-process lock goes with it."""
         self._sessions.pop(session_id, None)
