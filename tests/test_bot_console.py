@@ -149,6 +149,8 @@ async def test_a_viewer_reads_and_is_refused_every_action(
     mark = len(telegram.calls)
     telegram.press(listing, PageCb(page=0).pack(), user=VIEWER)
     await telegram.wait_call("editMessageText", to(VIEWER, "page 1 of 1"), after=mark)
+    # The press is answered after the edit: wait for that too, or it lands in the count below.
+    await telegram.wait_call("answerCallbackQuery", after=mark)
 
     # every action, as a command (an unknown command counts as one) ...
     proxy_id = ProxyUrl.parse(fleet.proxies[0].url).id
