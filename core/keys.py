@@ -303,6 +303,7 @@ def audit_flood(actor: str, minute: int) -> str:
 def audit_flood_count(entry_id: str) -> str:
     return f"wafleet:audit:count:{entry_id}"
 
+
 # Several serve replicas (core/leadership.py, core/cluster.py, core/redis_locks.py) ----------
 
 LEADER = "wafleet:leader"  # "<fencing token> <SERVE_ID>" of the leader, expiring with its lease
