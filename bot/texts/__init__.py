@@ -18,6 +18,15 @@ from aiogram.utils.i18n import gettext as _
 
 from bot import charts
 from bot.paging import Page
+from bot.texts.common import (
+    MAX_MESSAGE,
+    age,
+    bounded,
+    megabytes,
+    phone,
+    sessions_count,
+    status_name,
+)
 from core.backups import BackupInfo, BackupResult, RestoreReport
 from core.bulk_start import BulkStart
 from core.errors import WafleetError
@@ -28,7 +37,68 @@ from core.models import ProxyRecord, ProxyStatus, SessionRecord, Status
 from core.notifier import Alert, AlertKind, Done
 from core.runner import NodeInfo
 
-MAX_MESSAGE = 4000  # Telegram's limit is 4096; leave room for the markup
+# What callers use as ``texts.<name>``; three private ones for the catalogue's test.
+__all__ = [
+    "ALERT_ICONS",
+    "MAX_DETAIL",
+    "MAX_MESSAGE",
+    "RTL_LOCALES",
+    "age",
+    "alert_burst",
+    "ambiguous",
+    "ask_proxy_url",
+    "backup_done",
+    "backup_started",
+    "backups",
+    "bounded",
+    "cancelled",
+    "commands",
+    "confirm_delete",
+    "confirm_restore",
+    "connected_caption",
+    "deleted",
+    "digest",
+    "error",
+    "fold_burst",
+    "found",
+    "help_text",
+    "language_prompt",
+    "language_set",
+    "megabytes",
+    "moved_sessions",
+    "new_qr_requested",
+    "node_state",
+    "nodes",
+    "pairing_code",
+    "phone",
+    "provision_started",
+    "proxies",
+    "proxy_added",
+    "proxy_removed",
+    "proxy_status_name",
+    "qr_caption",
+    "qr_expired_caption",
+    "refusal",
+    "restarting",
+    "restore_done",
+    "restore_started",
+    "session_line",
+    "session_status",
+    "sessions_count",
+    "sessions_page",
+    "stats",
+    "stats_picture",
+    "status_name",
+    "unexpected",
+    "unknown_proxy_status",
+    "unknown_status",
+    "usage",
+    "viewer_refusal",
+    "_alert_facts",
+    "_alert_title",
+    "_done_text",
+]
+
 MAX_DETAIL = 300  # of an error's message from core, in a chat answer
 
 ALERT_ICONS = {
@@ -140,36 +210,6 @@ def unexpected() -> str:
     return _("❌ Something went wrong on our side; it is in the log. Nothing else was changed.")
 
 
-def status_name(status: str) -> str:
-    names: dict[str, str] = {
-        Status.PENDING: _("starting"),
-        Status.QR_READY: _("waiting for a scan"),
-        Status.CONNECTED: _("connected"),
-        Status.DISCONNECTED: _("disconnected"),
-        Status.FAILED: _("failed"),
-        Status.STOPPED: _("stopped"),
-    }
-    return names.get(status, status)
-
-
-def age(now_ms: int, then_ms: int | None) -> str:
-    if then_ms is None:
-        return "—"
-    n = max(0, (now_ms - then_ms) // 1000)
-    return ngettext("{n} s ago", "{n} s ago", n).format(n=n)
-
-
-def sessions_count(n: int | None) -> str:
-    """A count of sessions in words ("1 session"); "?" when not known (an old archive)."""
-    if n is None:
-        return "?"
-    return ngettext("{n} session", "{n} sessions", n).format(n=n)
-
-
-def phone(number: str | None) -> str:
-    return "+" + number if number else "—"
-
-
 def session_line(record: SessionRecord, now_ms: int) -> str:
     return _("<b>{sid}</b> · {status} · {phone} · {proxy} · ping {ping}").format(
         sid=html.quote(record.id),
@@ -196,16 +236,6 @@ def sessions_page(
             n=total, page=page + 1, pages=pages
         )
     return bounded([head, *(session_line(r, now_ms) for r in records)])
-
-
-def bounded(lines: list[str]) -> str:
-    """Lines joined, cut (whole lines, with an ellipsis) to fit one Telegram message."""
-    text = ""
-    for line in lines:
-        if len(text) + len(line) + 2 > MAX_MESSAGE:
-            return text + "…"
-        text += line + "\n"
-    return text.rstrip("\n")
 
 
 def unknown_status(given: str) -> str:
@@ -511,10 +541,6 @@ def language_set() -> str:
     return _("From now on I answer you in English.")
 
 
-def _megabytes(size: int) -> str:
-    return _("{size} MB").format(size=f"{size / 1_000_000:.1f}")
-
-
 def backup_started() -> str:
     return _("💾 Backing up every session… (workers pause one at a time)")
 
@@ -522,7 +548,7 @@ def backup_started() -> str:
 def backup_done(result: BackupResult) -> str:
     return _("💾 Backup {name}: {size}, {sessions}; longest pause {pause} ms.").format(
         name=html.code(html.quote(result.info.path.name)),
-        size=_megabytes(result.info.size),
+        size=megabytes(result.info.size),
         sessions=sessions_count(result.info.sessions),
         pause=round(result.max_pause_ms),
     )
@@ -535,7 +561,7 @@ def backups(found: list[BackupInfo]) -> str:
     lines += [
         _("{id} · {size} · {sessions}").format(
             id=html.code(html.quote(info.id)),
-            size=_megabytes(info.size),
+            size=megabytes(info.size),
             sessions=sessions_count(info.sessions),
         )
         for info in found
@@ -674,7 +700,7 @@ def _alert_facts(alert: Alert) -> str:
         if alert.kind is AlertKind.BACKUP_DONE:
             return _("{name}: {size}, {sessions}").format(
                 name=html.code(html.quote(str(f["archive"]))),
-                size=_megabytes(int(f["size_bytes"])),
+                size=megabytes(int(f["size_bytes"])),
                 sessions=sessions_count(int(f["sessions"])),
             )
         if alert.kind is AlertKind.BACKUP_FAILED:
