@@ -27,6 +27,14 @@ from bot.texts.common import (
     sessions_count,
     status_name,
 )
+from bot.texts.errors import (
+    MAX_DETAIL,
+    error,
+    refusal,
+    unexpected,
+    usage,
+    viewer_refusal,
+)
 from core.backups import BackupInfo, BackupResult, RestoreReport
 from core.bulk_start import BulkStart
 from core.errors import WafleetError
@@ -99,7 +107,6 @@ __all__ = [
     "_done_text",
 ]
 
-MAX_DETAIL = 300  # of an error's message from core, in a chat answer
 
 ALERT_ICONS = {
     AlertKind.CONNECTED: "✅",
@@ -159,55 +166,6 @@ def help_text() -> str:
     lines = [_("<b>wafleet</b>: your WhatsApp sessions, from this chat."), ""]
     lines += [f"/{c.command} — {html.quote(c.description)}" for c in commands()]
     return "\n".join(lines)
-
-
-def refusal() -> str:
-    return _("Sorry, this bot only answers its operators. Nothing was done.")
-
-
-def viewer_refusal() -> str:
-    return _("You can look, not act: you are a viewer here. Ask an admin. Nothing was done.")
-
-
-def usage(command: str) -> str:
-    examples = {
-        "find": "/find 97250",
-        "status": "/status worker_1",
-        "qr": "/qr worker_1",
-        "restart": "/restart worker_1",
-        "delete": "/delete worker_1",
-        "send": "/send worker_1 972501234567 hello",
-        "stop": "/stop worker_1",
-        "start_session": "/start_session worker_1",
-        "addproxy": "/addproxy socks5h://user:pass@host:1080",
-        "lang": "/lang he",
-        "restore": "/restore backup_2025-01-31",
-    }
-    return _("Missing or extra arguments. Example: {example}").format(
-        example=html.code(examples.get(command, "/" + command))
-    )
-
-
-def error(exc: WafleetError) -> str:
-    titles = {
-        "invalid_input": _("That input is not valid."),
-        "not_found": _("Not found."),
-        "conflict": _("Not possible right now."),
-        "phone_limit": _("This phone already has its maximum number of sessions."),
-        "qr_unavailable": _("There is no QR to show."),
-        "no_proxy_capacity": _("No proxy capacity for that."),
-    }
-    title = titles.get(exc.code, _("That did not work."))
-    # Core's message may quote what was typed, up to a whole message long: cut, so the
-    # answer still fits in one.
-    detail = exc.message if len(exc.message) <= MAX_DETAIL else exc.message[:MAX_DETAIL] + "…"
-    return _("❌ {title}\n{detail}\nNothing was changed.").format(
-        title=title, detail=html.italic(html.quote(detail))
-    )
-
-
-def unexpected() -> str:
-    return _("❌ Something went wrong on our side; it is in the log. Nothing else was changed.")
 
 
 def session_line(record: SessionRecord, now_ms: int) -> str:
