@@ -35,6 +35,14 @@ from bot.texts.errors import (
     usage,
     viewer_refusal,
 )
+from bot.texts.lang import (
+    language_prompt,
+    language_set,
+)
+from bot.texts.start import (
+    commands,
+    help_text,
+)
 from core.backups import BackupInfo, BackupResult, RestoreReport
 from core.bulk_start import BulkStart
 from core.errors import WafleetError
@@ -128,44 +136,6 @@ ALERT_ICONS = {
     AlertKind.UNSCHEDULABLE: "🈵",
     AlertKind.BULK_START_DONE: "🚀",
 }
-
-
-def commands() -> list[BotCommand]:
-    """The command menu, in the current locale."""
-    return [
-        BotCommand(command="start", description=_("What this bot does")),
-        BotCommand(command="help", description=_("Every command")),
-        BotCommand(command="provision", description=_("New session: [phone] [proxy]")),
-        BotCommand(
-            command="sessions", description=_("All sessions, with buttons: [status] to filter")
-        ),
-        BotCommand(command="find", description=_("Find sessions by phone: /find <digits>")),
-        BotCommand(command="status", description=_("One session: /status <id or phone>")),
-        BotCommand(command="qr", description=_("Show a session's QR: /qr <id or phone>")),
-        BotCommand(command="restart", description=_("Restart a session: /restart <id>")),
-        BotCommand(command="delete", description=_("Delete a session: /delete <id>")),
-        BotCommand(
-            command="send", description=_("Send a test message: /send <id> <phone> <text>")
-        ),
-        BotCommand(command="stop", description=_("Stop a session, keeping it: /stop <id>")),
-        BotCommand(
-            command="start_session", description=_("Start a stopped session: /start_session <id>")
-        ),
-        BotCommand(command="proxies", description=_("The proxy pool and its load")),
-        BotCommand(command="addproxy", description=_("Add a proxy: /addproxy <url>")),
-        BotCommand(command="stats", description=_("Fleet statistics")),
-        BotCommand(command="nodes", description=_("Where the workers run")),
-        BotCommand(command="backup", description=_("Back up every session now")),
-        BotCommand(command="backups", description=_("The backups, to restore one")),
-        BotCommand(command="restore", description=_("Restore a backup: /restore <id>")),
-        BotCommand(command="lang", description=_("Language: English / Hebrew")),
-    ]
-
-
-def help_text() -> str:
-    lines = [_("<b>wafleet</b>: your WhatsApp sessions, from this chat."), ""]
-    lines += [f"/{c.command} — {html.quote(c.description)}" for c in commands()]
-    return "\n".join(lines)
 
 
 def session_line(record: SessionRecord, now_ms: int) -> str:
@@ -489,14 +459,6 @@ def nodes(found: list[NodeInfo]) -> str:
         for node in found
     ]
     return "\n".join(lines)
-
-
-def language_prompt() -> str:
-    return _("Choose your language:")
-
-
-def language_set() -> str:
-    return _("From now on I answer you in English.")
 
 
 def backup_started() -> str:
