@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiogram import html
-from aiogram.types import BotCommand
 from aiogram.utils.i18n import get_i18n, ngettext
 from aiogram.utils.i18n import gettext as _
 
@@ -45,7 +44,6 @@ from bot.texts.start import (
 )
 from core.backups import BackupInfo, BackupResult, RestoreReport
 from core.bulk_start import BulkStart
-from core.errors import WafleetError
 from core.fleet_stats import FleetStats
 from core.history import DAY_MS, Sample
 from core.journal import Happened, Tally
