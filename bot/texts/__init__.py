@@ -8,9 +8,6 @@ English has two forms, Hebrew three, with the dual of "hour" or "time").
 
 from __future__ import annotations
 
-
-from aiogram.utils.i18n import gettext as _
-
 from bot.texts.alerts import (
     ALERT_ICONS,
     _alert_facts,
@@ -57,6 +54,7 @@ from bot.texts.lang import (
     language_prompt,
     language_set,
 )
+from bot.texts.messages import counts, fleet_counts, message_accepted, started, stopped
 from bot.texts.pool import (
     ask_proxy_url,
     proxies,
@@ -106,16 +104,19 @@ __all__ = [
     "commands",
     "confirm_delete",
     "confirm_restore",
+    "counts",
     "connected_caption",
     "deleted",
     "digest",
     "error",
+    "fleet_counts",
     "fold_burst",
     "found",
     "help_text",
     "language_prompt",
     "language_set",
     "megabytes",
+    "message_accepted",
     "moved_sessions",
     "new_qr_requested",
     "node_state",
@@ -137,9 +138,11 @@ __all__ = [
     "session_status",
     "sessions_count",
     "sessions_page",
+    "started",
     "stats",
     "stats_picture",
     "status_name",
+    "stopped",
     "unexpected",
     "unknown_proxy_status",
     "unknown_status",
