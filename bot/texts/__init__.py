@@ -1,9 +1,14 @@
 """Every text the bot shows, built from core's records and the gettext catalogue.
 
 Called inside an i18n context (a handler, or the notifier's ``use_locale``). Dynamic
-values are HTML-escaped here, once; nothing outside this module formats chat text. A count
+values are HTML-escaped here, once; nothing outside this package formats chat text. A count
 that a word agrees with takes the word's plural form from the catalogue (``ngettext``:
 English has two forms, Hebrew three, with the dual of "hour" or "time").
+
+One module per area of ``bot/handlers/``, and ``common`` for what they share; callers know
+them all as ``texts.<name>`` from here. Three areas are named apart from their handlers,
+because a function already holds the handler's name here: ``pool`` (``proxies``), ``fleet``
+(``stats``, ``nodes``) and ``backup`` (``backups``).
 """
 
 from __future__ import annotations
@@ -34,26 +39,9 @@ from bot.texts.common import (
     sessions_count,
     status_name,
 )
-from bot.texts.errors import (
-    MAX_DETAIL,
-    error,
-    refusal,
-    unexpected,
-    usage,
-    viewer_refusal,
-)
-from bot.texts.fleet import (
-    RTL_LOCALES,
-    digest,
-    node_state,
-    nodes,
-    stats,
-    stats_picture,
-)
-from bot.texts.lang import (
-    language_prompt,
-    language_set,
-)
+from bot.texts.errors import MAX_DETAIL, error, refusal, unexpected, usage, viewer_refusal
+from bot.texts.fleet import RTL_LOCALES, digest, node_state, nodes, stats, stats_picture
+from bot.texts.lang import language_prompt, language_set
 from bot.texts.messages import counts, fleet_counts, message_accepted, started, stopped
 from bot.texts.pool import (
     ask_proxy_url,
@@ -81,12 +69,9 @@ from bot.texts.sessions import (
     sessions_page,
     unknown_status,
 )
-from bot.texts.start import (
-    commands,
-    help_text,
-)
+from bot.texts.start import commands, help_text
 
-# What callers use as ``texts.<name>``; three private ones for the catalogue's test.
+# What callers use as ``texts.<name>``; the catalogue's test reads three private ones.
 __all__ = [
     "ALERT_ICONS",
     "MAX_DETAIL",
@@ -152,6 +137,3 @@ __all__ = [
     "_alert_title",
     "_done_text",
 ]
-
-
-# alerts -----------------------------------------------------------------------------------

@@ -9,12 +9,7 @@ from aiogram import html
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext
 
-from bot.texts.common import (
-    MAX_MESSAGE,
-    megabytes,
-    phone,
-    sessions_count,
-)
+from bot.texts.common import MAX_MESSAGE, megabytes, phone, sessions_count
 from core.notifier import Alert, AlertKind, Done
 
 ALERT_ICONS = {

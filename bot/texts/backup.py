@@ -7,10 +7,7 @@ from aiogram import html
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext
 
-from bot.texts.common import (
-    megabytes,
-    sessions_count,
-)
+from bot.texts.common import megabytes, sessions_count
 from core.backups import BackupInfo, BackupResult, RestoreReport
 
 

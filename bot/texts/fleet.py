@@ -8,10 +8,7 @@ from aiogram.utils.i18n import get_i18n, ngettext
 from aiogram.utils.i18n import gettext as _
 
 from bot import charts
-from bot.texts.common import (
-    sessions_count,
-    status_name,
-)
+from bot.texts.common import sessions_count, status_name
 from core.bulk_start import BulkStart
 from core.fleet_stats import FleetStats
 from core.history import DAY_MS, Sample

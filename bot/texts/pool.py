@@ -7,9 +7,7 @@ from aiogram import html
 from aiogram.utils.i18n import gettext as _
 
 from bot.paging import Page
-from bot.texts.common import (
-    bounded,
-)
+from bot.texts.common import bounded
 from core.models import ProxyRecord, ProxyStatus
 
 

@@ -9,12 +9,7 @@ from aiogram import html
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext
 
-from bot.texts.common import (
-    age,
-    bounded,
-    phone,
-    status_name,
-)
+from bot.texts.common import age, bounded, phone, status_name
 from core.models import SessionRecord, Status
 
 
