@@ -14,6 +14,7 @@ import pytest
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
 
+import bot
 from bot import texts
 from bot.i18n import LANGUAGES, build_i18n, compile_catalogue, locales_dir
 from core.fleet_stats import FleetStats
@@ -21,7 +22,7 @@ from core.journal import Tally
 from core.notifier import Alert, AlertKind, Done
 from core.runner import NodeInfo
 
-BOT_SOURCE = Path(texts.__file__).parent
+BOT_SOURCE = Path(bot.__file__).parent  # every module below bot/, the texts' sub-package too
 
 
 def catalogue(name: str) -> Catalog:

@@ -6,7 +6,7 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot import message_texts
+from bot import texts
 from bot.handlers.common import UsageError, one_arg
 from core.sessions import SessionService
 
@@ -18,17 +18,17 @@ async def send(message: Message, command: CommandObject, service: SessionService
         raise UsageError(command.command)
     sid, phone, text = parts
     sent, _ = await service.messages.accept(sid, phone, text)
-    await message.answer(message_texts.message_accepted(sid, sent))
+    await message.answer(texts.message_accepted(sid, sent))
 
 
 async def stop(message: Message, command: CommandObject, service: SessionService) -> None:
     record = await service.stop(one_arg(command))
-    await message.answer(message_texts.stopped(record))
+    await message.answer(texts.stopped(record))
 
 
 async def start_session(message: Message, command: CommandObject, service: SessionService) -> None:
     record = await service.start(one_arg(command))
-    await message.answer(message_texts.started(record))
+    await message.answer(texts.started(record))
 
 
 def build_router() -> Router:

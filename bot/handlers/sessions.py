@@ -10,7 +10,7 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
-from bot import keyboards, lookup, message_texts, paging, texts
+from bot import keyboards, lookup, paging, texts
 from bot.handlers.common import args, chat_of, hide_proxy_url, message_of, one_arg
 from bot.keyboards import PageCb, SessionAction, SessionCb, View, ViewCb
 from bot.notifier import TelegramNotifier
@@ -126,7 +126,7 @@ async def _one(message: Message, query: str, service: SessionService) -> Session
 async def _show_status(target: Message, record: SessionRecord, service: SessionService) -> None:
     events = await service.events(record.id, 5)
     text = texts.session_status(record, service.clock.now_ms(), events)
-    counts = message_texts.counts(await service.messages.counts(record.id))
+    counts = texts.counts(await service.messages.counts(record.id))
     await target.answer(f"{text}\n{counts}", reply_markup=keyboards.session_buttons([record]))
 
 

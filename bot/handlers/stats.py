@@ -8,7 +8,7 @@ from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import BufferedInputFile, Message
 
-from bot import charts, message_texts, texts
+from bot import charts, texts
 from core import fleet_stats
 from core.fleet_stats import FleetStats
 from core.history import ConnectedHistory
@@ -30,7 +30,7 @@ async def stats(
     message: Message, pool: ProxyPool, service: SessionService, history: ConnectedHistory
 ) -> None:
     fleet, png = await fleet_picture(pool, service, history)
-    sent = message_texts.fleet_counts(await service.messages.fleet_counts())
+    sent = texts.fleet_counts(await service.messages.fleet_counts())
     caption = f"{texts.stats(fleet, service.starting)}\n{sent}"
     await message.answer_photo(BufferedInputFile(png, "fleet.png"), caption=caption)
 

@@ -1,5 +1,5 @@
-"""The chat texts of messages and stop/start, beside ``texts.py`` and under its
-rules: built inside an i18n context, every dynamic value HTML-escaped here, once."""
+"""``/send``, ``/stop`` and ``/start_session``, and the message counts of ``/status`` and
+``/stats``."""
 
 from __future__ import annotations
 
