@@ -8,8 +8,8 @@ from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot import key_texts
 from bot.handlers.common import UsageError, args
+from bot.texts import keys as key_texts
 from core.api_keys import ApiKeys
 from core.audit import Audit
 
