@@ -49,7 +49,7 @@ from core.errors import ConfigError
 from core.metrics import Metrics
 from core.models import Status
 from core.notifier import Alert, AlertKind, Done, LogNotifier, Move
-from core.process_runner import ProcessRunner
+from core.process_runner import ProcessRunner, find_workers
 from core.proxies import ProxyPool
 from core.proxy_url import ProxyUrl
 from core.sessions import SessionService
@@ -614,7 +614,8 @@ async def console(
     settings = Settings.from_env(env)
     store = Store(redis_client)
     pool = ProxyPool(store, LogNotifier(), settings.max_sessions_per_proxy)
-    runner = ProcessRunner(f"test-{os.getpid()}-{tmp_path.name}", stop_grace_s=1.0)
+    instance = f"test-{os.getpid()}-{tmp_path.name}"
+    runner = ProcessRunner(instance, stop_grace_s=1.0)
     clock = SystemClock()
     service = SessionService(settings, store, pool, runner, LogNotifier(), clock, Metrics())
     backups = BackupService(settings, store, service, runner, LogNotifier(), clock)
@@ -634,6 +635,9 @@ async def console(
             await task
         await notifier.close(grace_s=0.5)
         await service.close()
+        # A button may start a worker (a restart, a start): none outlives the test.
+        await asyncio.gather(*(runner.stop(sid) for sid in find_workers(instance)))
+        await runner.close()
         await bot.session.close()
 
 
