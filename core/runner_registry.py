@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
@@ -42,6 +42,9 @@ class RunnerContext:
     # labels its workers with it, and finds (``running``) only those.
     instance: str
     notifier: Notifier | None = None  # for what only a runner sees (a lost swarm node)
+    # Several serve replicas: claims a fleet-wide action (a lost node's move) for this
+    # replica, False when another took it; None: this replica is alone.
+    claim: Callable[[str], Awaitable[bool]] | None = None
 
 
 RunnerFactory = Callable[[RunnerContext], Runner]
@@ -80,6 +83,7 @@ def _swarm(context: RunnerContext) -> Runner:
         memory_limit=s.worker_memory_limit,
         constraints=s.worker_constraints,
         notifier=context.notifier,
+        claim=context.claim,
         unschedulable_after_s=s.worker_unschedulable_ms / 1000,
     )
 

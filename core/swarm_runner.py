@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ class SwarmRunner(SwarmWatching):
         memory_limit: str = DEFAULT_LIMIT,
         constraints: tuple[str, ...] = (),
         notifier: Notifier | None = None,
+        claim: Callable[[str], Awaitable[bool]] | None = None,
         base_url: str | None = None,
         poll_s: float = 1.0,
         unschedulable_after_s: float = 30.0,
@@ -95,7 +97,9 @@ class SwarmRunner(SwarmWatching):
     ) -> None:
         """``sessions_dir`` is SESSIONS_DIR: checked here, on the manager, because every
         node bind-mounts it; ``constraints`` are Swarm placement constraints
-        (``node.labels.wafleet==worker``); ``notifier`` receives the node-loss alert."""
+        (``node.labels.wafleet==worker``); ``notifier`` receives the node-loss alert;
+        ``claim``, with several serve replicas, makes one of them the one to move a lost
+        node's sessions."""
         if not sessions_dir.is_dir():
             raise ConfigError(
                 f"SESSIONS_DIR {sessions_dir} does not exist on this manager; with RUNNER=swarm "
@@ -109,6 +113,7 @@ class SwarmRunner(SwarmWatching):
         self.memory_limit = parse_bytes(memory_limit)
         self.constraints = constraints
         self.notifier = notifier
+        self.claim = claim
         self.poll_s = poll_s
         self.unschedulable_after_s = unschedulable_after_s
         self._watcher = None

@@ -24,12 +24,13 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from docker.errors import DockerException, NotFound
 
-from core.docker_engine import engine_reason
+from core.docker_engine import SESSION_LABEL, engine_reason
 from core.engine_runner import EngineRunner
 from core.notifier import Alert, AlertKind, Done, Notifier
 from core.runner import ExitKind, WorkerExit
@@ -58,11 +59,16 @@ class SwarmWatching(EngineRunner[Watch]):
     """Reading the swarm's tasks and nodes, and the watcher; ``SwarmRunner`` sets these."""
 
     notifier: Notifier | None  # receives the node-loss alert
+    claim: Callable[[str], Awaitable[bool]] | None  # several replicas: who moves a lost node
     poll_s: float
     unschedulable_after_s: float
     _watcher: asyncio.Task[None] | None
 
     # reading the swarm ----------------------------------------------------------------------
+
+    async def _services(self) -> list[dict[str, Any]]:
+        """This fleet's services (``SwarmRunner``'s)."""
+        raise NotImplementedError
 
     async def _latest_tasks(self, service_ids: list[str]) -> dict[str, dict[str, Any]]:
         """service id -> its newest task."""
@@ -164,22 +170,32 @@ class SwarmWatching(EngineRunner[Watch]):
         self._notify(sid, WorkerExit(ExitKind.UNPLACEABLE))
 
     async def _move_off(self, node: str, sids: list[str]) -> None:
-        """Reschedule the tasks of a lost node elsewhere, then send one grouped alert."""
-        client = await self._engine.get()
-        moving: dict[str, Watch] = {}
-        for sid in sids:
+        """Reschedule the tasks of a lost node elsewhere, then send one grouped alert.
+
+        Every serve replica's watcher may see the loss, each of the services it watches: the
+        one that claims the node (``claim``) moves *every* session of this fleet on it, not
+        only those it watches, so the alert counts them all and no service is moved twice."""
+        for sid in sids:  # not seen as lost again while it moves, by whichever replica
             watch = self._watched.get(sid)
-            if watch is None or watch.moving:
-                continue
-            watch.moving = True
-            watch.node = node
+            if watch is not None and not watch.moving:
+                watch.moving, watch.node = True, node
+        if self.claim is not None and not await self.claim(f"node_lost:{node}"):
+            log.info("node %s lost: another serve replica moves its sessions", node[:12])
+            return
+        on_node = await self._services_on(node)
+        on_node.update(
+            {sid: self._watched[sid].service_id for sid in sids if sid in self._watched}
+        )
+        client = await self._engine.get()
+        moving: dict[str, str] = {}
+        for sid, service_id in sorted(on_node.items()):
             try:
-                service = await asyncio.to_thread(client.services.get, watch.service_id)
+                service = await asyncio.to_thread(client.services.get, service_id)
                 await asyncio.to_thread(service.force_update)
             except DockerException as exc:
                 log.warning("cannot move %s off node %s: %s", sid, node[:12], engine_reason(exc))
                 continue
-            moving[sid] = watch
+            moving[sid] = service_id
         if not moving:
             return
         log.warning("node %s lost: moving %d session(s)", node[:12], len(moving))
@@ -187,13 +203,17 @@ class SwarmWatching(EngineRunner[Watch]):
         placed: dict[str, str] = {}
         while time.monotonic() < deadline and len(placed) < len(moving):
             await asyncio.sleep(self.poll_s)
-            for sid, watch in moving.items():
-                if not watch.moving and watch.node and watch.node != node:
-                    placed[sid] = watch.node
+            tasks = await self._latest_tasks(list(moving.values()))
+            for sid, service_id in moving.items():
+                task = tasks.get(service_id)
+                where = task.get("NodeID") if task is not None else None
+                if task is not None and task_state(task) == "running" and where != node:
+                    placed[sid] = str(where)
         for sid in set(moving) - set(placed):
             # Not placed in time: from now on it is a task waiting for room like any other.
-            moving[sid].moving = False
-            moving[sid].created = time.monotonic()
+            if (watch := self._watched.get(sid)) is not None:
+                watch.moving = False
+                watch.created = time.monotonic()
         # Flat values, as every alert's facts: lists travel as comma-separated text.
         facts: dict[str, str | int | float] = {
             "node": node,
@@ -207,6 +227,18 @@ class SwarmWatching(EngineRunner[Watch]):
             await self.notifier.notify(
                 Alert(AlertKind.NODE_LOST, facts=facts, done=Done.MOVED_TO_OTHER_NODES)
             )
+
+    async def _services_on(self, node: str) -> dict[str, str]:
+        """Session id -> service id of this fleet's services whose newest task is on ``node``."""
+        services = await self._services()
+        tasks = await self._latest_tasks([s["ID"] for s in services]) if services else {}
+        found: dict[str, str] = {}
+        for service in services:
+            sid = self._labels(service).get(SESSION_LABEL)
+            task = tasks.get(service["ID"])
+            if sid and task is not None and task.get("NodeID") == node:
+                found[sid] = service["ID"]
+        return found
 
 
 def node_names(nodes: list[dict[str, Any]]) -> dict[str, str]:

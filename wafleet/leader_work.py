@@ -24,6 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import redis.asyncio as aioredis
+
 from core import keys
 from core.deliveries import Deliveries
 from core.history import ConnectedHistory
@@ -45,17 +47,38 @@ JOB_CLAIM_TTL_S = 24 * 3600  # a claimed scheduled run is remembered for a day
 JOB_WAIT_LEASES = 3  # how long a fired job waits for a leader to claim it, in leases
 
 
-class LeaderOnly:
-    """A notifier for what every replica's runner sees alike (a swarm node lost): only the
-    leader's word reaches the chat, once."""
+class OnceAcrossReplicas:
+    """A notifier for what every replica's runner sees alike (a swarm node lost): the first
+    replica to say it puts it in the shared outbox, whichever replica that is, and the leader's
+    sender delivers it; the others' word is dropped.
 
-    def __init__(self, inner: Notifier, leadership: Leadership) -> None:
+    Gating on "am I the leader now" lost the alert exactly when it mattered: the node that
+    went down took the leader with it, the replicas that saw the loss were all followers until
+    the dead leader's lease ran out, and the one that then led had already dropped its copy.
+    """
+
+    def __init__(self, inner: Notifier, redis: aioredis.Redis, window_ms: int) -> None:
         self.inner = inner
-        self.leadership = leadership
+        self.redis = redis
+        self.window_ms = window_ms
 
     async def notify(self, alert: Alert) -> None:
-        if self.leadership.is_leader():
+        subject = str(alert.facts.get("node") or alert.session_id or "")
+        first = await self.redis.set(
+            keys.alert_once(alert.kind.value, subject), 1, nx=True, px=self.window_ms
+        )
+        if first:
             await self.inner.notify(alert)
+
+
+def claim_once(redis: aioredis.Redis, window_ms: int) -> Callable[[str], Awaitable[bool]]:
+    """Claims a fleet-wide action for this replica (True), or finds another replica has
+    (False): e.g. moving a lost swarm node's sessions, which every replica's runner sees."""
+
+    async def claim(what: str) -> bool:
+        return bool(await redis.set(keys.runner_claim(what), 1, nx=True, px=window_ms))
+
+    return claim
 
 
 class LeaderWork:

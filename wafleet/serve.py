@@ -52,12 +52,15 @@ from core.settings import Settings
 from core.store import Store
 from core.tasks import TaskGroup
 from wafleet.event_post import HttpPost
-from wafleet.leader_work import LeaderOnly, LeaderWork
+from wafleet.leader_work import LeaderWork, OnceAcrossReplicas, claim_once
 
 if TYPE_CHECKING:
     from bot.app import TelegramBot
 
 log = logging.getLogger("wafleet.serve")
+# What every replica's runner sees alike (a lost node) is said once in this window: longer
+# than a lost node's grouped alert waits for its sessions to move (60 s).
+ALERT_ONCE_MS = 180_000
 
 
 def instance_id(settings: Settings) -> str:
@@ -66,10 +69,16 @@ def instance_id(settings: Settings) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def make_runner(settings: Settings, notifier: Notifier | None = None) -> Runner:
+def make_runner(
+    settings: Settings,
+    notifier: Notifier | None = None,
+    claim: Callable[[str], Awaitable[bool]] | None = None,
+) -> Runner:
     """The runner RUNNER names (``core/runner_registry.py``: built in, or added from
-    outside); ``notifier`` gets what only a runner sees (RUNNER=swarm: a lost node)."""
-    return create_runner(settings.runner, RunnerContext(settings, instance_id(settings), notifier))
+    outside); ``notifier`` gets what only a runner sees (RUNNER=swarm: a lost node), and
+    ``claim`` makes one serve replica the one to act on it."""
+    context = RunnerContext(settings, instance_id(settings), notifier, claim)
+    return create_runner(settings.runner, context)
 
 
 def make_deliveries(settings: Settings, service: SessionService) -> Deliveries:
@@ -149,7 +158,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         leadership = Leadership(store.redis, settings.replica_id, settings.leader_lease_ms)
         bus = ClusterBus(store.redis, settings.replica_id)
         runner = ClusterRunner(
-            make_runner(settings, LeaderOnly(notifier, leadership)),
+            make_runner(
+                settings,
+                OnceAcrossReplicas(notifier, store.redis, ALERT_ONCE_MS),
+                claim_once(store.redis, ALERT_ONCE_MS),
+            ),
             leadership,
             bus,
             settings.worker_stop_grace_ms / 1000,
