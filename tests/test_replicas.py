@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from core import keys
 from tests import fake_telegram
 from tests.fake_telegram import ADMIN, CHAT, FakeTelegram, bot_env
 from tests.fleet import API_KEY, Fleet, eventually
@@ -384,15 +385,26 @@ async def test_a_restore_on_a_follower_makes_every_replica_refuse_until_it_ends(
         replicas.call(c, "POST", f"/api/v1/backups/restore/{backup['id']}", {"waitSeconds": 10})
     )
 
-    async def refused_on_a() -> bool:
-        status, _ = await replicas.call(a, "POST", "/api/sessions/worker_999/restart")
-        return status == 409
+    # A one-session restore is over in well under a second: hold the restoring replica still
+    # the moment it has claimed the fleet, so the leader's refusal is looked at, not raced.
+    deadline = time.monotonic() + 20
+    while not await fleet.redis.get(keys.MAINTENANCE):
+        assert time.monotonic() < deadline, "the restoring replica never claimed the fleet"
+        await asyncio.sleep(0.002)  # a tight watch of a short window, not a wait for a state
+    replicas.freeze(c)
+    try:
 
-    await eventually(refused_on_a, 10, "the leader refusing during the restore")
-    status, body = await replicas.call(
-        a, "POST", "/api/sessions/provision", {"phone": "972501234599"}
-    )
-    assert status == 409 and body["error"]["code"] == "busy", body
+        async def refused_on_a() -> bool:
+            status, _ = await replicas.call(a, "POST", "/api/sessions/worker_999/restart")
+            return status == 409
+
+        await eventually(refused_on_a, 10, "the leader refusing during the restore")
+        status, body = await replicas.call(
+            a, "POST", "/api/sessions/provision", {"phone": "972501234599"}
+        )
+        assert status == 409 and body["error"]["code"] == "busy", body
+    finally:
+        replicas.thaw(c)
     status, report = await restoring
     assert status == 200, report
 
