@@ -13,7 +13,9 @@ errors mean that).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -48,6 +50,9 @@ SENTINEL_TIMEOUT_S = 1.0
 # every request on it would hang while the Sentinels promote its replica. The longest wait
 # asked of Redis on purpose is the bot's outbox read (1.5 s) or a WAIT.
 REPLY_TIMEOUT_S = 5.0
+# How stale the pool's idea of the primary may get: a read on a connection to a primary the
+# Sentinels have replaced can answer with old data for at most this long.
+REDISCOVER_S = 0.5
 # Replies that mean "this node cannot take the command now, another will soon": a replica
 # whose primary is gone (MASTERDOWN), a node still loading its data (LOADING), a demoted
 # primary (READONLY, UNBLOCKED).
@@ -118,6 +123,29 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
     switches = 0
     _last: Any = None
+    _asked = 0.0  # when the Sentinels were last asked who the primary is (monotonic)
+
+    async def ensure_connection(self, connection: Any) -> None:
+        # redis-py asks the Sentinels only when it makes a new connection. A primary frozen
+        # and thawed (or cut off and back) keeps answering on the connections made to it
+        # before the switch, with data the promoted replica has moved past, and nothing else
+        # would make the pool ask: a read there answers "no such message" for one accepted a
+        # second ago. So the Sentinels are asked again at most every REDISCOVER_S, and a
+        # connection that is not to the primary they name is made anew before it is used.
+        now = time.monotonic()
+        if self.is_master and now - self._asked >= REDISCOVER_S:
+            self._asked = now
+            with contextlib.suppress(Exception):  # no answer: keep the primary known so far
+                await self.get_master_address()
+        known = self.master_address
+        if (
+            self.is_master
+            and known is not None
+            and connection.is_connected
+            and (connection.host, connection.port) != tuple(known)
+        ):
+            await connection.disconnect()
+        await super().ensure_connection(connection)
 
     async def get_master_address(self) -> Any:
         # Typed here: redis-py annotates this method in some releases and not in others.

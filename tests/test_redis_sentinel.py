@@ -157,3 +157,20 @@ async def test_one_redis_is_its_own_primary_with_no_replicas(redis_server: str) 
         assert redis_client.primary_switches(client) == 0
     finally:
         await client.aclose()
+
+
+async def test_a_read_never_stays_on_a_primary_the_sentinels_replaced(
+    sentinel_group: SentinelGroup, client: aioredis.Redis
+) -> None:
+    """Caught: a pooled connection kept to the old primary after the Sentinels promoted its
+    replica (redis-py asks them only when it makes a new connection). A primary frozen and
+    thawed answered reads there with data the new primary had moved past: "no such message"
+    for one accepted a moment before, a wrong answer where the API owes a 2xx or a 503."""
+    first = sentinel_group.first_primary.port
+    assert (await client.info("server"))["tcp_port"] == first  # the pool holds a connection
+    with SentinelGroup.client(sentinel_group.sentinels[0].port) as sentinel:
+        sentinel.execute_command("SENTINEL", "FAILOVER", "wafleet")  # the old one lives on
+    new_port, _ = await sentinel_group.wait_promoted(first)
+    await asyncio.sleep(redis_client.REDISCOVER_S)
+    assert (await client.info("server"))["tcp_port"] == new_port
+    assert (await client.info("replication"))["role"] == "master"
