@@ -333,12 +333,6 @@ def job_run(job: str, fire_time: str) -> str:
     return f"wafleet:job:{job}:{fire_time}"
 
 
-def alert_once(kind: str, subject: str) -> str:
-    """Claimed by the first ``serve`` replica to raise an alert every replica sees alike (a
-    lost swarm node): only that one's reaches the shared outbox (wafleet/leader_work.py)."""
-    return f"wafleet:alert_once:{kind}:{subject}"
-
-
 def runner_claim(what: str) -> str:
     """Claimed by the ``serve`` replica that takes a fleet-wide runner action (moving a lost
     swarm node's sessions): the others leave it to that one (wafleet/leader_work.py)."""

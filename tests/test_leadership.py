@@ -16,11 +16,10 @@ from core.cluster_bus import ClusterBus
 from core.errors import ConfigError
 from core.fleet_maintenance import FleetMaintenance
 from core.leadership import Leadership, LostLeadership, acting_as_leader
-from core.notifier import Alert, AlertKind
 from core.redis_locks import RedisLocks
 from core.settings import Settings
 from tests.fleet import API_KEY, WEBHOOK_SECRET
-from wafleet.leader_work import OnceAcrossReplicas
+from wafleet.leader_work import claim_once
 
 
 class JumpingClock:
@@ -158,26 +157,14 @@ async def test_a_restore_on_one_replica_holds_every_replica_off_the_fleet(
     assert await redis_client.exists(keys.MAINTENANCE) == 0
 
 
-class _Said:
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-
-    async def notify(self, alert: Alert) -> None:
-        self.alerts.append(alert)
-
-
-async def test_a_lost_node_is_said_once_whichever_replica_sees_it(
+async def test_a_lost_node_is_claimed_by_one_replica_whichever_sees_it(
     redis_client: aioredis.Redis,
 ) -> None:
     """Every replica's swarm watch sees a node go down. Gated on "am I the leader now", the
-    alert was lost when the node took the leader with it (all followers until its lease
-    expired); gated on "first to say it", exactly one reaches the shared outbox."""
-    said = _Said()
-    replicas = [OnceAcrossReplicas(said, redis_client, 60_000) for _ in range(3)]
-    lost = Alert(AlertKind.NODE_LOST, facts={"node": "n1", "sessions": 2})
-    await asyncio.gather(*(replica.notify(lost) for replica in replicas))
-    assert [a.facts["node"] for a in said.alerts] == ["n1"]
-    other = Alert(AlertKind.NODE_LOST, facts={"node": "n2", "sessions": 1})
-    await replicas[2].notify(other)
-    await replicas[0].notify(other)
-    assert [a.facts["node"] for a in said.alerts] == ["n1", "n2"]
+    move and its alert were lost when the node took the leader with it (all followers until
+    its lease expired); claimed in Redis, exactly one replica acts, whichever it is."""
+    replicas = [claim_once(redis_client, 60_000) for _ in range(3)]
+    first = await asyncio.gather(*(claim("node_lost:n1") for claim in replicas))
+    assert sorted(first) == [False, False, True]
+    assert await replicas[2]("node_lost:n2")  # another node is another claim
+    assert not await replicas[0]("node_lost:n2")

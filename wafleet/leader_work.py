@@ -30,7 +30,6 @@ from core import keys
 from core.deliveries import Deliveries
 from core.history import ConnectedHistory
 from core.leadership import Leadership, acting_as_leader
-from core.notifier import Alert, Notifier
 from core.proxies import ProxyPool
 from core.sessions import SessionService
 from core.settings import Settings
@@ -47,33 +46,12 @@ JOB_CLAIM_TTL_S = 24 * 3600  # a claimed scheduled run is remembered for a day
 JOB_WAIT_LEASES = 3  # how long a fired job waits for a leader to claim it, in leases
 
 
-class OnceAcrossReplicas:
-    """A notifier for what every replica's runner sees alike (a swarm node lost): the first
-    replica to say it puts it in the shared outbox, whichever replica that is, and the leader's
-    sender delivers it; the others' word is dropped.
-
-    Gating on "am I the leader now" lost the alert exactly when it mattered: the node that
-    went down took the leader with it, the replicas that saw the loss were all followers until
-    the dead leader's lease ran out, and the one that then led had already dropped its copy.
-    """
-
-    def __init__(self, inner: Notifier, redis: aioredis.Redis, window_ms: int) -> None:
-        self.inner = inner
-        self.redis = redis
-        self.window_ms = window_ms
-
-    async def notify(self, alert: Alert) -> None:
-        subject = str(alert.facts.get("node") or alert.session_id or "")
-        first = await self.redis.set(
-            keys.alert_once(alert.kind.value, subject), 1, nx=True, px=self.window_ms
-        )
-        if first:
-            await self.inner.notify(alert)
-
-
 def claim_once(redis: aioredis.Redis, window_ms: int) -> Callable[[str], Awaitable[bool]]:
     """Claims a fleet-wide action for this replica (True), or finds another replica has
-    (False): e.g. moving a lost swarm node's sessions, which every replica's runner sees."""
+    (False): moving a lost swarm node's sessions, which every replica's runner sees. The
+    claimer alone acts and alone says so, into the shared outbox the leader's sender
+    delivers: gating the alert on "am I the leader now" lost it exactly when the lost node had
+    taken the leader with it."""
 
     async def claim(what: str) -> bool:
         return bool(await redis.set(keys.runner_claim(what), 1, nx=True, px=window_ms))

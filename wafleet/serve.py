@@ -52,15 +52,15 @@ from core.settings import Settings
 from core.store import Store
 from core.tasks import TaskGroup
 from wafleet.event_post import HttpPost
-from wafleet.leader_work import LeaderWork, OnceAcrossReplicas, claim_once
+from wafleet.leader_work import LeaderWork, claim_once
 
 if TYPE_CHECKING:
     from bot.app import TelegramBot
 
 log = logging.getLogger("wafleet.serve")
-# What every replica's runner sees alike (a lost node) is said once in this window: longer
-# than a lost node's grouped alert waits for its sessions to move (60 s).
-ALERT_ONCE_MS = 180_000
+# What every replica's runner sees alike (a lost node) is acted on by one replica, claimed for
+# this long: longer than a lost node's grouped alert waits for its sessions to move (60 s).
+CLAIM_MS = 180_000
 
 
 def instance_id(settings: Settings) -> str:
@@ -158,11 +158,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         leadership = Leadership(store.redis, settings.replica_id, settings.leader_lease_ms)
         bus = ClusterBus(store.redis, settings.replica_id)
         runner = ClusterRunner(
-            make_runner(
-                settings,
-                OnceAcrossReplicas(notifier, store.redis, ALERT_ONCE_MS),
-                claim_once(store.redis, ALERT_ONCE_MS),
-            ),
+            make_runner(settings, notifier, claim_once(store.redis, CLAIM_MS)),
             leadership,
             bus,
             settings.worker_stop_grace_ms / 1000,
