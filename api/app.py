@@ -12,6 +12,7 @@ from api import (
     audit_trail,
     backups,
     events,
+    media,
     messages,
     openapi,
     ops,
@@ -28,6 +29,7 @@ from api.promise import PROMISES, promise_middleware
 from core.api_keys import ApiKeys
 from core.audit import Audit
 from core.backups import BackupService
+from core.media import Media
 from core.messages import run_expiry
 from core.metrics import Metrics
 from core.owners import Owners
@@ -78,6 +80,7 @@ def create_app(
         backups.routes,
         webhook.routes,
         messages.routes,
+        media.routes,
         worker_channel.routes,
         ops.routes,
         api_keys.routes,
@@ -92,12 +95,13 @@ def create_app(
 
 
 async def _access(app: web.Application) -> None:
-    """Keys, rates, owners and the audit trail, on the app's own Redis client."""
+    """Keys, rates, owners, the audit trail and media, on the app's own Redis client."""
     redis, clock, settings = app[STORE].redis, app[SERVICE].clock, app[SETTINGS]
     app[KEYS] = ApiKeys(redis, clock, settings.key_rotate_grace_s)
     app[RATE] = KeyRate(redis, settings.key_rate_per_s, settings.key_rate_burst)
     app[AUDIT] = Audit(redis, clock, settings.audit_retention_days)
     app[OWNERS] = Owners(redis)
+    app[media.MEDIA] = Media.from_settings(settings, redis, clock)
 
 
 async def _message_expiry(app: web.Application) -> AsyncIterator[None]:

@@ -187,6 +187,43 @@ class Settings:
     key_rate_burst: int = setting("KEY_RATE_BURST", C.integer, 40, minimum=1)
     # The audit trail of every action that changes the fleet is trimmed to this many days.
     audit_retention_days: int = setting("AUDIT_RETENTION_DAYS", C.integer, 90, minimum=1)
+    # Media: where files live (the shared storage with RUNNER=swarm), how long a signed link
+    # lasts, and what a file of each kind may weigh (WhatsApp's own limits; voice is audio)
+    # and, for an image, how many pixels it may decode to.
+    media_dir: Path = setting("MEDIA_DIR", C.path, Path("./media"))
+    media_url_ttl_s: int = setting("MEDIA_URL_TTL_S", C.integer, 3_600, minimum=1)
+    media_max_bytes_image: int = setting(
+        "MEDIA_MAX_BYTES_IMAGE", C.integer, 5 * 1024 * 1024, minimum=1
+    )
+    media_max_bytes_audio: int = setting(
+        "MEDIA_MAX_BYTES_AUDIO", C.integer, 16 * 1024 * 1024, minimum=1
+    )
+    media_max_bytes_video: int = setting(
+        "MEDIA_MAX_BYTES_VIDEO", C.integer, 16 * 1024 * 1024, minimum=1
+    )
+    media_max_bytes_document: int = setting(
+        "MEDIA_MAX_BYTES_DOCUMENT", C.integer, 100 * 1024 * 1024, minimum=1
+    )
+    media_max_image_pixels: int = setting(
+        "MEDIA_MAX_IMAGE_PIXELS", C.integer, 50_000_000, minimum=1
+    )
+
+    def media_max_bytes(self, kind: str) -> int:
+        """The size limit of one media kind (``voice`` is ``audio``); KeyError for no kind."""
+        return {
+            "image": self.media_max_bytes_image,
+            "audio": self.media_max_bytes_audio,
+            "voice": self.media_max_bytes_audio,
+            "video": self.media_max_bytes_video,
+            "document": self.media_max_bytes_document,
+        }[kind]
+
+    @property
+    def public_base_url(self) -> str:
+        """This fleet's address as workers reach it: the first ``PUBLIC_WEBHOOK_URL`` without
+        its ``/webhook`` (media links are made on it; any replica serves them)."""
+        first = self.webhook_url.split(",")[0].strip()
+        return first.rsplit("/webhook", 1)[0] if first.endswith("/webhook") else first
 
     @property
     def webhook_url(self) -> str:

@@ -212,6 +212,7 @@ def serve_env(
         "WA_DRIVER": "sim",
         "SIMWA_URL": f"ws://localhost:{simwa_port}/ws",
         "SESSIONS_DIR": str(workdir / "sessions"),
+        "MEDIA_DIR": str(workdir / "media"),
         "BACKUPS_DIR": str(workdir / "backups"),
         **{f"PROXY_URL_{n}": p.url for n, p in enumerate(proxies, 1)},
     }

@@ -1,0 +1,112 @@
+"""Media ids in Redis: which stored file (by hash) a message's media is, and what it is.
+
+A record (``wafleet:media:<id>``: sha256, kind, mime, size, filename, session, direction,
+created) outlives nothing it names: it is given the message's retention once the message is
+final (``expire``), and the sweep (``live_hashes``) keeps exactly the files some record still
+names, so a file goes when the last message that carried it is past its retention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+MEDIA_KEY = "wafleet:media:{id}"
+MEDIA_PATTERN = "wafleet:media:md_*"
+KINDS = ("image", "document", "audio", "voice", "video")
+
+
+# One step, so two replicas adding the same id (an event delivered to both) agree on one.
+_ADD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HGETALL', KEYS[1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if tonumber(ARGV[1]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {}
+"""
+
+
+def media_key(media_id: str) -> str:
+    return MEDIA_KEY.format(id=media_id)
+
+
+@dataclass(frozen=True)
+class MediaRecord:
+    id: str
+    sha256: str
+    kind: str
+    mime: str
+    size: int
+    session: str
+    direction: str  # "out" (sent by the operator) or "in" (received)
+    created: int  # epoch ms
+    filename: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """What a message's JSON shows of it (no session, no direction: the message says)."""
+        shown: dict[str, Any] = {
+            "kind": self.kind,
+            "mime": self.mime,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+        if self.filename:
+            shown["filename"] = self.filename
+        return shown
+
+
+def _record(media_id: str, fields: Mapping[str, str]) -> MediaRecord:
+    return MediaRecord(
+        id=media_id,
+        sha256=fields["sha256"],
+        kind=fields["kind"],
+        mime=fields["mime"],
+        size=int(fields["size"]),
+        session=fields["session"],
+        direction=fields["direction"],
+        created=int(fields["created"]),
+        filename=fields.get("filename") or None,
+    )
+
+
+class MediaRegistry:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def add(self, record: MediaRecord, ttl_s: int = 0) -> MediaRecord:
+        """Name a stored file; idempotent: a record already under this id is kept as it is
+        (an event delivered twice names its media once) and returned. ``ttl_s`` 0: no
+        expiry yet (the message is not final)."""
+        fields = [
+            str(x)
+            for k, v in asdict(record).items()
+            if v is not None and k != "id"
+            for x in (k, v)
+        ]
+        found = await self.redis.eval(_ADD, 1, media_key(record.id), ttl_s, *fields)
+        if not found:
+            return record
+        return _record(
+            record.id, {str(k): str(v) for k, v in zip(found[::2], found[1::2], strict=True)}
+        )
+
+    async def get(self, media_id: str) -> MediaRecord | None:
+        fields = cast("dict[str, str]", await self.redis.hgetall(media_key(media_id)))
+        if "kind" not in fields:
+            return None
+        return _record(media_id, fields)
+
+    async def expire(self, media_id: str, ttl_s: int) -> None:
+        """The message is final: its media lives as long as its record."""
+        await self.redis.expire(media_key(media_id), ttl_s)
+
+    async def live_hashes(self) -> set[str]:
+        """The hashes some record still names (SCAN: a sweep, not a hot path)."""
+        live: set[str] = set()
+        async for key in self.redis.scan_iter(match=MEDIA_PATTERN, count=500):
+            sha = await self.redis.hget(key, "sha256")
+            if sha:
+                live.add(str(sha))
+        return live
