@@ -117,3 +117,17 @@ async def test_a_signed_link_serves_the_file_and_nothing_else_does(fleet: Fleet)
             assert answer.status == status, link
             assert (await answer.json())["error"]["code"]
             assert data[:64] not in await answer.read()
+
+
+def test_the_type_is_told_by_the_bytes_not_the_name() -> None:
+    import io
+
+    from PIL import Image
+
+    from core.media.sniff import mime_of
+
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, "PNG")
+    assert mime_of(png.getvalue()) == "image/png"
+    assert mime_of(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n") == "application/pdf"
+    assert mime_of(b"just some words, named photo.jpg") == "text/plain"

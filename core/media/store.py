@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.media.sniff import HEAD_BYTES
+
 SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 INCOMING = ".incoming"
 
@@ -122,14 +124,14 @@ class MediaWriter:
         self.size = 0
         self._hash = hashlib.sha256()
         self._file = temp.open("wb")
-        self.head = b""  # the first bytes, for telling the type without reading the file back
+        self.head = b""  # the first bytes: core/media/sniff.py tells the type from them
 
     def write(self, chunk: bytes) -> None:
         if self.size + len(chunk) > self.limit:
             self.discard()
             raise MediaTooLarge(self.limit)
-        if len(self.head) < 8192:
-            self.head += chunk[: 8192 - len(self.head)]
+        if len(self.head) < HEAD_BYTES:
+            self.head += chunk[: HEAD_BYTES - len(self.head)]
         self._file.write(chunk)
         self._hash.update(chunk)
         self.size += len(chunk)
