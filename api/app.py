@@ -20,6 +20,7 @@ from api import (
     sessions,
     webhook,
     worker_channel,
+    worker_media,
 )
 from api.auth import api_key_middleware
 from api.body import path_params_middleware
@@ -82,6 +83,7 @@ def create_app(
         messages.routes,
         media.routes,
         worker_channel.routes,
+        worker_media.routes,
         ops.routes,
         api_keys.routes,
         audit_trail.routes,

@@ -17,6 +17,7 @@ from core.errors import (
     NotFound,
     WafleetError,
 )
+from core.media.incoming import MediaMissing
 from core.promise import NotReplicated
 from core.redis_client import switching
 
@@ -28,6 +29,7 @@ STATUS_OF: tuple[tuple[type[WafleetError], int], ...] = (
     (Conflict, 409),
     (NoCapacity, 503),
     (NotReplicated, 503),  # code redis_unavailable: the write is not on a replica yet
+    (MediaMissing, 503),  # a worker's event before its file: it uploads again and retries
 )
 
 

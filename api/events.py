@@ -80,7 +80,7 @@ async def replay(request: web.Request) -> web.Response:
     found = await log.since(session_id, since, limit)
     return web.json_response(
         {
-            "events": [event.body() for event in found],
+            "events": [service.incoming_media.dress(event.body()) for event in found],
             "next": found[-1].stream_id if found else since,
             "deliveredThrough": await log.cursor(session_id),
         }

@@ -31,6 +31,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from core import endpoint_url
 from core.clock import Clock
@@ -94,7 +95,9 @@ class Deliveries:
         draw: Callable[[], float] = random.random,
         sweep_s: float = SWEEP_S,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        dress: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
+        """``dress``: what an event's body gets as it leaves (a file's link, made now)."""
         self.events = events
         self._post = post
         self._secret = secret
@@ -104,6 +107,7 @@ class Deliveries:
         self._draw = draw
         self._sweep_s = sweep_s
         self._on_close = on_close
+        self._dress = dress
         self._lanes: dict[str, asyncio.Event] = {}
         self._unsigned_warned = False
         self._closed = False
@@ -239,7 +243,8 @@ class Deliveries:
 
     async def _attempt(self, url: str, event: StoredEvent, attempt: int) -> str | None:
         """None when the endpoint took it (2xx), else why not."""
-        body = json.dumps(event.body(), ensure_ascii=False, separators=(",", ":")).encode()
+        shown = event.body() if self._dress is None else self._dress(event.body())
+        body = json.dumps(shown, ensure_ascii=False, separators=(",", ":")).encode()
         ts = self.clock.now_ms()
         headers = {
             "Content-Type": "application/json",

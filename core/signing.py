@@ -23,6 +23,13 @@ def sign(secret: str, timestamp_ms: int, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
+def media_descriptor(session_id: str, sha256: str, size: int, kind: str) -> bytes:
+    """What a worker signs to upload an incoming file (``PUT /worker/media/<sha256>``): the
+    file is too large to sign whole before sending, so its hash and size are signed, and
+    ``serve`` checks the bytes it receives against them."""
+    return f"{session_id}\n{sha256}\n{size}\n{kind}".encode()
+
+
 def verify(secret: str, timestamp: str, signature: str, body: bytes, now_ms: int) -> str | None:
     """``None`` when valid, else the reason (for the log; the client only sees 401)."""
     try:

@@ -27,7 +27,8 @@ server → client
   back by itself, or two copies of a worker would throw each other off forever).
   ``{"op": "sent", "id"}`` the network accepted a message (``send_error`` with a ``reason``
   if it refused it); then ``{"op": "receipt", "id", "status": "delivered" | "read"}`` after
-  short delays; ``{"op": "message_in", "id", "from", "text", "timestamp"}`` a message for it.
+  short delays; ``{"op": "message_in", "id", "from", "text", "timestamp", "media"?}`` a
+  message for it (``media``: a file, ``text`` its caption; simwa/incoming_media.py).
   Both carry a ``frame`` (unique in the network) and stay in the device's queue until the
   device acknowledges that frame, as WhatsApp's offline queue does: frames for a device that
   is not connected, and frames it was sent but never acknowledged (it died first), go out
@@ -36,8 +37,9 @@ server → client
 
 The control API (``/control/...``) plays the phone: scan a QR, enter a pairing code
 (``POST /control/pair {"code", "phone"}``), logout, drop; and reports what the network saw
-of every device. ``POST /control/message {"from", "to", "text"}`` plays an outside number
-writing to a device; ``GET /control/messages?phone=`` lists what a phone sent, once per id.
+of every device. ``POST /control/message {"from", "to", "text", "media"?}`` plays an outside
+number writing to a device (``media`` ``{"kind", "data": <base64>, "filename"?}``, ``text``
+its caption); ``GET /control/messages?phone=`` lists what a phone sent, once per id.
 ``POST /control/lose_acks {"phone", "lose": bool}`` makes the network lose (or keep again)
 a phone's acknowledgements: a device that wrote a frame down but died before its ack left.
 """
@@ -57,6 +59,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from simwa.incoming_media import MAX_BODY, WS_MAX_MESSAGE, BadMedia, media_frame
 
 log = logging.getLogger("wafleet.simwa")
 
@@ -159,7 +163,7 @@ class SimNetwork:
     # the device side --------------------------------------------------------------------
 
     async def ws_handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=20)
+        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=WS_MAX_MESSAGE)
         await ws.prepare(request)
         ip = request.remote
         try:
@@ -432,13 +436,22 @@ class SimNetwork:
         sender, to, text = body.get("from"), body.get("to"), body.get("text")
         if not isinstance(sender, str) or not _PHONE.fullmatch(sender):
             return _error(400, "from must be 8-15 digits, country code first")
-        if not isinstance(text, str) or not text or len(text) > MAX_MESSAGE_TEXT:
+        media = body.get("media")
+        if media is not None and text is None:
+            text = ""  # a file without a caption
+        elif not isinstance(text, str) or len(text) > MAX_MESSAGE_TEXT or not (text or media):
             return _error(400, "text must be a non-empty string")
+        frame: dict[str, Any] = {"op": "message_in", "from": sender, "text": text}
+        if media is not None:
+            try:
+                frame["media"] = media_frame(media)
+            except BadMedia as exc:
+                return _error(400, str(exc))
         devices = self._devices_of(to) if isinstance(to, str) else []
         if not devices:
             return _error(404, "no linked device for that phone")
         mid = "SIM" + secrets.token_hex(10).upper()
-        frame = {"op": "message_in", "id": mid, "from": sender, "text": text}
+        frame["id"] = mid
         for device in devices:
             await self._deliver(device, {**frame, "timestamp": _now_ms()})
         return web.json_response({"id": mid})
@@ -504,7 +517,7 @@ def _error(status: int, message: str) -> web.Response:
 
 def create_app(timings: QrTimings) -> web.Application:
     network = SimNetwork(timings)
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY)  # a message with the largest file
     app.router.add_get("/ws", network.ws_handler)
     app.router.add_post("/control/scan", network.scan)
     app.router.add_post("/control/pair", network.pair)

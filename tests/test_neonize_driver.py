@@ -88,6 +88,7 @@ from worker.drivers.base import (
 from worker.drivers.neonize import client as nc
 from worker.drivers.neonize import driver as nd
 from worker.drivers.neonize import events as ne
+from worker.media_inbox import IncomingFile
 from worker.message_ids import wa_id
 from worker.send_journal import SendJournal
 
@@ -336,7 +337,16 @@ class Recorder:
     async def on_connected(self, phone: str) -> None:
         self._add(("connected", phone))
 
-    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> bool:
+    def on_message_in(
+        self,
+        message_id: str,
+        sender: str,
+        text: str,
+        timestamp: int,
+        media: IncomingFile | None = None,
+    ) -> bool:
+        if media is not None:
+            return self._take(("media_in", (message_id, sender, text, timestamp, media)))
         return self._take(("message_in", (message_id, sender, text, timestamp)))
 
     def on_receipt(self, wa_message_id: str, status: str) -> bool:

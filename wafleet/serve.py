@@ -98,6 +98,7 @@ def make_deliveries(settings: Settings, service: SessionService) -> Deliveries:
         ),
         service.clock,
         on_close=post.close,
+        dress=service.incoming_media.dress,
     )
     log.info(
         "events endpoint: %s",

@@ -14,6 +14,7 @@ from worker.commands import CommandClient
 from worker.config import WorkerConfig
 from worker.drivers import make_driver
 from worker.drivers.base import EXIT_RECYCLE, Recycle
+from worker.media_inbox import MediaInbox
 from worker.session_loop import SessionLoop
 from worker.webhook_client import WebhookClient
 
@@ -32,6 +33,9 @@ async def run_worker(config: WorkerConfig) -> None:
         outbox_dir=config.session_dir,
         outbox_max_bytes=config.outbox_max_bytes,
     )
+    inbox = MediaInbox(config.session_dir)
+    # Files whose events left before an earlier process could remove them.
+    inbox.sweep(webhook.outbox.mentions)
     await webhook.start()
     loop = SessionLoop(
         driver,
@@ -40,6 +44,7 @@ async def run_worker(config: WorkerConfig) -> None:
         config.self_message_interval_s,
         config.attempts_per_process,
         ProxyUrl.parse(config.proxy_url).id,
+        inbox,
     )
     commands = CommandClient(
         config.session_id, config.webhook_secret, driver, webhook, loop.online

@@ -124,6 +124,13 @@ class Outbox:
             found: dict[str, Any] = json.loads(self._lines[0])
             return found
 
+    def mentions(self, needle: str) -> bool:
+        """Whether an event still waiting holds ``needle`` (a media file's hash: its file
+        stays while one does)."""
+        raw = needle.encode()
+        with self._lock:
+            return any(raw in line for line in self._lines)
+
     def pop(self) -> None:
         """The head left (``serve`` answered): forget it, and shrink the file when worth it."""
         with self._lock:

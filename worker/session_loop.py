@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+from typing import Any
 
 from worker.drivers.base import (
     ConnectionLost,
@@ -23,6 +24,7 @@ from worker.drivers.base import (
     QrTimeout,
     Recycle,
 )
+from worker.media_inbox import IncomingFile, MediaInbox
 from worker.message_ids import message_id_of
 from worker.webhook_client import WebhookClient
 
@@ -43,8 +45,10 @@ class SessionLoop:
         self_message_interval_s: float,
         attempts_per_process: int = 50,
         proxy_id: str | None = None,
+        inbox: MediaInbox | None = None,
     ) -> None:
         self.driver = driver
+        self.inbox = inbox  # where incoming files wait until serve has them
         self.webhook = webhook
         self.presence_interval_s = presence_interval_s
         self.self_message_interval_s = self_message_interval_s
@@ -73,12 +77,32 @@ class SessionLoop:
         self._connected_since = time.monotonic()
         self.webhook.send("CONNECTED", {"phoneNumber": phone})
 
-    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> bool:
-        """Durably queued (True), or refused because the outbox is full (False); any thread."""
-        return self.webhook.take(
-            "MESSAGE_IN",
-            {"messageId": message_id, "from": sender, "text": text, "timestamp": timestamp},
-        )
+    def on_message_in(
+        self,
+        message_id: str,
+        sender: str,
+        text: str,
+        timestamp: int,
+        media: IncomingFile | None = None,
+    ) -> bool:
+        """Durably queued (True), or refused because the outbox is full or the disk refused
+        the file (False); any thread. A file is on disk before its event is taken."""
+        data: dict[str, Any] = {
+            "messageId": message_id,
+            "from": sender,
+            "text": text,
+            "timestamp": timestamp,
+        }
+        if media is not None:
+            if self.inbox is None:
+                log.error("a file arrived but this worker has no session folder to keep it")
+                return False
+            try:
+                data["media"] = self.inbox.keep(media)
+            except OSError as exc:
+                log.error("incoming %s not kept (%s): not acknowledged", media.kind, exc)
+                return False
+        return self.webhook.take("MESSAGE_IN", data)
 
     def on_receipt(self, wa_message_id: str, status: str) -> bool:
         message_id = message_id_of(wa_message_id)

@@ -73,6 +73,7 @@ class SessionService:
         self.tasks = ctx.tasks
         self.pings = ctx.pings
         self.operator_events = ctx.operator_events
+        self.incoming_media = ctx.incoming_media
         self.messages = ctx.messages
         self.commands = CommandChannel(ctx.messages, metrics.registry)
 

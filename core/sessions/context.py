@@ -18,6 +18,8 @@ from core.clock import Clock
 from core.errors import Busy, NotFound
 from core.event_log import EventLog
 from core.journal import Happened, Journal
+from core.media import Media
+from core.media.incoming import IncomingMedia
 from core.messages import MessageService
 from core.metrics import Metrics
 from core.models import Reason, SessionRecord, Status
@@ -73,6 +75,12 @@ class Context:
         # Incoming messages and receipts, kept for the operator (core/deliveries.py sends them).
         self.operator_events = EventLog(self.store.redis, self.settings.events_retention_ms)
         self.messages = MessageService(self.store, self.settings, self.clock)
+        # Files that came with incoming messages: named for the operator, linked as they leave.
+        self.incoming_media = IncomingMedia(
+            Media.from_settings(self.settings, self.store.redis, self.clock),
+            self.settings.webhook_secret,
+            self.settings.message_retention_days,
+        )
         self._maintenance: str | None = None  # what replaces the whole fleet right now
         # Several replicas (set by serve, core/fleet_maintenance.py): claims the fleet-wide
         # maintenance in Redis (False: another replica holds it) or gives it back (None);

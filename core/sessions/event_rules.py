@@ -16,6 +16,7 @@ from typing import Any
 from core import session_files, text
 from core.errors import InvalidInput, NotFound
 from core.events import BOOT_ID, EventKind, boot_id
+from core.media import incoming as incoming_media
 from core.models import Reason, SessionRecord, Status
 from core.notifier import Alert, AlertKind, Done
 from core.phone import normalize as normalize_phone
@@ -94,13 +95,16 @@ def _auth_failure(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _message_in(data: dict[str, Any]) -> dict[str, Any]:
-    """A message that arrived at the session's phone (streamed to the operator)."""
+    """A message that arrived at the session's phone (streamed to the operator); with a
+    file, ``media`` describes it (core/media/incoming.py) and ``text`` is its caption."""
     _text(data, "messageId", required=True)
     _text(data, "from", required=True)
     body = data.get("text")
     if not isinstance(body, str) or len(body) > MAX_MESSAGE_TEXT:
         raise InvalidInput(f"data.text must be a string of at most {MAX_MESSAGE_TEXT} characters")
     _timestamp(data)
+    if "media" in data:
+        incoming_media.check(data["media"])
     return data
 
 

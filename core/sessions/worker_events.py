@@ -77,6 +77,10 @@ class WorkerEvents:
         racing a delete cannot bring back a key of it.
         """
         ctx = self.ctx
+        if kind == EventKind.MESSAGE_IN and "media" in data:
+            # Its file named before the event is stored: nothing in the stream names a file
+            # without a record. ``MediaMissing`` (not uploaded yet) writes nothing.
+            await ctx.incoming_media.register(session_id, eid, data["media"], now)
         # Kept for the operator first (their own stream, not the history: a busy number's
         # messages would push its lifecycle out of the capped history).
         first = await ctx.operator_events.append(session_id, eid, kind, data, now)

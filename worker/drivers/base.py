@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from core.runner import EXIT_RECYCLE
+from worker.media_inbox import IncomingFile
 from worker.outbox import OUTBOX_FILE
 
 __all__ = ["EXIT_RECYCLE"]
@@ -97,8 +98,16 @@ class DriverListener(Protocol):
 
     async def on_connected(self, phone: str) -> None: ...
 
-    def on_message_in(self, message_id: str, sender: str, text: str, timestamp: int) -> bool:
-        """A message arrived at the session's phone (timestamp in ms).
+    def on_message_in(
+        self,
+        message_id: str,
+        sender: str,
+        text: str,
+        timestamp: int,
+        media: IncomingFile | None = None,
+    ) -> bool:
+        """A message arrived at the session's phone (timestamp in ms); ``media``: the file it
+        carries (``text`` is then its caption, maybe empty), written to disk before it is taken.
 
         True once it is durably queued: only then may the driver acknowledge it to the
         network. False: not taken (the outbox is full); do not acknowledge, so the network

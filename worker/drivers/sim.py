@@ -8,6 +8,7 @@ The protocol is JSON over one WebSocket; see ``simwa.server`` for the other side
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -36,6 +37,7 @@ from worker.drivers.base import (
     SendFailed,
     auth_files,
 )
+from worker.media_inbox import IncomingFile
 
 log = logging.getLogger("wafleet.worker.sim")
 
@@ -45,6 +47,8 @@ CREDS_FILE = "creds.json"
 REPLACED_CLOSE = 4001
 # How long a message may wait for the network's acceptance before it counts as not sent.
 SEND_TIMEOUT_S = 15.0
+# The largest frame: a message with a 100 MiB file in base64 (simwa's ``WS_MAX_MESSAGE``).
+WS_MAX_MESSAGE = 140 * 1024 * 1024
 # How often a frame the full outbox refused is offered again.
 FULL_RETRY_S = 1.0
 
@@ -119,7 +123,7 @@ class SimDriver:
     async def _connect(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         try:
             # The heartbeat notices a path that died silently (a frozen proxy) in ~20 s.
-            return await http.ws_connect(self.simwa_url, heartbeat=20)
+            return await http.ws_connect(self.simwa_url, heartbeat=20, max_msg_size=WS_MAX_MESSAGE)
         except (ProxyConnectionError, ProxyTimeoutError) as exc:
             raise ProxyFailure(f"proxy unreachable: {type(exc).__name__}") from None
         except ProxyError as exc:
@@ -183,7 +187,11 @@ class SimDriver:
         if event["op"] == "receipt":
             return listener.on_receipt(str(event["id"]), str(event["status"]))
         return listener.on_message_in(
-            str(event["id"]), str(event["from"]), str(event["text"]), int(event["timestamp"])
+            str(event["id"]),
+            str(event["from"]),
+            str(event.get("text") or ""),
+            int(event["timestamp"]),
+            _file_of(event.get("media")),
         )
 
     async def send_presence(self) -> None:
@@ -226,6 +234,18 @@ class SimDriver:
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
+
+
+def _file_of(media: object) -> IncomingFile | None:
+    """The file a ``message_in`` frame carries (base64 in the frame), or None."""
+    if not isinstance(media, dict):
+        return None
+    filename = media.get("filename")
+    return IncomingFile(
+        kind=str(media.get("kind")),
+        data=base64.b64decode(str(media.get("data", ""))),
+        filename=filename if isinstance(filename, str) else None,
+    )
 
 
 def _replaced() -> NoAutoReconnect:
