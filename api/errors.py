@@ -76,7 +76,8 @@ MEANING = {
     500: "restore_failed: the restore failed after the swap and the previous fleet was put back",
     503: "redis_unavailable: the state store is unreachable or changing primary (any "
     "route), or a write did not reach REDIS_WAIT_REPLICAS replicas in time (retry), or "
-    "no_proxy_capacity: no proxy has a free slot",
+    "no_proxy_capacity: no proxy has a free slot, or media_missing: a worker's MESSAGE_IN "
+    "before its file was uploaded (the worker uploads it and retries)",
     507: "disk_full: no space left for the archive",
 }
 

@@ -101,7 +101,6 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     {200: answer("already stored", UPLOADED), 201: answer("stored", UPLOADED)},
     400,
     401,
-    413,
     parameters=(
         *SIGNED,
         header(SESSION_HEADER),
