@@ -57,6 +57,7 @@ from neonize.events import (
     StreamReplacedEv,
     TemporaryBanEv,
 )
+from neonize.exc import DownloadError
 from neonize.proto.Neonize_pb2 import (
     JID,
     ConnectFailureReason,
@@ -67,7 +68,14 @@ from neonize.proto.Neonize_pb2 import (
     SendMessageReturnFunction,
     SendResponse,
 )
-from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import ExtendedTextMessage
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (
+    AudioMessage,
+    DocumentMessage,
+    ExtendedTextMessage,
+    FutureProofMessage,
+    ImageMessage,
+    VideoMessage,
+)
 from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.utils.enum import ChatPresence, ClientName, ClientType, Presence
 
@@ -910,6 +918,75 @@ async def test_incoming_text_is_message_in_and_our_own_is_not(
         ("message_in", ("ABCDEF123", THEM, "hi there", 1_700_000_000_000)),
         ("message_in", ("ABCDEF123", THEM, "with a link", 1_700_000_000_000)),
     ]
+    await core.event(DisconnectedEv(status=True))
+    await _outcome(task)
+
+
+async def test_incoming_media_is_downloaded_in_gos_thread_and_taken_with_its_file(
+    driver: nd.NeonizeDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image, a captioned document, a voice note and a video: each file is fetched with
+    whatsmeow's download (here a stand-in: no WhatsApp account in tests) in Go's thread,
+    before the callback returns, and handed over with its kind, type, name and caption. A
+    file WhatsApp no longer has leaves its caption to go alone."""
+    core, listener, task = await _connected(driver, monkeypatch)
+    assert core.attempt is not None
+    files: dict[str, bytes] = {}
+    downloads: list[str] = []
+
+    def download_any(message: WAMessage) -> bytes:
+        downloads.append(threading.current_thread().name)
+        key = message.SerializeToString()
+        if key not in files:
+            raise DownloadError("media no longer on the server")
+        return files[key]
+
+    core.attempt.client.download_any = download_any  # type: ignore[method-assign]
+
+    def incoming(message: WAMessage, file: bytes | None) -> Any:
+        if file is not None:
+            files[message.SerializeToString()] = file
+        source = MessageSource(Chat=JID(User=THEM), Sender=JID(User=THEM))
+        info = MessageInfo(MessageSource=source, ID="3EB0MEDIA", Timestamp=1_700_000_000)
+        return MessageEv(Info=info, Message=message)
+
+    image = WAMessage(imageMessage=ImageMessage(caption="a photo", mimetype="image/jpeg"))
+    document = WAMessage(
+        documentWithCaptionMessage=FutureProofMessage(
+            message=WAMessage(
+                documentMessage=DocumentMessage(
+                    caption="the report", mimetype="application/pdf", fileName="q3.pdf"
+                )
+            )
+        )
+    )
+    voice = WAMessage(audioMessage=AudioMessage(mimetype="audio/ogg; codecs=opus", PTT=True))
+    video = WAMessage(videoMessage=VideoMessage(mimetype="video/mp4"))
+    gone = WAMessage(imageMessage=ImageMessage(caption="expired", mimetype="image/png"))
+    for message, file in (
+        (image, b"\xff\xd8jpeg"),
+        (document, b"%PDF-1.7"),
+        (voice, b"OggS"),
+        (video, b"mp4"),
+        (gone, None),
+    ):
+        await core.event(incoming(message, file))
+    await listener.wait_for(6)
+    taken = listener.calls[1:]
+    assert [(kind, call[2]) for kind, call in taken] == [
+        ("media_in", "a photo"),
+        ("media_in", "the report"),
+        ("media_in", ""),
+        ("media_in", ""),
+        ("message_in", "expired"),
+    ]
+    assert [call[4] for _, call in taken[:4]] == [
+        IncomingFile("image", b"\xff\xd8jpeg", None, "image/jpeg"),
+        IncomingFile("document", b"%PDF-1.7", "q3.pdf", "application/pdf"),
+        IncomingFile("voice", b"OggS", None, "audio/ogg"),
+        IncomingFile("video", b"mp4", None, "video/mp4"),
+    ]
+    assert len(downloads) == 5 and threading.main_thread().name not in downloads
     await core.event(DisconnectedEv(status=True))
     await _outcome(task)
 

@@ -139,7 +139,7 @@ from neonize.events import (
     StreamReplacedEv,
     TemporaryBanEv,
 )
-from neonize.exc import PairPhoneError, SendMessageError, SendPresenceError
+from neonize.exc import DownloadError, PairPhoneError, SendMessageError, SendPresenceError
 from neonize.proto import Neonize_pb2 as neonize_proto
 from neonize.proto.Neonize_pb2 import JID, ConnectFailureReason, Device
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
@@ -160,6 +160,7 @@ __all__ = (
     "Device",
     "DeviceProps",
     "DisconnectedEv",
+    "DownloadError",
     "Event",
     "ExtendedTextMessage",
     "KeepAliveRestoredEv",
@@ -230,7 +231,7 @@ class SlimClient:
     """The part of neonize 0.5.2's ``NewClient`` the driver calls, with the same Go calls.
 
     ``NewClient`` lives in ``neonize.client``, the module that pulls in the heavy imports;
-    these four methods are copied from it (the text paths, link previews and mention parsing
+    these methods are copied from it (the text paths, link previews and mention parsing
     the driver never uses are left out). ``core`` is the Go library (a test passes a fake).
     """
 
@@ -313,6 +314,17 @@ class SlimClient:
             raise SendMessageError(answer.Error)
         answer.SendResponse.MergeFrom(answer.SendResponse.__class__(Message=message))
         return answer.SendResponse
+
+    def download_any(self, message: Message) -> bytes:
+        """``NewClient.download_any``: the file an incoming media message carries, fetched
+        and decrypted by whatsmeow; ``DownloadError`` when WhatsApp no longer has it."""
+        payload = message.SerializeToString()
+        answer = neonize_proto.DownloadReturnFunction.FromString(
+            self.core.DownloadAny(self.uuid, payload, len(payload))
+        )
+        if answer.Error:
+            raise DownloadError(answer.Error)
+        return bytes(answer.Binary)
 
 
 def _release(uuid: bytes, core: Any) -> None:

@@ -268,6 +268,20 @@ class GoCore:
         threading.Thread(target=work, name="neonize-call", daemon=True).start()
         return await asyncio.wait_for(future, timeout)
 
+    def call_here(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` in this thread under the gate: for whatsmeow's own thread while it
+        hands over an event (a media download must finish before the event is taken).
+        ``TimeoutError`` when the gate stays taken, ``RuntimeError`` when no client runs."""
+        uuid = self.live
+        if not self._gate.acquire(timeout=CALL_TIMEOUT_S):
+            raise TimeoutError("the WhatsApp client is busy")
+        try:
+            if uuid is None or self.live != uuid:
+                raise RuntimeError("the WhatsApp client is not running")
+            return fn(*args)
+        finally:
+            self._gate.release()
+
     async def stop(self) -> None:
         """Stop the live Go client (closing its socket and ending ``Neonize``), bounded."""
         uuid = self.live

@@ -89,7 +89,7 @@ class NeonizeDriver:
         attempt = Attempt(
             asyncio.get_running_loop(),
             self.build_client(),
-            lambda event: events.take(listener, event, self._journal),
+            lambda event: events.take(listener, event, self._journal, self._download),
         )
         attempt.expect_by = _now() + CONNECT_TIMEOUT_S
         self._attempt = attempt
@@ -181,6 +181,10 @@ class NeonizeDriver:
     async def _whoami(self) -> str:
         device = await self._call(self._attempt_client().get_me)
         return str(device.JID.User or self.phone or "")
+
+    def _download(self, message: WAMessage) -> bytes:
+        """A media message's file, from whatsmeow's thread (the event waits for it)."""
+        return self._core.call_here(self._attempt_client().download_any, message)
 
     def _attempt_client(self) -> SlimClient:
         if self._attempt is None:

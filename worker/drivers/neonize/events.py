@@ -35,6 +35,7 @@ from worker.drivers.neonize_slim import (
     ConnectFailureEv,
     ConnectFailureReason,
     DisconnectedEv,
+    DownloadError,
     KeepAliveRestoredEv,
     KeepAliveTimeoutEv,
     LoggedOutEv,
@@ -45,6 +46,7 @@ from worker.drivers.neonize_slim import (
     StreamReplacedEv,
     TemporaryBanEv,
 )
+from worker.media_inbox import IncomingFile
 from worker.message_ids import wa_id
 from worker.send_journal import SendJournal
 
@@ -160,12 +162,18 @@ def _logged_out(reason: int) -> LoggedOut:
     return LoggedOut(ConnectFailureReason.Name(reason).lower())
 
 
-def take(listener: DriverListener, event: Any, journal: Callable[[], SendJournal]) -> bool:
+def take(
+    listener: DriverListener,
+    event: Any,
+    journal: Callable[[], SendJournal],
+    download: Callable[[Any], bytes] = lambda _message: b"",
+) -> bool:
     """A message or a receipt to the listener (from whatsmeow's thread); False while the
     outbox refuses it. Receipts of ids not ours (the self-message) are taken as nothing;
-    ``journal`` maps WhatsApp's ids of our sends back to ours."""
+    ``journal`` maps WhatsApp's ids of our sends back to ours; ``download`` fetches the file
+    of a media message (whatsmeow's ``DownloadAny``)."""
     if isinstance(event, MessageEv):
-        return _message_in(listener, event)
+        return _message_in(listener, event, download)
     status = RECEIPT_STATUS.get(event.Type)
     taken = True
     if status is not None:
@@ -177,15 +185,62 @@ def take(listener: DriverListener, event: Any, journal: Callable[[], SendJournal
     return taken
 
 
-def _message_in(listener: DriverListener, event: Any) -> bool:
-    """A text that arrived from someone else, as ``MESSAGE_IN`` (media, reactions,
-    protocol messages and our own other devices' messages are not forwarded)."""
+def _message_in(listener: DriverListener, event: Any, download: Callable[[Any], bytes]) -> bool:
+    """A text, an image, a document, a voice note or a video that arrived from someone
+    else, as ``MESSAGE_IN`` (reactions, stickers, protocol messages and our own other
+    devices' messages are not forwarded). A file is downloaded here, before the event is
+    taken, so it is acknowledged only once it is on disk."""
     source = event.Info.MessageSource
     if source.IsFromMe:
         return True
+    timestamp = int(event.Info.Timestamp) * 1000
+    found = media_part(event.Message)
+    if found is not None:
+        kind, part = found
+        caption = str(getattr(part, "caption", "") or "")
+        try:
+            data = download(event.Message)
+        except (TimeoutError, RuntimeError) as exc:  # the client is busy or gone: again
+            log.warning("an incoming %s is not downloaded yet: %s", kind, exc)
+            return False
+        except DownloadError as exc:
+            # WhatsApp no longer has it (expired, deleted): retrying cannot help, and
+            # holding the event would hold every message behind it. The caption still goes.
+            log.error(
+                "an incoming %s could not be downloaded (%s): its caption goes alone", kind, exc
+            )
+            return listener.on_message_in(event.Info.ID, source.Sender.User, caption, timestamp)
+        file = IncomingFile(
+            kind=kind,
+            data=data,
+            filename=str(getattr(part, "fileName", "") or "") or None,
+            mime=str(part.mimetype or "").split(";")[0].strip() or None,
+        )
+        return listener.on_message_in(event.Info.ID, source.Sender.User, caption, timestamp, file)
     text = event.Message.conversation or event.Message.extendedTextMessage.text
     if not text:
         return True
-    return listener.on_message_in(
-        event.Info.ID, source.Sender.User, text, int(event.Info.Timestamp) * 1000
-    )
+    return listener.on_message_in(event.Info.ID, source.Sender.User, text, timestamp)
+
+
+def media_part(message: Any) -> tuple[str, Any] | None:
+    """``(kind, the part)`` of a media message (a document with a caption comes wrapped),
+    or None. A voice note is an audio message marked PTT."""
+    wrapped = message.documentWithCaptionMessage.message
+    if message.HasField("documentWithCaptionMessage") and wrapped.HasField("documentMessage"):
+        return "document", wrapped.documentMessage
+    for name, kind in _MEDIA_PARTS:
+        if message.HasField(name):
+            part = getattr(message, name)
+            if kind == "audio" and getattr(part, "PTT", False):
+                return "voice", part
+            return kind, part
+    return None
+
+
+_MEDIA_PARTS = (
+    ("imageMessage", "image"),
+    ("documentMessage", "document"),
+    ("audioMessage", "audio"),
+    ("videoMessage", "video"),
+)
