@@ -941,7 +941,7 @@ async def test_incoming_media_is_downloaded_in_gos_thread_and_taken_with_its_fil
             raise DownloadError("media no longer on the server")
         return files[key]
 
-    core.attempt.client.download_any = download_any  # type: ignore[method-assign]
+    core.attempt.client.download_any = download_any
 
     def incoming(message: WAMessage, file: bytes | None) -> Any:
         if file is not None:
