@@ -19,6 +19,8 @@ from core.events import MESSAGE_EVENTS
 SESSION_FILE = "session.json"
 # The worker's events not yet taken by serve (worker/outbox.py): one JSON object a line.
 OUTBOX_FILE = "outbox.jsonl"
+# The files of incoming messages whose events are in the outbox (worker/media_inbox.py).
+MEDIA_IN_DIR = "media-in"
 
 
 def folder(sessions_dir: Path, session_id: str) -> Path:
@@ -102,7 +104,8 @@ def carry_outboxes(old_dir: Path, sessions_dir: Path) -> int:
     the replaced folder. Message events only: their ids make a second delivery harmless, and
     they are news whenever they arrive; the life-cycle events of a process the restore
     replaced (its QR, its connection) are stale. A session the backup does not hold has no
-    folder to carry them to: its events go with it, as the session does.
+    folder to carry them to: its events go with it, as the session does. The file of an
+    incoming message (``media-in/<sha256>``) goes with its event.
     """
     carried = 0
     for source in sorted(old_dir.glob(f"*/{OUTBOX_FILE}")):
@@ -115,6 +118,7 @@ def carry_outboxes(old_dir: Path, sessions_dir: Path) -> int:
             if _message_event_of(line, source.parent.name)
         ]
         if lines:
+            _carry_media(source.parent, target, lines)
             fd = os.open(target / OUTBOX_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(fd, "ab") as handle:
                 handle.write(b"".join(line + b"\n" for line in lines))
@@ -122,6 +126,21 @@ def carry_outboxes(old_dir: Path, sessions_dir: Path) -> int:
                 os.fsync(handle.fileno())
             carried += len(lines)
     return carried
+
+
+def _carry_media(source: Path, target: Path, lines: list[bytes]) -> None:
+    """Move the files the carried events name (before the events: an event must never
+    name a file its folder does not hold)."""
+    for line in lines:
+        data = json.loads(line).get("data")
+        media = data.get("media") if isinstance(data, dict) else None
+        sha256 = media.get("sha256") if isinstance(media, dict) else None
+        if not isinstance(sha256, str) or not sha256.isalnum() or len(sha256) != 64:
+            continue
+        found = source / MEDIA_IN_DIR / sha256
+        if found.is_file():
+            (target / MEDIA_IN_DIR).mkdir(mode=0o700, exist_ok=True)
+            shutil.copy2(found, target / MEDIA_IN_DIR / sha256)
 
 
 def _message_event_of(line: bytes, session_id: str) -> bool:

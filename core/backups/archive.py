@@ -51,8 +51,9 @@ BACKUP_ID = re.compile(r"backup_\d{4}-\d{2}-\d{2}(?:_\d{6}(?:_\d+)?)?")
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 # Not session data: the worker's log, and its outbox of events not yet reported (restored
 # later they would be old news, replayed as new; a restore carries the live folder's unsent
-# message events over instead: session_files.carry_outboxes).
+# message events over instead: session_files.carry_outboxes), nor the files of those events.
 EXCLUDED = re.compile(r"worker\.log(\..*)?|\.?outbox\.jsonl(\.tmp)?")
+EXCLUDED_FOLDERS = frozenset({session_files.MEDIA_IN_DIR})
 SESSION_FILE_MAX = 64 * 1024  # a session.json is ~300 bytes
 CHUNK = 1 << 20
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -112,7 +113,11 @@ def copy_folder(src: Path, dst: Path) -> None:
     for root, dirs, files in os.walk(src):
         base = Path(root)
         rel = base.relative_to(src)
-        dirs[:] = [d for d in dirs if not (base / d).is_symlink()]
+        dirs[:] = [
+            d
+            for d in dirs
+            if not (base / d).is_symlink() and not (base == src and d in EXCLUDED_FOLDERS)
+        ]
         for d in dirs:
             (dst / rel / d).mkdir(mode=0o700, exist_ok=True)
         for name in files:
