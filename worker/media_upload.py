@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 import time
@@ -28,7 +29,8 @@ from urllib.parse import urlsplit
 from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, media_descriptor, sign
 from worker.endpoints import GATEWAY_FAILURES, Endpoints
 from worker.http_post import CONNECT_TIMEOUT_S, HttpError
-from worker.media_inbox import MediaInbox
+from worker.media_inbox import MediaInbox, media_of
+from worker.outbox import Outbox
 
 log = logging.getLogger("wafleet.worker.media")
 
@@ -103,6 +105,65 @@ class MediaUploader:
             log.error("media upload of a %s refused (%d): %s", kind, status, text)
             return Upload.REFUSED
         return Upload.RETRY
+
+
+class MediaStep:
+    """What the webhook client does about files around sending the outbox's lines."""
+
+    def __init__(self, uploader: MediaUploader, outbox: Outbox) -> None:
+        self.uploader = uploader
+        self.outbox = outbox
+
+    async def ready(self, lines: list[bytes]) -> list[bytes] | None:
+        """``lines`` to post once every file they name is at ``serve`` (an event whose file
+        can never be uploaded goes without it); None: not now, retry with backoff."""
+        out = []
+        for line in lines:
+            event = _media_event(line)
+            media = media_of(event) if event is not None else None
+            if event is None or media is None:
+                out.append(line)
+                continue
+            outcome = await self.uploader.upload(media)
+            if outcome is Upload.RETRY:
+                return None
+            if outcome is Upload.DONE:
+                out.append(line)
+            else:
+                out.append(_without_file(event, media, outcome))
+        return out
+
+    def left(self, lines: list[bytes]) -> None:
+        """These lines left the outbox: their files go, unless a waiting event names one."""
+        for line in lines:
+            event = _media_event(line)
+            media = media_of(event) if event is not None else None
+            if media is not None and not self.outbox.mentions(str(media["sha256"])):
+                self.uploader.inbox.discard(str(media["sha256"]))
+
+
+def _media_event(line: bytes) -> dict[str, Any] | None:
+    """The event of an outbox line that may name a file (a cheap test first)."""
+    if b'"media"' not in line:
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _without_file(event: dict[str, Any], media: dict[str, Any], outcome: Upload) -> bytes:
+    """The event without its file, saying which file did not come and why."""
+    data = {k: v for k, v in event["data"].items() if k != "media"}
+    data["mediaRefused"] = {
+        "kind": media["kind"],
+        "size": media["size"],
+        "sha256": media["sha256"],
+        "reason": "refused" if outcome is Upload.REFUSED else "lost",
+    }
+    changed = {**event, "data": data}
+    return json.dumps(changed, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 async def put_file(url: str, path: Path, size: int, headers: dict[str, str]) -> tuple[int, bytes]:
