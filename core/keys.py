@@ -337,3 +337,13 @@ def runner_claim(what: str) -> str:
     """Claimed by the ``serve`` replica that takes a fleet-wide runner action (moving a lost
     swarm node's sessions): the others leave it to that one (wafleet/leader_work.py)."""
     return f"wafleet:runner_claim:{what}"
+
+
+# Across replicas (core/sessions/): a session's recent worker exits (sorted set of exit times,
+# for the crash-loop rule), and when it was provisioned (until its first QR, for the metric).
+def session_crashes(session_id: str) -> str:
+    return f"wafleet:crashes:{session_id}"
+
+
+def session_provisioned(session_id: str) -> str:
+    return f"wafleet:provisioned:{session_id}"

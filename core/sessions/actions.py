@@ -86,7 +86,7 @@ class OperatorActions:
                     await ctx.store.set_fields(session_id, eventsWebhookUrl=events_url)
                 if own_limits is not None:
                     await ctx.messages.set_limits(session_id, own_limits)
-                ctx.provisioned_at[session_id] = ctx.clock.monotonic()
+                await ctx.mark_provisioned(session_id)
                 await session_files.write_record_meta(
                     ctx.settings.sessions_dir,
                     session_files.Meta(session_id, number, proxy_url, now),
@@ -97,7 +97,7 @@ class OperatorActions:
                 await self.workers.start(session_id, proxy_url, number)
         except Exception:
             session_log(session_id).exception("could not start the worker; rolling back")
-            ctx.provisioned_at.pop(session_id, None)
+            await ctx.forget_provisioned(session_id)
             ctx.pings.forget(session_id)
             await ctx.store.release(session_id)
             await ctx.messages.forget(session_id)
@@ -197,8 +197,8 @@ class OperatorActions:
             await asyncio.to_thread(
                 session_files.remove, session_files.folder(ctx.settings.sessions_dir, session_id)
             )
-            ctx.crashes.pop(session_id, None)
-            ctx.provisioned_at.pop(session_id, None)
+            await ctx.crashes.clear(session_id)
+            await ctx.forget_provisioned(session_id)
             ctx.operator_events.wake(session_id)
         ctx.locks.forget(session_id)
         session_log(session_id).info("deleted")
