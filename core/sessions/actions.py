@@ -14,6 +14,7 @@ from core.errors import Conflict, InvalidInput, NoCapacity, PhoneLimit
 from core.journal import Happened
 from core.messages import check_provision_limits
 from core.models import Reason, SessionRecord, Status
+from core.owners import Owners
 from core.phone import normalize as normalize_phone
 from core.proxy_url import mask, parse_input
 from core.sessions.context import Context, session_log
@@ -50,9 +51,12 @@ class OperatorActions:
         proxy: object = None,
         events_webhook_url: object = None,
         limits: object = None,
+        owner: str | None = None,
     ) -> SessionRecord:
         """``limits``: the session's own careful-sending limits from its first message (a
-        new number is the one most at risk of a ban), checked before anything is written."""
+        new number is the one most at risk of a ban), checked before anything is written.
+        ``owner``: the client key the session belongs to (None: an admin's), written with
+        the record in one step and removed with it if the worker cannot start."""
         ctx = self.ctx
         ctx.refuse_during_maintenance()
         number = None if phone in (None, "") else normalize_phone(phone)
@@ -72,6 +76,7 @@ class OperatorActions:
                 ctx.settings.max_sessions_per_proxy,
                 ctx.settings.max_sessions_per_phone,
                 now,
+                owner,
             )
         except ReservationRefused as refused:
             if added and requested is not None:
@@ -100,6 +105,7 @@ class OperatorActions:
             await ctx.forget_provisioned(session_id)
             ctx.pings.forget(session_id)
             await ctx.store.release(session_id)
+            await Owners(ctx.store.redis).set(session_id, None)
             await ctx.messages.forget(session_id)
             await asyncio.to_thread(session_files.remove, path)
             raise
