@@ -9,11 +9,13 @@ no limits, no pauses, no "typing...". Two runs, the median of ``--runs`` each:
 For each: messages per second at the network, accepted → sent p50/p99 (one at a time), and
 the requests into ``serve`` per message by route, read from ``serve``'s own
 ``wafleet_http_requests_total`` (PINGs taken out: they are one request each whatever is
-sent). With ``--profile`` (needs ``py-spy``), ``serve`` is sampled during the bursts and its
-CPU time is shown by what it was doing, the innermost recognisable frame deciding.
+sent), and the Redis commands run per message (``INFO commandstats``: every client, the
+test's own polling of simwa aside, which is not Redis). With ``--profile`` (needs
+``py-spy``), ``serve`` is sampled during the bursts and its event loop's time is shown by
+what it was doing, the innermost recognisable frame outside asyncio deciding.
 
 Usage: python bench/message_cost_bench.py [--runs 3] [--sessions 20] [--per-session 20]
-       [--one-at-a-time 100] [--profile PATH_TO_PY_SPY]
+       [--one-at-a-time 100] [--profile PATH_TO_PY_SPY [--keep-profile DIR]]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import re
 import shutil
 import statistics
 import subprocess
@@ -34,22 +37,30 @@ from messages_bench import NO_LIMITS, network_log, post, throughput
 from tests.fleet import Fleet
 
 ROUTES = ("/api/sessions/{id}/messages", "/worker/commands", "/worker/commands/ack", "/webhook")
-# What serve was doing, by the innermost frame whose file matches (first match wins).
+# What serve was doing: the innermost frame outside asyncio whose file matches decides (so a
+# socket write or a timeout on Redis's connection counts as Redis); py-spy names files
+# relative to their sys.path entry ("redis/asyncio/client.py").
 WHERE = (
-    ("Redis client (commands, replies)", ("/redis/",)),
+    ("Redis client (commands, replies, its socket I/O)", ("redis/",)),
     ("signatures (HMAC)", ("hmac.py", "core/signing.py")),
-    ("JSON", ("/json/",)),
-    ("metrics", ("prometheus_client",)),
-    ("logging", ("/logging/",)),
-    ("wafleet code (api/, core/)", ("/api/", "/core/")),
-    ("HTTP server (aiohttp)", ("/aiohttp/",)),
-    ("event loop, sockets, idle", ("/asyncio/", "selectors.py", "socket.py")),
+    ("JSON", ("json/",)),
+    ("metrics", ("prometheus_client/",)),
+    ("logging", ("logging/",)),
+    ("wafleet code (api/, core/)", ("api/", "core/")),
+    ("HTTP server (aiohttp, yarl, multidict)", ("aiohttp/", "yarl/", "multidict/")),
 )
+LOOP = ("asyncio/", "selectors.py", "socket.py")
+THREADS = "other threads (the thread pool, mostly waiting)"
+IDLE = "waiting for I/O (epoll)"
+_FILE = re.compile(r"\(([^():]+):\d+\)$")
 
 
 async def counters(fleet: Fleet) -> dict[str, float]:
+    """serve's requests by route, its PINGs, and the Redis commands run (all clients)."""
     _, raw = await fleet.call("GET", "/metrics")
     found: dict[str, float] = collections.defaultdict(float)
+    stats = await fleet.redis.info("commandstats")
+    found["redis"] = sum(float(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
     for line in raw.decode().splitlines():
         if line.startswith("wafleet_http_requests_total{"):
             route = line.split('route="', 1)[1].split('"', 1)[0]
@@ -60,7 +71,7 @@ async def counters(fleet: Fleet) -> dict[str, float]:
 
 
 def per_message(before: dict[str, float], after: dict[str, float], sent: int) -> dict[str, float]:
-    spent = {r: (after.get(r, 0) - before.get(r, 0)) / sent for r in ROUTES}
+    spent = {r: (after.get(r, 0) - before.get(r, 0)) / sent for r in (*ROUTES, "redis")}
     spent["/webhook"] -= (after.get("PING", 0) - before.get("PING", 0)) / sent
     return spent
 
@@ -92,16 +103,26 @@ def where_time_goes(raw: Path) -> dict[str, float]:
     seen: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        frames = stack.split(";")
-        what = "other"
-        for frame in reversed(frames):
-            found = next((name for name, marks in WHERE if any(m in frame for m in marks)), None)
-            if found is not None:
-                what = found
-                break
-        seen[what] += int(count)
+        files = [m.group(1) if (m := _FILE.search(f)) else "" for f in stack.split(";")]
+        seen[_what(files)] += int(count)
+    seen.pop(THREADS, None)  # the loop's thread is serve; the pool's threads wait for work
     total = sum(seen.values()) or 1
     return {name: 100 * n / total for name, n in seen.most_common()}
+
+
+def _what(files: list[str]) -> str:
+    if files and files[-1] == "selectors.py":
+        return IDLE
+    if files and files[0] == "threading.py":
+        return THREADS
+    for file in reversed(files):
+        if file.startswith(LOOP):
+            continue
+        for name, marks in WHERE:
+            if any(file.startswith(m) or file.endswith("/" + m) for m in marks):
+                return name
+        break
+    return "event loop machinery (tasks, callbacks, timers)"
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -136,6 +157,8 @@ async def main(args: argparse.Namespace) -> None:
                 spy.send_signal(2)  # SIGINT: py-spy writes what it has
                 spy.wait(30)
                 profiles.append(where_time_goes(raw))
+            if args.keep_profile:
+                shutil.copy(raw, Path(args.keep_profile) / f"serve-burst-{len(bursts)}.raw")
             shutil.rmtree(raw.parent, ignore_errors=True)
     print(f"\nsessions linked: {args.sessions}; medians of {args.runs} runs")
     print(f"{'':34}{'one at a time':>16}{'burst':>12}")
@@ -151,11 +174,17 @@ async def main(args: argparse.Namespace) -> None:
         one_cost = _med([c[route] for c in costs["one"]])
         burst_cost = _med([c[route] for c in costs["burst"]])
         print(f"  {route:32}{one_cost:>16.2f}{burst_cost:>12.2f}")
-    total_one = _med([sum(c.values()) for c in costs["one"]])
-    total_burst = _med([sum(c.values()) for c in costs["burst"]])
+    total_one = _med([sum(c[r] for r in ROUTES) for c in costs["one"]])
+    total_burst = _med([sum(c[r] for r in ROUTES) for c in costs["burst"]])
     print(f"  {'all':32}{total_one:>16.2f}{total_burst:>12.2f}")
+    redis_one = _med([c["redis"] for c in costs["one"]])
+    redis_burst = _med([c["redis"] for c in costs["burst"]])
+    print(
+        f"{'Redis commands / message (in scripts too)':34}{redis_one:>16.1f}{redis_burst:>12.1f}"
+    )
     if profiles:
-        print("\nwhere serve's time goes during the bursts (py-spy samples, median share):")
+        print("\nwhere serve's time goes during the bursts (py-spy samples of its event loop's")
+        print("thread, median share):")
         names = {n for p in profiles for n in p}
         shares = {n: _med([p.get(n, 0.0) for p in profiles]) for n in names}
         for name, share in sorted(shares.items(), key=lambda kv: -kv[1]):
@@ -173,4 +202,5 @@ if __name__ == "__main__":
     parser.add_argument("--per-session", type=int, default=20)
     parser.add_argument("--one-at-a-time", type=int, default=100)
     parser.add_argument("--profile", help="path to py-spy: sample serve during the bursts")
+    parser.add_argument("--keep-profile", help="a folder to keep py-spy's raw stacks in")
     asyncio.run(main(parser.parse_args()))
