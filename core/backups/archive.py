@@ -44,9 +44,7 @@ from core.backups.errors import (
 )
 from core.backups.records import BackupInfo
 
-# The manifest's format; a restore reads every one up to its own, refuses newer ones. 2 adds
-# the audit trail (``audit.jsonl``) and the keys (``apiKeys``): see core/backups/trail.py.
-FORMAT = 2
+FORMAT = 2  # manifest format, newer ones refused; 2 adds audit.jsonl and apiKeys (trail.py)
 MANIFEST = "manifest.json"
 AUDIT = "audit.jsonl"  # core/backups/trail.py reads and writes it
 SESSIONS_PREFIX = "sessions"
