@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -30,7 +31,8 @@ from tests.event_receiver import Receiver, events_fleet_options
 from tests.fleet import WEBHOOK_SECRET, Fleet, eventually
 from worker.endpoints import Endpoints
 from worker.media_inbox import IncomingFile, MediaInbox
-from worker.media_upload import MediaUploader, Upload, put_file
+from worker.media_upload import MediaStep, MediaUploader, Upload, put_file
+from worker.outbox import Outbox
 
 IMAGE_LIMIT = 256 * 1024
 # A real PNG header and enough bytes after it: libmagic tells image/png.
@@ -260,3 +262,52 @@ async def test_aiohttp_client_without_expect_is_served_too(fleet: Fleet) -> None
     assert (status, body) == (201, {"stored": True})
     status, body = await put(fleet, sha, data, {})  # no headers at all: a clear 400
     assert (status, body["error"]["code"]) == (400, "invalid_input")
+
+
+async def test_the_worker_posts_only_what_serve_has_the_file_of(
+    fleet: Fleet, receiver: Receiver, tmp_path: Path
+) -> None:
+    """The webhook client's step before a post: files uploaded first; one over its kind's
+    limit can never be, so its event goes without it (``mediaRefused``) rather than block
+    the outbox; once the events left, the worker's copies go."""
+    sid = str((await fleet.provision())["id"])
+    folder = tmp_path / "w"
+    up, inbox = uploader(fleet, sid, folder)
+    box = Outbox(folder, sid, 1 << 20)
+    step = MediaStep(up, box)
+    small = inbox.keep(IncomingFile("image", PNG))
+    big = inbox.keep(IncomingFile("image", os.urandom(IMAGE_LIMIT + 1)))
+    events = [media_event(sid, uuid.uuid4().hex, m, f"n{i}") for i, m in enumerate((small, big))]
+    for event in events:
+        assert box.put(event, bounded=True)
+    lines = box.head_lines(10, 1 << 20)
+    ready = await step.ready(lines)
+    assert ready is not None and ready[0] == lines[0]
+    stripped = json.loads(ready[1])
+    assert "media" not in stripped["data"]
+    assert stripped["data"]["mediaRefused"] == {
+        "kind": "image",
+        "size": IMAGE_LIMIT + 1,
+        "sha256": big["sha256"],
+        "reason": "refused",
+    }
+    for line in ready:
+        status, _ = await fleet.post_webhook(json.loads(line))
+        assert status == 200
+    box.pop(len(lines))
+    step.left(lines)
+    assert not inbox.has(small["sha256"]) and not inbox.has(big["sha256"])
+
+    async def both() -> bool:
+        return len(receiver.accepted(sid)) == 2
+
+    await eventually(both, 20, "both events at the operator")
+    shown = [h.body["data"] for h in receiver.hits if h.session_id == sid]
+    assert "url" in shown[0]["media"] and "media" not in shown[1]
+
+    # serve away: not now (the caller retries), and nothing is lost meanwhile.
+    again = inbox.keep(IncomingFile("document", b"%PDF-1.4 later"))
+    away = MediaStep(MediaUploader(Endpoints("http://127.0.0.1:9/webhook"), sid, "x", inbox), box)
+    box.put(media_event(sid, uuid.uuid4().hex, again, ""), bounded=True)
+    assert await away.ready(box.head_lines(10, 1 << 20)) is None
+    assert inbox.has(again["sha256"])
