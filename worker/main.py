@@ -25,6 +25,7 @@ async def run_worker(config: WorkerConfig) -> None:
     driver = make_driver(config)
     # Random per process start: the one thing two copies of a Swarm task do not share.
     boot_id = secrets.token_hex(8)
+    inbox = MediaInbox(config.session_dir)  # files of incoming messages, until serve has them
     webhook = WebhookClient(
         config.webhook_url,
         config.session_id,
@@ -32,8 +33,8 @@ async def run_worker(config: WorkerConfig) -> None:
         boot_id=boot_id,
         outbox_dir=config.session_dir,
         outbox_max_bytes=config.outbox_max_bytes,
+        inbox=inbox,
     )
-    inbox = MediaInbox(config.session_dir)
     # Files whose events left before an earlier process could remove them.
     inbox.sweep(webhook.outbox.mentions)
     await webhook.start()

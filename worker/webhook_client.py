@@ -37,6 +37,8 @@ from core.events import event_id
 from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from worker.endpoints import Endpoints
 from worker.http_post import HttpError
+from worker.media_inbox import MediaInbox
+from worker.media_upload import MediaStep, MediaUploader
 from worker.outbox import DEFAULT_MAX_BYTES, Outbox
 
 log = logging.getLogger("wafleet.worker.webhook")
@@ -59,7 +61,10 @@ class WebhookClient:
         boot_id: str | None = None,
         outbox_dir: Path | None = None,
         outbox_max_bytes: int = DEFAULT_MAX_BYTES,
+        inbox: MediaInbox | None = None,
     ) -> None:
+        """``inbox``: where incoming files wait (worker/media_inbox.py); each is uploaded
+        before the event that names it is posted, and removed once that event left."""
         self.url = url
         # One or several serve replicas (comma-separated): the command channel shares it.
         self.endpoints = Endpoints(url)
@@ -67,6 +72,11 @@ class WebhookClient:
         self.secret = secret
         self.boot_id = boot_id
         self.outbox = Outbox(outbox_dir, session_id, outbox_max_bytes)
+        self.media = (
+            MediaStep(MediaUploader(self.endpoints, session_id, secret, inbox), self.outbox)
+            if inbox is not None
+            else None
+        )
         self._ping: dict[str, Any] | None = None
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -138,8 +148,9 @@ class WebhookClient:
         alone = False  # after a batch was refused whole: the next request carries one event
         while True:
             ping = self._ping
+            lines: list[bytes] = []
             if ping is not None:
-                body, count, what = _encode(ping), 0, "PING"
+                outcome = await self._post(_encode(ping), "PING", batch=False)
             else:
                 lines = self.outbox.head_lines(1 if alone else BATCH_EVENTS, BATCH_BYTES)
                 if not lines:
@@ -147,9 +158,13 @@ class WebhookClient:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                body, count = self._body(lines), len(lines)
-                what = "a batch of events" if count > 1 else "an event"
-            outcome = await self._post(body, what, batch=count > 1)
+                # The files these events name reach serve first (none: nothing to do).
+                ready = lines if self.media is None else await self._pinging(self.media, lines)
+                if ready is None:  # not uploaded now: the same lines again, after a pause
+                    outcome = "retry"
+                else:
+                    what = "a batch of events" if len(lines) > 1 else "an event"
+                    outcome = await self._post(self._body(ready), what, batch=len(lines) > 1)
             if outcome == "retry":
                 attempt += 1
                 delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** min(attempt, 10))
@@ -164,7 +179,29 @@ class WebhookClient:
                 if self._ping is ping:  # a newer ping may have come meanwhile
                     self._ping = None
             else:
-                self.outbox.pop(count)
+                self.outbox.pop(len(lines))
+                if self.media is not None:
+                    self.media.left(lines)
+
+    async def _pinging(self, media: MediaStep, lines: list[bytes]) -> list[bytes] | None:
+        """``media.ready(lines)``, while the pings go on: a large file on a slow link takes
+        longer than the watchdog waits for a ping."""
+        upload = asyncio.create_task(media.ready(lines), name="media-upload")
+        try:
+            while not upload.done():
+                ping = self._ping
+                sent = (
+                    ping is not None and await self._post(_encode(ping), "PING", False) == "sent"
+                )
+                if sent and self._ping is ping:
+                    self._ping = None
+                self._wake.clear()
+                woken = asyncio.create_task(self._wake.wait())
+                await asyncio.wait({upload, woken}, return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+            return upload.result()
+        finally:
+            upload.cancel()
 
     def _body(self, lines: list[bytes]) -> bytes:
         """One event as it is, several as ``{"sessionId", "events": [...]}``: the outbox's
