@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import io
+import json
 import os
 import random
 import signal
@@ -64,7 +66,11 @@ async def send_file(
     body: dict[str, Any] = {"from": OUTSIDE, "to": PHONE, "media": media}
     if caption is not None:
         body["text"] = caption
-    async with fleet.http.post(fleet.simwa + "/control/message", json=body) as answer:
+    raw = io.BytesIO(json.dumps(body).encode())  # large: streamed, not one bytes body
+    headers = {"Content-Type": "application/json"}
+    async with fleet.http.post(
+        fleet.simwa + "/control/message", data=raw, headers=headers
+    ) as answer:
         assert answer.status == 200, await answer.text()
         return str((await answer.json())["id"])
 
@@ -169,12 +175,11 @@ async def test_a_burst_of_files_survives_serve_a_worker_and_redis_dying(
             fleet.kill()
             fleet.start()
         if n == kill_worker:
-            os.kill(fleet.workers()[sid], signal.SIGKILL)
+            killed = fleet.workers()[sid]
+            os.kill(killed, signal.SIGKILL)
         if n == kill_redis:
             aof_redis.kill()
             aof_redis.start()
-        if n == count // 2:
-            receiver.mode = "ok"
         kind = kinds[n % len(kinds)]
         data = a_file(kind, rng.randrange(1_000, 400_000))
         for _ in range(100):  # simwa stays up: only a refused connection would need this
@@ -183,6 +188,12 @@ async def test_a_burst_of_files_survives_serve_a_worker_and_redis_dying(
                 break
             except aiohttp.ClientError:
                 await asyncio.sleep(0.1)
+
+    async def refused_some() -> bool:
+        return sum(hit.status == 500 for hit in receiver.hits) >= 3
+
+    await eventually(refused_some, 60, "the operator refusing a few deliveries")
+    receiver.mode = "ok"
 
     async def all_arrived() -> bool | None:
         return set(sent) <= set(arrived(receiver)) or None
@@ -211,6 +222,7 @@ async def test_a_burst_of_files_survives_serve_a_worker_and_redis_dying(
         "no event was delivered twice"
     )
     await eventually(emptied(fleet, sid), 30, "media-in emptied")
+    assert fleet.workers()[sid] != killed  # the files after the kill came through a new one
     print(f"{count} files; kills at serve {kill_serve}, worker {kill_worker}, redis {kill_redis}")
 
 
