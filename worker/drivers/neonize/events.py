@@ -166,7 +166,7 @@ def take(
     listener: DriverListener,
     event: Any,
     journal: Callable[[], SendJournal],
-    download: Callable[[Any], bytes] = lambda _message: b"",
+    download: Callable[[Any], bytes],
 ) -> bool:
     """A message or a receipt to the listener (from whatsmeow's thread); False while the
     outbox refuses it. Receipts of ids not ours (the self-message) are taken as nothing;
