@@ -18,6 +18,7 @@ import os
 import random
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +35,7 @@ PDF = b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n"
 OGG = b"OggS\x00\x02" + bytes(22)
 MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 HEADS = {"image": PNG, "document": PDF, "voice": OGG, "audio": OGG, "video": MP4}
+VIDEO_LIMIT = 1024 * 1024
 MIMES = {"image": "image/png", "document": "application/pdf", "video": "video/mp4"}
 
 
@@ -48,7 +50,10 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest.fixture
 def fleet_options(receiver: Receiver) -> dict[str, Any]:
     # A watchdog that does not fire while Redis is away briefly.
-    return events_fleet_options(receiver) | {"PING_TIMEOUT_MS": "15000"}
+    return events_fleet_options(receiver) | {
+        "PING_TIMEOUT_MS": "15000",
+        "MEDIA_MAX_BYTES_VIDEO": str(VIDEO_LIMIT),
+    }
 
 
 def a_file(kind: str, size: int) -> bytes:
@@ -92,6 +97,11 @@ async def fetch(fleet: Fleet, url: str) -> tuple[int, bytes, str]:
 def media_in(fleet: Fleet, sid: str) -> list[str]:
     folder = fleet.sessions_dir / sid / "media-in"
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def stored_files(fleet: Fleet) -> list[str]:
+    """What MEDIA_DIR holds, temporary files included."""
+    return [p.name for p in Path(fleet.env["MEDIA_DIR"]).rglob("*") if p.is_file()]
 
 
 def emptied(fleet: Fleet, sid: str) -> Callable[[], Awaitable[bool]]:
@@ -140,6 +150,33 @@ async def test_each_kind_reaches_the_operator_with_its_caption_and_its_bytes(
     await eventually(emptied(fleet, sid), 20, "media-in emptied")
     device = await fleet.device(sid)
     assert device["unacked"] == 0
+
+
+async def test_a_file_over_its_kinds_limit_is_told_not_stored_and_blocks_nothing(
+    fleet: Fleet, receiver: Receiver
+) -> None:
+    sid = str((await fleet.link())["id"])
+    big = a_file("video", VIDEO_LIMIT + 1)
+    over = await send_file(fleet, "video", big, "too long a clip")
+    after = await send_file(fleet, "image", a_file("image", 2_000), "and a photo")
+
+    async def both() -> bool:
+        texts = {h.body["data"]["messageId"] for h in receiver.hits if h.status == 200}
+        return {over, after} <= texts
+
+    await eventually(both, 30, "both messages at the operator")
+    shown = {h.body["data"]["messageId"]: h.body["data"] for h in receiver.hits}
+    assert "media" not in shown[over]
+    assert shown[over]["text"] == "too long a clip"
+    assert shown[over]["mediaRefused"] == {
+        "kind": "video",
+        "size": VIDEO_LIMIT + 1,
+        "sha256": hashlib.sha256(big).hexdigest(),
+        "reason": "refused",
+    }
+    assert "url" in shown[after]["media"]
+    assert stored_files(fleet) == [shown[after]["media"]["sha256"]]
+    await eventually(emptied(fleet, sid), 20, "media-in emptied")
 
 
 async def test_simwa_refuses_bad_media_and_sends_nothing(fleet: Fleet) -> None:
