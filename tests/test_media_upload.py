@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from aiohttp import web
 
 from core.signing import (
     SIGNATURE_HEADER,
@@ -29,10 +30,12 @@ from core.signing import (
 )
 from tests.event_receiver import Receiver, events_fleet_options
 from tests.fleet import WEBHOOK_SECRET, Fleet, eventually
+from wafleet import devstack
 from worker.endpoints import Endpoints
 from worker.media_inbox import IncomingFile, MediaInbox
 from worker.media_upload import MediaStep, MediaUploader, Upload, put_file
 from worker.outbox import Outbox
+from worker.webhook_client import WebhookClient
 
 IMAGE_LIMIT = 256 * 1024
 # A real PNG header and enough bytes after it: libmagic tells image/png.
@@ -311,3 +314,61 @@ async def test_the_worker_posts_only_what_serve_has_the_file_of(
     box.put(media_event(sid, uuid.uuid4().hex, again, ""), bounded=True)
     assert await away.ready(box.head_lines(10, 1 << 20)) is None
     assert inbox.has(again["sha256"])
+
+
+async def test_pings_go_on_while_a_slow_upload_runs_and_the_event_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """A large file on a slow link: the worker's pings keep reaching serve meanwhile (the
+    watchdog must not take it for dead), and the event goes only after the file is in."""
+    seen: list[str] = []
+    uploads = asyncio.Event()
+
+    async def upload(request: web.Request) -> web.Response:
+        await request.read()
+        seen.append("upload started")
+        await asyncio.sleep(1.5)  # plays a slow link, not a wait for a condition
+        uploads.set()
+        seen.append("upload done")
+        return web.json_response({"stored": True}, status=201)
+
+    async def webhook(request: web.Request) -> web.Response:
+        seen.append(str((await request.json()).get("type")))
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_put("/worker/media/{sha}", upload)
+    app.router.add_post("/webhook", webhook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = devstack.free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    client = WebhookClient(
+        f"http://127.0.0.1:{port}/webhook",
+        "worker_1",
+        "s",
+        outbox_dir=tmp_path,
+        inbox=MediaInbox(tmp_path),
+    )
+    try:
+        await client.start()
+        assert client.media is not None
+        described = client.media.uploader.inbox.keep(IncomingFile("document", b"%PDF-1.4 x"))
+        assert client.take(
+            "MESSAGE_IN", {"messageId": "M1", "from": "1", "text": "", "media": described}
+        )
+        while not uploads.is_set():
+            client.send("PING", {"timestamp": 1})
+            await asyncio.sleep(0.2)
+
+        async def event_sent() -> bool:
+            return "MESSAGE_IN" in seen and len(client.outbox) == 0
+
+        await eventually(event_sent, 10, "the MESSAGE_IN after its upload")
+        during = seen[seen.index("upload started") : seen.index("upload done")]
+        assert during.count("PING") >= 3
+        assert seen.index("MESSAGE_IN") > seen.index("upload done")
+        assert not client.media.uploader.inbox.has(described["sha256"])
+    finally:
+        await client.close()
+        await runner.cleanup()
