@@ -179,6 +179,37 @@ async def test_a_file_over_its_kinds_limit_is_told_not_stored_and_blocks_nothing
     await eventually(emptied(fleet, sid), 20, "media-in emptied")
 
 
+async def test_a_worker_killed_between_taking_a_file_and_uploading_it_sends_it_after(
+    fleet: Fleet, receiver: Receiver
+) -> None:
+    """serve away: the worker takes the file (on disk, event in the outbox, acknowledged to
+    the network) but cannot upload it; killed then, the next process finds both and sends."""
+    sid = str((await fleet.link())["id"])
+    fleet.kill()
+    data = a_file("image", 50_000)
+    mid = await send_file(fleet, "image", data, "while serve was away")
+
+    async def acked() -> bool:
+        return (await fleet.device(sid))["unacked"] == 0 and media_in(fleet, sid) != []
+
+    await eventually(acked, 20, "the file taken and acknowledged")
+    sha = hashlib.sha256(data).hexdigest()
+    assert media_in(fleet, sid) == [sha]
+    assert sha.encode() in (fleet.sessions_dir / sid / "outbox.jsonl").read_bytes()
+    killed = fleet.workers()[sid]
+    os.kill(killed, signal.SIGKILL)
+    fleet.start()  # its start-up reconcile starts the worker again
+
+    async def delivered() -> bool:
+        return mid in arrived(receiver)
+
+    await eventually(delivered, 60, "the file at the operator")
+    assert fleet.workers()[sid] != killed
+    status, body, _ = await fetch(fleet, arrived(receiver)[mid]["media"]["url"])
+    assert (status, body) == (200, data)
+    await eventually(emptied(fleet, sid), 20, "media-in emptied")
+
+
 async def test_simwa_refuses_bad_media_and_sends_nothing(fleet: Fleet) -> None:
     sid = str((await fleet.link())["id"])
     for media in (
