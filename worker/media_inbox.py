@@ -27,7 +27,6 @@ from typing import Any
 log = logging.getLogger("wafleet.worker.media")
 
 MEDIA_IN = "media-in"
-KINDS = ("image", "document", "audio", "voice", "video")
 _SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 HEAD_BYTES = 8192  # what libmagic reads of a file
 
