@@ -37,11 +37,23 @@ def parse(raw: bytes) -> Any:
         raise InvalidInput("the body is not valid JSON") from None
 
 
-async def read_capped(request: web.Request, limit: int = MAX_BODY) -> bytes:
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise InvalidInput(f"the body is larger than {limit // 1024} KiB")
-    return raw
+async def read_capped(request: web.Request, limit: int = MAX_BODY, what: str = "body") -> bytes:
+    """The whole body, or InvalidInput once it passes ``limit`` (nothing more is read).
+
+    Read until the end: one ``read(n)`` answers only what has arrived so far, and a body
+    that came in several TCP segments would be cut short (a signature then fails on it,
+    a JSON body is "not valid JSON")."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise InvalidInput(f"the {what} is larger than {limit // 1024} KiB")
+    return b"".join(parts)
 
 
 async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
