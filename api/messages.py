@@ -8,7 +8,6 @@ from api import serialize
 from api.body import Body, Field, object_of
 from api.context import SERVICE, SETTINGS
 from api.describe import SESSION, operation
-from api.errors import ERROR
 from api.message_media import (
     MEDIA_FIELDS,
     json_cap,
@@ -78,6 +77,8 @@ SET_LIMITS = Body(
     "Send a text or a media file through the session: accepted, durable, sent at most once",
     {202: answer("accepted (the same idempotencyKey: the same message)", MESSAGE)},
     404,
+    413,
+    415,
     body=SEND,
     scopes=SESSION,
     audit="message",
@@ -85,10 +86,6 @@ SET_LIMITS = Body(
     "multipart/form-data (streamed: the way for big files). A file is checked before "
     "anything is kept: its size per kind (413), its kind against its bytes (415 "
     "media_type_mismatch), an image's decode (415 media_unreadable).",
-    responses={
-        413: answer("media_too_large: the file is over its kind's limit", ERROR),
-        415: answer("media_type_mismatch or media_unreadable", ERROR),
-    },
 )
 async def send(request: web.Request) -> web.Response:
     if request.content_type == MULTIPART:
