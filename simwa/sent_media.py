@@ -57,6 +57,8 @@ class MediaReceiver:
         self.current = None
         mid, to, caption = event.get("id"), event.get("to"), event.get("text") or ""
         media = event.get("media")
+        if not isinstance(mid, str) or not 1 <= len(mid) <= 128 or not isinstance(to, str):
+            return "invalid_media"
         if not isinstance(media, dict) or media.get("kind") not in KINDS:
             return "invalid_media"
         size, name = media.get("size"), media.get("filename")
@@ -67,7 +69,7 @@ class MediaReceiver:
         if name is not None and not isinstance(name, str):
             return "invalid_media"
         self.current = Upload(
-            str(mid), str(to), caption, str(media["kind"]), str(media.get("mime", "")), size, name
+            mid, to, caption, str(media["kind"]), str(media.get("mime", "")), size, name
         )
         return None
 
@@ -84,3 +86,18 @@ class MediaReceiver:
             return None
         self.current = None
         return upload
+
+
+def record(sent: dict[str, dict[str, Any]], upload: Upload, now_ms: int) -> bool:
+    """Into the phone's log of what it sent (by id); False when the id is there already (a
+    resend of the same message: answered, not recorded or carried again)."""
+    if upload.id in sent:
+        return False
+    sent[upload.id] = {
+        "id": upload.id,
+        "to": upload.to,
+        "text": upload.caption,
+        "media": upload.media(),
+        "timestamp": now_ms,
+    }
+    return True

@@ -59,7 +59,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from simwa.sent_media import MediaReceiver, Upload
+from simwa.sent_media import MediaReceiver, Upload, record
 
 log = logging.getLogger("wafleet.simwa")
 
@@ -328,23 +328,11 @@ class SimNetwork:
         self, device: Device, ws: web.WebSocketResponse, upload: Upload
     ) -> None:
         """A file came whole: recorded once per id, as a text is."""
-        if not 1 <= len(upload.id) <= 128:
-            return
         if not _PHONE.fullmatch(upload.to):
-            await ws.send_json(
-                {"op": "send_error", "id": upload.id, "reason": "invalid_recipient"}
-            )
+            reply = {"op": "send_error", "id": upload.id, "reason": "invalid_recipient"}
+            await ws.send_json(reply)
             return
-        sent = self.sent.setdefault(device.phone, {})
-        fresh = upload.id not in sent
-        if fresh:
-            sent[upload.id] = {
-                "id": upload.id,
-                "to": upload.to,
-                "text": upload.caption,
-                "media": upload.media(),
-                "timestamp": _now_ms(),
-            }
+        fresh = record(self.sent.setdefault(device.phone, {}), upload, _now_ms())
         await ws.send_json({"op": "sent", "id": upload.id})
         if fresh:
             self._spawn(self._carry(device, upload.id, upload.to, upload.caption))
