@@ -26,6 +26,7 @@ from core.media.store import MediaStore
 from core.media.sweep import sweep
 from tests import media_samples as samples
 from tests.fleet import API_KEY, Fleet
+from tests.keyring import OTHER_PHONE, call_as, issue, provision_as
 from tests.messaging import OUTSIDE
 
 pytestmark = pytest.mark.asyncio
@@ -308,3 +309,25 @@ async def test_the_sweep_keeps_named_files_and_removes_old_unnamed_ones(
     await registry.expire("md_" + "a" * 32, 0)
     assert (await sweep(store, registry)).files == 1
     assert sorted(store.hashes()) == [young.sha256]
+
+
+async def test_a_file_follows_the_texts_owner_and_scope_rules(fleet: Fleet) -> None:
+    """A client key sends only through its own sessions (another's is 404), a read key
+    sends nothing (403), an unknown session is 404: each before a byte is stored."""
+    mine_key = (await issue(fleet, "shop", "client"))["key"]
+    reader = (await issue(fleet, "dashboard", "read"))["key"]
+    other = (await fleet.provision())["id"]
+    mine = await provision_as(fleet, mine_key, OTHER_PHONE)
+    pdf = samples.pdf()
+    body = {"to": OUTSIDE, "media": {"kind": "document", "data": samples.b64(pdf)}}
+    for key, sid, wanted in (
+        (mine_key, other, 404),
+        (reader, other, 403),
+        (API_KEY, "worker_999", 404),
+    ):
+        status, answer = await call_as(fleet, key, "POST", f"/api/sessions/{sid}/messages", body)
+        assert status == wanted, (sid, answer)
+    assert stored_files(fleet) == []
+    status, answer = await call_as(fleet, mine_key, "POST", f"/api/sessions/{mine}/messages", body)
+    assert status == 202, answer
+    assert len(stored_files(fleet)) == 1
