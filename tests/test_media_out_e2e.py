@@ -82,11 +82,11 @@ async def test_each_kind_reaches_the_network_byte_for_byte_by_json_and_multipart
         await wait_message(fleet, sid, mid, {"sent", "delivered", "read"}, timeout=60)
     by_id = {m["id"]: m for m in await sent_by(fleet, PHONE)}
     assert len(by_id) == len(files)
-    for mid, (kind, data, _, extra) in zip(mids, files, strict=True):
+    for mid, (kind, data, how, extra) in zip(mids, files, strict=True):
         entry = by_id["3EB0" + mid.upper()]
         wanted = {"kind": kind, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        if "filename" in extra:
-            wanted["filename"] = extra["filename"]
+        if "filename" in extra or how == "multipart":  # a file part's own name counts too
+            wanted["filename"] = extra.get("filename", "file.bin")
         assert entry["media"] == wanted, (kind, entry)
         assert entry["text"] == extra.get("caption", "")
         assert entry["to"] == OUTSIDE
