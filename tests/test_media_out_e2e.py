@@ -16,6 +16,7 @@ import json
 import os
 import random
 import signal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -164,3 +165,24 @@ async def test_a_burst_of_files_arrives_once_each_while_serve_a_worker_and_redis
         assert entry["media"]["sha256"] == hashlib.sha256(files[mid]).hexdigest()
         assert entry["media"]["size"] == len(files[mid])
     print(f"{burst} files, kills at {kill_at}: each at the network once, hashes match")
+
+
+async def test_a_file_gone_from_media_dir_fails_its_message_instead_of_hanging(
+    fleet: Fleet,
+) -> None:
+    """Accepted while the session is not linked; its file then disappears (a wiped volume):
+    the worker's fetch is answered 404, and the message fails ``media_unavailable``, once,
+    while the next message still goes."""
+    sid = (await fleet.provision())["id"]
+    pdf = samples.pdf(20_000)
+    status, lost = await post(fleet, sid, "document", pdf, "multipart")
+    assert status == 202, lost
+    status, kept = await post(fleet, sid, "image", samples.image(), "json")
+    assert status == 202, kept
+    sha = hashlib.sha256(pdf).hexdigest()
+    (Path(fleet.env["MEDIA_DIR"]) / sha[:2] / sha).unlink()
+    await fleet.scan(await fleet.qr(sid))
+    failed = await wait_message(fleet, sid, lost["id"], {"failed"}, timeout=30)
+    assert failed["reason"] == "media_unavailable"
+    await wait_message(fleet, sid, kept["id"], {"sent", "delivered", "read"}, timeout=30)
+    assert [m["media"]["kind"] for m in await sent_by(fleet, PHONE)] == ["image"]
