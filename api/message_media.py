@@ -14,7 +14,7 @@ file, so the decoded bytes are never a second copy in memory.
 from __future__ import annotations
 
 import binascii
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,7 +197,9 @@ async def _receive(request: web.Request, kind: str, chunks: AsyncIterator[bytes]
     return await receive(media.store, request.app[SETTINGS], kind, chunks)
 
 
-async def _accept(request: web.Request, send: MediaSend, chunks: Any) -> tuple[Message, bool]:
+async def _accept(
+    request: web.Request, send: MediaSend, chunks: Callable[[], AsyncIterator[bytes]]
+) -> tuple[Message, bool]:
     found = await _known(request, send)
     if found is not None:
         return found, False
