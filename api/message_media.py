@@ -29,7 +29,8 @@ from core.media.check import check_filename, check_kind
 from core.media.intake import Received, receive
 from core.media.links import new_media_id
 from core.media.registry import KINDS, MediaRecord
-from core.messages import Message, check_caption, check_key
+from core.message_media import check_caption
+from core.messages import Message, check_key
 from core.phone import normalize as normalize_phone
 from core.settings import Settings
 

@@ -14,7 +14,8 @@ from api.body import Body
 from api.schema import JSON, obj
 from core.media.check import MAX_FILENAME
 from core.media.registry import KINDS
-from core.messages import MAX_CAPTION, MAX_IDEMPOTENCY_KEY
+from core.message_media import MAX_CAPTION
+from core.messages import MAX_IDEMPOTENCY_KEY
 
 MULTIPART = "multipart/form-data"
 _TO = {"type": "string", "example": "14155550123"}

@@ -18,9 +18,9 @@ from api.message_media import (
 from api.message_media_doc import MEDIA_VIEW, MULTIPART, SendBody
 from api.owned import session_json
 from api.schema import answer, obj
+from core.message_media import MAX_CAPTION
 from core.messages import (
     LIMIT_NAMES,
-    MAX_CAPTION,
     MAX_IDEMPOTENCY_KEY,
     MAX_LIMIT,
     MAX_TEXT,

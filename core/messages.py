@@ -22,13 +22,13 @@ from core.clock import Clock
 from core.errors import InvalidInput, NotFound
 from core.media import Media
 from core.media.registry import MediaRecord, record_fields
+from core.message_media import check_caption, command_media
 from core.phone import normalize as normalize_phone
 from core.settings import Settings
 from core.store import Store, load_script
 from core.tasks import every
 
 MAX_TEXT = 4096  # characters; WhatsApp allows more, an operator's notification needs less
-MAX_CAPTION = 1024  # WhatsApp's own limit for a media message's caption
 MAX_IDEMPOTENCY_KEY = 128
 MESSAGE_ID = re.compile(r"[0-9a-f]{32}")
 STATUSES = ("queued", "sent", "delivered", "read", "failed")
@@ -75,20 +75,6 @@ def check_text(value: object) -> str:
     if len(value) > MAX_TEXT:
         raise InvalidInput(f"text must be at most {MAX_TEXT} characters")
     return text.check(value, "text")
-
-
-def check_caption(value: object) -> str:
-    """A media message's caption: optional ('' for none), at most ``MAX_CAPTION``."""
-    if value is None or value == "":
-        return ""
-    if not isinstance(value, str) or len(value) > MAX_CAPTION:
-        raise InvalidInput(f"caption must be a string of at most {MAX_CAPTION} characters")
-    return text.check(value, "caption")
-
-
-def check_key(value: object) -> str | None:
-    """An idempotency key (None: the request has none)."""
-    return _check_key(value)
 
 
 def check_limits(body: dict[str, Any]) -> dict[str, int]:
@@ -161,7 +147,7 @@ class MessageService:
         idempotency key writes neither (its file, not named, goes with the next sweep)."""
         phone = normalize_phone(to)
         message_text = check_text(body) if media is None else check_caption(body)
-        key = _check_key(idempotency_key)
+        key = check_key(idempotency_key)
         media_args = [media.id, *record_fields(media)] if media is not None else [""]
         now = self.clock.now_ms()
         mid = uuid.uuid4().hex
@@ -300,7 +286,7 @@ class MessageService:
         commands = []
         for mid in ids:
             fields = await self.redis.hmget(keys.message(mid), ["to", "text", "media"])
-            media = await self.media.registry.get(str(fields[2])) if fields[2] else None
+            media = await command_media(self.media, fields[2]) if fields[2] else None
             if fields[0] is None or fields[1] is None or (fields[2] and media is None):
                 # Its record is gone (never expected): drop the command rather than offer
                 # the worker something it could never acknowledge.
@@ -314,9 +300,7 @@ class MessageService:
                 "typingMs": self.typing_ms(str(fields[1])),
             }
             if media is not None:
-                # A fresh link each time it is handed out: a worker that comes back after
-                # the link's time still fetches the file.
-                command["media"] = {**media.public(), "url": self.media.url(media)}
+                command["media"] = media
             commands.append(command)
         return commands, wait_ms
 
@@ -438,7 +422,8 @@ class MessageService:
             event.set()
 
 
-def _check_key(value: object) -> str | None:
+def check_key(value: object) -> str | None:
+    """An idempotency key (None: the request has none)."""
     if value is None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:
