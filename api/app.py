@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from api import (
     api_keys,
@@ -56,6 +57,7 @@ def create_app(
     # input is looked at.
     app = web.Application(
         middlewares=[
+            count_requests,
             error_middleware,
             audit_trail.audit_middleware,
             promise_middleware,
@@ -92,6 +94,18 @@ def create_app(
     app[openapi.DOCUMENT] = openapi.document(app.router)
     app.cleanup_ctx.append(_message_expiry)
     return app
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``wafleet_http_requests_total{route}``: one increment, after the answer (refusals too)."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        request.app[METRICS].requests.labels(route).inc()
 
 
 async def _access(app: web.Application) -> None:

@@ -35,6 +35,7 @@ LINK = (
     parameters=LINK,
     public=True,
     responses={
+        400: answer("an id that cannot be one (a control character)", ERROR),
         403: answer("no valid signature", ERROR),
         404: answer("no such media (or past its retention)", ERROR),
         410: answer("the link's time is over", ERROR),

@@ -50,8 +50,9 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 
 def conforms(schema: dict[str, Any], value: object) -> bool:
     """Whether ``value`` (parsed JSON) fits ``schema``: ``type`` (a bool is no number),
-    ``nullable``, ``enum``, ``minimum`` / ``maximum``, ``minLength`` / ``maxLength`` and
-    ``pattern``. NaN and infinities fit no bound."""
+    ``nullable``, ``enum``, ``minimum`` / ``maximum``, ``minLength`` / ``maxLength``,
+    ``pattern``, ``minItems`` / ``maxItems`` / ``items`` and an object's ``required`` and
+    ``properties``. NaN and infinities fit no bound."""
     if value is None:
         return bool(schema.get("nullable"))
     kind = schema.get("type")
@@ -72,4 +73,16 @@ def conforms(schema: dict[str, Any], value: object) -> bool:
             return False
         if "pattern" in schema and re.search(schema["pattern"], value) is None:
             return False
+    if isinstance(value, list):
+        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
+            return False
+        items = schema.get("items")
+        if items is not None and not all(conforms(items, item) for item in value):
+            return False
+    if isinstance(value, dict):
+        if any(name not in value for name in schema.get("required", ())):
+            return False
+        for name, inner in schema.get("properties", {}).items():
+            if name in value and not conforms(inner, value[name]):
+                return False
     return True

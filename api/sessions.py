@@ -103,13 +103,16 @@ def _now(request: web.Request) -> int:
 )
 async def provision(request: web.Request) -> web.Response:
     body = await PROVISION.read(request)
+    # The owner is written with the record (an admin's provision clearing it: an id used
+    # again after a restore must not inherit an old owner).
     record = await request.app[SERVICE].provision(
-        body.get("phone"), body.get("proxy"), body.get("eventsWebhookUrl"), body.get("limits")
+        body.get("phone"),
+        body.get("proxy"),
+        body.get("eventsWebhookUrl"),
+        body.get("limits"),
+        owner=client_key(request),
     )
     request[SESSION_OF_ACTION] = record.id
-    # Always written, an admin's provision clearing it: an id used again after a restore
-    # must not inherit an old owner.
-    await request.app[OWNERS].set(record.id, client_key(request))
     return web.json_response(await session_json(request, record), status=201)
 
 

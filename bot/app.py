@@ -34,12 +34,14 @@ from bot.i18n import (
 )
 from bot.middlewares import Access
 from bot.notifier import TelegramNotifier
+from bot.promise import MarkActions, WaitBeforeAnswer
 from core.api_keys import ApiKeys
 from core.audit import Audit
 from core.backups import BackupService
 from core.errors import ConfigError
 from core.history import ConnectedHistory
 from core.journal import Journal
+from core.promise import Promises
 from core.proxies import ProxyPool
 from core.sessions import SessionService
 from core.settings import Settings
@@ -53,13 +55,17 @@ POLL_TIMEOUT_S = 10  # how long Telegram holds a getUpdates open when nothing co
 POLL_SPARE_S = 1
 
 
-def build_bot(settings: Settings) -> Bot:
+def build_bot(settings: Settings, promises: Promises | None = None) -> Bot:
+    """``promises``: with Redis Sentinel, the answer to an operator's action waits for a
+    replica (bot/promise.py)."""
     try:
         validate_token(settings.telegram_bot_token)
     except TokenValidationError:
         # Said without the value: a token must never reach a log.
         raise ConfigError("TELEGRAM_BOT_TOKEN is not a bot token (<digits>:<secret>)") from None
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    if promises is not None:
+        session.middleware(WaitBeforeAnswer(promises))
     return Bot(
         settings.telegram_bot_token,
         session=session,
@@ -75,6 +81,7 @@ def build_dispatcher(
     pool: ProxyPool,
     backups: BackupService,
     notifier: TelegramNotifier,
+    promises: Promises | None = None,
 ) -> Dispatcher:
     dp = Dispatcher(name="wafleet")
     dp.workflow_data.update(
@@ -96,6 +103,9 @@ def build_dispatcher(
     dp.callback_query.outer_middleware(audit)
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)
+    if promises is not None:  # after the access check: it marks an admin's actions only
+        dp.message.outer_middleware(MarkActions(promises))
+        dp.callback_query.outer_middleware(MarkActions(promises))
     dp.include_routers(*get_routers())
     return dp
 
@@ -111,10 +121,12 @@ class TelegramBot:
         pool: ProxyPool,
         backups: BackupService,
         journal: Journal | None = None,
+        promises: Promises | None = None,
     ) -> None:
-        """``journal``: the digest's counters; without it the digest (``self.digest``) is off."""
+        """``journal``: the digest's counters; without it the digest (``self.digest``) is off.
+        ``promises``: with Redis Sentinel, an action's answer waits for a replica."""
         assert settings.telegram_chat_id is not None  # settings refuse a token without it
-        self.bot = build_bot(settings)
+        self.bot = build_bot(settings, promises)
         self.i18n = build_i18n()
         self.notifier = TelegramNotifier(
             self.bot,
@@ -125,7 +137,7 @@ class TelegramBot:
             topics=settings.telegram_alert_topics,
         )
         self.dp = build_dispatcher(
-            settings, redis, self.i18n, service, pool, backups, self.notifier
+            settings, redis, self.i18n, service, pool, backups, self.notifier, promises
         )
         self.digest = (
             None

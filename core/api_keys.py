@@ -10,16 +10,22 @@ while it matches the record's hash: a revoked key (record gone), an expired one,
 one past its grace is refused at once, on every replica.
 
 ``API_KEY`` from the settings is the admin key and is not stored here (api/auth.py).
+
+A backup carries the records (hashes and salts, never a key: there is none to carry) and a
+restore adds back those this Redis lacks (``merge``), except ids revoked here: a revocation
+leaves the id in a set of its own, so no archive can revive it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import hmac
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -173,6 +179,7 @@ class ApiKeys:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(keys.api_key(key_id), keys.api_key_rate(key_id))
         pipe.srem(keys.API_KEYS, key_id)
+        pipe.sadd(keys.API_KEYS_REVOKED, key_id)
         await pipe.execute()
         return record
 
@@ -224,3 +231,105 @@ class ApiKeys:
                 self._verified[fingerprint] = (stored, time.monotonic() + CACHE_S)
                 return _record(key_id, f)
         return None
+
+    # backup and restore -------------------------------------------------------------------
+
+    async def export(self) -> builtins.list[dict[str, Any]]:
+        """Every key's record as a backup carries it: its hash and salt, not a usable key."""
+        ids = sorted(cast("set[str]", await self.redis.smembers(keys.API_KEYS)))
+        pipe = self.redis.pipeline(transaction=False)
+        for key_id in ids:
+            pipe.hgetall(keys.api_key(key_id))
+        found = []
+        for key_id, f in zip(ids, await pipe.execute(), strict=True):
+            if f:
+                found.append(
+                    {"id": key_id}
+                    | {n: _opt_int(f.get(n)) if n in _INTS else f.get(n) for n in _ARCHIVED}
+                )
+        return found
+
+    async def merge(self, records: Sequence[dict[str, str]]) -> builtins.list[str]:
+        """Add back the archived keys (checked by ``archived``) that this Redis lacks, in one
+        transaction; the ids added. A live key keeps its live record (a rotation since the
+        backup stands); an id revoked here, or a name a live key has taken, is left out."""
+        live = await self.list()
+        revoked = cast("set[str]", await self.redis.smembers(keys.API_KEYS_REVOKED))
+        ids, names = {k.id for k in live}, {k.name for k in live}
+        added: builtins.list[str] = []
+        pipe = self.redis.pipeline(transaction=True)
+        for record in records:
+            key_id, fields = record["id"], {k: v for k, v in record.items() if k != "id"}
+            if key_id in ids or key_id in revoked or fields["name"] in names:
+                continue
+            pipe.hset(keys.api_key(key_id), mapping=fields)  # type: ignore[arg-type]
+            pipe.sadd(keys.API_KEYS, key_id)
+            ids.add(key_id)
+            names.add(fields["name"])
+            added.append(key_id)
+        if added:
+            await pipe.execute()
+        return added
+
+    async def forget(self, key_ids: Sequence[str]) -> None:
+        """Undo ``merge`` (a restore that failed after it): no tombstone, nothing revoked."""
+        if key_ids:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.delete(*(keys.api_key(i) for i in key_ids))
+            pipe.srem(keys.API_KEYS, *key_ids)
+            await pipe.execute()
+
+
+_ARCHIVED = (
+    "name",
+    "scope",
+    "created",
+    "expiresAt",
+    "ratePerS",
+    "salt",
+    "hash",
+    "oldSalt",
+    "oldHash",
+    "oldUntil",
+)
+_INTS = frozenset({"created", "expiresAt", "ratePerS", "oldUntil"})
+_HEX = {"salt": 32, "hash": 64, "oldSalt": 32, "oldHash": 64}
+_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def archived(raw: object) -> dict[str, str]:
+    """One key as a backup carries it, checked as ``create`` would have made it; the Redis
+    hash to write (with its ``id``). Raises ``InvalidInput`` naming the fault."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+        raise InvalidInput("a key is not an object with an id")
+    key_id = raw["id"]
+    if not _ID.fullmatch(key_id):
+        raise InvalidInput("a key's id is not 12 hex digits")
+    name = raw.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "admin":
+        raise InvalidInput(f"key {key_id} has a name create would refuse")
+    if raw.get("scope") not in SCOPES:
+        raise InvalidInput(f"key {key_id} has an unknown scope")
+    fields: dict[str, str] = {"id": key_id, "name": name, "scope": str(raw["scope"])}
+    for field in sorted(_INTS):
+        value = raw.get(field)
+        required = field == "created"
+        if value is None and not required:
+            fields[field] = ""
+        elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            fields[field] = str(value)
+        else:
+            raise InvalidInput(f"key {key_id}: {field} is not a whole number of ms")
+    rate = fields["ratePerS"]
+    if rate and not 1 <= int(rate) <= MAX_RATE:
+        raise InvalidInput(f"key {key_id}: ratePerS is out of range")
+    for field, size in _HEX.items():
+        value = raw.get(field)
+        old = field.startswith("old")
+        if old and value in (None, ""):
+            fields[field] = ""
+        elif isinstance(value, str) and re.fullmatch(f"[0-9a-f]{{{size}}}", value):
+            fields[field] = value
+        else:
+            raise InvalidInput(f"key {key_id}: {field} is not a hash this server writes")
+    return fields

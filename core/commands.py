@@ -8,6 +8,12 @@ session's commands. Commands live in Redis until acknowledged (``keys.session_co
 so neither a restart of serve nor the death of the worker loses one: every poll answers
 the unacknowledged ones again.
 
+A message costs the channel one request: the worker's acknowledgement of what it carried out
+rides on its next poll (``acks``), and ``serve`` makes the message's ``sent``/``failed``
+status event for the operator from it, the same event (same id) an older worker posts
+itself. So a message's way from the worker is one request, not three (an ack, the status
+event, the next poll).
+
 A waiting poll costs nothing: it looks at Redis only when something can have changed for
 its session, and everything that can happens inside this one serve process, which wakes
 the session's event (``MessageService.wake``): a message accepted, an acknowledgement,
@@ -20,13 +26,30 @@ workers is then N requests per poll length (25 s), not N Redis scripts a second.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 from core import keys
 from core.errors import NotFound
+from core.events import EventKind, event_id
 from core.messages import MessageService
+
+# Applies a worker event as if the worker had posted it (the session service's
+# ``handle_event``): (session id, kind, data, event id).
+Report = Callable[[str, str, dict[str, Any], str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A worker's outcome for one command: ``sent``, or ``failed`` with a reason."""
+
+    message_id: str
+    status: str
+    reason: str | None = None
+
 
 # The safety net: a waiting poll looks at Redis again at least this often even when no
 # event woke it (a write no code path here wakes for, made by hand or by a future feature).
@@ -37,10 +60,15 @@ RECHECK_S = 30.0
 
 class CommandChannel:
     def __init__(
-        self, messages: MessageService, registry: CollectorRegistry | None = None
+        self,
+        messages: MessageService,
+        report: Report,
+        registry: CollectorRegistry | None = None,
     ) -> None:
-        """``registry``: where the channel's two counters are exported (``/metrics``)."""
+        """``report``: applies the status event an acknowledgement stands for;
+        ``registry``: where the channel's two counters are exported (``/metrics``)."""
         self.messages = messages
+        self.report = report
         self._closing = False
         self.polls = Counter(
             "wafleet_command_polls_total",
@@ -91,7 +119,25 @@ class CommandChannel:
         self._closing = True
         self.messages.wake_all()
 
-    async def ack(self, session_id: str, message_id: str, status: str, reason: str | None) -> bool:
-        """Apply the worker's acknowledgement of one command (its outcome); False, and nothing
-        changes, when that command is not this session's."""
-        return await self.messages.update(session_id, message_id, status, reason, ack=True)
+    async def ack(self, session_id: str, acks: Sequence[Ack]) -> bool:
+        """Apply the worker's acknowledgements of its session's commands (their outcomes),
+        in order; False, and nothing changes, when any of them is not this session's.
+
+        Each is applied whole before the next: the command leaves the channel and the
+        message gets its status, then the operator's status event is written (its id is the
+        one the worker would give it, so an older worker's own event is the same one). A
+        crash between the two is healed by the worker's retry, since it saw no answer:
+        both steps apply once.
+        """
+        if not await self.messages.all_of(session_id, [a.message_id for a in acks]):
+            return False
+        for one in acks:
+            await self.messages.update(
+                session_id, one.message_id, one.status, one.reason, ack=True
+            )
+            data: dict[str, Any] = {"messageId": one.message_id, "status": one.status}
+            if one.reason:
+                data["reason"] = one.reason
+            kind = EventKind.MESSAGE_STATUS
+            await self.report(session_id, kind, data, event_id(kind, data))
+        return True

@@ -7,7 +7,9 @@ session folder's outbox, a backup).
 
 from __future__ import annotations
 
+import hashlib
 import re
+import uuid
 from enum import StrEnum
 from typing import Any
 
@@ -57,3 +59,21 @@ def check_id(value: object) -> str | None:
     if not isinstance(value, str) or not EVENT_ID.fullmatch(value):
         raise InvalidInput("id must be 8-64 letters, digits, '_' or '-'")
     return value
+
+
+def event_id(kind: str, data: dict[str, Any]) -> str:
+    """A worker event's id: for a message event, derived from the network's own ids, so a
+    frame the network delivered twice (it was not acknowledged before a crash) is one event
+    to ``serve``; a random one otherwise. 8-64 characters of ``[A-Za-z0-9_-]``.
+
+    Here, not in the worker, because ``serve`` makes one too: the "sent"/"failed" status of
+    a message it handed out comes with the worker's acknowledgement (core/commands.py), and
+    must be the same event as the one an older worker posts for it.
+    """
+    if kind == EventKind.MESSAGE_IN:
+        key = f"in\0{data.get('from')}\0{data.get('messageId')}"
+    elif kind == EventKind.MESSAGE_STATUS:
+        key = f"status\0{data.get('messageId')}\0{data.get('status')}"
+    else:
+        return uuid.uuid4().hex
+    return hashlib.sha256(key.encode(errors="surrogatepass")).hexdigest()[:40]

@@ -277,6 +277,8 @@ def operator_deleted(session_id: str) -> str:
 # bucket; which key owns a session (hash id -> key id, kept outside the fleet's patterns so a
 # restore keeps it) and each key's sessions.
 API_KEYS = "wafleet:apikeys"
+# Every id ever revoked here: a restore never brings one of them back from an archive.
+API_KEYS_REVOKED = "wafleet:apikeys:revoked"
 SESSION_OWNERS = "wafleet:owners"
 
 
@@ -288,8 +290,14 @@ def api_key_rate(key_id: str) -> str:
     return f"wafleet:apikey:{key_id}:rate"
 
 
+OWNER_SESSIONS = "wafleet:owner:{key}:sessions"
+# provision.lua writes the new session's owner with its record, and clears the one an id
+# held before (an id used again after a restore of an older archive).
+LUA_FORMATS["owner_sessions"] = OWNER_SESSIONS
+
+
 def owner_sessions(key_id: str) -> str:
-    return f"wafleet:owner:{key_id}:sessions"
+    return OWNER_SESSIONS.format(key=key_id)
 
 
 # The audit trail (core/audit.py): one stream, a counter of refused entries per actor and
@@ -342,3 +350,13 @@ def runner_claim(what: str) -> str:
     """Claimed by the ``serve`` replica that takes a fleet-wide runner action (moving a lost
     swarm node's sessions): the others leave it to that one (wafleet/leader_work.py)."""
     return f"wafleet:runner_claim:{what}"
+
+
+# Across replicas (core/sessions/): a session's recent worker exits (sorted set of exit times,
+# for the crash-loop rule), and when it was provisioned (until its first QR, for the metric).
+def session_crashes(session_id: str) -> str:
+    return f"wafleet:crashes:{session_id}"
+
+
+def session_provisioned(session_id: str) -> str:
+    return f"wafleet:provisioned:{session_id}"

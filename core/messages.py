@@ -13,7 +13,7 @@ import asyncio
 import random
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -334,6 +334,16 @@ class MessageService:
         if ack:
             self.wake(session_id)  # the next message may go (after its pause)
         return bool(applied)
+
+    async def all_of(self, session_id: str, message_ids: Sequence[str]) -> bool:
+        """True when every one of ``message_ids`` is a message of this session."""
+        if not all(MESSAGE_ID.fullmatch(mid) for mid in message_ids):
+            return False
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mid in message_ids:
+                pipe.hget(keys.message(mid), "session")
+            owners = await pipe.execute()
+        return all(owner == session_id for owner in owners)
 
     async def logged_out(self, session_id: str) -> None:
         """The session was logged out on the phone: its queue fails, and so do new

@@ -14,6 +14,14 @@ class Metrics:
             ["type"],
             registry=self.registry,
         )
+        # Every answer by route (the route's pattern, so ids do not multiply the series): what
+        # each kind of traffic costs serve, e.g. requests from workers per message sent.
+        self.requests = Counter(
+            "wafleet_http_requests_total",
+            "HTTP requests answered, by route",
+            ["route"],
+            registry=self.registry,
+        )
         self.failovers = Counter(
             "wafleet_failovers_total", "Sessions moved to another proxy", registry=self.registry
         )

@@ -1,9 +1,10 @@
 """Which client key owns a session: a hash beside the sessions, and each key's own ids.
 
 Kept outside the fleet's ``session:*`` keys on purpose: a restart, failover, stop/start or a
-restore rewrites those, and none of them changes who a session belongs to. A provision always
-writes (or clears) the new id's owner, so an id used again after a restore does not inherit
-an old owner.
+restore rewrites those, and none of them changes who a session belongs to. A provision writes
+(or clears) the new id's owner in the same script as the session's record
+(``lua/provision.lua``), so no reader sees a session without its owner, and an id used again
+after a restore does not inherit an old owner.
 """
 
 from __future__ import annotations

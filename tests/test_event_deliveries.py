@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -443,3 +443,43 @@ async def test_a_deleted_session_still_delivers_what_it_accepted_then_leaves_not
     ), left
     assert sid not in await fleet.members("wafleet:deliveries")
     assert receiver.accepted_twice() == []
+
+
+async def test_a_batch_of_events_is_applied_in_order_and_a_bad_one_stops_no_other(
+    fleet: Fleet,
+) -> None:
+    """What a worker sends when events queued up while its last request was out. Would have
+    caught: one refused event dropping the batch (the worker drops what serve refuses for
+    good), a batch applied twice when sent again, an event of another session slipping in."""
+    sid = str((await fleet.provision(PHONES[0]))["id"])
+    other = str((await fleet.provision(PHONES[1]))["id"])
+
+    def event(kind: str, data: dict[str, Any], sid: str = sid) -> dict[str, Any]:
+        return {"id": uuid.uuid4().hex, "sessionId": sid, "type": kind, "data": data}
+
+    bad = event("MESSAGE_IN", {"messageId": "wamid-x", "from": "972541112233", "text": 7})
+    batch = [event("MESSAGE_IN", message(1)), bad, event("MESSAGE_IN", message(2))]
+    status, answer = await fleet.post_webhook({"sessionId": sid, "events": batch})
+    assert status == 200, answer
+    assert [r["id"] for r in answer["refused"]] == [bad["id"]]
+    assert "data.text" in answer["refused"][0]["error"]
+
+    async def stored() -> list[str]:
+        entries = await fleet.redis.xrange(f"wafleet:events:{sid}")
+        return [fields["id"] for _, fields in cast("list[tuple[str, dict[str, str]]]", entries)]
+
+    ids = [f"{sid}.{batch[0]['id']}", f"{sid}.{batch[2]['id']}"]
+    assert await stored() == ids
+    status, answer = await fleet.post_webhook({"sessionId": sid, "events": batch})
+    assert status == 200 and await stored() == ids  # sent again: each applied once
+
+    before = await fleet.snapshot()
+    for refused in (
+        [event("MESSAGE_IN", message(3)), event("MESSAGE_IN", message(4), sid=other)],
+        [],
+        "not a list",
+        [event("MESSAGE_IN", message(5))] * 101,
+    ):
+        status, answer = await fleet.post_webhook({"sessionId": sid, "events": refused})
+        assert status == 400, answer
+    assert await fleet.snapshot() == before

@@ -205,3 +205,43 @@ def test_the_document_names_each_operations_scopes() -> None:
         assert paths[admin_only]["get"]["x-scopes"] == ["admin"], admin_only
     assert "403" in paths["/api/v1/keys"]["post"]["responses"]
     assert "429" in paths["/api/sessions/{id}/status"]["get"]["responses"]
+
+
+@pytest.mark.parametrize("fleet_options", [{"proxies": 1, "MAX_SESSIONS_PER_PROXY": "1"}])
+async def test_the_owner_is_written_with_the_session_and_never_without_it(fleet: Fleet) -> None:
+    """Catches an owner written after the session's record (a reader, or a crash of serve in
+    between, finds a client's session without its owner: the client gets 404 for its own
+    session and an admin sees it as nobody's), and a refused provision that leaves an owner
+    behind."""
+    a = await issue(fleet, "client-a", "client")
+    b = await issue(fleet, "client-b", "client")
+    seen: list[tuple[bool, str | None]] = []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            pipe = fleet.redis.pipeline(transaction=True)
+            pipe.sismember("wafleet:sessions", "worker_1")
+            pipe.hget("wafleet:owners", "worker_1")
+            member, owner = await pipe.execute()
+            seen.append((bool(member), owner))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        sid = await provision_as(fleet, a["key"], PHONE)
+    finally:
+        done.set()
+        await watcher
+    assert sid == "worker_1"
+    assert any(member for member, _ in seen)  # the watch did run while the record existed
+    assert [s for s in seen if s[0] and s[1] != a["id"]] == []
+    _, page = await call_as(fleet, a["key"], "GET", "/api/v1/dashboard/sessions")
+    assert [s["id"] for s in page["sessions"]] == [sid]
+
+    before = await fleet.redis.hgetall("wafleet:owners")
+    for body in ({"phone": "12"}, {"phone": OTHER_PHONE}):  # bad phone; no slot left
+        status, answer = await call_as(fleet, b["key"], "POST", "/api/sessions/provision", body)
+        assert status in (400, 503), answer
+    assert await fleet.redis.hgetall("wafleet:owners") == before == {sid: a["id"]}
+    assert not await fleet.redis.exists(f"wafleet:owner:{b['id']}:sessions")

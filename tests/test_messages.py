@@ -4,7 +4,8 @@ events. Real serve, Redis, microsocks, simwa and worker processes."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, cast
 
 import pytest
 
@@ -226,3 +227,96 @@ async def test_a_finished_message_is_kept_for_the_configured_days(fleet: Fleet) 
         ttl = await fleet.redis.pttl(key)
         assert two_days_ms - 60_000 < ttl <= two_days_ms, (key, ttl)
     assert (await message(fleet, sid, mid))["status"] == "read"
+
+
+async def worker_requests(fleet: Fleet) -> float:
+    """Requests workers made to serve so far, PINGs aside (a PING is always one request of
+    its own, and says nothing about messages)."""
+    _, raw = await fleet.call("GET", "/metrics")
+    found: dict[str, float] = {}
+    for line in raw.decode().splitlines():
+        for name in (
+            'wafleet_http_requests_total{route="/webhook"}',
+            'wafleet_http_requests_total{route="/worker/commands"}',
+            'wafleet_http_requests_total{route="/worker/commands/ack"}',
+            'wafleet_webhook_events_total{type="PING"}',
+        ):
+            if line.startswith(name + " "):
+                found[name] = float(line.split()[-1])
+    pings = found.pop('wafleet_webhook_events_total{type="PING"}', 0.0)
+    return sum(found.values()) - pings
+
+
+async def test_a_sent_message_costs_serve_at_most_three_requests_from_its_worker(
+    fleet: Fleet,
+) -> None:
+    """Would have caught: the worker acknowledging each command by a request of its own,
+    posting the "sent" status as an event of its own, then polling again (five requests a
+    message with both receipts). The outcome rides on the next poll now and receipts that
+    queue up leave together; the operator still gets each status once."""
+    sid = (await fleet.link())["id"]
+    before = await worker_requests(fleet)
+    n = 12
+    mids = [(await send(fleet, sid, OUTSIDE, f"number {k}"))["id"] for k in range(n)]
+    for mid in mids:
+        await wait_message(fleet, sid, mid, {"read"})
+    spent = await worker_requests(fleet) - before
+    assert spent <= 3 * n + 2, f"{spent} requests from the worker for {n} messages"
+
+    async def statuses() -> dict[str, list[str]]:
+        seen: dict[str, list[str]] = {mid: [] for mid in mids}
+        key = f"wafleet:events:{sid}"
+        entries = cast("list[tuple[str, dict[str, str]]]", await fleet.redis.xrange(key))
+        for _, fields in entries:
+            data = json.loads(fields["data"])
+            if fields["type"] == "MESSAGE_STATUS" and data["messageId"] in seen:
+                seen[data["messageId"]].append(data["status"])
+        return seen
+
+    async def every_status_once() -> bool:
+        return all(v == ["sent", "delivered", "read"] for v in (await statuses()).values())
+
+    await eventually(every_status_once, what="sent, delivered, read once each, in order")
+
+
+async def test_a_poll_acknowledging_another_sessions_command_applies_none(
+    fleet: Fleet,
+) -> None:
+    mine = await fleet.provision_settled("972508888888")
+    theirs = await fleet.provision_settled("972509999999")
+    my_mid = (await send(fleet, mine, OUTSIDE, "mine"))["id"]
+    their_mid = (await send(fleet, theirs, OUTSIDE, "theirs"))["id"]
+    before = await fleet.snapshot()
+    acks = [{"id": my_mid, "status": "sent"}, {"id": their_mid, "status": "sent"}]
+    status, answer = await channel(
+        fleet,
+        "/worker/commands",
+        {"sessionId": mine, "waitMs": 0, "acks": acks},
+        signed_as=mine,
+    )
+    assert status == 403, answer
+    assert await fleet.snapshot() == before  # not even my own ack went in
+    for bad in (
+        [{"id": my_mid, "status": "delivered"}],  # a receipt is not an ack
+        [{"id": my_mid}],
+        [{"id": my_mid, "status": "sent"}] * 65,
+        {"id": my_mid, "status": "sent"},
+    ):
+        status, answer = await channel(
+            fleet,
+            "/worker/commands",
+            {"sessionId": mine, "waitMs": 0, "acks": bad},
+            signed_as=mine,
+        )
+        assert status == 400, (bad, answer)
+        assert answer["error"]["code"] == "invalid_input"
+    assert await fleet.snapshot() == before
+    status, answer = await channel(
+        fleet,
+        "/worker/commands",
+        {"sessionId": mine, "waitMs": 0, "acks": acks[:1]},
+        signed_as=mine,
+    )
+    assert status == 200, answer
+    assert (await message(fleet, mine, my_mid))["status"] == "sent"
+    assert (await message(fleet, theirs, their_mid))["status"] == "queued"

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from core.backups.archive import copy_folder
+from core.events import event_id
 from worker import outbox as outbox_module
 from worker.outbox import OUTBOX_FILE, Outbox
-from worker.webhook_client import event_id
 
 SID = "worker_1"
 

@@ -13,11 +13,13 @@ import os
 import signal
 
 import pytest
+import redis.asyncio as aioredis
 
 from core import session_files
 from core.models import Reason, Status
 from core.notifier import AlertKind
 from core.sessions import CRASH_LIMIT
+from core.sessions.crash_counts import CrashCounts
 from tests.fleet import PHONE, eventually
 from tests.service_rig import ServiceRig
 
@@ -111,3 +113,19 @@ async def test_a_phone_mismatch_alerts_and_moves_the_sticky_keys(rig: ServiceRig
     folder = session_files.folder(rig.service.settings.sessions_dir, record.id)
     meta = await asyncio.to_thread(session_files.read_meta, folder)
     assert meta is not None and meta["phone"] == linked
+
+
+async def test_two_replicas_count_one_sessions_crashes_together(
+    redis_client: aioredis.Redis,
+) -> None:
+    """Would have caught: the count held in one process, so a take-over by another replica
+    started it from nought and a worker crashing every minute was never parked."""
+    leader, successor = CrashCounts(redis_client, 300), CrashCounts(redis_client, 300)
+    t = 1_000_000
+    assert [await leader.add("worker_7", t + k * 1000) for k in range(3)] == [1, 2, 3]
+    assert await successor.add("worker_7", t + 3000) == 4  # after a take-over: the same count
+    assert await successor.add("worker_8", t + 3000) == 1  # each session its own
+    assert await successor.add("worker_7", t + 302_000) == 3  # the first two left the window
+    await leader.clear("worker_7")
+    assert await successor.add("worker_7", t + 303_000) == 1
+    assert 0 < await redis_client.pttl("wafleet:crashes:worker_7") <= 300_000

@@ -182,7 +182,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         else:
             from bot.app import TelegramBot  # aiogram is loaded only when it is used
 
-            telegram = TelegramBot(settings, store.redis, service, pool, backups, journal)
+            telegram = TelegramBot(
+                settings, store.redis, service, pool, backups, journal, promises
+            )
             notifier.add(telegram.notifier)
             cleanup.push_async_callback(telegram.close)  # sends what is queued, last
         cluster = Cluster(store.redis, leadership, settings.replica_url, SystemClock())

@@ -2,10 +2,13 @@
 
 While connected, the worker long-polls ``POST /worker/commands`` and carries out what it
 gets one command at a time: "typing..." for the time serve chose, then the text with the
-WhatsApp id derived from our message id. It acknowledges each with its outcome (``sent``,
-or ``failed`` with a reason) and retries the acknowledgement until serve has it. A command
-whose message could not leave (the connection dropped) is not acknowledged: the next poll
-answers it again. Serve paces the messages (limits, random pauses); the worker does not.
+WhatsApp id derived from our message id. Each outcome (``sent``, or ``failed`` with a
+reason) rides on the next poll, which goes out at once: one request per message where an
+acknowledgement, a status event and a poll were three; serve makes the operator's status
+event from it. The outcomes are kept until a poll is answered, so serve away only delays
+them. A command whose message could not leave (the connection dropped) is not
+acknowledged: the next poll answers it again. Serve paces the messages (limits, random
+pauses); the worker does not.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ log = logging.getLogger("wafleet.worker.commands")
 # meanwhile still answers the waiting poll at once (serve wakes it).
 POLL_WAIT_MS = 25_000
 RETRY_BASE_S, RETRY_CAP_S = 0.2, 3.0
+MAX_ACKS = 64  # outcomes one poll carries (serve takes at most this many)
 
 
 def channel_url(webhook_url: str, path: str) -> str:
@@ -58,7 +62,7 @@ class CommandClient:
         self._poll = webhook.endpoints.poster(
             lambda url: channel_url(url, "/worker/commands"), 20 + POLL_WAIT_MS / 1000
         )
-        self._ack = webhook.endpoints.poster(lambda url: channel_url(url, "/worker/commands/ack"))
+        self._acks: list[dict[str, Any]] = []  # outcomes serve has not answered for yet
         self._failures = 0
 
     async def run(self) -> None:
@@ -72,14 +76,26 @@ class CommandClient:
                 await self._backoff()
 
     async def _round(self) -> None:
-        """Wait until connected, poll once, carry out what came."""
-        await self.connected.wait()
-        commands = await self._call(self._poll, {"waitMs": POLL_WAIT_MS})
+        """Wait until connected, poll once, carry out what came. Outcomes still to tell go
+        at once even while disconnected (a poll that does not wait, whose commands wait for
+        the connection)."""
+        if not self._acks:
+            await self.connected.wait()
+        online = self.connected.is_set()
+        acks = self._acks[:MAX_ACKS]
+        body: dict[str, Any] = {"waitMs": POLL_WAIT_MS if online else 0}
+        if acks:
+            body["acks"] = acks
+        commands = await self._call(self._poll, body)
+        if commands is not None:
+            # Answered: serve has applied them (a refusal is final: sending them again would
+            # only be refused again).
+            del self._acks[: len(acks)]
         if commands is None or "commands" not in commands:
             await self._backoff()  # serve away, or refusing: do not spin
             return
         self._failures = 0
-        for command in commands["commands"]:
+        for command in commands["commands"] if online else []:
             if not await self._carry_out(command):
                 return  # not connected: the next poll answers it again
 
@@ -97,13 +113,7 @@ class CommandClient:
         except Exception as exc:  # a dropped connection mid-send: try again when back
             log.warning("sending %s failed (%s); it waits for the next connection", mid, exc)
             return False
-        report = {"messageId": mid, "status": outcome["status"]}
-        if "reason" in outcome:
-            report["reason"] = outcome["reason"]
-        self.webhook.send("MESSAGE_STATUS", report)
-        while await self._call(self._ack, outcome) is None:
-            await self._backoff()  # serve is away: the ack waits, the next message too
-        self._failures = 0
+        self._acks.append(outcome)
         return True
 
     async def _call(self, http: FailoverPoster, body: dict[str, Any]) -> dict[str, Any] | None:
@@ -136,4 +146,3 @@ class CommandClient:
 
     async def close(self) -> None:
         await self._poll.close()
-        await self._ack.close()

@@ -124,14 +124,29 @@ class Outbox:
             found: dict[str, Any] = json.loads(self._lines[0])
             return found
 
-    def pop(self) -> None:
-        """The head left (``serve`` answered): forget it, and shrink the file when worth it."""
+    def head_lines(self, max_events: int, max_bytes: int) -> list[bytes]:
+        """The oldest events as their JSON lines (without the newline), as many as fit in
+        ``max_bytes`` and ``max_events``, at least one: what one request carries."""
+        taken: list[bytes] = []
+        size = 0
+        with self._lock:
+            for line in self._lines:
+                if taken and (len(taken) >= max_events or size + len(line) > max_bytes):
+                    break
+                taken.append(line[:-1])
+                size += len(line)
+        return taken
+
+    def pop(self, count: int = 1) -> None:
+        """The ``count`` oldest left (``serve`` answered): forget them, and shrink the file
+        when worth it."""
         with self._lock:
             if not self._lines:
                 return
-            line = self._lines.popleft()
-            self._bytes -= len(line)
-            self._sent_bytes += len(line)
+            for _ in range(min(count, len(self._lines))):
+                line = self._lines.popleft()
+                self._bytes -= len(line)
+                self._sent_bytes += len(line)
             if self._full and self._bytes < self.max_bytes // 2:
                 self._full = False
                 log.warning("outbox below half its cap again: acknowledging messages")

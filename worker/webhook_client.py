@@ -2,8 +2,11 @@
 
 Every event but ``PING`` goes through the outbox (worker/outbox.py): on disk before it
 counts as taken, sent in order, removed once ``serve`` answered, replayed by the next
-process if this one dies first. Only the newest ``PING`` is kept, in memory: an old ping
-carries no information, and it goes out ahead of a backlog (it only says "alive").
+process if this one dies first. What queued up while a request was out leaves together in
+the next one (``{"sessionId", "events": [...]}``): a burst of receipts costs ``serve`` one
+request, not one each, and an idle worker's single event goes as it always did. Only the
+newest ``PING`` is kept, in memory: an old ping carries no information, and it goes out
+ahead of a backlog (it only says "alive").
 
 Each event's ``id`` stays the same across retries and restarts, and for a message event it
 is derived from what the network said (the message id; for a receipt, with its status): the
@@ -21,17 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import random
 import re
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+from core.events import event_id
 from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from worker.endpoints import Endpoints
 from worker.http_post import HttpError
@@ -43,6 +45,9 @@ MESSAGE_EVENTS = frozenset({"MESSAGE_IN", "MESSAGE_STATUS"})
 # What the orchestrator refuses in any string (core/text.py): C0/C1 controls and surrogates.
 _UNSENDABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 RETRY_BASE_S, RETRY_CAP_S = 0.2, 5.0
+# What one request may carry: the events queued while the last request was out go together
+# (a burst of receipts is one request, not one each), under serve's body limit (64 KiB).
+BATCH_EVENTS, BATCH_BYTES = 100, 48 * 1024
 
 
 class WebhookClient:
@@ -130,29 +135,48 @@ class WebhookClient:
 
     async def _send_loop(self) -> None:
         attempt = 0
+        alone = False  # after a batch was refused whole: the next request carries one event
         while True:
             ping = self._ping
-            event = ping if ping is not None else self.outbox.head()
-            if event is None:
-                self._drained.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            outcome = await self._post(event)
+            if ping is not None:
+                body, count, what = _encode(ping), 0, "PING"
+            else:
+                lines = self.outbox.head_lines(1 if alone else BATCH_EVENTS, BATCH_BYTES)
+                if not lines:
+                    self._drained.set()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                body, count = self._body(lines), len(lines)
+                what = "a batch of events" if count > 1 else "an event"
+            outcome = await self._post(body, what, batch=count > 1)
             if outcome == "retry":
                 attempt += 1
                 delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** min(attempt, 10))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 continue
             attempt = 0
+            if outcome == "alone":
+                alone = True  # each of them on its own, so one bad event cannot take the rest
+                continue
+            alone = False
             if ping is not None:
                 if self._ping is ping:  # a newer ping may have come meanwhile
                     self._ping = None
             else:
-                self.outbox.pop()
+                self.outbox.pop(count)
 
-    async def _post(self, event: dict[str, Any]) -> str:
-        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    def _body(self, lines: list[bytes]) -> bytes:
+        """One event as it is, several as ``{"sessionId", "events": [...]}``: the outbox's
+        lines are already JSON, so a batch is joined, not encoded again."""
+        if len(lines) == 1:
+            return lines[0]
+        head = json.dumps({"sessionId": self.session_id}, separators=(",", ":"))[:-1]
+        return head.encode() + b',"events":[' + b",".join(lines) + b"]}"
+
+    async def _post(self, body: bytes, what: str, batch: bool) -> str:
+        """``sent``, ``retry``, ``dropped`` (refused for good) or ``alone`` (a batch refused
+        whole: send its events one by one)."""
         ts = time.time_ns() // 1_000_000
         headers = {
             "Content-Type": "application/json",
@@ -165,27 +189,34 @@ class WebhookClient:
             log.debug("orchestrator unreachable (%s); retrying", exc)
             return "retry"
         if answer.status < 300:
+            if batch:
+                _log_refused(answer.body)
             return "sent"
         if answer.status in (408, 429) or answer.status >= 500:
-            log.warning("webhook %s answered %d; retrying", event["type"], answer.status)
+            log.warning("webhook answered %d to %s; retrying", answer.status, what)
             return "retry"
         text = answer.body[:200].decode(errors="replace")
-        log.error("webhook refused %s (%d): %s", event["type"], answer.status, text)
+        if batch and answer.status not in (401, 404):
+            log.warning(
+                "webhook refused %s (%d): %s; sending them one by one", what, answer.status, text
+            )
+            return "alone"
+        log.error("webhook refused %s (%d): %s", what, answer.status, text)
         return "dropped"
 
 
-def event_id(kind: str, data: dict[str, Any]) -> str:
-    """The event's id: for a message event, derived from the network's own ids, so a frame
-    the network delivered twice (it was not acknowledged before a crash) is one event to
-    ``serve``; a random one otherwise. 8-64 characters of ``[A-Za-z0-9_-]`` (core/events.py).
-    """
-    if kind == "MESSAGE_IN":
-        key = f"in\0{data.get('from')}\0{data.get('messageId')}"
-    elif kind == "MESSAGE_STATUS":
-        key = f"status\0{data.get('messageId')}\0{data.get('status')}"
-    else:
-        return uuid.uuid4().hex
-    return hashlib.sha256(key.encode(errors="surrogatepass")).hexdigest()[:40]
+def _encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _log_refused(answer: bytes) -> None:
+    """The events of a batch ``serve`` refused (each logged, as a single refusal is)."""
+    try:
+        refused = json.loads(answer).get("refused") or []
+    except (ValueError, AttributeError):
+        return
+    for item in refused if isinstance(refused, list) else []:
+        log.error("webhook refused event %s: %s", item.get("id"), item.get("error"))
 
 
 def sendable(value: Any) -> Any:

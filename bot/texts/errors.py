@@ -46,6 +46,10 @@ def error(exc: WafleetError) -> str:
         "phone_limit": _("This phone already has its maximum number of sessions."),
         "qr_unavailable": _("There is no QR to show."),
         "no_proxy_capacity": _("No proxy capacity for that."),
+        "redis_unavailable": _(
+            "Not confirmed: Redis could not copy this to a replica in time. It may or may "
+            "not have been done: check (/status) before you repeat it."
+        ),
     }
     title = titles.get(exc.code, _("That did not work."))
     # Core's message may quote what was typed, up to a whole message long: cut, so the

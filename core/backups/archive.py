@@ -44,8 +44,9 @@ from core.backups.errors import (
 )
 from core.backups.records import BackupInfo
 
-FORMAT = 1  # manifest format; a restore refuses a newer one
+FORMAT = 2  # manifest format, newer ones refused; 2 adds audit.jsonl and apiKeys (trail.py)
 MANIFEST = "manifest.json"
+AUDIT = "audit.jsonl"  # core/backups/trail.py reads and writes it
 SESSIONS_PREFIX = "sessions"
 BACKUP_ID = re.compile(r"backup_\d{4}-\d{2}-\d{2}(?:_\d{6}(?:_\d+)?)?")
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -139,8 +140,9 @@ def backup_name(backups_dir: Path, now_ms: int) -> str:
 
 
 def write_archive(
-    backups_dir: Path, staging: Path, manifest: dict[str, Any], now_ms: int
+    backups_dir: Path, staging: Path, manifest: dict[str, Any], now_ms: int, extra: dict[str, Path]
 ) -> BackupInfo:
+    """``extra``: members beside the manifest and the sessions (name -> file to store)."""
     backup_id = backup_name(backups_dir, now_ms)
     final = backups_dir / f"{backup_id}.zip"
     tmp = backups_dir / f".{backup_id}.zip.tmp"
@@ -151,6 +153,8 @@ def write_archive(
             with zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False) as zf:
                 # First, so a listing finds it in the first local header and reads no more.
                 zf.writestr(MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False))
+                for member, source in extra.items():
+                    zf.write(source, member)
                 for path in sorted(staging.rglob("*")):
                     if path.is_file():
                         arcname = PurePosixPath(SESSIONS_PREFIX, *path.relative_to(staging).parts)
@@ -298,7 +302,7 @@ def _check_layout(name: str, members: list[zipfile.ZipInfo]) -> dict[str, set[st
             raise DuplicateMember(f"{name}: {member.filename!r} is stored more than once")
         seen.add(key)
         parents.update(parts[:i] for i in range(1, len(parts) + member.is_dir()))
-        if member.is_dir() or parts == (MANIFEST,):
+        if member.is_dir() or parts in ((MANIFEST,), (AUDIT,)):
             continue
         if len(parts) <= 2:  # "sessions" or "sessions/<id>" as a file
             raise NotAFolder(f"{name}: {member.filename!r} is a file where a folder should be")
@@ -326,7 +330,7 @@ def _check_member(archive: str, member: zipfile.ZipInfo) -> list[str]:
     if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR) or "\\" in raw or "\0" in raw:
         raise UnexpectedMember(f"{archive}: member {raw!r} is not a plain file")
     parts = [p for p in parts if p not in ("", ".")]
-    if parts == [MANIFEST]:
+    if parts in ([MANIFEST], [AUDIT]):
         return parts
     if (
         not parts
@@ -334,7 +338,8 @@ def _check_member(archive: str, member: zipfile.ZipInfo) -> list[str]:
         or (len(parts) >= 2 and not FOLDER_NAME.fullmatch(parts[1]))
     ):
         raise UnexpectedMember(
-            f"{archive}: member {raw!r} is neither the manifest nor in a session folder"
+            f"{archive}: member {raw!r} is neither the manifest, the audit trail nor in a "
+            "session folder"
         )
     return parts
 

@@ -121,3 +121,15 @@ class BadLimits(BadArchive):
     """A session's limits that ``PUT …/limits`` would refuse."""
 
     code = "backup_bad_limits"
+
+
+class BadAudit(BadArchive):
+    """The archive's audit trail holds an entry the trail never writes."""
+
+    code = "backup_bad_audit"
+
+
+class BadKeys(BadArchive):
+    """The archive lists an API key ``POST /api/v1/keys`` could not have made."""
+
+    code = "backup_bad_keys"

@@ -4,6 +4,9 @@ Consistency without a fleet-wide outage: in the default ``rolling`` mode each wo
 frozen (SIGSTOP / ``docker pause``, its connection stays open) only while its own folder is
 copied, so no session is down for more than that copy. ``stop-all`` is the simple
 way: stop every worker, copy, start them again.
+
+Beside the fleet the archive carries the audit trail within its retention and the issued
+keys' records (``trail.py``), so a restore on a fresh install gives them back too.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from core.backups import archive
+from core.api_keys import ApiKeys
+from core.audit import Audit
+from core.backups import archive, trail
 from core.backups.base import BackupParts, Progress
 from core.backups.records import BackupResult
 from core.models import Reason
@@ -33,6 +38,9 @@ class Making(BackupParts):
         started = now = self.clock.now_ms()
         backups_dir = self.settings.backups_dir
         manifest = await self._manifest(now)
+        entries = await Audit(
+            self.store.redis, self.clock, self.settings.audit_retention_days
+        ).export()
         folders = await asyncio.to_thread(archive.session_folders, self.settings.sessions_dir)
         try:
             await asyncio.to_thread(backups_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
@@ -53,9 +61,20 @@ class Making(BackupParts):
                 pauses = await self._copy_rolling(folders, staging)
             manifest["maxPauseMs"] = round(max(pauses.values(), default=0.0), 1)
             await progress("writing the archive")
-            info = await asyncio.to_thread(
-                archive.write_archive, backups_dir, staging, manifest, now
-            )
+            # Beside the staged folders, not among them: those become sessions/ members.
+            audit = Path(f"{staging}.{trail.AUDIT_MEMBER}")
+            try:
+                await asyncio.to_thread(trail.write_audit, audit, entries)
+                info = await asyncio.to_thread(
+                    archive.write_archive,
+                    backups_dir,
+                    staging,
+                    manifest,
+                    now,
+                    {trail.AUDIT_MEMBER: audit},
+                )
+            finally:
+                await asyncio.to_thread(audit.unlink, True)
         except OSError as exc:
             if archive.no_space(exc):  # the copy of a session folder filled the disk
                 raise archive.disk_full("the copy of the session folders") from exc
@@ -149,6 +168,10 @@ class Making(BackupParts):
             # The passwords are here on purpose: a restore on a fresh install needs them.
             # The archive is owner-only (0600), like the session folders themselves.
             "proxies": [{"url": p.url, "status": p.status} for p in await self.store.proxies()],
+            # Hashes and salts: what a key is checked against, never a key (none is kept).
+            "apiKeys": await ApiKeys(
+                self.store.redis, self.clock, self.settings.key_rotate_grace_s
+            ).export(),
         }
 
 

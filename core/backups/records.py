@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.audit import Archived
+
 
 @dataclass(frozen=True)
 class BackupInfo:
@@ -117,3 +119,6 @@ class Plan:
     sticky: dict[str, str]  # phone -> proxy URL
     sticky_sessions: dict[str, str]  # phone -> session id (only restored ones)
     proxies: list[str]  # every proxy URL the manifest lists
+    # The issued keys' records and the audit trail (None: an older archive without them).
+    api_keys: list[dict[str, str]] | None = None
+    audit: list[Archived] | None = None

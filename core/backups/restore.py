@@ -14,11 +14,13 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core import session_files
-from core.backups import archive, validate
+from core.api_keys import ApiKeys
+from core.audit import Audit
+from core.backups import archive, trail, validate
 from core.backups.base import BackupParts, Progress, why
 from core.backups.errors import RestoreFailed
 from core.backups.records import BackupInfo, Plan, Reassigned, RestoreReport
@@ -63,9 +65,10 @@ class Restoring(BackupParts):
 
     def _plan(self, path: Path) -> Plan:
         contents = archive.inspect(path, self.limits)
-        return validate.plan(
+        plan = validate.plan(
             path.name, contents.manifest, contents.metas, self.settings.events_webhook_policy
         )
+        return replace(plan, audit=trail.read_audit(path))
 
     def _extract(self, path: Path, staging: Path) -> None:
         try:
@@ -101,6 +104,7 @@ class Restoring(BackupParts):
                 await self.on_step("maintenance")
             before = await self.store.fleet_snapshot()
             swapped = False
+            keys_added: list[str] = []
             try:
                 current = sorted(
                     set(await self.store.session_ids()) | set(await self.runner.running())
@@ -117,9 +121,14 @@ class Restoring(BackupParts):
                     )
                 await say("rebuilding the state")
                 rebuilt = await self._rebuild(info, plan, unknown, current)
+                # Last, and each in one step: a failure before them leaves keys and trail as
+                # they were; the keys added are taken out again if the trail's merge fails.
+                keys_added = await self._merge_keys(plan)
+                if plan.audit is not None:
+                    await self._audit().merge(plan.audit)
             except Exception as exc:
                 log.exception("restore of %s failed; rolling back", info.id)
-                await self._roll_back(info, before, old if swapped else None, exc)
+                await self._roll_back(info, before, old if swapped else None, exc, keys_added)
                 raise RestoreFailed(
                     f"restoring {info.id} failed ({why(exc)}); the previous fleet is back"
                 ) from exc
@@ -171,17 +180,39 @@ class Restoring(BackupParts):
         await self.store.recount()
         return _Rebuilt(startable, reassigned, added)
 
+    def _api_keys(self) -> ApiKeys:
+        return ApiKeys(self.store.redis, self.clock, self.settings.key_rotate_grace_s)
+
+    def _audit(self) -> Audit:
+        return Audit(self.store.redis, self.clock, self.settings.audit_retention_days)
+
+    async def _merge_keys(self, plan: Plan) -> list[str]:
+        """The archive's keys this Redis lacks, added back (never one revoked here)."""
+        if plan.api_keys is None:
+            return []
+        added = await self._api_keys().merge(plan.api_keys)
+        left_out = len(plan.api_keys) - len(added)
+        log.info("restore: %d key(s) added back, %d already here or revoked", len(added), left_out)
+        return added
+
     async def _roll_back(
-        self, info: BackupInfo, before: FleetSnapshot, old: Path | None, cause: Exception
+        self,
+        info: BackupInfo,
+        before: FleetSnapshot,
+        old: Path | None,
+        cause: Exception,
+        keys_added: Sequence[str] = (),
     ) -> None:
         """The fleet the restore replaced, back as it was: folders (when they were swapped),
-        Redis, running workers. If even that fails, the operator must be told so."""
+        Redis (owners included), the keys it added taken out, running workers. If even that
+        fails, the operator must be told so."""
         sessions_dir = self.settings.sessions_dir
         try:
             if old is not None:
                 discard = sessions_dir / f".discard-{self.clock.now_ms()}"
                 await asyncio.to_thread(archive.swap_back, sessions_dir, old, discard)
             await self.store.restore_fleet(before)
+            await self._api_keys().forget(list(keys_added))
             await self.service.reconcile()
         except Exception as exc:
             log.exception("rolling back the restore of %s failed", info.id)

@@ -13,6 +13,7 @@ from typing import Any
 
 from core import endpoint_url
 from core import phone as phones
+from core.backups import trail
 from core.backups.errors import (
     BadEventsUrl,
     BadLimits,
@@ -103,6 +104,7 @@ def plan(archive: str, manifest: Any, metas: dict[str, Any], events_policy: Prox
         sticky=sticky,
         sticky_sessions={p: sid for p, sid in owners.items() if sid in restored},
         proxies=pool,
+        api_keys=trail.read_keys(archive, manifest),
     )
 
 

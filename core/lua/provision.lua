@@ -5,12 +5,18 @@
 -- receipt makes a resend answer the first run's session instead of reserving a second one.
 -- KEYS: proxies set, sessions set, session counter, phone:<phone>:sessions,
 -- phone:<phone>:proxy, proxy:<requested>:status, proxy:<requested>:sessions
--- (the phone and requested keys are unused when those are ''), the call's receipt.
--- ARGV: phone ('' = unknown), requested proxy ('' = choose), cap, phone cap, now ms
+-- (the phone and requested keys are unused when those are ''), the call's receipt,
+-- the owners hash, the owner key's own sessions (unused without an owner).
+-- ARGV: phone ('' = unknown), requested proxy ('' = choose), cap, phone cap, now ms,
+-- owner: the client key's id ('' = an admin's session, no owner)
+-- The owner is written here, with the record, so no reader ever sees the session without
+-- it and a refused provision leaves no owner behind.
 local proxies, sessions, seq, phone_sessions, phone_proxy = unpack(KEYS, 1, 5)
 local requested_status, requested_count, receipt = KEYS[6], KEYS[7], KEYS[8]
+local owners, owned = KEYS[9], KEYS[10]
 local phone, requested = ARGV[1], ARGV[2]
 local cap, phone_cap, now = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local owner = ARGV[6]
 local done = redis.call('HMGET', receipt, 'id', 'proxy')
 if done[1] then
   return {'ok', done[1], done[2]}
@@ -62,6 +68,16 @@ redis.call('SET', fill(FORMAT.session, id, 'lastPing'), now)
 if phone ~= '' then
   redis.call('SET', fill(FORMAT.session, id, 'phone'), phone)
   redis.call('SADD', phone_sessions, id)
+end
+local previous = redis.call('HGET', owners, id)
+if previous then
+  redis.call('ZREM', fill(FORMAT.owner_sessions, previous), id)
+end
+if owner ~= '' then
+  redis.call('HSET', owners, id, owner)
+  redis.call('ZADD', owned, order_score(id), id)
+else
+  redis.call('HDEL', owners, id)
 end
 redis.call('HSET', receipt, 'id', id, 'proxy', chosen)
 redis.call('PEXPIRE', receipt, 60000)

@@ -32,11 +32,18 @@ from core.notifier import Notifier
 from core.proxies import ProxyPool
 from core.runner import Runner
 from core.sessions.actions import OperatorActions
-from core.sessions.context import PARKED_REASONS, Context, at_rest, session_log
+from core.sessions.context import (
+    CRASH_LIMIT,
+    CRASH_WINDOW_S,
+    PARKED_REASONS,
+    Context,
+    at_rest,
+    session_log,
+)
 from core.sessions.event_rules import EventRules
 from core.sessions.failover import Failover
 from core.sessions.reconcile import Reconcile
-from core.sessions.supervision import CRASH_LIMIT, CRASH_WINDOW_S, Supervision
+from core.sessions.supervision import Supervision
 from core.sessions.worker_events import WorkerEvents
 from core.sessions.workers import Workers
 from core.settings import Settings
@@ -74,7 +81,6 @@ class SessionService:
         self.pings = ctx.pings
         self.operator_events = ctx.operator_events
         self.messages = ctx.messages
-        self.commands = CommandChannel(ctx.messages, metrics.registry)
 
         workers = Workers(ctx)
         failover = Failover(ctx, workers)
@@ -93,6 +99,7 @@ class SessionService:
         self.request_new_qr = actions.request_new_qr
         self.delete = actions.delete
         self.handle_event = events.handle_event
+        self.commands = CommandChannel(ctx.messages, events.handle_event, metrics.registry)
         self.handle_proxy_failure = failover.handle_proxy_failure
         self.retry_parked = failover.retry_parked
         self.handle_worker_exit = supervision.handle_worker_exit

@@ -14,6 +14,7 @@ from core.errors import Conflict, InvalidInput, NoCapacity, PhoneLimit
 from core.journal import Happened
 from core.messages import check_provision_limits
 from core.models import Reason, SessionRecord, Status
+from core.owners import Owners
 from core.phone import normalize as normalize_phone
 from core.proxy_url import mask, parse_input
 from core.sessions.context import Context, session_log
@@ -50,9 +51,12 @@ class OperatorActions:
         proxy: object = None,
         events_webhook_url: object = None,
         limits: object = None,
+        owner: str | None = None,
     ) -> SessionRecord:
         """``limits``: the session's own careful-sending limits from its first message (a
-        new number is the one most at risk of a ban), checked before anything is written."""
+        new number is the one most at risk of a ban), checked before anything is written.
+        ``owner``: the client key the session belongs to (None: an admin's), written with
+        the record in one step and removed with it if the worker cannot start."""
         ctx = self.ctx
         ctx.refuse_during_maintenance()
         number = None if phone in (None, "") else normalize_phone(phone)
@@ -72,6 +76,7 @@ class OperatorActions:
                 ctx.settings.max_sessions_per_proxy,
                 ctx.settings.max_sessions_per_phone,
                 now,
+                owner,
             )
         except ReservationRefused as refused:
             if added and requested is not None:
@@ -86,7 +91,7 @@ class OperatorActions:
                     await ctx.store.set_fields(session_id, eventsWebhookUrl=events_url)
                 if own_limits is not None:
                     await ctx.messages.set_limits(session_id, own_limits)
-                ctx.provisioned_at[session_id] = ctx.clock.monotonic()
+                await ctx.mark_provisioned(session_id)
                 await session_files.write_record_meta(
                     ctx.settings.sessions_dir,
                     session_files.Meta(session_id, number, proxy_url, now),
@@ -97,9 +102,10 @@ class OperatorActions:
                 await self.workers.start(session_id, proxy_url, number)
         except Exception:
             session_log(session_id).exception("could not start the worker; rolling back")
-            ctx.provisioned_at.pop(session_id, None)
+            await ctx.forget_provisioned(session_id)
             ctx.pings.forget(session_id)
             await ctx.store.release(session_id)
+            await Owners(ctx.store.redis).set(session_id, None)
             await ctx.messages.forget(session_id)
             await asyncio.to_thread(session_files.remove, path)
             raise
@@ -197,8 +203,8 @@ class OperatorActions:
             await asyncio.to_thread(
                 session_files.remove, session_files.folder(ctx.settings.sessions_dir, session_id)
             )
-            ctx.crashes.pop(session_id, None)
-            ctx.provisioned_at.pop(session_id, None)
+            await ctx.crashes.clear(session_id)
+            await ctx.forget_provisioned(session_id)
             ctx.operator_events.wake(session_id)
         ctx.locks.forget(session_id)
         session_log(session_id).info("deleted")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from core import keys
 from core.clock import Clock
 from core.errors import Busy, NotFound
 from core.event_log import EventLog
@@ -25,6 +25,7 @@ from core.notifier import Notifier
 from core.pings import PingBuffer
 from core.proxies import ProxyPool
 from core.runner import Runner
+from core.sessions.crash_counts import CrashCounts
 from core.sessions.locks import Locks
 from core.settings import Settings
 from core.store import Liveness, Store
@@ -33,6 +34,11 @@ from core.tasks import TaskGroup
 log = logging.getLogger("wafleet.sessions")
 
 # Sessions in these states have no worker on purpose; nothing restarts them by itself.
+# A worker that exits more than CRASH_LIMIT times within CRASH_WINDOW_S is parked.
+CRASH_WINDOW_S = 300
+CRASH_LIMIT = 5
+# A provision whose first QR came later than this is not measured (its worker waited).
+PROVISION_TO_QR_MS = 600_000
 PARKED_REASONS = frozenset({Reason.CRASH_LOOP, Reason.NO_CAPACITY, Reason.UNSCHEDULABLE})
 
 
@@ -60,8 +66,6 @@ class Context:
     clock: Clock
     metrics: Metrics
     journal: Journal | None
-    provisioned_at: dict[str, float] = field(default_factory=dict)  # for provision-to-QR
-    crashes: defaultdict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque))
     # While a reconcile runs (serve answers requests meanwhile): the sessions whose worker
     # something else started, or which were provisioned or deleted, since it began. Its
     # picture of Redis and of the runner is older than theirs, so it leaves them alone.
@@ -73,6 +77,7 @@ class Context:
         # Incoming messages and receipts, kept for the operator (core/deliveries.py sends them).
         self.operator_events = EventLog(self.store.redis, self.settings.events_retention_ms)
         self.messages = MessageService(self.store, self.settings, self.clock)
+        self.crashes = CrashCounts(self.store.redis, CRASH_WINDOW_S)
         self._maintenance: str | None = None  # what replaces the whole fleet right now
         # Several replicas (set by serve, core/fleet_maintenance.py): claims the fleet-wide
         # maintenance in Redis (False: another replica holds it) or gives it back (None);
@@ -109,6 +114,19 @@ class Context:
     def reconciling(self) -> bool:
         """True while a reconcile compares Redis with what runs (serve already answers)."""
         return self.acted_on is not None
+
+    async def mark_provisioned(self, session_id: str) -> None:
+        """For the provision-to-QR metric, in Redis: the first QR may come to any replica."""
+        key = keys.session_provisioned(session_id)
+        await self.store.redis.set(key, self.clock.now_ms(), px=PROVISION_TO_QR_MS)
+
+    async def provisioned_for(self, session_id: str) -> float | None:
+        """Seconds since the session was provisioned, once (its first QR); None after."""
+        since = await self.store.redis.getdel(keys.session_provisioned(session_id))
+        return None if since is None else (self.clock.now_ms() - int(since)) / 1000
+
+    async def forget_provisioned(self, session_id: str) -> None:
+        await self.store.redis.delete(keys.session_provisioned(session_id))
 
     def acted(self, session_id: str) -> None:
         """Something newer than a running reconcile's snapshots decided about this session."""

@@ -177,9 +177,9 @@ class EventRules:
         ctx = self.ctx
         ttl_ms = int(data.get("ttlMs") or 60_000)
         await ctx.store.set_qr(record.id, data["qr"], now + ttl_ms, ttl_ms)
-        started = ctx.provisioned_at.pop(record.id, None)
-        if started is not None:
-            ctx.metrics.provision_to_qr.observe(ctx.clock.monotonic() - started)
+        took = await ctx.provisioned_for(record.id)
+        if took is not None:
+            ctx.metrics.provision_to_qr.observe(took)
         await ctx.notifier.notify(
             Alert(
                 AlertKind.QR_READY,
@@ -203,7 +203,7 @@ class EventRules:
             expected = await ctx.store.mark_connected(record.id, phone, now)
         except NoSuchSession:
             raise NotFound(f"no session {record.id!r}") from None
-        ctx.crashes.pop(record.id, None)
+        await ctx.crashes.clear(record.id)
         await ctx.store.set_fields(record.id, bootId=boot_id(data))
         await session_files.write_record_meta(ctx.settings.sessions_dir, record, phone=phone)
         if expected:

@@ -10,12 +10,9 @@ from __future__ import annotations
 from core.models import Reason, SessionRecord, Status
 from core.notifier import Alert, AlertKind, Done
 from core.runner import ExitKind, WorkerExit
-from core.sessions.context import Context, at_rest, session_log
+from core.sessions.context import CRASH_LIMIT, CRASH_WINDOW_S, Context, at_rest, session_log
 from core.sessions.workers import Workers
 from core.store import Liveness
-
-CRASH_WINDOW_S = 300
-CRASH_LIMIT = 5  # crashes within the window before a session is parked as a crash loop
 
 
 class Supervision:
@@ -56,21 +53,17 @@ class Supervision:
             )
             return
         ctx.metrics.worker_crashes.inc()
-        crashes = ctx.crashes[session_id]
-        now = ctx.clock.monotonic()
-        crashes.append(now)
-        while crashes and now - crashes[0] > CRASH_WINDOW_S:
-            crashes.popleft()
+        crashes = await ctx.crashes.add(session_id, ctx.clock.now_ms())
         slog = session_log(session_id)
-        if len(crashes) > CRASH_LIMIT:
-            slog.error("parked as a crash loop: %d exits in %d s", len(crashes), CRASH_WINDOW_S)
+        if crashes > CRASH_LIMIT:
+            slog.error("parked as a crash loop: %d exits in %d s", crashes, CRASH_WINDOW_S)
             await ctx.store.set_fields(session_id, status=Status.FAILED, reason=Reason.CRASH_LOOP)
             await ctx.notifier.notify(
                 Alert(
                     AlertKind.CRASH_LOOP,
                     session_id,
                     record.phone,
-                    facts={"exits": len(crashes), "minutes": CRASH_WINDOW_S // 60},
+                    facts={"exits": crashes, "minutes": CRASH_WINDOW_S // 60},
                     done=Done.STOPPED_RESTARTING,
                 )
             )

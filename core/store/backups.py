@@ -1,5 +1,6 @@
 """All a backup or restore reads from or writes to Redis: sticky maps, sessions' own limits,
-a restored session on its slot, and the whole fleet's keys as a snapshot to put back."""
+a restored session on its slot, and the whole fleet's keys (owners included) as a snapshot
+to put back."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ class BackupRecords(StorePart):
             names: set[bytes] = set()
             for pattern in _SNAPSHOT_PATTERNS:
                 names.update([k async for k in raw.scan_iter(match=pattern, count=1000)])
-            names.update(k.encode() for k in keys.FLEET_INDEXES)
+            names.update(k.encode() for k in _SNAPSHOT_KEYS)
             ordered = sorted(names)
             pipe = raw.pipeline(transaction=True)
             for name in ordered:
@@ -139,7 +140,7 @@ class BackupRecords(StorePart):
             pipe = raw.pipeline(transaction=True)
             for name in sorted(current):
                 pipe.delete(name)
-            for index in keys.FLEET_INDEXES:
+            for index in _SNAPSHOT_KEYS:
                 pipe.delete(index)
             for name, dumped, ttl in snapshot.keys:
                 pipe.restore(name, ttl, dumped, replace=True)
@@ -167,9 +168,11 @@ _RESTORED_FIELDS = (
     "phone",
     "eventsWebhookUrl",
 )
-# What a failed restore puts back: the fleet's keys, and the sessions' own limits (a restore
-# writes them from the archive).
-_SNAPSHOT_PATTERNS = (*keys.FLEET_PATTERNS, keys.send_limits("*"))
+# What a failed restore puts back: the fleet's keys, and what a restore writes from the
+# archive beside them: the sessions' own limits and owners (the issued keys it adds are taken
+# out by name, and the audit trail is merged only once nothing else can fail).
+_SNAPSHOT_PATTERNS = (*keys.FLEET_PATTERNS, keys.send_limits("*"), keys.owner_sessions("*"))
+_SNAPSHOT_KEYS = (*keys.FLEET_INDEXES, keys.SESSION_OWNERS)
 
 
 @dataclass(frozen=True)

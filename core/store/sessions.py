@@ -42,9 +42,16 @@ class SessionRecords(StorePart):
         self._ping_overdue = redis.register_script(load_script("ping_overdue.lua"))
 
     async def reserve(
-        self, phone: str, requested: str, cap: int, phone_cap: int, now: int
+        self,
+        phone: str,
+        requested: str,
+        cap: int,
+        phone_cap: int,
+        now: int,
+        owner: str | None = None,
     ) -> tuple[str, str]:
-        """Create a session on a proxy slot and return ``(id, proxy)``.
+        """Create a session on a proxy slot and return ``(id, proxy)``; ``owner``: the client
+        key it belongs to, written in the same script as the record (None: an admin's).
 
         ``ReservationRefused.why`` names the rule that refused it; nothing is written then.
         """
@@ -58,8 +65,10 @@ class SessionRecords(StorePart):
                 keys.proxy_status(requested),
                 keys.proxy_sessions(requested),
                 keys.provision_receipt(uuid.uuid4().hex),
+                keys.SESSION_OWNERS,
+                keys.owner_sessions(owner or ""),
             ],
-            args=[phone, requested, cap, phone_cap, now],
+            args=[phone, requested, cap, phone_cap, now, owner or ""],
         )
         if result[0] != "ok":
             raise ReservationRefused(result[1])

@@ -212,6 +212,14 @@ async def test_a_lost_node_with_the_leader_and_the_redis_primary(
         api = Api(http, ha)
         await _lead_from_node_1(api, ha)
         assert await _sentinel_primary(ha, 2) == ha.redis_address(LOST)
+
+        async def replicas_synced() -> bool:
+            primary = ha.redis_address(LOST)
+            return all([await _replica_of(ha, primary, slot) for slot in SLOTS if slot != LOST])
+
+        # Both replicas through their first sync: until then a promise has nothing to wait
+        # for, and the first provision would be a 503 (right, but not what is tested here).
+        await eventually(replicas_synced, 120, "both Redis replicas in sync")
         # Sessions provisioned through every replica in turn, each linked at the network.
         sids = [await _link(api, 1 + n % 3, phone) for n, phone in enumerate(PHONES)]
         phone_of = dict(zip(sids, PHONES, strict=True))
@@ -293,9 +301,10 @@ async def test_a_lost_node_with_the_leader_and_the_redis_primary(
         assert f"{len(lost)} {noun} moved, 0 not moved" in alert, alert
 
 
-async def _replica_of(stack: HaStack, primary: str) -> bool:
+async def _replica_of(stack: HaStack, primary: str, slot: int = LOST) -> bool:
+    """The Redis node of ``slot`` is a replica of ``primary`` and done syncing (link up)."""
     client = aioredis.Redis(
-        host=SLOTS[LOST][0],
+        host=SLOTS[slot][0],
         port=stack.redis_port,
         password=stack.redis_password,
         socket_timeout=2,
