@@ -46,7 +46,12 @@ async def run_worker(config: WorkerConfig) -> None:
         ProxyUrl.parse(config.proxy_url).id,
     )
     commands = CommandClient(
-        config.session_id, config.webhook_secret, driver, webhook, loop.online
+        config.session_id,
+        config.webhook_secret,
+        driver,
+        webhook,
+        loop.online,
+        config.session_dir,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
