@@ -8,10 +8,10 @@ streamed, its size and SHA-256 checked), sent with its caption, and the copy rem
 soon as the network accepted or refused it (a command handed out again fetches afresh).
 Each outcome (``sent``, or ``failed`` with a reason) rides on the next poll, which goes out
 at once: one request per message where an acknowledgement, a status event and a poll were
-three; serve makes the operator's status event from it. The outcomes are kept until a poll is answered, so serve away only delays
-them. A command whose message could not leave (the connection dropped) is not
-acknowledged: the next poll answers it again. Serve paces the messages (limits, random
-pauses); the worker does not.
+three; serve makes the operator's status event from it. The outcomes are kept until a poll
+is answered, so serve away only delays them. A command whose message could not leave (the
+connection dropped) is not acknowledged: the next poll answers it again. Serve paces the
+messages (limits, random pauses); the worker does not.
 """
 
 from __future__ import annotations
