@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import BodyPartReader, web
 
 from api.body import MAX_BODY
@@ -119,7 +120,16 @@ async def send_json(request: web.Request, body: dict[str, Any]) -> tuple[Message
 
 
 async def send_multipart(request: web.Request) -> tuple[Message, bool]:
-    """Fields first (``to`` and ``kind`` at least), then the file part, streamed."""
+    """Fields first (``to`` and ``kind`` at least), then the file part, streamed. A body
+    aiohttp's multipart reader cannot read (no boundary, cut short) is a 400."""
+    try:
+        return await _multipart(request)
+    except (ValueError, AssertionError, aiohttp.ClientPayloadError):
+        # Its message may quote a header: not echoed.
+        raise InvalidInput("the multipart body could not be read (boundary, framing)") from None
+
+
+async def _multipart(request: web.Request) -> tuple[Message, bool]:
     reader = await request.multipart()
     fields: dict[str, str] = {}
     received: Received | None = None

@@ -211,6 +211,13 @@ async def test_refused_files_leave_nothing_stored_and_no_record(fleet: Fleet) ->
         {"to": OUTSIDE, "media": {"kind": "document", "data": "bm90IGJhc2U2NA=!"}},
     )
     refusals.append(("bad base64", bad_b64, 400, "invalid_input"))
+    no_boundary = await fleet.call(
+        "POST",
+        f"/api/sessions/{sid}/messages",
+        raw=b'{"to": "14155550123", "text": "hi"}',
+        headers={"Content-Type": "multipart/form-data"},
+    )
+    refusals.append(("multipart without a boundary", no_boundary, 400, "invalid_input"))
     good = await send_json(fleet, sid, "document", samples.pdf())
     for what, (status, body), wanted, code in refusals:
         assert status == wanted, (what, body)
