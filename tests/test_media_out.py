@@ -338,3 +338,15 @@ async def test_a_file_follows_the_texts_owner_and_scope_rules(fleet: Fleet) -> N
     status, answer = await call_as(fleet, mine_key, "POST", f"/api/sessions/{mine}/messages", body)
     assert status == 202, answer
     assert len(stored_files(fleet)) == 1
+
+
+async def test_deleting_the_session_removes_its_media_records(fleet: Fleet) -> None:
+    """The records go with the session's messages; the files follow at the next sweep."""
+    sid = (await fleet.provision())["id"]
+    status, body = await send_json(fleet, sid, "document", samples.pdf())
+    assert status == 202, body
+    assert await count(fleet, "wafleet:media:md_*") == 1
+    status, _ = await fleet.call("DELETE", f"/api/sessions/{sid}")
+    assert status in (200, 204)
+    assert await count(fleet, "wafleet:media:md_*") == 0
+    assert await count(fleet, "wafleet:message:*") == 0
