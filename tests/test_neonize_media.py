@@ -33,13 +33,30 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from neonize.proto.Neonize_pb2 import UploadResponse, UploadReturnFunction
+from neonize.events import ConnectedEv, DisconnectedEv
+from neonize.proto.Neonize_pb2 import (
+    SendMessageReturnFunction,
+    UploadResponse,
+    UploadReturnFunction,
+)
+from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message as WAMessage
 from neonize.utils.enum import MediaType
 
 from tests import media_samples as samples
+from tests.test_neonize_driver import (  # noqa: F401 (fixtures)
+    Core,
+    Recorder,
+    _outcome,
+    _start,
+    driver,
+    session_dir,
+    socks_port,
+)
 from worker.drivers import neonize_slim as slim
 from worker.drivers.base import OutgoingMedia, SendFailed
+from worker.drivers.neonize import driver as nd
 from worker.drivers.neonize.media import VOICE_MIME, build_message, upload_type
+from worker.message_ids import wa_id
 
 
 def _upload_of(data: bytes) -> UploadResponse:
@@ -66,6 +83,8 @@ class UploadingCore:
             self.calls.append((name, *args))
             if name == "Upload":
                 return UploadReturnFunction(UploadResponse=_upload_of(args[1])).SerializeToString()
+            if name == "SendMessage":
+                return SendMessageReturnFunction(Error="").SerializeToString()
             return None
 
         return call
@@ -149,3 +168,38 @@ def test_an_upload_that_is_not_of_the_file_is_refused(tmp_path: Path) -> None:
     media = _media(tmp_path, "document", data, "application/pdf")
     with pytest.raises(SendFailed, match="media_corrupt"):
         build_message(media, _upload_of(data[:-1]))
+
+
+async def test_the_driver_uploads_then_sends_once_under_its_journal(
+    driver: nd.NeonizeDriver,  # noqa: F811 - the fixture imported above
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Connected (the Go core played through its callbacks, as in test_neonize_driver.py):
+    one Upload of the file's bytes, one SendMessage naming it; the same message handed out
+    again is found in the send journal and reaches Go no more."""
+    core, listener = Core(driver, monkeypatch), Recorder()
+    task = await _start(driver, core, listener)
+    await core.status("success")
+    await core.event(ConnectedEv(status=True))
+    await listener.wait_for(1)
+    go = UploadingCore()
+    assert driver._attempt is not None
+    driver._attempt.client = slim.SlimClient("/x/neonize.db", uuid="worker_1#1", core=go)
+    driver._attempt.client._stop_finalizer.detach()
+    data = samples.ogg_opus()
+    media = _media(tmp_path, "voice", data, "audio/ogg")
+    mid = "0123456789abcdef0123456789abcdef"
+    await driver.send_media(media, wa_id(mid))
+    assert [call[0] for call in go.calls] == ["Upload", "SendMessage"]
+    assert go.calls[0][2] == data
+    sent = WAMessage.FromString(go.calls[1][4]).audioMessage
+    assert (sent.PTT, sent.fileLength, sent.fileSHA256) == (
+        True,
+        len(data),
+        hashlib.sha256(data).digest(),
+    )
+    await driver.send_media(media, wa_id(mid))
+    assert len(go.calls) == 2, "a message the journal holds as sent went again"
+    await core.event(DisconnectedEv(status=True))
+    await _outcome(task)
