@@ -57,6 +57,11 @@ def object_of(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
         raise InvalidInput("the body must be a JSON object")
     if not text.plain_json(raw):
         text.check_tree(body)  # first: the message below names fields
+    return only(body, allowed)
+
+
+def only(body: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    """``body`` if it has no field but ``allowed``; else a 400 naming them."""
     unknown = set(body) - allowed
     if unknown:
         names = ", ".join(sorted(name[:40] for name in unknown)[:5])
@@ -123,10 +128,6 @@ class Body:
     async def read(self, request: web.Request) -> dict[str, Any]:
         """The request's body, checked; an empty body is ``{}``."""
         return self.check(await json_object(request, frozenset(self.fields)))
-
-    def read_raw(self, raw: bytes) -> dict[str, Any]:
-        """A body the handler read itself (a larger cap), checked the same way."""
-        return self.check(object_of(raw, frozenset(self.fields)))
 
 
 @web.middleware

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import BodyPartReader, web
 
-from api.body import MAX_BODY
+from api.body import MAX_BODY, only
 from api.context import SERVICE, SETTINGS
 from api.media import MEDIA
 from core import text
@@ -95,9 +95,7 @@ async def read_body(request: web.Request, cap: int) -> bytes:
 
 async def send_json(request: web.Request, body: dict[str, Any]) -> tuple[Message, bool]:
     """``body`` holds ``media``: the message with its file from base64."""
-    unknown = set(body) - MEDIA_FIELDS
-    if unknown:
-        raise InvalidInput(f"unknown field(s): {', '.join(sorted(n[:40] for n in unknown)[:5])}")
+    only(body, MEDIA_FIELDS)
     media = body.get("media")
     if not isinstance(media, dict):
         raise InvalidInput("media must be an object {kind, data, filename?}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api import serialize
-from api.body import Body, Field, object_of
+from api.body import Body, Field, object_of, only
 from api.context import SERVICE, SETTINGS
 from api.describe import SESSION, operation
 from api.message_media import (
@@ -96,7 +96,7 @@ async def send(request: web.Request) -> web.Response:
         if "media" in body:
             message, _ = await send_json(request, body)
         else:
-            SEND.check(object_of(raw, frozenset(SEND.fields)))
+            SEND.check(only(body, frozenset(SEND.fields)))
             message, _ = await request.app[SERVICE].messages.accept(
                 request.match_info["id"],
                 body.get("to"),
