@@ -57,7 +57,11 @@ async def read_capped(request: web.Request, limit: int = MAX_BODY, what: str = "
 
 
 async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
-    raw = await read_capped(request)
+    return object_of(await read_capped(request), allowed)
+
+
+def object_of(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
+    """A body already read: a JSON object of ``allowed`` fields, every string checked."""
     if not raw.strip():
         return {}
     body = parse(raw)
@@ -65,6 +69,11 @@ async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str
         raise InvalidInput("the body must be a JSON object")
     if not text.plain_json(raw):
         text.check_tree(body)  # first: the message below names fields
+    return only(body, allowed)
+
+
+def only(body: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    """``body`` if it has no field but ``allowed``; else a 400 naming them."""
     unknown = set(body) - allowed
     if unknown:
         names = ", ".join(sorted(name[:40] for name in unknown)[:5])
