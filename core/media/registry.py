@@ -107,10 +107,22 @@ class MediaRegistry:
         await self.redis.expire(media_key(media_id), ttl_s)
 
     async def live_hashes(self) -> set[str]:
-        """The hashes some record still names (SCAN: a sweep, not a hot path)."""
+        """The hashes some record still names (SCAN: a sweep, not a hot path; each batch of
+        keys read in one pipelined round trip)."""
         live: set[str] = set()
-        async for key in self.redis.scan_iter(match=MEDIA_PATTERN, count=500):
-            sha = await self.redis.hget(key, "sha256")
-            if sha:
-                live.add(str(sha))
+        batch: list[str] = []
+        async for key in self.redis.scan_iter(match=MEDIA_PATTERN, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                live |= await self._hashes(batch)
+                batch = []
+        if batch:
+            live |= await self._hashes(batch)
         return live
+
+    async def _hashes(self, keys: list[str]) -> set[str]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hget(key, "sha256")
+            found = await pipe.execute()
+        return {str(sha) for sha in found if sha}
