@@ -37,15 +37,31 @@ def parse(raw: bytes) -> Any:
         raise InvalidInput("the body is not valid JSON") from None
 
 
-async def read_capped(request: web.Request, limit: int = MAX_BODY) -> bytes:
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise InvalidInput(f"the body is larger than {limit // 1024} KiB")
-    return raw
+async def read_capped(request: web.Request, limit: int = MAX_BODY, what: str = "body") -> bytes:
+    """The whole body, or InvalidInput once it passes ``limit`` (nothing more is read).
+
+    Read until the end: one ``read(n)`` answers only what has arrived so far, and a body
+    that came in several TCP segments would be cut short (a signature then fails on it,
+    a JSON body is "not valid JSON")."""
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise InvalidInput(f"the {what} is larger than {limit // 1024} KiB")
+    return b"".join(parts)
 
 
 async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
-    raw = await read_capped(request)
+    return object_of(await read_capped(request), allowed)
+
+
+def object_of(raw: bytes, allowed: frozenset[str]) -> dict[str, Any]:
+    """A body already read: a JSON object of ``allowed`` fields, every string checked."""
     if not raw.strip():
         return {}
     body = parse(raw)
@@ -53,6 +69,11 @@ async def json_object(request: web.Request, allowed: frozenset[str]) -> dict[str
         raise InvalidInput("the body must be a JSON object")
     if not text.plain_json(raw):
         text.check_tree(body)  # first: the message below names fields
+    return only(body, allowed)
+
+
+def only(body: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    """``body`` if it has no field but ``allowed``; else a 400 naming them."""
     unknown = set(body) - allowed
     if unknown:
         names = ", ".join(sorted(name[:40] for name in unknown)[:5])

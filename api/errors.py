@@ -13,6 +13,8 @@ from api.schema import Component, answer
 from core.errors import (
     Conflict,
     InvalidInput,
+    MediaRefused,
+    MediaTooLarge,
     NoCapacity,
     NotFound,
     WafleetError,
@@ -27,6 +29,8 @@ STATUS_OF: tuple[tuple[type[WafleetError], int], ...] = (
     (InvalidInput, 400),
     (NotFound, 404),
     (Conflict, 409),
+    (MediaTooLarge, 413),
+    (MediaRefused, 415),
     (NoCapacity, 503),
     (NotReplicated, 503),  # code redis_unavailable: the write is not on a replica yet
     (MediaMissing, 503),  # a worker's event before its file: it uploads again and retries
@@ -72,6 +76,9 @@ MEANING = {
     403: "forbidden: a valid key outside its scope (x-scopes)",
     404: "not found",
     409: "conflict: busy (a restore runs), phone_limit, qr_unavailable, in use",
+    413: "media_too_large: the file is over its kind's limit (MEDIA_MAX_BYTES_*)",
+    415: "media_type_mismatch (the bytes are not the kind) or media_unreadable (an image "
+    "that does not decode within MEDIA_MAX_IMAGE_PIXELS)",
     429: "rate_limited: over the key's rate (KEY_RATE_PER_S); Retry-After says when to retry",
     500: "restore_failed: the restore failed after the swap and the previous fleet was put back",
     503: "redis_unavailable: the state store is unreachable or changing primary (any "

@@ -5,11 +5,20 @@ from __future__ import annotations
 from aiohttp import web
 
 from api import serialize
-from api.body import Body, Field
-from api.context import SERVICE
+from api.body import Body, Field, object_of, only
+from api.context import SERVICE, SETTINGS
 from api.describe import SESSION, operation
+from api.message_media import (
+    MEDIA_FIELDS,
+    json_cap,
+    read_body,
+    send_json,
+    send_multipart,
+)
+from api.message_media_doc import MEDIA_VIEW, MULTIPART, SendBody
 from api.owned import session_json
 from api.schema import answer, obj
+from core.message_media import MAX_CAPTION
 from core.messages import (
     LIMIT_NAMES,
     MAX_IDEMPOTENCY_KEY,
@@ -27,6 +36,8 @@ MESSAGE = obj(
         "to": {"type": "string"},
         "status": {"type": "string", "enum": list(STATUSES)},
         "reason": {"type": "string", "description": "why it failed (expired, logged_out, ...)"},
+        "media": MEDIA_VIEW,
+        "caption": {"type": "string", "maxLength": MAX_CAPTION},
     }
 )
 _LIMIT_MEANING = {
@@ -44,7 +55,7 @@ LIMITS = {
     }
     for name in LIMIT_NAMES
 }
-SEND = Body(
+SEND = SendBody(
     {
         "to": Field({"type": "string", "example": "14155550123"}, required=True),
         "text": Field({"type": "string", "minLength": 1, "maxLength": MAX_TEXT}, required=True),
@@ -63,18 +74,35 @@ SET_LIMITS = Body(
 
 @routes.post("/api/sessions/{id}/messages")
 @operation(
-    "Send a text through the session: accepted, durable, sent at most once",
+    "Send a text or a media file through the session: accepted, durable, sent at most once",
     {202: answer("accepted (the same idempotencyKey: the same message)", MESSAGE)},
     404,
+    413,
+    415,
     body=SEND,
     scopes=SESSION,
     audit="message",
+    description="A text as JSON; a file as JSON with its bytes in base64, or as "
+    "multipart/form-data (streamed: the way for big files). A file is checked before "
+    "anything is kept: its size per kind (413), its kind against its bytes (415 "
+    "media_type_mismatch), an image's decode (415 media_unreadable).",
 )
 async def send(request: web.Request) -> web.Response:
-    body = await SEND.read(request)
-    message, _ = await request.app[SERVICE].messages.accept(
-        request.match_info["id"], body.get("to"), body.get("text"), body.get("idempotencyKey")
-    )
+    if request.content_type == MULTIPART:
+        message, _ = await send_multipart(request)
+    else:
+        raw = await read_body(request, json_cap(request.app[SETTINGS]))
+        body = object_of(raw, MEDIA_FIELDS | frozenset(SEND.fields))
+        if "media" in body:
+            message, _ = await send_json(request, body)
+        else:
+            SEND.check(only(body, frozenset(SEND.fields)))
+            message, _ = await request.app[SERVICE].messages.accept(
+                request.match_info["id"],
+                body.get("to"),
+                body.get("text"),
+                body.get("idempotencyKey"),
+            )
     # 202 for a resend with the same key too: the same promise, the same message.
     return web.json_response({"id": message.id, "status": message.status}, status=202)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api.body import Body, Field, parse
+from api.body import Body, Field, parse, read_capped
 from api.context import SERVICE, SETTINGS
 from api.describe import header, operation
 from api.errors import Unauthorized
@@ -85,9 +85,7 @@ async def read_signed(
     signature is checked before the body is parsed, so a worker can speak only for its own
     session. ``what`` names the request in errors and the log.
     """
-    raw = await request.content.read(max_body + 1)
-    if len(raw) > max_body:
-        raise InvalidInput(f"the {what} is too large")
+    raw = await read_capped(request, max_body, what)
     session_id = _claimed_session(raw)
     timestamp = request.headers.get(signing.TIMESTAMP_HEADER, "")
     signature = request.headers.get(signing.SIGNATURE_HEADER, "")

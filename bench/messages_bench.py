@@ -5,23 +5,32 @@ simwa, ``wafleet serve``, sim workers), no limits, no pauses, no "typing...".
   network's own timestamp of the message, one message at a time (p50 / p99);
 - outbound messages per second for one ``serve`` across N sessions: a burst of K messages
   per session, from the first POST to the last message at the network.
+- ``--media-files F``: instead, media out: F documents of ``--media-mb`` MB each, posted by
+  multipart (streamed from disk, ``--media-at-once`` at a time) through one session; MB/s
+  from the first POST to the last file at the network, and ``serve``'s peak RSS meanwhile
+  (sampled every 20 ms), which must not grow with the files: they are streamed.
 
 Usage: python bench/messages_bench.py [--latency 200] [--sessions 20] [--per-session 20]
 (docs/performance.md's figure is for 100 sessions: ``--sessions 100``; each sim worker is
-~23 MB).
+~23 MB); python bench/messages_bench.py --media-files 20 --media-mb 16.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
-from _common import bench_fleet, percentile
+import aiohttp
+from _common import bench_fleet, percentile, rss_mb
 
-from tests.fleet import Fleet
+from tests.fleet import API_KEY, Fleet
 
 NO_LIMITS = {
     "MESSAGES_PER_MINUTE": "0",
@@ -86,7 +95,81 @@ async def throughput(fleet: Fleet, sessions: list[tuple[str, str]], per_session:
     return len(sessions) * per_session / elapsed
 
 
+async def post_file(fleet: Fleet, sid: str, path: Path) -> str:
+    form = aiohttp.FormData()
+    form.add_field("to", TO)
+    form.add_field("kind", "document")
+    form.add_field("filename", path.name)
+    with path.open("rb") as file:
+        form.add_field("file", file, filename=path.name)
+        async with fleet.http.post(
+            f"{fleet.api}/api/sessions/{sid}/messages", data=form, headers={"X-API-Key": API_KEY}
+        ) as answer:
+            body = await answer.json()
+    assert answer.status == 202, body
+    return "3EB0" + str(body["id"]).upper()
+
+
+def make_files(folder: Path, files: int, mb: int) -> list[Path]:
+    """Distinct files (the store keeps equal bytes once), PDF by their first bytes."""
+    paths = []
+    for n in range(files):
+        path = folder / f"report-{n}.pdf"
+        with path.open("wb") as out:
+            out.write(b"%PDF-1.4\n")
+            for _ in range(mb):
+                out.write(os.urandom(1024 * 1024))
+        paths.append(path)
+    return paths
+
+
+async def media_out(fleet: Fleet, files: int, mb: int, at_once: int) -> None:
+    phone = "972530000001"
+    sid = (await fleet.link(phone))["id"]
+    folder = Path(tempfile.mkdtemp(prefix="wafleet-media-bench-"))
+    paths = await asyncio.to_thread(make_files, folder, files, mb)
+    assert fleet.serve is not None
+    pid = fleet.serve.popen.pid
+    base = rss_mb(pid)
+    peak = base
+    done = False
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done:
+            peak = max(peak, rss_mb(pid))
+            await asyncio.sleep(0.02)
+
+    sampler = asyncio.create_task(sample())
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(path: Path) -> str:
+        async with gate:
+            return await post_file(fleet, sid, path)
+
+    start = time.perf_counter()
+    wa_ids = await asyncio.gather(*(one(p) for p in paths))
+    accepted = time.perf_counter() - start
+    while not set(wa_ids) <= set(await network_log(fleet, phone)):
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - start
+    done = True
+    await sampler
+    total_mb = files * mb * 1024 * 1024 / 1e6
+    await asyncio.to_thread(shutil.rmtree, folder)
+    print(
+        f"media out: {files} x {mb} MB documents by multipart ({at_once} at a time): "
+        f"all accepted in {accepted:.1f} s ({total_mb / accepted:.0f} MB/s in), "
+        f"all at the network in {elapsed:.1f} s ({total_mb / elapsed:.1f} MB/s out)"
+    )
+    print(f"serve RSS: {base:.0f} MB before, peak {peak:.0f} MB while they moved")
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.media_files:
+        async with bench_fleet("media", 1, NO_LIMITS) as fleet:
+            await media_out(fleet, args.media_files, args.media_mb, args.media_at_once)
+        return
     async with bench_fleet("msg", 2, NO_LIMITS) as fleet:
         sessions = []
         for n in range(args.sessions):
@@ -114,4 +197,7 @@ if __name__ == "__main__":
     parser.add_argument("--latency", type=int, default=200)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--per-session", type=int, default=20)
+    parser.add_argument("--media-files", type=int, default=0)
+    parser.add_argument("--media-mb", type=int, default=16)
+    parser.add_argument("--media-at-once", type=int, default=4)
     asyncio.run(main(parser.parse_args()))

@@ -47,3 +47,19 @@ class ConfigError(WafleetError):
     """Settings that must be fixed before wafleet can start."""
 
     code = "config_error"
+
+
+class MediaTooLarge(WafleetError):
+    """A media file over its kind's limit (HTTP 413): nothing of it is kept."""
+
+    code = "media_too_large"
+
+
+class MediaRefused(WafleetError):
+    """A media file that is not what it says (HTTP 415): ``media_type_mismatch`` (the bytes
+    are not of the kind) or ``media_unreadable`` (an image that does not decode, or would
+    decode to more pixels than allowed)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -254,6 +254,11 @@ MESSAGE_KEY = "wafleet:msgkey:{id}:{key}"  # == message_key(); a key may hold br
 MESSAGE_INDEX = "wafleet:msgids:{id}"
 LUA_FORMATS |= {"message_key": MESSAGE_KEY}
 
+# Media ids (core/media/registry.py): a message's media record gets the message's retention
+# in the same script that makes the message final (common.lua ``finish``).
+MEDIA = "wafleet:media:{id}"
+LUA_FORMATS |= {"media": MEDIA}
+
 
 def message_index(session_id: str) -> str:
     """Sorted set: every message id of the session -> when it was accepted (ms), trimmed of

@@ -20,6 +20,9 @@ from typing import Any
 from core import keys, text
 from core.clock import Clock
 from core.errors import InvalidInput, NotFound
+from core.media import Media
+from core.media.registry import MediaRecord, record_fields
+from core.message_media import check_caption, command_media
 from core.phone import normalize as normalize_phone
 from core.settings import Settings
 from core.store import Store, load_script
@@ -43,11 +46,17 @@ class Message:
     to: str
     status: str
     reason: str | None
+    media: MediaRecord | None = None
+    caption: str | None = None
 
     def view(self) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.id, "to": self.to, "status": self.status}
         if self.reason:
             body["reason"] = self.reason
+        if self.media is not None:
+            body["media"] = self.media.public()
+            if self.caption:
+                body["caption"] = self.caption
         return body
 
 
@@ -103,6 +112,8 @@ class MessageService:
         self.clock = clock
         # A finished record (and its idempotency key) is kept this long for GET and resends.
         self.keep_ms = settings.message_retention_days * DAY_MS
+        # Media links for the worker are signed when a command is handed out.
+        self.media = Media.from_settings(settings, self.redis, clock)
         self._accept = self.redis.register_script(load_script("message_accept.lua"))
         self._take = self.redis.register_script(load_script("message_take.lua"))
         self._update = self.redis.register_script(load_script("message_update.lua"))
@@ -122,12 +133,22 @@ class MessageService:
     # the operator's side ----------------------------------------------------------------
 
     async def accept(
-        self, session_id: str, to: object, body: object, idempotency_key: object = None
+        self,
+        session_id: str,
+        to: object,
+        body: object,
+        idempotency_key: object = None,
+        media: MediaRecord | None = None,
     ) -> tuple[Message, bool]:
-        """Queue a message; ``(message, created)``. Validated before anything is written."""
+        """Queue a message; ``(message, created)``. Validated before anything is written.
+
+        With ``media`` (a file already in the store), ``body`` is its optional caption and
+        the media record is written in the same step as the message: a resend with a known
+        idempotency key writes neither (its file, not named, goes with the next sweep)."""
         phone = normalize_phone(to)
-        message_text = check_text(body)
-        key = _check_key(idempotency_key)
+        message_text = check_text(body) if media is None else check_caption(body)
+        key = check_key(idempotency_key)
+        media_args = [media.id, *record_fields(media)] if media is not None else [""]
         now = self.clock.now_ms()
         mid = uuid.uuid4().hex
         found = await self._accept(
@@ -152,6 +173,7 @@ class MessageService:
                 "1" if key else "0",
                 self.keep_ms,
                 key or "",
+                *media_args,
             ],
         )
         mid, outcome = str(found[0]), str(found[1])
@@ -160,16 +182,25 @@ class MessageService:
         self.wake(session_id)
         return await self.get(session_id, mid), outcome == "new"
 
+    async def existing(self, session_id: str, idempotency_key: str) -> Message | None:
+        """The message an idempotency key already made (a resend need not upload again)."""
+        mid = await self.redis.get(keys.message_key(session_id, idempotency_key))
+        return None if mid is None else await self.get(session_id, str(mid))
+
     async def get(self, session_id: str, message_id: str) -> Message:
         if not MESSAGE_ID.fullmatch(message_id):
             raise NotFound(f"no message {message_id!r}")
         fields = await self.redis.hmget(
-            keys.message(message_id), ["session", "to", "status", "reason"]
+            keys.message(message_id), ["session", "to", "status", "reason", "media", "text"]
         )
         if fields[0] != session_id:
             raise NotFound(f"no message {message_id!r} in session {session_id!r}")
         reason = str(fields[3]) if fields[3] else None
-        return Message(message_id, session_id, str(fields[1]), str(fields[2]), reason)
+        media = await self.media.registry.get(str(fields[4])) if fields[4] else None
+        caption = str(fields[5]) if fields[4] and fields[5] else None
+        return Message(
+            message_id, session_id, str(fields[1]), str(fields[2]), reason, media, caption
+        )
 
     async def counts(self, session_id: str) -> Counts:
         found = await self.redis.hgetall(keys.message_counts(session_id))
@@ -254,21 +285,23 @@ class MessageService:
         ids, wait_ms = [str(i) for i in found[0]], int(found[1])
         commands = []
         for mid in ids:
-            fields = await self.redis.hmget(keys.message(mid), ["to", "text"])
-            if fields[0] is None or fields[1] is None:
+            fields = await self.redis.hmget(keys.message(mid), ["to", "text", "media"])
+            media = await command_media(self.media, fields[2]) if fields[2] else None
+            if fields[0] is None or fields[1] is None or (fields[2] and media is None):
                 # Its record is gone (never expected): drop the command rather than offer
                 # the worker something it could never acknowledge.
                 await self.redis.lrem(keys.session_commands(session_id), 0, mid)
                 continue
-            commands.append(
-                {
-                    "id": mid,
-                    "type": "send",
-                    "to": str(fields[0]),
-                    "text": str(fields[1]),
-                    "typingMs": self.typing_ms(str(fields[1])),
-                }
-            )
+            command: dict[str, Any] = {
+                "id": mid,
+                "type": "send",
+                "to": str(fields[0]),
+                "text": str(fields[1]),
+                "typingMs": self.typing_ms(str(fields[1])),
+            }
+            if media is not None:
+                command["media"] = media
+            commands.append(command)
         return commands, wait_ms
 
     def typing_ms(self, message_text: str) -> int:
@@ -399,7 +432,8 @@ class MessageService:
             event.set()
 
 
-def _check_key(value: object) -> str | None:
+def check_key(value: object) -> str | None:
+    """An idempotency key (None: the request has none)."""
     if value is None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:

@@ -12,6 +12,7 @@ client → server
   ``{"op": "send", "id", "to", "text"}`` a message with the sender's chosen id; a resend of
   an id the network already accepted from that phone is the same message (answered, not
   recorded or carried again)
+  ``{"op": "send_media", ...}`` then binary frames: a file, as simwa/sent_media.py says
   ``{"op": "ack", "id"}`` the device has a ``receipt`` or ``message_in`` frame for good
   (``id`` is the frame's ``frame``); until then the network keeps it (below)
 server → client
@@ -61,6 +62,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from simwa.incoming_media import MAX_BODY, WS_MAX_MESSAGE, BadMedia, media_frame
+from simwa.sent_media import MediaReceiver, Upload, record
 
 log = logging.getLogger("wafleet.simwa")
 
@@ -274,7 +276,12 @@ class SimNetwork:
             self._inherit(device)
             for frame_id, frame in list(device.pending.items()):
                 await self._send_frame(device, ws, frame_id, frame)
+        uploads = MediaReceiver()
         async for message in ws:
+            if message.type is WSMsgType.BINARY:
+                if (upload := uploads.feed(message.data)) is not None:
+                    await self._accept_media(device, ws, upload)
+                continue
             if message.type is not WSMsgType.TEXT:
                 break
             try:
@@ -289,6 +296,8 @@ class SimNetwork:
                 device.presence_count += 1
             elif event.get("op") == "send":
                 await self._accept(device, ws, event)
+            elif event.get("op") == "send_media" and (refused := uploads.start(event)):
+                await ws.send_json({"op": "send_error", "id": event.get("id"), "reason": refused})
             elif event.get("op") == "message" and event.get("to") == "self":
                 device.self_messages += 1
             elif event.get("op") == "ack" and not device.lose_acks:
@@ -317,6 +326,19 @@ class SimNetwork:
         await ws.send_json({"op": "sent", "id": mid})
         if fresh:
             self._spawn(self._carry(device, mid, to, body))
+
+    async def _accept_media(
+        self, device: Device, ws: web.WebSocketResponse, upload: Upload
+    ) -> None:
+        """A file came whole: recorded once per id, as a text is."""
+        if not _PHONE.fullmatch(upload.to):
+            reply = {"op": "send_error", "id": upload.id, "reason": "invalid_recipient"}
+            await ws.send_json(reply)
+            return
+        fresh = record(self.sent.setdefault(device.phone, {}), upload, _now_ms())
+        await ws.send_json({"op": "sent", "id": upload.id})
+        if fresh:
+            self._spawn(self._carry(device, upload.id, upload.to, upload.caption))
 
     async def _carry(self, sender: Device, mid: str, to: str, body: str) -> None:
         """Bring the message to a device of ``to`` (if the network has one), then the

@@ -5,7 +5,8 @@ that must run once for the whole fleet runs here, on the leader only:
 
 * the start-up reconcile (at every win: the new leader adopts every running worker, so it
   hears of their exits), then the watchdog;
-* the proxy prober, the connected-sessions sampler, the operator-event deliveries;
+* the proxy prober, the connected-sessions sampler, the operator-event deliveries, the
+  media sweep (core/media/sweep.py);
 * the Telegram bot's polling and its alert sender;
 * the scheduled backup and digest: the scheduler fires on every replica, and the leader of
   that moment claims the run in Redis, fenced by its token, so a run happens once even
@@ -30,6 +31,9 @@ from core import keys
 from core.deliveries import Deliveries
 from core.history import ConnectedHistory
 from core.leadership import Leadership, acting_as_leader
+from core.media.registry import MediaRegistry
+from core.media.store import MediaStore
+from core.media.sweep import run_sweep
 from core.proxies import ProxyPool
 from core.sessions import SessionService
 from core.settings import Settings
@@ -106,6 +110,10 @@ class LeaderWork:
             self.tasks.spawn(self.history.run(self.store), name="connected-history")
             self.deliveries = self.make_deliveries()
             self.tasks.spawn(self.deliveries.run(), name="event-deliveries")
+            self.tasks.spawn(
+                run_sweep(MediaStore(s.media_dir), MediaRegistry(self.store.redis)),
+                name="media-sweep",
+            )
         if self.telegram is not None:
             # Outside: an operator's command read by the leader's poll is an operator's
             # action (allowed on any replica), not leader work to be fenced.

@@ -2,13 +2,16 @@
 
 While connected, the worker long-polls ``POST /worker/commands`` and carries out what it
 gets one command at a time: "typing..." for the time serve chose, then the text with the
-WhatsApp id derived from our message id. Each outcome (``sent``, or ``failed`` with a
-reason) rides on the next poll, which goes out at once: one request per message where an
-acknowledgement, a status event and a poll were three; serve makes the operator's status
-event from it. The outcomes are kept until a poll is answered, so serve away only delays
-them. A command whose message could not leave (the connection dropped) is not
-acknowledged: the next poll answers it again. Serve paces the messages (limits, random
-pauses); the worker does not.
+WhatsApp id derived from our message id. A command with ``media`` names a file: it is
+fetched from serve by its signed link into the session folder (worker/media_fetch.py,
+streamed, its size and SHA-256 checked), sent with its caption, and the copy removed as
+soon as the network accepted or refused it (a command handed out again fetches afresh).
+Each outcome (``sent``, or ``failed`` with a reason) rides on the next poll, which goes out
+at once: one request per message where an acknowledgement, a status event and a poll were
+three; serve makes the operator's status event from it. The outcomes are kept until a poll
+is answered, so serve away only delays them. A command whose message could not leave (the
+connection dropped) is not acknowledged: the next poll answers it again. Serve paces the
+messages (limits, random pauses); the worker does not.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import json
 import logging
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from core.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from worker.drivers.base import Driver, NotConnected, SendFailed
+from worker import media_fetch
+from worker.drivers.base import Driver, NotConnected, OutgoingMedia, SendFailed
 from worker.endpoints import FailoverPoster
 from worker.http_post import HttpError
 from worker.message_ids import wa_id
@@ -51,8 +56,10 @@ class CommandClient:
         driver: Driver,
         webhook: WebhookClient,
         connected: asyncio.Event,
+        session_dir: Path | None = None,
     ) -> None:
         self.session_id = session_id
+        self.session_dir = session_dir or Path(".")
         self.secret = secret
         self.driver = driver
         self.webhook = webhook
@@ -102,10 +109,22 @@ class CommandClient:
     async def _carry_out(self, command: dict[str, Any]) -> bool:
         mid, to, text = command["id"], command["to"], command["text"]
         outcome: dict[str, Any] = {"id": mid, "status": "sent"}
+        media: OutgoingMedia | None = None
         try:
+            if "media" in command:
+                media = await self._fetch(to, text, command["media"])
             if command.get("typingMs"):
                 await self.driver.send_typing(to, int(command["typingMs"]))
-            await self.driver.send_text(to, text, wa_id(mid))
+            if media is not None:
+                await self.driver.send_media(media, wa_id(mid))
+            else:
+                await self.driver.send_text(to, text, wa_id(mid))
+        except media_fetch.MediaGone as exc:
+            outcome = {"id": mid, "status": "failed", "reason": exc.reason}
+        except media_fetch.FetchFailed as exc:
+            log.warning("fetching the file of %s failed (%s); it is tried again", mid, exc)
+            await self._backoff()
+            return False
         except SendFailed as exc:
             outcome = {"id": mid, "status": "failed", "reason": exc.reason}
         except NotConnected:
@@ -113,8 +132,27 @@ class CommandClient:
         except Exception as exc:  # a dropped connection mid-send: try again when back
             log.warning("sending %s failed (%s); it waits for the next connection", mid, exc)
             return False
+        finally:
+            if media is not None:
+                media.path.unlink(missing_ok=True)
         self._acks.append(outcome)
         return True
+
+    async def _fetch(self, to: str, caption: str, media: dict[str, Any]) -> OutgoingMedia:
+        """The command's file, fetched and checked (``FetchFailed``, ``MediaGone``)."""
+        size, sha256 = int(media["size"]), str(media["sha256"])
+        urls = media_fetch.alternatives(str(media["url"]), self.webhook.endpoints.urls)
+        path = await media_fetch.fetch(urls, self.session_dir, size, sha256)
+        return OutgoingMedia(
+            to=to,
+            kind=str(media["kind"]),
+            path=path,
+            mime=str(media["mime"]),
+            size=size,
+            sha256=sha256,
+            filename=media.get("filename"),
+            caption=caption,
+        )
 
     async def _call(self, http: FailoverPoster, body: dict[str, Any]) -> dict[str, Any] | None:
         """A signed request; its JSON answer, or None when it should be tried again."""

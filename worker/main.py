@@ -10,6 +10,7 @@ import sys
 
 from core import logs
 from core.proxy_url import ProxyUrl
+from worker import media_fetch
 from worker.commands import CommandClient
 from worker.config import WorkerConfig
 from worker.drivers import make_driver
@@ -23,6 +24,9 @@ log = logging.getLogger("wafleet.worker")
 
 async def run_worker(config: WorkerConfig) -> None:
     driver = make_driver(config)
+    # Files a previous process fetched and never sent: a command handed out again fetches
+    # its file afresh (with a fresh link).
+    media_fetch.clear(config.session_dir)
     # Random per process start: the one thing two copies of a Swarm task do not share.
     boot_id = secrets.token_hex(8)
     inbox = MediaInbox(config.session_dir)  # files of incoming messages, until serve has them
@@ -48,7 +52,12 @@ async def run_worker(config: WorkerConfig) -> None:
         inbox,
     )
     commands = CommandClient(
-        config.session_id, config.webhook_secret, driver, webhook, loop.online
+        config.session_id,
+        config.webhook_secret,
+        driver,
+        webhook,
+        loop.online,
+        config.session_dir,
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -117,3 +117,13 @@ end
 local function unindex_session(id)
   redis.call('ZREM', FORMAT.session_order, id)
 end
+
+-- A message is final (sent, failed): its record, and its media record if it carries one, are
+-- kept ``keep`` ms more, together, so a file lives exactly as long as the message naming it.
+local function finish(message, keep)
+  redis.call('PEXPIRE', message, keep)
+  local media = redis.call('HGET', message, 'media')
+  if media then
+    redis.call('PEXPIRE', fill(FORMAT.media, media), keep)
+  end
+end

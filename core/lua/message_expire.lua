@@ -15,7 +15,7 @@ for _, id in ipairs(due) do
     redis.call('HSET', message, 'status', 'failed', 'reason', 'expired')
     redis.call('HINCRBY', fill(FORMAT.message_counts, fields[2]), 'failed', 1)
     redis.call('HINCRBY', fleet_counts, 'failed', 1)
-    redis.call('PEXPIRE', message, keep)
+    finish(message, keep)
     expired = expired + 1
   end
 end

@@ -15,12 +15,15 @@ local failed = 0
 
 local function remove(id)
   local message = fill(FORMAT.message, id)
-  local fields = redis.call('HMGET', message, 'session', 'idemKey')
+  local fields = redis.call('HMGET', message, 'session', 'idemKey', 'media')
   if fields[1] ~= session then
     return  -- gone already, or not this session's
   end
   if fields[2] then
     redis.call('DEL', fill(FORMAT.message_key, session, fields[2]))
+  end
+  if fields[3] then
+    redis.call('DEL', fill(FORMAT.media, fields[3]))  -- its file goes with the next sweep
   end
   redis.call('DEL', message)
   redis.call('ZREM', deadlines, id)

@@ -13,7 +13,7 @@ for _, id in ipairs(redis.call('LRANGE', queue, 0, -1)) do
   local message = fill(FORMAT.message, id)
   if redis.call('HGET', message, 'status') == 'queued' then
     redis.call('HSET', message, 'status', 'failed', 'reason', 'logged_out')
-    redis.call('PEXPIRE', message, keep)
+    finish(message, keep)
     redis.call('HINCRBY', counts, 'failed', 1)
     redis.call('HINCRBY', fleet_counts, 'failed', 1)
     failed = failed + 1

@@ -37,7 +37,7 @@ while true do
     redis.call('HSET', message, 'status', 'failed', 'reason', 'expired')
     redis.call('HINCRBY', counts, 'failed', 1)
     redis.call('HINCRBY', fleet_counts, 'failed', 1)
-    redis.call('PEXPIRE', message, keep)
+    finish(message, keep)
   else
     break
   end

@@ -25,7 +25,7 @@ if status == 'failed' then
   redis.call('HSET', message, 'status', 'failed', 'reason', reason)
   redis.call('HINCRBY', counts, 'failed', 1)
   redis.call('HINCRBY', fleet_counts, 'failed', 1)
-  redis.call('PEXPIRE', message, keep)
+  finish(message, keep)
   return 1
 end
 if RANK[status] > RANK[current] then
@@ -33,7 +33,7 @@ if RANK[status] > RANK[current] then
   if current == 'queued' then
     redis.call('HINCRBY', counts, 'sent', 1)
     redis.call('HINCRBY', fleet_counts, 'sent', 1)
-    redis.call('PEXPIRE', message, keep)
+    finish(message, keep)
   end
 end
 return 1

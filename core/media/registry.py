@@ -14,7 +14,9 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
-MEDIA_KEY = "wafleet:media:{id}"
+from core import keys
+
+MEDIA_KEY = keys.MEDIA
 MEDIA_PATTERN = "wafleet:media:md_*"
 KINDS = ("image", "document", "audio", "voice", "video")
 
@@ -57,6 +59,13 @@ class MediaRecord:
         return shown
 
 
+def record_fields(record: MediaRecord) -> list[str]:
+    """The record as a hash's field, value, ... (a script that writes it with a message)."""
+    return [
+        str(x) for k, v in asdict(record).items() if v is not None and k != "id" for x in (k, v)
+    ]
+
+
 def _record(media_id: str, fields: Mapping[str, str]) -> MediaRecord:
     return MediaRecord(
         id=media_id,
@@ -79,12 +88,7 @@ class MediaRegistry:
         """Name a stored file; idempotent: a record already under this id is kept as it is
         (an event delivered twice names its media once) and returned. ``ttl_s`` 0: no
         expiry yet (the message is not final)."""
-        fields = [
-            str(x)
-            for k, v in asdict(record).items()
-            if v is not None and k != "id"
-            for x in (k, v)
-        ]
+        fields = record_fields(record)
         found = await self.redis.eval(_ADD, 1, media_key(record.id), ttl_s, *fields)
         if not found:
             return record
@@ -103,10 +107,22 @@ class MediaRegistry:
         await self.redis.expire(media_key(media_id), ttl_s)
 
     async def live_hashes(self) -> set[str]:
-        """The hashes some record still names (SCAN: a sweep, not a hot path)."""
+        """The hashes some record still names (SCAN: a sweep, not a hot path; each batch of
+        keys read in one pipelined round trip)."""
         live: set[str] = set()
-        async for key in self.redis.scan_iter(match=MEDIA_PATTERN, count=500):
-            sha = await self.redis.hget(key, "sha256")
-            if sha:
-                live.add(str(sha))
+        batch: list[str] = []
+        async for key in self.redis.scan_iter(match=MEDIA_PATTERN, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                live |= await self._hashes(batch)
+                batch = []
+        if batch:
+            live |= await self._hashes(batch)
         return live
+
+    async def _hashes(self, keys: list[str]) -> set[str]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hget(key, "sha256")
+            found = await pipe.execute()
+        return {str(sha) for sha in found if sha}

@@ -140,6 +140,12 @@ class MediaWriter:
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
+    def written(self) -> Path:
+        """The temporary file with every byte so far in it, for a check that reads it whole
+        (an image's decode) before ``commit``."""
+        self._file.flush()
+        return self.temp
+
     def commit(self) -> StoredFile:
         """Durable and in place under its hash; the same bytes stored before are reused."""
         self._file.flush()

@@ -8,6 +8,7 @@ That keeps the classification of a disconnect in one place for every driver.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -89,6 +90,20 @@ class NotConnected(Exception):  # noqa: N818
     """The message could not leave: no live connection. The command waits for the next."""
 
 
+@dataclass(frozen=True)
+class OutgoingMedia:
+    """A file the worker fetched and checked (size, SHA-256), to send to ``to``."""
+
+    to: str
+    kind: str  # image | document | audio | voice | video
+    path: Path
+    mime: str
+    size: int
+    sha256: str
+    filename: str | None = None
+    caption: str = ""
+
+
 class DriverListener(Protocol):
     """What a driver tells the session loop while an attempt is running."""
 
@@ -146,6 +161,11 @@ class Driver(Protocol):
     async def send_text(self, to: str, text: str, wa_message_id: str) -> None:
         """Send ``text`` to the phone ``to`` with the given WhatsApp id; returns once WhatsApp
         accepted it. ``NotConnected`` (try again later) or ``SendFailed`` (for good)."""
+        ...
+
+    async def send_media(self, media: OutgoingMedia, wa_message_id: str) -> None:
+        """Send a file (image, document, voice, audio, video) with its optional caption,
+        as ``send_text`` sends a text: the same id, the same outcomes."""
         ...
 
     def forget_auth(self) -> None:

@@ -139,7 +139,13 @@ from neonize.events import (
     StreamReplacedEv,
     TemporaryBanEv,
 )
-from neonize.exc import DownloadError, PairPhoneError, SendMessageError, SendPresenceError
+from neonize.exc import (
+    DownloadError,
+    PairPhoneError,
+    SendMessageError,
+    SendPresenceError,
+    UploadError,
+)
 from neonize.proto import Neonize_pb2 as neonize_proto
 from neonize.proto.Neonize_pb2 import JID, ConnectFailureReason, Device
 from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
@@ -325,6 +331,17 @@ class SlimClient:
         if answer.Error:
             raise DownloadError(answer.Error)
         return bytes(answer.Binary)
+
+    def upload(self, binary: bytes, media_type: int) -> Any:
+        """``NewClient.upload`` with the media type given (whatsmeow's ``MediaType``: 0
+        image, 1 video, 2 audio, 3 document): encrypts and uploads, answers the
+        ``UploadResponse`` a media message names (URL, keys, the plaintext's SHA-256)."""
+        answer = neonize_proto.UploadReturnFunction.FromString(
+            self.core.Upload(self.uuid, binary, len(binary), media_type)
+        )
+        if answer.Error:
+            raise UploadError(answer.Error)
+        return answer.UploadResponse
 
 
 def _release(uuid: bytes, core: Any) -> None:

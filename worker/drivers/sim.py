@@ -32,6 +32,7 @@ from worker.drivers.base import (
     LoggedOut,
     NoAutoReconnect,
     NotConnected,
+    OutgoingMedia,
     ProxyFailure,
     QrTimeout,
     SendFailed,
@@ -49,6 +50,8 @@ REPLACED_CLOSE = 4001
 SEND_TIMEOUT_S = 15.0
 # The largest frame: a message with a 100 MiB file in base64 (simwa's ``WS_MAX_MESSAGE``).
 WS_MAX_MESSAGE = 140 * 1024 * 1024
+# A file goes to the network in binary frames of this size after its send_media frame.
+MEDIA_FRAME = 256 * 1024
 # How often a frame the full outbox refused is offered again.
 FULL_RETRY_S = 1.0
 
@@ -217,6 +220,31 @@ class SimDriver:
         self._accepting[wa_message_id] = accepted
         try:
             await ws.send_json({"op": "send", "id": wa_message_id, "to": to, "text": text})
+            refused = await asyncio.wait_for(accepted, SEND_TIMEOUT_S)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            raise NotConnected(f"not accepted: {type(exc).__name__}") from None
+        finally:
+            self._accepting.pop(wa_message_id, None)
+        if refused is not None:
+            raise SendFailed(refused)
+
+    async def send_media(self, media: OutgoingMedia, wa_message_id: str) -> None:
+        """The file streams from disk in binary frames after its ``send_media`` frame (see
+        simwa/sent_media.py); the network's answer is awaited as for a text."""
+        ws = self._live()
+        accepted = asyncio.get_running_loop().create_future()
+        self._accepting[wa_message_id] = accepted
+        shown: dict[str, Any] = {"kind": media.kind, "mime": media.mime, "size": media.size}
+        if media.filename:
+            shown["filename"] = media.filename
+        frame = {"op": "send_media", "id": wa_message_id, "to": media.to, "media": shown}
+        if media.caption:
+            frame["text"] = media.caption
+        try:
+            await ws.send_json(frame)
+            with media.path.open("rb") as file:
+                while chunk := file.read(MEDIA_FRAME):
+                    await ws.send_bytes(chunk)
             refused = await asyncio.wait_for(accepted, SEND_TIMEOUT_S)
         except (ConnectionError, RuntimeError, TimeoutError) as exc:
             raise NotConnected(f"not accepted: {type(exc).__name__}") from None
