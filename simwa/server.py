@@ -36,13 +36,14 @@ server → client
   again in order when it connects again, or to a new link of the same phone once the old
   one is logged out. A frame may therefore arrive twice; the device tells by its ids.
 
-The control API (``/control/...``) plays the phone: scan a QR, enter a pairing code
-(``POST /control/pair {"code", "phone"}``), logout, drop; and reports what the network saw
-of every device. ``POST /control/message {"from", "to", "text", "media"?}`` plays an outside
-number writing to a device (``media`` ``{"kind", "data": <base64>, "filename"?}``, ``text``
-its caption); ``GET /control/messages?phone=`` lists what a phone sent, once per id.
-``POST /control/lose_acks {"phone", "lose": bool}`` makes the network lose (or keep again)
-a phone's acknowledgements: a device that wrote a frame down but died before its ack left.
+The control API (``/control/...``, simwa/control.py) plays the phone: scan a QR, enter a
+pairing code (``POST /control/pair {"code", "phone"}``), logout, drop; and reports what the
+network saw of every device. ``POST /control/message {"from", "to", "text", "media"?}``
+plays an outside number writing to a device (``media``: ``{"kind", "data": <base64>,
+"filename"?}``, ``text`` its caption); ``GET /control/messages?phone=`` lists what a phone
+sent, once per id. ``POST /control/lose_acks {"phone", "lose": bool}`` makes the network
+lose (or keep again) a phone's acknowledgements: a device that wrote a frame down but died
+before its ack left.
 """
 
 from __future__ import annotations
@@ -53,102 +54,33 @@ import contextlib
 import itertools
 import logging
 import os
-import re
 import secrets
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from simwa.incoming_media import MAX_BODY, WS_MAX_MESSAGE, BadMedia, media_frame
+from simwa.control import Control
+from simwa.incoming_media import MAX_BODY, WS_MAX_MESSAGE
+from simwa.models import (
+    MAX_MESSAGE_TEXT,
+    PHONE,
+    Device,
+    IssuedCode,
+    IssuedQr,
+    PendingLink,
+    QrTimings,
+    now_ms,
+)
 from simwa.sent_media import MediaReceiver, Upload, record
 
 log = logging.getLogger("wafleet.simwa")
 
-_PHONE = re.compile(r"[1-9]\d{7,14}")
 # The WebSocket close code of a connection a newer one of the same device replaced
 # (4000-4999 is the application's range).
 REPLACED_CLOSE = 4001
 # Receipts of a message: delivered this long after it was accepted, read as long again.
 RECEIPT_DELAY_S = int(os.environ.get("SIMWA_RECEIPT_MS", "200")) / 1000
-MAX_MESSAGE_TEXT = 65_536
-
-
-@dataclass
-class QrTimings:
-    first_ttl_ms: int = 60_000
-    next_ttl_ms: int = 20_000
-    count: int = 6
-
-
-@dataclass
-class Device:
-    token: str
-    phone: str
-    session_id: str
-    logged_out: bool = False
-    ip: str | None = None
-    ip_history: list[str] = field(default_factory=list)
-    presence_count: int = 0
-    self_messages: int = 0
-    # How often it connected, and how often a newer connection replaced a live one: a
-    # reconnect loop between two copies of one worker shows here.
-    connect_count: int = 0
-    replaced_count: int = 0
-    typing_count: int = 0
-    ws: web.WebSocketResponse | None = None
-    # Receipts and incoming messages not acknowledged yet, by frame id, oldest first: sent
-    # when they come (if connected) and again on every connect until the device acks them.
-    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # The connection each pending frame last went out on (not twice on the same one).
-    sent_on: dict[str, web.WebSocketResponse] = field(default_factory=dict)
-    # Sends to the device one at a time, so a reconnect's resend keeps the frames' order.
-    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
-    acked: int = 0
-    lose_acks: bool = False
-
-    def view(self) -> dict[str, Any]:
-        return {
-            "phone": self.phone,
-            "sessionId": self.session_id,
-            "connected": self.ws is not None and not self.ws.closed,
-            "loggedOut": self.logged_out,
-            "ip": self.ip,
-            "ipHistory": list(self.ip_history),
-            "presenceCount": self.presence_count,
-            "selfMessages": self.self_messages,
-            "connectCount": self.connect_count,
-            "replacedCount": self.replaced_count,
-            "typingCount": self.typing_count,
-            "unacked": len(self.pending),
-            "acked": self.acked,
-        }
-
-
-@dataclass
-class PendingLink:
-    """A connection in its QR round, waiting for a scan."""
-
-    session_id: str
-    ws: web.WebSocketResponse
-    ip: str | None
-    paired: asyncio.Future[Device]
-
-
-@dataclass
-class IssuedCode:
-    """A pairing code: valid for the QR round it was asked in, on the phone it names."""
-
-    link: PendingLink
-    phone: str
-
-
-@dataclass
-class IssuedQr:
-    link: PendingLink
-    expires: float  # monotonic seconds
-    superseded: bool = False
 
 
 class SimNetwork:
@@ -313,7 +245,7 @@ class SimNetwork:
         mid, to, body = event.get("id"), event.get("to"), event.get("text")
         if not isinstance(mid, str) or not 1 <= len(mid) <= 128:
             return
-        if not isinstance(to, str) or not _PHONE.fullmatch(to):
+        if not isinstance(to, str) or not PHONE.fullmatch(to):
             await ws.send_json({"op": "send_error", "id": mid, "reason": "invalid_recipient"})
             return
         if not isinstance(body, str) or not body or len(body) > MAX_MESSAGE_TEXT:
@@ -322,7 +254,7 @@ class SimNetwork:
         sent = self.sent.setdefault(device.phone, {})
         fresh = mid not in sent
         if fresh:
-            sent[mid] = {"id": mid, "to": to, "text": body, "timestamp": _now_ms()}
+            sent[mid] = {"id": mid, "to": to, "text": body, "timestamp": now_ms()}
         await ws.send_json({"op": "sent", "id": mid})
         if fresh:
             self._spawn(self._carry(device, mid, to, body))
@@ -331,11 +263,11 @@ class SimNetwork:
         self, device: Device, ws: web.WebSocketResponse, upload: Upload
     ) -> None:
         """A file came whole: recorded once per id, as a text is."""
-        if not _PHONE.fullmatch(upload.to):
+        if not PHONE.fullmatch(upload.to):
             reply = {"op": "send_error", "id": upload.id, "reason": "invalid_recipient"}
             await ws.send_json(reply)
             return
-        fresh = record(self.sent.setdefault(device.phone, {}), upload, _now_ms())
+        fresh = record(self.sent.setdefault(device.phone, {}), upload, now_ms())
         await ws.send_json({"op": "sent", "id": upload.id})
         if fresh:
             self._spawn(self._carry(device, upload.id, upload.to, upload.caption))
@@ -344,14 +276,14 @@ class SimNetwork:
         """Bring the message to a device of ``to`` (if the network has one), then the
         sender's receipts: delivered, then read."""
         frame = {"op": "message_in", "id": mid, "from": sender.phone, "text": body}
-        for device in self._devices_of(to):
-            await self._deliver(device, {**frame, "timestamp": _now_ms()})
+        for device in self.devices_of(to):
+            await self.deliver(device, {**frame, "timestamp": now_ms()})
         await asyncio.sleep(RECEIPT_DELAY_S)
-        await self._deliver(sender, {"op": "receipt", "id": mid, "status": "delivered"})
+        await self.deliver(sender, {"op": "receipt", "id": mid, "status": "delivered"})
         await asyncio.sleep(RECEIPT_DELAY_S)
-        await self._deliver(sender, {"op": "receipt", "id": mid, "status": "read"})
+        await self.deliver(sender, {"op": "receipt", "id": mid, "status": "read"})
 
-    def _devices_of(self, phone: str) -> list[Device]:
+    def devices_of(self, phone: str) -> list[Device]:
         return [d for d in self.devices.values() if d.phone == phone and not d.logged_out]
 
     def _inherit(self, device: Device) -> None:
@@ -362,7 +294,7 @@ class SimNetwork:
                 other.pending.clear()
                 other.sent_on.clear()
 
-    async def _deliver(self, device: Device, frame: dict[str, Any]) -> None:
+    async def deliver(self, device: Device, frame: dict[str, Any]) -> None:
         """Queue ``frame`` for ``device`` until it is acknowledged; send it now if connected."""
         frame_id = str(next(self._frame_ids))
         device.pending[frame_id] = {**frame, "frame": frame_id}
@@ -387,130 +319,6 @@ class SimNetwork:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # the phone side (control API) -------------------------------------------------------
-
-    async def scan(self, request: web.Request) -> web.Response:
-        body = await _body(request)
-        code, phone = body.get("qr"), body.get("phone")
-        if not isinstance(phone, str) or not _PHONE.fullmatch(phone):
-            return _error(400, "phone must be 8-15 digits, country code first")
-        issued = self.qrs.get(code) if isinstance(code, str) else None
-        if issued is None:
-            return _error(404, "unknown QR")
-        if issued.superseded or time.monotonic() > issued.expires or issued.link.paired.done():
-            return _error(410, "this QR has expired")
-        return self._link_device(issued.link, phone)
-
-    async def pair(self, request: web.Request) -> web.Response:
-        """The phone enters a pairing code (Linked devices → Link with phone number)."""
-        body = await _body(request)
-        code, phone = body.get("code"), body.get("phone")
-        issued = self.codes.get(code) if isinstance(code, str) else None
-        if issued is None:
-            return _error(404, "unknown pairing code")
-        if issued.link.paired.done() or issued.link.ws.closed:
-            return _error(410, "this pairing code has expired")
-        if phone != issued.phone:
-            return _error(400, "this code was asked for another phone number")
-        return self._link_device(issued.link, issued.phone)
-
-    def _link_device(self, link: PendingLink, phone: str) -> web.Response:
-        device = Device(secrets.token_urlsafe(24), phone, link.session_id)
-        self.devices[device.token] = device
-        link.paired.set_result(device)
-        for other in self.qrs.values():
-            if other.link is link:
-                other.superseded = True
-        return web.json_response({"paired": True, "sessionId": device.session_id})
-
-    def _matching(self, body: dict[str, Any]) -> list[Device]:
-        phone, session_id = body.get("phone"), body.get("sessionId")
-        return [
-            d
-            for d in self.devices.values()
-            if d.phone == phone and not d.logged_out and session_id in (None, d.session_id)
-        ]
-
-    async def logout(self, request: web.Request) -> web.Response:
-        devices = self._matching(await _body(request))
-        if not devices:
-            return _error(404, "no linked device for that phone")
-        for device in devices:
-            device.logged_out = True
-            if device.ws is not None and not device.ws.closed:
-                with contextlib.suppress(ConnectionError):
-                    await device.ws.send_json({"op": "logged_out"})
-                await device.ws.close()
-        return web.json_response({"loggedOut": len(devices)})
-
-    async def drop(self, request: web.Request) -> web.Response:
-        devices = [d for d in self._matching(await _body(request)) if d.ws and not d.ws.closed]
-        if not devices:
-            return _error(404, "no connected device for that phone")
-        for device in devices:
-            assert device.ws is not None
-            await device.ws.close()
-        return web.json_response({"dropped": len(devices)})
-
-    async def message(self, request: web.Request) -> web.Response:
-        """An outside number writes to the device whose phone is ``to``."""
-        body = await _body(request)
-        sender, to, text = body.get("from"), body.get("to"), body.get("text")
-        if not isinstance(sender, str) or not _PHONE.fullmatch(sender):
-            return _error(400, "from must be 8-15 digits, country code first")
-        media = body.get("media")
-        if media is not None and text is None:
-            text = ""  # a file without a caption
-        elif not isinstance(text, str) or len(text) > MAX_MESSAGE_TEXT or not (text or media):
-            return _error(400, "text must be a non-empty string")
-        frame: dict[str, Any] = {"op": "message_in", "from": sender, "text": text}
-        if media is not None:
-            try:
-                frame["media"] = media_frame(media)
-            except BadMedia as exc:
-                return _error(400, str(exc))
-        devices = self._devices_of(to) if isinstance(to, str) else []
-        if not devices:
-            return _error(404, "no linked device for that phone")
-        mid = "SIM" + secrets.token_hex(10).upper()
-        frame["id"] = mid
-        for device in devices:
-            await self._deliver(device, {**frame, "timestamp": _now_ms()})
-        return web.json_response({"id": mid})
-
-    async def lose_acks(self, request: web.Request) -> web.Response:
-        """Lose (or keep again) the acknowledgements of ``phone``'s devices: what the network
-        sees of a device that wrote a frame down and died before its ack left."""
-        body = await _body(request)
-        devices = self._matching(body)
-        if not devices:
-            return _error(404, "no linked device for that phone")
-        for device in devices:
-            device.lose_acks = body.get("lose") is True
-        return web.json_response({"devices": len(devices), "lose": body.get("lose") is True})
-
-    async def list_messages(self, request: web.Request) -> web.Response:
-        """What a phone sent, one entry per message id the network accepted."""
-        sent = self.sent.get(request.query.get("phone", ""), {})
-        return web.json_response(list(sent.values()))
-
-    async def list_devices(self, request: web.Request) -> web.Response:
-        return web.json_response([d.view() for d in self.devices.values()])
-
-    async def list_qrs(self, request: web.Request) -> web.Response:
-        """The QR codes currently scannable, per session (a convenience for the demo)."""
-        now = time.monotonic()
-        live = [
-            {"qr": code, "sessionId": i.link.session_id}
-            for code, i in self.qrs.items()
-            if not i.superseded and i.expires > now and not i.link.paired.done()
-        ]
-        return web.json_response(live)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
 
 def _new_pairing_code() -> str:
     alphabet = "ABCDEFGHJKLMNPQRSTVWXYZ23456789"  # WhatsApp's codes: 8 characters, no 0/O/1/I
@@ -525,31 +333,11 @@ def _new_qr() -> str:
     return "2@" + ",".join(parts)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
 def create_app(timings: QrTimings) -> web.Application:
     network = SimNetwork(timings)
     app = web.Application(client_max_size=MAX_BODY)  # a message with the largest file
     app.router.add_get("/ws", network.ws_handler)
-    app.router.add_post("/control/scan", network.scan)
-    app.router.add_post("/control/pair", network.pair)
-    app.router.add_post("/control/logout", network.logout)
-    app.router.add_post("/control/drop", network.drop)
-    app.router.add_get("/control/devices", network.list_devices)
-    app.router.add_post("/control/message", network.message)
-    app.router.add_get("/control/messages", network.list_messages)
-    app.router.add_post("/control/lose_acks", network.lose_acks)
-    app.router.add_get("/control/qrs", network.list_qrs)
+    Control(network).add_routes(app.router)
     return app
 
 
