@@ -19,14 +19,8 @@ from api.message_media_doc import MEDIA_VIEW, MULTIPART, SendBody
 from api.owned import session_json
 from api.schema import answer, obj
 from core.message_media import MAX_CAPTION
-from core.messages import (
-    LIMIT_NAMES,
-    MAX_IDEMPOTENCY_KEY,
-    MAX_LIMIT,
-    MAX_TEXT,
-    STATUSES,
-    check_limits,
-)
+from core.messages import MAX_IDEMPOTENCY_KEY, MAX_TEXT, STATUSES
+from core.send_limits import LIMIT_NAMES, MAX_LIMIT, check_limits
 
 routes = web.RouteTableDef()
 
@@ -45,7 +39,7 @@ _LIMIT_MEANING = {
     "perDay": "0: no limit",
     "warmupDays": "a new number's daily limit ramps up over this many days",
 }
-# Core checks them (core/messages.check_limits), for a provision and a backup's too.
+# Core checks them (core/send_limits.check_limits), for a provision and a backup's too.
 LIMITS = {
     name: {
         "type": "integer",

@@ -24,10 +24,10 @@ from core.backups.errors import (
 )
 from core.backups.records import Plan, PlannedSession
 from core.errors import InvalidInput
-from core.messages import check_provision_limits
 from core.models import Status
 from core.proxy_policy import ProxyPolicy
 from core.proxy_url import ProxyUrl
+from core.send_limits import check_provision_limits
 from core.store import id_order
 
 # The ids provision makes: ``worker_<n>`` from a counter, no leading zero. Twelve digits

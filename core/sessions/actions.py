@@ -12,11 +12,11 @@ import asyncio
 from core import endpoint_url, session_files
 from core.errors import Conflict, InvalidInput, NoCapacity, PhoneLimit
 from core.journal import Happened
-from core.messages import check_provision_limits
 from core.models import Reason, SessionRecord, Status
 from core.owners import Owners
 from core.phone import normalize as normalize_phone
 from core.proxy_url import mask, parse_input
+from core.send_limits import check_provision_limits
 from core.sessions.context import Context, session_log
 from core.sessions.failover import Failover
 from core.sessions.workers import Workers
