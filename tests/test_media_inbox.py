@@ -8,7 +8,7 @@ import hashlib
 from pathlib import Path
 
 from core import session_files
-from core.backups.archive import copy_folder
+from core.backups.on_disk import copy_folder
 from worker.media_inbox import MEDIA_IN, IncomingFile, MediaInbox
 from worker.outbox import Outbox
 from worker.session_loop import SessionLoop

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.backups.archive import copy_folder
+from core.backups.on_disk import copy_folder
 from core.events import event_id
 from worker import outbox as outbox_module
 from worker.outbox import OUTBOX_FILE, Outbox

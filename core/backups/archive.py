@@ -13,7 +13,6 @@ import errno
 import json
 import os
 import re
-import shutil
 import stat
 import struct
 import zipfile
@@ -50,11 +49,6 @@ AUDIT = "audit.jsonl"  # core/backups/trail.py reads and writes it
 SESSIONS_PREFIX = "sessions"
 BACKUP_ID = re.compile(r"backup_\d{4}-\d{2}-\d{2}(?:_\d{6}(?:_\d+)?)?")
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-# Not session data: the worker's log, and its outbox of events not yet reported (restored
-# later they would be old news, replayed as new; a restore carries the live folder's unsent
-# message events over instead: session_files.carry_outboxes), nor the files of those events.
-EXCLUDED = re.compile(r"worker\.log(\..*)?|\.?outbox\.jsonl(\.tmp)?")
-EXCLUDED_FOLDERS = frozenset({session_files.MEDIA_IN_DIR})
 SESSION_FILE_MAX = 64 * 1024  # a session.json is ~300 bytes
 CHUNK = 1 << 20
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -96,39 +90,6 @@ def local_time(ms: int) -> datetime:
 
 
 # writing ----------------------------------------------------------------------------------
-
-
-def session_folders(sessions_dir: Path) -> list[str]:
-    if not sessions_dir.is_dir():
-        return []
-    return sorted(
-        e.name
-        for e in sessions_dir.iterdir()
-        if e.is_dir() and not e.is_symlink() and FOLDER_NAME.fullmatch(e.name)
-    )
-
-
-def copy_folder(src: Path, dst: Path) -> None:
-    """Regular files only (no links, no logs): what the archive may carry."""
-    dst.mkdir(parents=True, mode=0o700)
-    for root, dirs, files in os.walk(src):
-        base = Path(root)
-        rel = base.relative_to(src)
-        dirs[:] = [
-            d
-            for d in dirs
-            if not (base / d).is_symlink() and not (base == src and d in EXCLUDED_FOLDERS)
-        ]
-        for d in dirs:
-            (dst / rel / d).mkdir(mode=0o700, exist_ok=True)
-        for name in files:
-            path = base / name
-            if EXCLUDED.fullmatch(name) or path.is_symlink() or not path.is_file():
-                continue
-            try:
-                shutil.copy2(path, dst / rel / name)
-            except FileNotFoundError:
-                continue  # a temp file renamed away just before the pause
 
 
 def backup_name(backups_dir: Path, now_ms: int) -> str:
@@ -422,34 +383,3 @@ def extract(path: Path, target: Path, max_bytes: int) -> None:
                             f"{path.name} unpacks to more than BACKUP_MAX_BYTES={max_bytes}"
                         )
                     out.write(chunk)
-
-
-def swap_in(sessions_dir: Path, staging: Path, old: Path) -> None:
-    """Move the current session folders into ``old`` and the staged ones into place; a
-    rename that fails half-way undoes the ones before it, so the swap is all or nothing."""
-    old.mkdir(mode=0o700)
-    moved: list[tuple[Path, Path]] = []
-    try:
-        for entry in [e for e in sessions_dir.iterdir() if not e.name.startswith(".")]:
-            entry.rename(old / entry.name)
-            moved.append((entry, old / entry.name))
-        for entry in list(staging.iterdir()):
-            entry.rename(sessions_dir / entry.name)
-            moved.append((entry, sessions_dir / entry.name))
-    except BaseException:
-        for src, dst in reversed(moved):
-            dst.rename(src)
-        old.rmdir()
-        raise
-    staging.rmdir()
-
-
-def swap_back(sessions_dir: Path, old: Path, discard: Path) -> None:
-    """Undo ``swap_in``: the restored folders go to ``discard``, the old ones come back."""
-    discard.mkdir(mode=0o700, exist_ok=True)
-    for entry in [e for e in sessions_dir.iterdir() if not e.name.startswith(".")]:
-        entry.rename(discard / entry.name)
-    for entry in list(old.iterdir()):
-        entry.rename(sessions_dir / entry.name)
-    old.rmdir()
-    shutil.rmtree(discard, ignore_errors=True)

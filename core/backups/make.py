@@ -22,7 +22,7 @@ from typing import Any
 
 from core.api_keys import ApiKeys
 from core.audit import Audit
-from core.backups import archive, trail
+from core.backups import archive, on_disk, trail
 from core.backups.base import BackupParts, Progress
 from core.backups.records import BackupResult
 from core.models import Reason
@@ -41,7 +41,7 @@ class Making(BackupParts):
         entries = await Audit(
             self.store.redis, self.clock, self.settings.audit_retention_days
         ).export()
-        folders = await asyncio.to_thread(archive.session_folders, self.settings.sessions_dir)
+        folders = await asyncio.to_thread(on_disk.session_folders, self.settings.sessions_dir)
         try:
             await asyncio.to_thread(backups_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
             staging = Path(
@@ -106,7 +106,7 @@ class Making(BackupParts):
             paused = await self.runner.pause(sid)
             frozen = self.clock.now_ms()
             try:
-                await asyncio.to_thread(archive.copy_folder, src / sid, staging / sid)
+                await asyncio.to_thread(on_disk.copy_folder, src / sid, staging / sid)
             finally:
                 if paused:
                     await self.runner.resume(sid)
@@ -122,7 +122,7 @@ class Making(BackupParts):
         src = self.settings.sessions_dir
         try:
             for sid in folders:
-                await asyncio.to_thread(archive.copy_folder, src / sid, staging / sid)
+                await asyncio.to_thread(on_disk.copy_folder, src / sid, staging / sid)
         finally:
             pauses = {}
             for sid in running:

@@ -20,7 +20,7 @@ from pathlib import Path
 from core import session_files
 from core.api_keys import ApiKeys
 from core.audit import Audit
-from core.backups import archive, trail, validate
+from core.backups import archive, on_disk, trail, validate
 from core.backups.base import BackupParts, Progress, why
 from core.backups.errors import RestoreFailed
 from core.backups.records import BackupInfo, Plan, Reassigned, RestoreReport
@@ -112,7 +112,7 @@ class Restoring(BackupParts):
                 await say(f"stopping {len(current)} worker(s)")
                 await asyncio.gather(*(self.runner.stop(sid) for sid in current))
                 # The swap: renames within one folder, all or nothing.
-                await asyncio.to_thread(archive.swap_in, sessions_dir, staging, old)
+                await asyncio.to_thread(on_disk.swap_in, sessions_dir, staging, old)
                 swapped = True
                 carried = await asyncio.to_thread(session_files.carry_outboxes, old, sessions_dir)
                 if carried:
@@ -210,7 +210,7 @@ class Restoring(BackupParts):
         try:
             if old is not None:
                 discard = sessions_dir / f".discard-{self.clock.now_ms()}"
-                await asyncio.to_thread(archive.swap_back, sessions_dir, old, discard)
+                await asyncio.to_thread(on_disk.swap_back, sessions_dir, old, discard)
             await self.store.restore_fleet(before)
             await self._api_keys().forget(list(keys_added))
             await self.service.reconcile()
