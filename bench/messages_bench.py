@@ -5,9 +5,11 @@ simwa, ``wafleet serve``, sim workers), no limits, no pauses, no "typing...".
   network's own timestamp of the message, one message at a time (p50 / p99);
 - outbound messages per second for one ``serve`` across N sessions: a burst of K messages
   per session, from the first POST to the last message at the network.
-- ``--media-files F``: instead, media out: F documents of ``--media-mb`` MB each, posted by
-  multipart (streamed from disk, ``--media-at-once`` at a time) through one session; MB/s
-  from the first POST to the last file at the network, and ``serve``'s peak RSS meanwhile
+- ``--media-files F``: instead, media out and in, ``--runs`` times: F documents of
+  ``--media-mb`` MiB each, posted by multipart (streamed from disk, ``--media-at-once`` at a
+  time) through one session, MB/s from the first POST to the last file at the network; then
+  F documents from an outside number to another session (simwa's control API), MB/s until
+  ``serve`` holds every file and its ``MESSAGE_IN``; ``serve``'s peak RSS during each
   (sampled every 20 ms), which must not grow with the files: they are streamed.
 
 Usage: python bench/messages_bench.py [--latency 200] [--sessions 20] [--per-session 20]
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import shutil
 import statistics
@@ -123,52 +126,117 @@ def make_files(folder: Path, files: int, mb: int) -> list[Path]:
     return paths
 
 
-async def media_out(fleet: Fleet, files: int, mb: int, at_once: int) -> None:
-    phone = "972530000001"
-    sid = (await fleet.link(phone))["id"]
-    folder = Path(tempfile.mkdtemp(prefix="wafleet-media-bench-"))
-    paths = await asyncio.to_thread(make_files, folder, files, mb)
-    assert fleet.serve is not None
-    pid = fleet.serve.popen.pid
-    base = rss_mb(pid)
-    peak = base
-    done = False
+class PeakRss:
+    """``serve``'s resident memory, sampled every 20 ms while files move."""
 
-    async def sample() -> None:
-        nonlocal peak
-        while not done:
-            peak = max(peak, rss_mb(pid))
+    def __init__(self, fleet: Fleet) -> None:
+        assert fleet.serve is not None
+        self.pid = fleet.serve.popen.pid
+        self.base = self.peak = rss_mb(self.pid)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> PeakRss:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss_mb(self.pid))
             await asyncio.sleep(0.02)
 
-    sampler = asyncio.create_task(sample())
+
+async def media_out(
+    fleet: Fleet, sid: str, phone: str, files: int, mb: int, at_once: int
+) -> tuple[float, float, PeakRss]:
+    """One run out: (s until every 202, s until every file at the network, serve's RSS)."""
+    folder = Path(tempfile.mkdtemp(prefix="wafleet-media-bench-"))
+    paths = await asyncio.to_thread(make_files, folder, files, mb)
     gate = asyncio.Semaphore(at_once)
 
     async def one(path: Path) -> str:
         async with gate:
             return await post_file(fleet, sid, path)
 
-    start = time.perf_counter()
-    wa_ids = await asyncio.gather(*(one(p) for p in paths))
-    accepted = time.perf_counter() - start
-    while not set(wa_ids) <= set(await network_log(fleet, phone)):
-        await asyncio.sleep(0.05)
-    elapsed = time.perf_counter() - start
-    done = True
-    await sampler
-    total_mb = files * mb * 1024 * 1024 / 1e6
+    async with PeakRss(fleet) as rss:
+        start = time.perf_counter()
+        wa_ids = await asyncio.gather(*(one(p) for p in paths))
+        accepted = time.perf_counter() - start
+        while not set(wa_ids) <= set(await network_log(fleet, phone)):
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - start
     await asyncio.to_thread(shutil.rmtree, folder)
-    print(
-        f"media out: {files} x {mb} MB documents by multipart ({at_once} at a time): "
-        f"all accepted in {accepted:.1f} s ({total_mb / accepted:.0f} MB/s in), "
-        f"all at the network in {elapsed:.1f} s ({total_mb / elapsed:.1f} MB/s out)"
-    )
-    print(f"serve RSS: {base:.0f} MB before, peak {peak:.0f} MB while they moved")
+    return accepted, elapsed, rss
+
+
+async def media_in(
+    fleet: Fleet, sid: str, phone: str, files: int, mb: int, at_once: int
+) -> tuple[float, PeakRss]:
+    """One run in: documents from an outside number (simwa's control API, base64) to the
+    session's phone; (s until serve holds every one, its file uploaded and its MESSAGE_IN on
+    the operator's stream, serve's RSS)."""
+    stream = f"wafleet:events:{sid}"
+    before = int(await fleet.redis.xlen(stream))
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(n: int) -> None:
+        data = b"%PDF-1.4\n" + os.urandom(mb * 1024 * 1024)
+        body = {
+            "from": TO,
+            "to": phone,
+            "text": f"file {n}",
+            "media": {
+                "kind": "document",
+                "data": base64.b64encode(data).decode(),
+                "filename": f"in-{n}.pdf",
+            },
+        }
+        async with gate, fleet.http.post(fleet.simwa + "/control/message", json=body) as r:
+            assert r.status == 200, await r.text()
+
+    async with PeakRss(fleet) as rss:
+        start = time.perf_counter()
+        await asyncio.gather(*(one(n) for n in range(files)))
+        while int(await fleet.redis.xlen(stream)) < before + files:
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - start
+    return elapsed, rss
+
+
+async def media(args: argparse.Namespace) -> None:
+    files, mb, at_once = args.media_files, args.media_mb, args.media_at_once
+    total_mb = files * mb * 1024 * 1024 / 1e6
+    outs: list[tuple[float, float, PeakRss]] = []
+    ins: list[tuple[float, PeakRss]] = []
+    async with bench_fleet("media", 1, NO_LIMITS) as fleet:
+        sender, receiver = "972530000001", "972530000002"
+        out_sid = (await fleet.link(sender))["id"]
+        in_sid = (await fleet.link(receiver))["id"]
+        for _ in range(args.runs):
+            outs.append(await media_out(fleet, out_sid, sender, files, mb, at_once))
+            ins.append(await media_in(fleet, in_sid, receiver, files, mb, at_once))
+    med = statistics.median
+    print(f"\n{files} x {mb} MiB documents a run ({total_mb:.0f} MB), {at_once} at a time, one")
+    print(f"serve; medians of {len(outs)} runs (min-max):")
+    rows = [
+        ("out: every 202 (multipart in)", [total_mb / o[0] for o in outs], "MB/s"),
+        ("out: every file at the network", [total_mb / o[1] for o in outs], "MB/s"),
+        ("in: every file in serve, its event", [total_mb / i[0] for i in ins], "MB/s"),
+        ("serve RSS before", [o[2].base for o in outs], "MB"),
+        ("serve RSS peak while files go out", [o[2].peak for o in outs], "MB"),
+        ("serve RSS peak while files come in", [i[1].peak for i in ins], "MB"),
+    ]
+    for name, values, unit in rows:
+        print(f"  {name:38}{med(values):>8.1f} {unit:5} ({min(values):.1f}-{max(values):.1f})")
 
 
 async def main(args: argparse.Namespace) -> None:
     if args.media_files:
-        async with bench_fleet("media", 1, NO_LIMITS) as fleet:
-            await media_out(fleet, args.media_files, args.media_mb, args.media_at_once)
+        await media(args)
         return
     async with bench_fleet("msg", 2, NO_LIMITS) as fleet:
         sessions = []
@@ -200,4 +268,5 @@ if __name__ == "__main__":
     parser.add_argument("--media-files", type=int, default=0)
     parser.add_argument("--media-mb", type=int, default=16)
     parser.add_argument("--media-at-once", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=3, help="media runs (medians)")
     asyncio.run(main(parser.parse_args()))
