@@ -76,6 +76,23 @@ def _claimed_session(raw: bytes) -> str:
     return session_id
 
 
+def signature_problem(request: web.Request, session_id: str, signed: bytes) -> str | None:
+    """Why the request's signature headers do not sign ``signed`` with ``session_id``'s own
+    secret (for the log; the caller answers 401), or None when they do."""
+    timestamp = request.headers.get(signing.TIMESTAMP_HEADER, "")
+    signature = request.headers.get(signing.SIGNATURE_HEADER, "")
+    # hmac.compare_digest raises on non-ASCII str, int() reads other digit systems.
+    if not (timestamp.isascii() and signature.isascii()):
+        return "malformed signature headers"
+    return signing.verify(
+        _secret(request.app[SETTINGS].webhook_secret, session_id),
+        timestamp,
+        signature,
+        signed,
+        request.app[SERVICE].clock.now_ms(),
+    )
+
+
 async def read_signed(
     request: web.Request, max_body: int, what: str
 ) -> tuple[str, dict[str, Any]]:
@@ -87,20 +104,7 @@ async def read_signed(
     """
     raw = await read_capped(request, max_body, what)
     session_id = _claimed_session(raw)
-    timestamp = request.headers.get(signing.TIMESTAMP_HEADER, "")
-    signature = request.headers.get(signing.SIGNATURE_HEADER, "")
-    # hmac.compare_digest raises on non-ASCII str, int() reads other digit systems.
-    problem = (
-        "malformed signature headers"
-        if not (timestamp.isascii() and signature.isascii())
-        else signing.verify(
-            _secret(request.app[SETTINGS].webhook_secret, session_id),
-            timestamp,
-            signature,
-            raw,
-            request.app[SERVICE].clock.now_ms(),
-        )
-    )
+    problem = signature_problem(request, session_id, raw)
     if problem is not None:
         log.warning("%s for %s refused: %s", what, session_id, problem)
         raise Unauthorized(f"{what} refused: {problem}")

@@ -21,13 +21,13 @@ import logging
 
 from aiohttp import web
 
-from api.context import SERVICE, SETTINGS
+from api.context import SETTINGS
 from api.describe import header, operation
 from api.errors import ERROR, error_response
 from api.media import MEDIA
 from api.promise import NO_PROMISE
 from api.schema import answer
-from api.webhook import SESSION_ID, SIGNED
+from api.webhook import SESSION_ID, SIGNED, signature_problem
 from core import signing
 from core.media.registry import KINDS
 from core.media.store import SHA256, MediaTooLarge
@@ -58,18 +58,8 @@ async def _refusal(request: web.Request) -> web.Response | None:
     if not (size_text.isascii() and size_text.isdigit() and 0 < len(size_text) <= 15):
         return error_response(400, "invalid_input", f"{SIZE_HEADER} must be a size in bytes")
     size = int(size_text)
-    timestamp = request.headers.get(signing.TIMESTAMP_HEADER, "")
-    signature = request.headers.get(signing.SIGNATURE_HEADER, "")
-    problem = (
-        "malformed signature headers"
-        if not (timestamp.isascii() and signature.isascii())
-        else signing.verify(
-            signing.session_secret(request.app[SETTINGS].webhook_secret, session_id),
-            timestamp,
-            signature,
-            signing.media_descriptor(session_id, sha256, size, kind),
-            request.app[SERVICE].clock.now_ms(),
-        )
+    problem = signature_problem(
+        request, session_id, signing.media_descriptor(session_id, sha256, size, kind)
     )
     if problem is not None:
         log.warning("media upload for %s refused: %s", session_id, problem)

@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import redis
+import redis.asyncio as aioredis
 
+from core.redis_client import via_sentinel
 from wafleet import devstack
 
 MASTER = "wafleet"
@@ -209,3 +213,21 @@ class SentinelGroup:
                 return port, time.monotonic()
             await asyncio.sleep(0.05)
         raise AssertionError(f"no replica promoted in {timeout} s")
+
+
+# A test module whose fleet runs on the Sentinel group imports these two: they stand in for
+# conftest's ``redis_server`` and ``redis_client`` under the same names.
+@pytest.fixture(name="redis_server")
+def sentinel_redis_server(sentinel_group: SentinelGroup) -> str:
+    return sentinel_group.first_primary.url
+
+
+@pytest.fixture(name="redis_client")
+async def sentinel_redis_client(
+    sentinel_group: SentinelGroup,
+) -> AsyncIterator[aioredis.Redis]:
+    """The test's own view of Redis follows a promotion as serve's does."""
+    addresses = tuple(("127.0.0.1", s.port) for s in sentinel_group.sentinels)
+    client = via_sentinel(addresses, "wafleet", sentinel_group.first_primary.url)
+    yield client
+    await client.aclose()

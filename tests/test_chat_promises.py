@@ -10,33 +10,21 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
-from core.redis_client import via_sentinel
 from tests import fake_telegram
 from tests.fake_telegram import ADMIN, FakeTelegram, bot_env
 from tests.fleet import Fleet
-from tests.sentinel_redis import SentinelGroup
+from tests.sentinel_redis import (  # the fleet's Redis: the Sentinel group
+    SentinelGroup,
+    sentinel_redis_client,  # noqa: F401
+    sentinel_redis_server,  # noqa: F401
+)
 
 telegram = fake_telegram.telegram  # the fixture
 NOT_CONFIRMED = "Not confirmed: Redis could not copy this to a replica in time"
-
-
-@pytest.fixture
-def redis_server(sentinel_group: SentinelGroup) -> str:
-    return sentinel_group.first_primary.url
-
-
-@pytest.fixture
-async def redis_client(sentinel_group: SentinelGroup) -> AsyncIterator[aioredis.Redis]:
-    addresses = tuple(("127.0.0.1", s.port) for s in sentinel_group.sentinels)
-    client = via_sentinel(addresses, "wafleet", sentinel_group.first_primary.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -15,32 +15,19 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
-from core.redis_client import via_sentinel
 from tests.event_receiver import Receiver, events_fleet_options
 from tests.fleet import PHONE, Fleet, eventually
 from tests.messaging import FAST, OUTSIDE, incoming_message, message, sent_by
-from tests.sentinel_redis import SentinelGroup
-
-
-@pytest.fixture
-def redis_server(sentinel_group: SentinelGroup) -> str:
-    return sentinel_group.first_primary.url
-
-
-@pytest.fixture
-async def redis_client(sentinel_group: SentinelGroup) -> AsyncIterator[aioredis.Redis]:
-    """The test's own view of Redis follows the promotion as serve's does."""
-    addresses = tuple(("127.0.0.1", s.port) for s in sentinel_group.sentinels)
-    client = via_sentinel(addresses, "wafleet", sentinel_group.first_primary.url)
-    yield client
-    await client.aclose()
+from tests.sentinel_redis import (  # the fleet's Redis: the Sentinel group
+    SentinelGroup,
+    sentinel_redis_client,  # noqa: F401
+    sentinel_redis_server,  # noqa: F401
+)
 
 
 @pytest.fixture

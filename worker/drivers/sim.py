@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,36 +216,44 @@ class SimDriver:
         await ws.send_json({"op": "presence", "state": "paused", "to": to})
 
     async def send_text(self, to: str, text: str, wa_message_id: str) -> None:
-        ws = self._live()
-        accepted = asyncio.get_running_loop().create_future()
-        self._accepting[wa_message_id] = accepted
-        try:
-            await ws.send_json({"op": "send", "id": wa_message_id, "to": to, "text": text})
-            refused = await asyncio.wait_for(accepted, SEND_TIMEOUT_S)
-        except (ConnectionError, RuntimeError, TimeoutError) as exc:
-            raise NotConnected(f"not accepted: {type(exc).__name__}") from None
-        finally:
-            self._accepting.pop(wa_message_id, None)
-        if refused is not None:
-            raise SendFailed(refused)
+        frame = {"op": "send", "id": wa_message_id, "to": to, "text": text}
+
+        async def send(ws: aiohttp.ClientWebSocketResponse) -> None:
+            await ws.send_json(frame)
+
+        await self._until_accepted(wa_message_id, send)
 
     async def send_media(self, media: OutgoingMedia, wa_message_id: str) -> None:
         """The file streams from disk in binary frames after its ``send_media`` frame (see
         simwa/sent_media.py); the network's answer is awaited as for a text."""
-        ws = self._live()
-        accepted = asyncio.get_running_loop().create_future()
-        self._accepting[wa_message_id] = accepted
         shown: dict[str, Any] = {"kind": media.kind, "mime": media.mime, "size": media.size}
         if media.filename:
             shown["filename"] = media.filename
         frame = {"op": "send_media", "id": wa_message_id, "to": media.to, "media": shown}
         if media.caption:
             frame["text"] = media.caption
-        try:
+
+        async def send(ws: aiohttp.ClientWebSocketResponse) -> None:
             await ws.send_json(frame)
             with media.path.open("rb") as file:
                 while chunk := file.read(MEDIA_FRAME):
                     await ws.send_bytes(chunk)
+
+        await self._until_accepted(wa_message_id, send)
+
+    async def _until_accepted(
+        self,
+        wa_message_id: str,
+        send: Callable[[aiohttp.ClientWebSocketResponse], Awaitable[None]],
+    ) -> None:
+        """Send a message by ``send`` and wait for the network's answer to its id:
+        ``NotConnected`` when none comes (it goes again later, same id), ``SendFailed`` when
+        the network refused it."""
+        ws = self._live()
+        accepted = asyncio.get_running_loop().create_future()
+        self._accepting[wa_message_id] = accepted
+        try:
+            await send(ws)
             refused = await asyncio.wait_for(accepted, SEND_TIMEOUT_S)
         except (ConnectionError, RuntimeError, TimeoutError) as exc:
             raise NotConnected(f"not accepted: {type(exc).__name__}") from None
