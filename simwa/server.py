@@ -60,8 +60,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from simwa.control import Control
-from simwa.incoming_media import MAX_BODY, WS_MAX_MESSAGE
+from simwa.incoming_media import WS_MAX_MESSAGE
 from simwa.models import (
     MAX_MESSAGE_TEXT,
     PHONE,
@@ -331,15 +330,3 @@ def _new_qr() -> str:
         base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(3)
     ]
     return "2@" + ",".join(parts)
-
-
-def create_app(timings: QrTimings) -> web.Application:
-    network = SimNetwork(timings)
-    app = web.Application(client_max_size=MAX_BODY)  # a message with the largest file
-    app.router.add_get("/ws", network.ws_handler)
-    Control(network).add_routes(app.router)
-    return app
-
-
-def run(host: str, port: int, timings: QrTimings) -> None:
-    web.run_app(create_app(timings), host=host, port=port, print=None)

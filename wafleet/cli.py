@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(str(exc))
     elif args.command == "simwa":
         from core import logs
+        from simwa.app import run
         from simwa.models import QrTimings
-        from simwa.server import run
 
         logs.setup(os.environ.get("LOG_LEVEL", "INFO"))
         run(
