@@ -222,13 +222,17 @@ class Fleet:
             return r.status, await r.json()
 
     async def snapshot(self) -> dict[str, Any]:
-        """Every key and value in Redis but the audit trail: to prove a refused request
-        changed nothing."""
+        """Every key and value in Redis but the audit trail and the locks of the moment: to
+        prove a refused request changed nothing."""
         state: dict[str, Any] = {}
         keys = cast("list[str]", await self.redis.keys("*"))  # decoded, as in text()
         for key in sorted(keys):
             if key.startswith("wafleet:audit"):
                 continue  # a refused request is recorded on purpose (core/audit.py)
+            if key.startswith("wafleet:lock:"):
+                # A lock held for a moment by whatever the worker reported meanwhile (a QR
+                # rotating): it guards state, it is none (core/redis_locks.py).
+                continue
             kind = await self.redis.type(key)
             if kind == "string":
                 value: Any = await self.redis.get(key)
