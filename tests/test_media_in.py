@@ -17,7 +17,7 @@ import json
 import os
 import random
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,14 +37,6 @@ MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"
 HEADS = {"image": PNG, "document": PDF, "voice": OGG, "audio": OGG, "video": MP4}
 VIDEO_LIMIT = 1024 * 1024
 MIMES = {"image": "image/png", "document": "application/pdf", "video": "video/mp4"}
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    await found.start()
-    yield found
-    await found.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -40,14 +39,6 @@ from worker.webhook_client import WebhookClient
 IMAGE_LIMIT = 256 * 1024
 # A real PNG header and enough bytes after it: libmagic tells image/png.
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(4000)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    await found.start()
-    yield found
-    await found.stop()
 
 
 @pytest.fixture
