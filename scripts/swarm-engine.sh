@@ -159,12 +159,23 @@ start_engine() {
         log "engine $n already running"
         return
     fi
+    local deadline=$((SECONDS + ENGINE_TIMEOUT))
+    if engine_pid "$n" >/dev/null; then
+        # Running but slow to answer (a busy machine, a swarm re-electing): a second dockerd
+        # would only die on the first one's pidfile. Wait for this one instead.
+        log "engine $n is running but not answering yet; waiting for it"
+        until dn "$n" info >/dev/null 2>&1; do
+            [ $SECONDS -lt $deadline ] || die 3 "engine $n (dockerd) did not answer in ${ENGINE_TIMEOUT}s"
+            sleep 0.5
+        done
+        return
+    fi
     mkdir -p "$root/data" "$(exec_of "$n")"
     log "starting engine $n (socket $sock, log $elog)"
     setsid nohup dockerd --bridge=none --iptables=false --ip6tables=false \
         --data-root "$root/data" --exec-root "$(exec_of "$n")" --pidfile "$(pidfile_of "$n")" \
         -H "unix://$sock" >>"$elog" 2>&1 </dev/null &
-    local dpid=$! deadline=$((SECONDS + ENGINE_TIMEOUT))
+    local dpid=$!
     until dn "$n" info >/dev/null 2>&1; do
         if ! kill -0 "$dpid" 2>/dev/null; then
             tail -n 20 "$elog" >&2 || true
